@@ -1,0 +1,34 @@
+# Everything installs itself: `make run` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+export LC_ALL ?= C.UTF-8
+
+.PHONY: run test test-fast bench lint schemas install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/fulfil demo
+
+test: $(STAMP)
+	$(VENV)/bin/pytest -q
+
+bench: $(STAMP)
+	$(PY) -m tests.bench.run
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+schemas: $(STAMP)
+	$(PY) -m schemas.export
+
+clean:
+	rm -rf $(VENV) .fulfil .pytest_cache .hypothesis

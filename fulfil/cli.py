@@ -1,0 +1,48 @@
+"""The `fulfil` console script: one entry point for every service and tool."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from fulfil.config import ConfigError
+
+app = typer.Typer(
+    name="fulfil",
+    help="Backorder-aware order fulfilment over Kafka.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    # Sub-apps live beside the code they drive; importing here keeps `--help` fast
+    # enough and the module graph acyclic.
+    from fulfil import cli_dev, cli_tools
+
+    app.add_typer(cli_dev.dev_app, name="dev")
+    cli_tools.register(app)
+
+
+def fail_usage(message: str) -> typer.Exit:
+    typer.echo(f"fulfil: {message}", err=True)
+    return typer.Exit(2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    _register()
+    try:
+        app(args=argv, prog_name="fulfil", standalone_mode=True)
+    except ConfigError as exc:
+        typer.echo(f"fulfil: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # an operator gets one line; FULFIL_DEBUG=1 shows the traceback
+        if os.environ.get("FULFIL_DEBUG"):
+            raise
+        typer.echo(f"fulfil: error: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(1)

@@ -1,0 +1,94 @@
+"""Operator commands: topics, publish, and the service entry points."""
+
+from __future__ import annotations
+
+import asyncio
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+
+from fulfil.config import load_settings
+from fulfil.logs import configure_logging
+
+topics_app = typer.Typer(help="Manage the Kafka topics of the service.", no_args_is_help=True)
+
+
+@topics_app.command("create")
+def topics_create(
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON document.")] = False,
+) -> None:
+    """Create every topic (inputs, commands, allocations, dead letters); idempotent."""
+    from fulfil.kafka import create_topics
+
+    settings = load_settings()
+    created, existing = asyncio.run(create_topics(settings))
+    if json_output:
+        typer.echo(orjson.dumps({"created": created, "existing": existing}).decode())
+        return
+    for name in created:
+        typer.echo(f"created {name} ({settings.fulfil_partitions} partitions)")
+    for name in existing:
+        typer.echo(f"exists  {name}")
+
+
+def publish(
+    file: Annotated[
+        Path,
+        typer.Argument(exists=True, dir_okay=False, readable=True, help="JSONL file of envelopes."),
+    ],
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Validate each line and publish it to the topic its `type` belongs to.
+
+    Bad lines are reported with their line number and reason; good lines are
+    still published. Exit code 1 if any line was bad.
+    """
+    from fulfil.publishing import publish_file
+
+    settings = load_settings()
+    configure_logging(settings.fulfil_log_level, settings.fulfil_log_format)
+    report = asyncio.run(publish_file(settings, file))
+    for line_no, reason in report.bad:
+        typer.echo(f"{file}:{line_no}: {reason}", err=True)
+    if json_output:
+        typer.echo(
+            orjson.dumps(
+                {
+                    "published": report.published,
+                    "by_topic": report.by_topic,
+                    "bad": [{"line": n, "reason": r} for n, r in report.bad],
+                }
+            ).decode()
+        )
+    else:
+        topics = ", ".join(f"{n} to {t}" for t, n in sorted(report.by_topic.items()))
+        typer.echo(f"published {report.published} events ({topics or 'none'}); {len(report.bad)} bad lines")
+    if report.bad:
+        raise typer.Exit(1)
+
+
+class Stage(str, Enum):
+    all = "all"
+    router = "router"
+    core = "core"
+
+
+def allocator(
+    stage: Annotated[Stage, typer.Option(help="Run both stages, or one to scale them apart.")] = Stage.all,
+) -> None:
+    """Run the allocator (router + core) until SIGTERM/SIGINT; graceful stop exits 0."""
+    from services.allocator.entrypoints.app import run_allocator
+
+    settings = load_settings()
+    settings.require_kafka()
+    configure_logging(settings.fulfil_log_level, settings.fulfil_log_format)
+    asyncio.run(run_allocator(settings, stage.value))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(topics_app, name="topics")
+    app.command("publish")(publish)
+    app.command("allocator")(allocator)

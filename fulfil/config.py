@@ -1,0 +1,120 @@
+"""Settings shared by every service, read from the environment (DESIGN.md §9)."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """A configuration problem, already phrased as one line for the operator."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    kafka_bootstrap_servers: str | None = None
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
+        "PLAINTEXT"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    # Tansu holds JoinGroup for about half the session timeout: keep it short
+    # by default so groups form quickly; production clusters may raise it.
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000, le=300_000)
+    kafka_heartbeat_interval_ms: int = Field(default=1_000, ge=100, le=60_000)
+
+    database_url: str | None = None
+
+    fulfil_topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$", max_length=100)
+    fulfil_partitions: int = Field(default=6, ge=1, le=1024)
+    fulfil_state_dir: Path = Path(".fulfil")
+    fulfil_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    fulfil_log_format: Literal["json", "console"] = "json"
+    fulfil_max_message_bytes: int = Field(default=1_000_000, ge=1_024, le=16_000_000)
+
+    smtp_url: str | None = Field(default=None, pattern=r"^smtps?://[^\s/]+(:\d+)?/?$")
+    smtp_from: str = "orders@shop.example"
+    webhook_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    webhook_secret: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("webhook_secret")
+    )
+
+    @field_validator("fulfil_log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    def topic(self, base: str) -> str:
+        return f"{self.fulfil_topic_prefix}{base}"
+
+    def require_kafka(self) -> str:
+        if not self.kafka_bootstrap_servers:
+            raise ConfigError(
+                "KAFKA_BOOTSTRAP_SERVERS is not set "
+                "(run `fulfil dev up` and `eval \"$(fulfil dev env)\"` for a local broker)"
+            )
+        return self.kafka_bootstrap_servers
+
+    def require_database(self) -> str:
+        if not self.database_url:
+            raise ConfigError(
+                "DATABASE_URL is not set "
+                "(run `fulfil dev up` and `eval \"$(fulfil dev env)\"` for a local PostgreSQL)"
+            )
+        return self.database_url
+
+    def kafka_client_options(self) -> dict[str, Any]:
+        """Connection options for any aiokafka client, SASL/TLS passed through."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.require_kafka(),
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            context = ssl.create_default_context(
+                cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None
+            )
+            if self.kafka_ssl_certfile:
+                context.load_cert_chain(
+                    str(self.kafka_ssl_certfile),
+                    str(self.kafka_ssl_keyfile) if self.kafka_ssl_keyfile else None,
+                )
+            options["ssl_context"] = context
+        if self.kafka_security_protocol.startswith("SASL"):
+            if not (self.kafka_sasl_mechanism and self.kafka_sasl_username):
+                raise ConfigError(
+                    "KAFKA_SASL_MECHANISM and KAFKA_SASL_USERNAME are required with "
+                    f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}"
+                )
+            options["sasl_mechanism"] = self.kafka_sasl_mechanism
+            options["sasl_plain_username"] = self.kafka_sasl_username
+            options["sasl_plain_password"] = (
+                self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else ""
+            )
+        return options
+
+    def consumer_group_options(self) -> dict[str, Any]:
+        return {
+            "session_timeout_ms": self.kafka_session_timeout_ms,
+            "heartbeat_interval_ms": self.kafka_heartbeat_interval_ms,
+        }
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment; any invalid value becomes one ConfigError line."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        field = ".".join(str(p) for p in err["loc"]).upper() or "settings"
+        value = err.get("input")
+        shown = "" if "password" in field.lower() or "secret" in field.lower() else f" (got {value!r})"
+        raise ConfigError(f"invalid {field}: {err['msg']}{shown}") from None

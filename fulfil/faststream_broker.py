@@ -1,0 +1,42 @@
+"""A FastStream KafkaBroker configured from Settings (SASL/TLS passed through)."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+
+from faststream.kafka import KafkaBroker
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
+
+from fulfil.config import Settings
+
+
+def security(settings: Settings) -> BaseSecurity | None:
+    options = settings.kafka_client_options()
+    context: ssl.SSLContext | None = options.get("ssl_context")
+    use_ssl = context is not None
+    mechanism = options.get("sasl_mechanism")
+    if mechanism:
+        cls = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}[mechanism]
+        return cls(
+            username=options["sasl_plain_username"],
+            password=options["sasl_plain_password"],
+            use_ssl=use_ssl,
+            ssl_context=context,
+        )
+    if use_ssl:
+        return BaseSecurity(ssl_context=context, use_ssl=True)
+    return None
+
+
+def broker(settings: Settings) -> KafkaBroker:
+    return KafkaBroker(
+        settings.require_kafka(),
+        security=security(settings),
+        acks="all",
+        linger_ms=5,
+        max_request_size=settings.fulfil_max_message_bytes + 64 * 1024,
+        # Per-message INFO logs from the framework would dominate the hot path.
+        log_level=logging.DEBUG,
+        graceful_timeout=30.0,
+    )

@@ -1,0 +1,128 @@
+"""Which topic each event type travels on, its Kafka key, and the fast codec."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Union
+
+from pydantic import Field, TypeAdapter, ValidationError
+
+from schemas.contract import INPUT_EVENTS, OUTPUT_EVENTS, Envelope
+
+ORDERS = "orders.v1"
+INVENTORY = "inventory.v1"
+COMMANDS = "allocator.commands.v1"
+ALLOCATIONS = "allocations.v1"
+DLQ_SUFFIX = ".dlq"
+
+MAX_MESSAGE_BYTES = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class EventSpec:
+    type: str
+    model: type[Envelope]
+    topic: str
+    key_field: str = "warehouse_id"
+
+    def key(self, event: Envelope) -> bytes:
+        return getattr(event.data, self.key_field).encode()  # type: ignore[attr-defined]
+
+
+_ORDER_TYPES = {"OrderPlaced", "OrderCancelled"}
+
+REGISTRY: dict[str, EventSpec] = {}
+for _model in INPUT_EVENTS:
+    _name = _model.__name__
+    REGISTRY[_name] = EventSpec(_name, _model, ORDERS if _name in _ORDER_TYPES else INVENTORY)
+for _model in OUTPUT_EVENTS:
+    REGISTRY[_model.__name__] = EventSpec(_model.__name__, _model, ALLOCATIONS)
+
+INPUT_TYPES = frozenset(m.__name__ for m in INPUT_EVENTS)
+OUTPUT_TYPES = frozenset(m.__name__ for m in OUTPUT_EVENTS)
+
+
+def base_topics() -> list[str]:
+    """Every topic the services use, without prefix, DLQs included."""
+    main = [ORDERS, INVENTORY, COMMANDS, ALLOCATIONS]
+    return main + [t + DLQ_SUFFIX for t in main]
+
+
+def _union(models: tuple[type[Envelope], ...]) -> TypeAdapter:
+    return TypeAdapter(Annotated[Union[models], Field(discriminator="type")])  # noqa: UP007
+
+
+_ANY = _union(INPUT_EVENTS + OUTPUT_EVENTS)
+_INPUT = _union(INPUT_EVENTS)
+_OUTPUT = _union(OUTPUT_EVENTS)
+
+
+class ContractError(ValueError):
+    """A message that does not satisfy the contract; `reason` is one line."""
+
+    def __init__(self, reason: str, kind: str):
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind
+
+
+def _describe(exc: ValidationError) -> tuple[str, str]:
+    parts = []
+    kind = "schema_violation"
+    for err in exc.errors(include_url=False)[:5]:
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "json_invalid":
+            kind = "bad_json"
+            parts.append(f"invalid JSON: {err['msg']}")
+            continue
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            kind = "unknown_type"
+            parts.append(f"type: {err['msg']}")
+            continue
+        if kind == "schema_violation" and loc.endswith(("quantity", "delta")) and err["type"] in (
+            "greater_than_equal",
+            "less_than_equal",
+        ):
+            kind = "bad_quantity"
+        # Drop the union tag from the location: "OrderPlaced.data.lines.0.sku" -> "data.lines.0.sku".
+        first, _, rest = loc.partition(".")
+        if first in REGISTRY and rest:
+            loc = rest
+        parts.append(f"{loc}: {err['msg']}")
+    more = exc.error_count() - 5
+    if more > 0:
+        parts.append(f"and {more} more")
+    return "; ".join(parts), kind
+
+
+def _parse(adapter: TypeAdapter, raw: bytes | str) -> Envelope:
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise ContractError(
+            f"message is {len(raw)} bytes, more than the limit of {MAX_MESSAGE_BYTES}", "oversize"
+        )
+    try:
+        return adapter.validate_json(raw)
+    except ValidationError as exc:
+        reason, kind = _describe(exc)
+        raise ContractError(reason, kind) from None
+
+
+def parse_event(raw: bytes | str) -> Envelope:
+    """Validate any v1 envelope from JSON in one pass."""
+    return _parse(_ANY, raw)
+
+
+def parse_input(raw: bytes | str) -> Envelope:
+    return _parse(_INPUT, raw)
+
+
+def parse_output(raw: bytes | str) -> Envelope:
+    return _parse(_OUTPUT, raw)
+
+
+def encode(event: Envelope) -> bytes:
+    return event.model_dump_json(exclude_none=False).encode()
+
+
+def spec_for(event: Envelope) -> EventSpec:
+    return REGISTRY[event.type]

@@ -1,0 +1,47 @@
+"""`fulfil allocator`: router and core in one process, or one stage alone."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Literal
+
+from fulfil.config import Settings
+from fulfil.logs import get_logger
+from services.allocator.entrypoints.core import AllocatorCore
+from services.allocator.entrypoints.router import build_router
+
+log = get_logger("allocator")
+
+Stage = Literal["all", "router", "core"]
+
+
+async def run_allocator(settings: Settings, stage: Stage = "all", stop: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT (or `stop`): finish the batch, commit, snapshot, return."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(signum, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread (tests)
+            pass
+    router_app = None
+    if stage in ("all", "router"):
+        router_app, _ = build_router(settings)
+        await router_app.broker.start()
+    core_task = None
+    if stage in ("all", "core"):
+        core_task = asyncio.create_task(AllocatorCore(settings).run(stop), name="allocator-core")
+    log.info("allocator started", stage=stage)
+    try:
+        waiters = [asyncio.create_task(stop.wait())]
+        if core_task is not None:
+            waiters.append(core_task)
+        done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        stop.set()
+        if core_task is not None:
+            await core_task  # re-raises a core failure after a clean shutdown attempt
+    finally:
+        if router_app is not None:
+            await router_app.broker.stop()
+        log.info("allocator stopped", stage=stage)

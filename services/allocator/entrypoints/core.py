@@ -1,0 +1,197 @@
+"""The allocator core: folds `allocator.commands.v1` into `allocations.v1`.
+
+Batches are read with getmany, folded in log order per partition, produced
+without awaiting each send, flushed once, and only then are offsets
+committed and snapshots taken. Recovery (see service_layer.partition) makes
+a crash at any point invisible on the output topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+
+from fulfil import kafka
+from fulfil.config import Settings
+from fulfil.dlq import dead_letter_headers
+from fulfil.logs import get_logger
+from schemas.registry import ALLOCATIONS, COMMANDS, DLQ_SUFFIX
+from services.allocator.adapters.snapshot_store import SnapshotStore
+from services.allocator.service_layer.partition import (
+    NOTHING_WRITTEN,
+    PartitionFold,
+    Snapshot,
+    output_headers,
+    position_of,
+)
+from services.allocator.domain import new_state
+
+log = get_logger("allocator.core")
+
+CORE_GROUP = "fulfil-allocator-core"
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, core: AllocatorCore):
+        self.core = core
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.core.release(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self.core.recover(list(assigned))
+
+
+class AllocatorCore:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        max_records: int = 5_000,
+        snapshot_every: int = 50_000,
+        snapshot_seconds: float = 30.0,
+    ):
+        self.settings = settings
+        self.commands = settings.topic(COMMANDS)
+        self.allocations = settings.topic(ALLOCATIONS)
+        self.max_records = max_records
+        self.snapshot_every = snapshot_every
+        self.snapshot_seconds = snapshot_seconds
+        self.store = SnapshotStore(settings.fulfil_state_dir / "allocator", self.commands)
+        self.folds: dict[int, PartitionFold] = {}
+        self.tail_end: dict[int, int] = {}
+        self.last_snapshot_at: dict[int, float] = {}
+        self.lock = asyncio.Lock()
+        self.processed = 0
+        self.emitted = 0
+        self.ready = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.consumer = kafka.consumer(self.settings, group_id=CORE_GROUP)
+        self.tail_reader = kafka.consumer(self.settings, group_id=None)
+        self.producer = kafka.producer(self.settings)
+        await self.producer.start()
+        await self.tail_reader.start()
+        self.consumer.subscribe([self.commands], listener=_Rebalance(self))
+        await self.consumer.start()
+        try:
+            while not stop.is_set():
+                batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
+                if batches:
+                    async with self.lock:
+                        await self._process(batches)
+                self.ready.set()
+                await self._maybe_snapshot()
+        finally:
+            async with self.lock:
+                self._snapshot_all()
+            await self.consumer.stop()  # leaves the group, so a successor takes over at once
+            await self.tail_reader.stop()
+            await self.producer.stop()
+
+    async def _process(self, batches: dict[TopicPartition, list[Any]]) -> None:
+        deliveries: list[tuple[int, asyncio.Future]] = []
+        commits: dict[TopicPartition, int] = {}
+        for tp, records in batches.items():
+            fold = self.folds.get(tp.partition)
+            if fold is None:  # revoked while the batch was in flight
+                continue
+            for record in records:
+                emissions, error = fold.apply(record.offset, record.value)
+                if error is not None:
+                    log.warning("command rejected", reason=error.reason, partition=tp.partition, offset=record.offset)
+                    deliveries.append((-1, await self.producer.send(
+                        self.commands + DLQ_SUFFIX, record.value, key=record.key,
+                        headers=dead_letter_headers(reason=error.reason, kind=error.kind, topic=tp.topic,
+                                                    partition=tp.partition, offset=record.offset,
+                                                    stage="allocator-core", original=record.headers),
+                    )))
+                for emission in emissions:
+                    future = await self.producer.send(
+                        self.allocations,
+                        emission.value,
+                        key=emission.key,
+                        partition=tp.partition,
+                        headers=output_headers(tp.partition, emission.command_offset, emission.index, emission.event),
+                    )
+                    deliveries.append((tp.partition, future))
+            commits[tp] = fold.applied_offset + 1
+            self.processed += len(records)
+        # One flush per batch: nothing is committed or snapshotted before every output is acknowledged.
+        results = await asyncio.gather(*(future for _, future in deliveries))
+        for (partition, _), metadata in zip(deliveries, results, strict=True):
+            if partition >= 0:
+                fold = self.folds.get(partition)
+                if fold is not None:
+                    fold.snapshot.output_offset = max(fold.snapshot.output_offset, metadata.offset + 1)
+                self.emitted += 1
+        if commits:
+            await self.consumer.commit(commits)
+
+    async def _maybe_snapshot(self) -> None:
+        now = time.monotonic()
+        async with self.lock:
+            for partition, fold in self.folds.items():
+                due = fold.commands_since_snapshot >= self.snapshot_every or (
+                    fold.commands_since_snapshot
+                    and now - self.last_snapshot_at.get(partition, 0.0) >= self.snapshot_seconds
+                )
+                if due:
+                    self._snapshot(partition, fold)
+
+    def _snapshot(self, partition: int, fold: PartitionFold) -> None:
+        # While outputs of already-written commands are being suppressed, the
+        # output offset is not yet known to be past them: snapshot later.
+        if fold.applied_offset < fold.written_upto[0]:
+            return
+        fold.snapshot.output_offset = max(fold.snapshot.output_offset, self.tail_end.get(partition, 0))
+        self.store.save(partition, fold.snapshot)
+        fold.commands_since_snapshot = 0
+        self.last_snapshot_at[partition] = time.monotonic()
+
+    def _snapshot_all(self) -> None:
+        for partition, fold in self.folds.items():
+            if fold.commands_since_snapshot:
+                self._snapshot(partition, fold)
+
+    async def release(self, revoked: list[TopicPartition]) -> None:
+        async with self.lock:
+            for tp in revoked:
+                fold = self.folds.pop(tp.partition, None)
+                if fold is not None and fold.commands_since_snapshot:
+                    self._snapshot(tp.partition, fold)
+
+    async def recover(self, assigned: list[TopicPartition]) -> None:
+        async with self.lock:
+            for tp in assigned:
+                if tp.topic != self.commands:
+                    continue
+                snapshot = self.store.load(tp.partition) or Snapshot(new_state())
+                written, end = await self._written_upto(tp.partition, snapshot.output_offset)
+                self.folds[tp.partition] = PartitionFold(tp.partition, snapshot, written)
+                self.tail_end[tp.partition] = end
+                self.last_snapshot_at[tp.partition] = time.monotonic()
+                self.consumer.seek(tp, snapshot.applied_offset + 1)
+                log.info(
+                    "partition recovered",
+                    partition=tp.partition,
+                    snapshot_offset=snapshot.applied_offset,
+                    written_upto=list(written),
+                    output_tail=end - snapshot.output_offset,
+                )
+
+    async def _written_upto(self, partition: int, start: int) -> tuple[tuple[int, int], int]:
+        """The last (command offset, output index) already on our output partition."""
+        tp = TopicPartition(self.allocations, partition)
+        self.tail_reader.assign([tp])
+        records = await kafka.read_range(self.tail_reader, tp, start)
+        written = NOTHING_WRITTEN
+        for record in records:
+            position = position_of(record.headers)
+            if position is not None and position > written:
+                written = position
+        end = records[-1].offset + 1 if records else start
+        return written, end

@@ -1,0 +1,91 @@
+"""The router: validates inputs and re-keys them by stock pool onto the command log.
+
+Each valid input from `orders.v1` / `inventory.v1` is re-published unchanged,
+keyed by `warehouse_id`, so every decision about one stock pool is made from
+one ordered partition. Invalid input goes to `<topic>.dlq` with the reason;
+nothing behind it waits. Offsets are committed only after every publish of
+the batch is acknowledged (at-least-once; the core drops duplicates by id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from faststream import AckPolicy, Context, FastStream
+from faststream.kafka import KafkaBroker
+
+from fulfil.config import Settings
+from fulfil.dlq import dead_letter_headers
+from fulfil.faststream_broker import broker as make_broker
+from fulfil.logs import get_logger
+from schemas.registry import COMMANDS, DLQ_SUFFIX, INVENTORY, ORDERS, ContractError, parse_input
+
+log = get_logger("allocator.router")
+
+ROUTER_GROUP = "fulfil-allocator-router"
+
+
+async def _raw_body(message: Any) -> Any:
+    # The router forwards bytes untouched; FastStream's default JSON decode would be wasted work.
+    return message.body
+
+
+class RouterStats:
+    def __init__(self) -> None:
+        self.routed = 0
+        self.dead_lettered = 0
+
+
+def build_router(settings: Settings, broker: KafkaBroker | None = None) -> tuple[FastStream, RouterStats]:
+    broker = broker or make_broker(settings)
+    stats = RouterStats()
+    commands = settings.topic(COMMANDS)
+    max_bytes = settings.fulfil_max_message_bytes
+
+    @broker.subscriber(
+        settings.topic(ORDERS),
+        settings.topic(INVENTORY),
+        batch=True,
+        group_id=ROUTER_GROUP,
+        auto_offset_reset="earliest",
+        max_records=5_000,
+        batch_timeout_ms=100,
+        max_partition_fetch_bytes=max_bytes + 64 * 1024,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        decoder=_raw_body,
+        title="allocator-router",
+        description="Validate inputs and re-key them by warehouse_id onto the command log.",
+    )
+    async def route(_: list[Any], message: Any = Context("message")) -> None:
+        records = message.raw_message if isinstance(message.raw_message, tuple) else (message.raw_message,)
+        pending = []
+        for record in records:
+            value = record.value or b""
+            try:
+                if len(value) > max_bytes:
+                    raise ContractError(f"message is {len(value)} bytes, more than the limit of {max_bytes}", "oversize")
+                event = parse_input(value)
+            except ContractError as exc:
+                log.warning("input dead-lettered", reason=exc.reason, kind=exc.kind, topic=record.topic,
+                            partition=record.partition, offset=record.offset)
+                headers = dead_letter_headers(reason=exc.reason, kind=exc.kind, topic=record.topic,
+                                              partition=record.partition, offset=record.offset,
+                                              stage="allocator-router", original=record.headers)
+                pending.append(await broker.publish(
+                    value, record.topic + DLQ_SUFFIX, key=record.key,
+                    headers={k: v.decode("utf-8", "replace") for k, v in headers}, no_confirm=True,
+                ))
+                stats.dead_lettered += 1
+                continue
+            pending.append(await broker.publish(
+                value, commands, key=event.data.warehouse_id.encode(),
+                headers={"fulfil-source-topic": record.topic, "fulfil-event-type": event.type},
+                no_confirm=True,
+            ))
+            stats.routed += 1
+        await asyncio.gather(*pending)
+
+    return FastStream(broker), stats

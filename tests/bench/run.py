@@ -1,0 +1,37 @@
+"""`make bench`: every figure is printed as a ratio against a baseline measured in the same run."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from tests.bench.contract import bench_contract
+
+
+def _print(title: str, figures: dict[str, float]) -> None:
+    print(f"\n== {title}")
+    for key, value in figures.items():
+        shown = f"{value:,.3f}" if key.endswith("ratio") or "ratio" in key else f"{value:,.0f}"
+        print(f"  {key:<40} {shown}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="make bench")
+    parser.add_argument("--only", choices=["contract", "allocator"], default=None)
+    args = parser.parse_args()
+    if args.only in (None, "contract"):
+        _print("contract: parse+validate / orjson.loads (100 k envelopes)", bench_contract())
+    if args.only in (None, "allocator"):
+        try:
+            from tests.bench.allocator import bench_allocator
+        except ImportError:
+            print("\n== allocator: not available")
+        else:
+            for title, figures in asyncio.run(bench_allocator()):
+                _print(title, figures)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
