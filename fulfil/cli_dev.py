@@ -45,7 +45,9 @@ def up(
     except (embedded.EmbeddedError, OSError) as exc:
         raise _fail(f"could not start the dev runtime: {exc}") from None
     if as_json:
-        typer.echo(json.dumps(runtime.to_json() | {"started": started, "state_dir": str(state_dir)}))
+        typer.echo(
+            json.dumps(runtime.to_json() | {"started": started, "state_dir": str(state_dir)})
+        )
         return
     verb = "started" if started else "already running:"
     typer.echo(
@@ -66,7 +68,9 @@ def down() -> None:
     if stopped is None:
         typer.echo("nothing to stop: the dev runtime is not running")
     else:
-        typer.echo(f"stopped Tansu (pid {stopped.broker.pid}) and PostgreSQL (pid {stopped.postgres.pid})")
+        typer.echo(
+            f"stopped Tansu (pid {stopped.broker.pid}) and PostgreSQL (pid {stopped.postgres.pid})"
+        )
 
 
 @dev_app.command()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -70,7 +70,7 @@ def publish(
         raise typer.Exit(1)
 
 
-class Stage(str, Enum):
+class Stage(StrEnum):
     all = "all"
     router = "router"
     core = "core"
@@ -80,10 +80,10 @@ def allocator(
     stage: Annotated[Stage, typer.Option(help="Run both stages, or one to scale them apart.")] = Stage.all,
 ) -> None:
     """Run the allocator (router + core) until SIGTERM/SIGINT; graceful stop exits 0."""
-    from services.allocator.entrypoints.app import run_allocator
-
     settings = load_settings()
     settings.require_kafka()
+    from services.allocator.entrypoints.app import run_allocator
+
     configure_logging(settings.fulfil_log_level, settings.fulfil_log_format)
     asyncio.run(run_allocator(settings, stage.value))
 

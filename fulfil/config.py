@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     fulfil_state_dir: Path = Path(".fulfil")
     fulfil_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     fulfil_log_format: Literal["json", "console"] = "json"
+    # The allocator snapshots a partition after this many commands or seconds,
+    # whichever comes first: a restart re-folds at most that much of the log.
+    fulfil_snapshot_every: int = Field(default=50_000, ge=1, le=10_000_000)
+    fulfil_snapshot_seconds: float = Field(default=30.0, gt=0, le=86_400)
     fulfil_max_message_bytes: int = Field(default=1_000_000, ge=1_024, le=16_000_000)
 
     smtp_url: str | None = Field(default=None, pattern=r"^smtps?://[^\s/]+(:\d+)?/?$")

@@ -75,7 +75,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until(check: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.1) -> None:
+def wait_until(
+    check: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.1
+) -> None:
     """Poll `check` until it returns True; exceptions it raises abort the wait at once."""
     poll = Retrying(
         stop=stop_after_delay(timeout),
@@ -93,14 +95,6 @@ def _run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
     # caller (e.g. pytest-asyncio's session loop) already has one in this thread.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fulfil-probe") as pool:
         return pool.submit(lambda: asyncio.run(factory())).result()
-
-
-def _tcp_accepts(port: int) -> bool:
-    try:
-        with socket.create_connection((LOOPBACK, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def _log_tail(path: Path, start: int = 0, lines: int = 3) -> str:
@@ -160,10 +154,19 @@ class BrokerHandle:
 
 
 async def kafka_answers(bootstrap: str, *, timeout: float = 2.0) -> bool:
-    """True when a Kafka metadata request to `bootstrap` succeeds."""
+    """True when a Kafka metadata request to `bootstrap` (one host:port) succeeds."""
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import KafkaError
 
+    # Plain TCP first: aiokafka logs every refused connection at ERROR level.
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout)
+    except (TimeoutError, OSError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap,
         client_id="fulfil-embedded-probe",
@@ -173,7 +176,7 @@ async def kafka_answers(bootstrap: str, *, timeout: float = 2.0) -> bool:
         await admin.start()
         await admin.describe_cluster()
         return True
-    except (KafkaError, OSError, asyncio.TimeoutError):
+    except (TimeoutError, KafkaError, OSError):
         return False
     finally:
         await admin.close()
@@ -190,11 +193,10 @@ def _broker_process(handle: BrokerHandle) -> psutil.Process | None:
         return None
 
 
-def broker_answers(handle: BrokerHandle) -> bool:
-    return (
-        _broker_process(handle) is not None
-        and _tcp_accepts(handle.port)
-        and _run_async(lambda: kafka_answers(handle.bootstrap))
+def broker_is_up(handle: BrokerHandle) -> bool:
+    """That very Tansu process is alive and answers Kafka requests."""
+    return _broker_process(handle) is not None and _run_async(
+        lambda: kafka_answers(handle.bootstrap)
     )
 
 
@@ -205,6 +207,7 @@ def start_broker(
 
     Without `port` a free one is picked (and re-picked if another process wins the race).
     """
+    state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     if port is not None:
         return _start_broker_on(state_dir, port, ready_timeout)
@@ -228,8 +231,16 @@ def _start_broker_on(state_dir: Path, port: int, ready_timeout: float) -> Broker
     listener = f"tcp://{LOOPBACK}:{port}"
     with log_path.open("ab") as log:
         child = subprocess.Popen(
-            [binary, "broker", "--listener-url", listener, "--advertised-listener-url", listener,
-             "--storage-engine", "memory://tansu/"],
+            [
+                binary,
+                "broker",
+                "--listener-url",
+                listener,
+                "--advertised-listener-url",
+                listener,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -246,7 +257,7 @@ def _start_broker_on(state_dir: Path, port: int, ready_timeout: float) -> Broker
             tail = _log_tail(log_path, log_start)
             error = PortInUse if "AddrInUse" in tail else EmbeddedError
             raise error(f"Tansu exited during start-up ({tail or 'no output'}; log: {log_path})")
-        return _tcp_accepts(port) and _run_async(lambda: kafka_answers(handle.bootstrap))
+        return _run_async(lambda: kafka_answers(handle.bootstrap))
 
     try:
         wait_until(ready, timeout=ready_timeout, what=f"Tansu on {handle.bootstrap}")
@@ -291,13 +302,13 @@ def with_database(url: str, database: str) -> str:
     return urlunsplit(parts._replace(path=f"/{database}"))
 
 
-async def postgres_answers_url(url: str, *, timeout: float = 2.0) -> bool:
+async def postgres_answers(url: str, *, timeout: float = 2.0) -> bool:
     """True when a real asyncpg connection to `url` runs a query."""
     import asyncpg
 
     try:
         connection = await asyncpg.connect(url, timeout=timeout)
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError):
+    except (TimeoutError, OSError, asyncpg.PostgresError):
         return False
     try:
         return await connection.fetchval("SELECT 1") == 1
@@ -314,9 +325,10 @@ def postmaster_pid(data_dir: Path) -> int | None:
     return None if _is_gone(pid) else pid
 
 
-def postgres_answers(handle: PostgresHandle) -> bool:
+def postgres_is_up(handle: PostgresHandle) -> bool:
+    """That very postmaster is alive and accepts connections."""
     return postmaster_pid(handle.data_dir) == handle.pid and _run_async(
-        lambda: postgres_answers_url(handle.url)
+        lambda: postgres_answers(handle.url)
     )
 
 
@@ -396,8 +408,14 @@ def start_postgres(
         try:
             _pg_command(
                 "initdb",
-                ["--auth=trust", "--encoding=UTF8", "-U", POSTGRES_DB_USER, "--no-sync",
-                 "--no-instructions"],
+                [
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "-U",
+                    POSTGRES_DB_USER,
+                    "--no-sync",
+                    "--no-instructions",
+                ],
                 data_dir,
                 timeout=ready_timeout,
             )
@@ -416,6 +434,8 @@ def start_postgres(
 def _start_postgres_on(
     data_dir: Path, port: int, log_path: Path, ready_timeout: float
 ) -> PostgresHandle:
+    if (running := postmaster_pid(data_dir)) is not None:
+        raise EmbeddedError(f"a PostgreSQL server (pid {running}) already runs on {data_dir}")
     log_start = log_path.stat().st_size
     # -k '': no Unix socket, so nothing is written outside the data dir and the
     # socket path length limit never matters; clients use TCP on the loopback.
@@ -429,8 +449,8 @@ def _start_postgres_on(
         )
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
         tail = _log_tail(log_path, log_start)
-        if postmaster_pid(data_dir) is not None and "already in use" not in tail:
-            stop_postgres(data_dir)
+        if postmaster_pid(data_dir) is not None:
+            stop_postgres(data_dir)  # started, but not ready in time: it is ours, stop it
         error = PortInUse if "already in use" in tail else EmbeddedError
         raise error(
             f"PostgreSQL did not start on port {port} ({tail or 'no log output'}; log: {log_path})"
@@ -441,7 +461,7 @@ def _start_postgres_on(
     handle = PostgresHandle(pid=pid, port=port, data_dir=data_dir, log_path=log_path)
     try:
         wait_until(
-            lambda: _run_async(lambda: postgres_answers_url(handle.url)),
+            lambda: _run_async(lambda: postgres_answers(handle.url)),
             timeout=ready_timeout,
             what=f"PostgreSQL on {LOOPBACK}:{port}",
         )
@@ -461,8 +481,12 @@ def stop_postgres(target: PostgresHandle | Path, *, timeout: float = 30.0) -> bo
     if pid is None:
         return False
     try:
-        _pg_command("pg_ctl", ["-w", "-t", str(int(timeout)), "stop", "-m", "fast"], data_dir,
-                    timeout=timeout + 5)
+        _pg_command(
+            "pg_ctl",
+            ["-w", "-t", str(int(timeout)), "stop", "-m", "fast"],
+            data_dir,
+            timeout=timeout + 5,
+        )
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
         # Backends notice the postmaster's death and exit on their own.
         _terminate(pid, timeout=5, what="PostgreSQL postmaster")
@@ -496,8 +520,8 @@ class Runtime:
         finally:
             stop_postgres(self.postgres)
 
-    def answers(self) -> bool:
-        return broker_answers(self.broker) and postgres_answers(self.postgres)
+    def is_up(self) -> bool:
+        return broker_is_up(self.broker) and postgres_is_up(self.postgres)
 
     def env(self) -> dict[str, str]:
         """The settings a `fulfil` service needs to use this runtime."""
@@ -547,7 +571,8 @@ def stop_at_exit(stop: Callable[[], None]) -> Callable[[], None]:
     a SIGTERM (CI cancelling the job) would otherwise leave the servers running.
     Returns the idempotent stopper; call it from the normal teardown.
     """
-    lock = threading.Lock()
+    # Re-entrant: the SIGTERM handler runs on the main thread, maybe mid-teardown.
+    lock = threading.RLock()
     done = False
 
     def stop_once() -> None:
@@ -581,7 +606,8 @@ RUNTIME_FILE = "runtime.json"
 
 
 def dev_state_dir(fulfil_state_dir: Path) -> Path:
-    return fulfil_state_dir / "dev"
+    # Absolute, so runtime.json stays valid whatever directory `fulfil` runs from later.
+    return (fulfil_state_dir / "dev").resolve()
 
 
 @contextlib.contextmanager
@@ -596,10 +622,9 @@ def _exclusive(state_dir: Path) -> Iterator[None]:
 def _recorded(state_dir: Path) -> Runtime | None:
     try:
         return Runtime.from_json(json.loads((state_dir / RUNTIME_FILE).read_text()))
-    except FileNotFoundError:
-        return None
     except (OSError, ValueError, KeyError, TypeError):
-        return None  # unreadable: treated like a stale record, leftovers are still cleaned
+        # Missing or unreadable; either way `up` still stops a leftover PostgreSQL.
+        return None
 
 
 def _record(state_dir: Path, runtime: Runtime) -> None:
@@ -625,7 +650,7 @@ def _discard(state_dir: Path, recorded: Runtime | None) -> None:
 def dev_status(state_dir: Path) -> Runtime | None:
     """The recorded runtime if both servers are alive and answer, else None."""
     recorded = _recorded(state_dir)
-    return recorded if recorded is not None and recorded.answers() else None
+    return recorded if recorded is not None and recorded.is_up() else None
 
 
 def dev_up(state_dir: Path) -> tuple[Runtime, bool]:

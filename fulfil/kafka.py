@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import Any
 
@@ -77,22 +78,43 @@ def header(headers: Iterable[tuple[str, bytes | None]] | None, name: str) -> str
     return None
 
 
-async def read_range(
-    consumer_: AIOKafkaConsumer, tp: TopicPartition, start: int, timeout_ms: int = 1000
-) -> list[Any]:
-    """Every record of `tp` from `start` to the log end.
+async def read_ranges(
+    consumer_: AIOKafkaConsumer,
+    starts: dict[TopicPartition, int],
+    timeout_ms: int = 200,
+    deadline_s: float = 30.0,
+) -> dict[TopicPartition, list[Any]]:
+    """Every record of each partition from its start offset to the log end.
 
     Tansu's ListOffsets(latest) can be wrong after batched produce, so the end
-    is taken from the high watermark of fetch responses instead.
+    is taken from the high watermark of fetch responses instead; until a fetch
+    has answered for a partition its end is unknown and we keep fetching (up
+    to `deadline_s` without progress). All partitions are read together.
     """
-    consumer_.seek(tp, start)
-    records: list[Any] = []
-    while True:
-        batch = await consumer_.getmany(tp, timeout_ms=timeout_ms, max_records=10_000)
-        records.extend(batch.get(tp, ()))
-        highwater = consumer_.highwater(tp)
-        position = await consumer_.position(tp)
-        if highwater is not None and position >= highwater and not batch.get(tp):
-            return records
-        if highwater is None and not batch.get(tp):
-            return records
+    consumer_.assign(list(starts))
+    for tp, start in starts.items():
+        consumer_.seek(tp, start)
+    records: dict[TopicPartition, list[Any]] = {tp: [] for tp in starts}
+    pending = set(starts)
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + deadline_s
+    while pending:
+        batch = await consumer_.getmany(*pending, timeout_ms=timeout_ms, max_records=10_000)
+        for tp, got in batch.items():
+            records[tp].extend(got)
+        if batch:
+            give_up = loop.time() + deadline_s
+        for tp in list(pending):
+            highwater = consumer_.highwater(tp)
+            if highwater is not None and not batch.get(tp) and await consumer_.position(tp) >= highwater:
+                pending.discard(tp)
+        if pending and loop.time() > give_up:
+            raise TimeoutError(f"no fetch response for {sorted(map(str, pending))} in {deadline_s}s")
+    return records
+
+
+async def read_range(
+    consumer_: AIOKafkaConsumer, tp: TopicPartition, start: int, timeout_ms: int = 200
+) -> list[Any]:
+    """Every record of `tp` from `start` to the log end (see read_ranges)."""
+    return (await read_ranges(consumer_, {tp: start}, timeout_ms))[tp]

@@ -8,12 +8,14 @@ isolated by a unique topic prefix and a fresh database each, never by restarts.
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import asyncpg
 import pytest
@@ -26,9 +28,9 @@ def _backend() -> str:
     return os.environ.get("FULFIL_TEST_BACKEND", "embedded")
 
 
-def _testcontainers(module: str):  # noqa: ANN202 - the type lives in an optional package
+def _testcontainers(module: str) -> ModuleType:
     try:
-        return __import__(f"testcontainers.{module}", fromlist=["_"])
+        return importlib.import_module(f"testcontainers.{module}")
     except ImportError:
         pytest.fail("FULFIL_TEST_BACKEND=testcontainers needs `pip install -e '.[docker]'`")
 
@@ -43,12 +45,16 @@ def kafka_bootstrap() -> Iterator[str]:
     else:
         state_dir = Path(tempfile.mkdtemp(prefix="fulfil-tansu-"))
         broker = embedded.start_broker(state_dir)
-        stop = embedded.stop_at_exit(lambda: embedded.stop_broker(broker))
+
+        def stop_broker() -> None:
+            embedded.stop_broker(broker)
+            shutil.rmtree(state_dir, ignore_errors=True)
+
+        stop = embedded.stop_at_exit(stop_broker)
         try:
             yield broker.bootstrap
         finally:
             stop()
-            shutil.rmtree(state_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -62,12 +68,16 @@ def database_url() -> Iterator[str]:
         # A fresh data dir per run: a leftover server can never be mistaken for ours.
         root = Path(tempfile.mkdtemp(prefix="fulfil-pg-"))
         server = embedded.start_postgres(root / "pgdata")
-        stop = embedded.stop_at_exit(lambda: embedded.stop_postgres(server))
+
+        def stop_postgres() -> None:
+            embedded.stop_postgres(server)
+            shutil.rmtree(root, ignore_errors=True)
+
+        stop = embedded.stop_at_exit(stop_postgres)
         try:
             yield server.url
         finally:
             stop()
-            shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
@@ -76,7 +86,7 @@ def topic_prefix() -> str:
 
 
 @pytest.fixture
-async def test_database(database_url: str) -> Iterator[str]:
+async def test_database(database_url: str) -> AsyncIterator[str]:
     """A database of its own for one test, on the session's server."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(database_url)
@@ -90,7 +100,9 @@ async def test_database(database_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(kafka_bootstrap: str, database_url: str, topic_prefix: str, tmp_path: Path) -> Settings:
+def settings(
+    kafka_bootstrap: str, database_url: str, topic_prefix: str, tmp_path: Path
+) -> Settings:
     return load_settings(
         kafka_bootstrap_servers=kafka_bootstrap,
         database_url=database_url,

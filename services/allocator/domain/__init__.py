@@ -1,0 +1,53 @@
+"""The allocator's pure core: a deterministic fold of one command partition's log.
+
+    state = new_state()
+    state, outputs = decide(state, command)   # command: a parsed input envelope
+
+No clock, no randomness, no I/O. See `rules.py` for the rules.
+"""
+
+from .rules import (
+    NAMESPACE,
+    SOURCE,
+    UnknownCommand,
+    decide,
+    fold,
+    order_etas,
+    output_id,
+    placed_micros,
+    shipment_id,
+)
+from .invariants import InvariantViolation, check_invariants, invariant_problems
+from .state import (
+    DEFAULT_DEDUP_WINDOW,
+    AllocatorState,
+    BoundedWindow,
+    Inbound,
+    Line,
+    Order,
+    SkuState,
+    new_state,
+)
+
+__all__ = [
+    "DEFAULT_DEDUP_WINDOW",
+    "NAMESPACE",
+    "SOURCE",
+    "AllocatorState",
+    "BoundedWindow",
+    "Inbound",
+    "InvariantViolation",
+    "Line",
+    "Order",
+    "SkuState",
+    "UnknownCommand",
+    "check_invariants",
+    "decide",
+    "fold",
+    "invariant_problems",
+    "new_state",
+    "order_etas",
+    "output_id",
+    "placed_micros",
+    "shipment_id",
+]

@@ -20,6 +20,7 @@ from fulfil.dlq import dead_letter_headers
 from fulfil.logs import get_logger
 from schemas.registry import ALLOCATIONS, COMMANDS, DLQ_SUFFIX
 from services.allocator.adapters.snapshot_store import SnapshotStore
+from services.allocator.domain import new_state
 from services.allocator.service_layer.partition import (
     NOTHING_WRITTEN,
     PartitionFold,
@@ -27,7 +28,6 @@ from services.allocator.service_layer.partition import (
     output_headers,
     position_of,
 )
-from services.allocator.domain import new_state
 
 log = get_logger("allocator.core")
 
@@ -51,17 +51,16 @@ class AllocatorCore:
         settings: Settings,
         *,
         max_records: int = 5_000,
-        snapshot_every: int = 50_000,
-        snapshot_seconds: float = 30.0,
     ):
         self.settings = settings
         self.commands = settings.topic(COMMANDS)
         self.allocations = settings.topic(ALLOCATIONS)
         self.max_records = max_records
-        self.snapshot_every = snapshot_every
-        self.snapshot_seconds = snapshot_seconds
+        self.snapshot_every = settings.fulfil_snapshot_every
+        self.snapshot_seconds = settings.fulfil_snapshot_seconds
         self.store = SnapshotStore(settings.fulfil_state_dir / "allocator", self.commands)
         self.folds: dict[int, PartitionFold] = {}
+        self.reseeked: set[int] = set()
         self.tail_end: dict[int, int] = {}
         self.last_snapshot_at: dict[int, float] = {}
         self.lock = asyncio.Lock()
@@ -99,6 +98,17 @@ class AllocatorCore:
             fold = self.folds.get(tp.partition)
             if fold is None:  # revoked while the batch was in flight
                 continue
+            expected = fold.applied_offset + 1
+            if records[0].offset > expected and tp.partition not in self.reseeked:
+                # The seek done on assignment can lose a race with aiokafka's own
+                # reset to the committed offset: folding from there would skip
+                # commands. Seek again and drop this batch for the partition.
+                self.reseeked.add(tp.partition)
+                self.consumer.seek(tp, expected)
+                log.info("re-seeking command partition", partition=tp.partition, expected=expected, got=records[0].offset)
+                continue
+            if records[0].offset > expected:  # retention removed the start of the log
+                log.warning("gap in command log", partition=tp.partition, expected=expected, got=records[0].offset)
             for record in records:
                 emissions, error = fold.apply(record.offset, record.value)
                 if error is not None:
@@ -166,12 +176,14 @@ class AllocatorCore:
 
     async def recover(self, assigned: list[TopicPartition]) -> None:
         async with self.lock:
-            for tp in assigned:
-                if tp.topic != self.commands:
-                    continue
-                snapshot = self.store.load(tp.partition) or Snapshot(new_state())
-                written, end = await self._written_upto(tp.partition, snapshot.output_offset)
+            mine = [tp for tp in assigned if tp.topic == self.commands]
+            snapshots = {tp.partition: self.store.load(tp.partition) or Snapshot(new_state()) for tp in mine}
+            tails = await self._output_tails({p: s.output_offset for p, s in snapshots.items()})
+            for tp in mine:
+                snapshot = snapshots[tp.partition]
+                written, end = tails[tp.partition]
                 self.folds[tp.partition] = PartitionFold(tp.partition, snapshot, written)
+                self.reseeked.discard(tp.partition)
                 self.tail_end[tp.partition] = end
                 self.last_snapshot_at[tp.partition] = time.monotonic()
                 self.consumer.seek(tp, snapshot.applied_offset + 1)
@@ -183,15 +195,20 @@ class AllocatorCore:
                     output_tail=end - snapshot.output_offset,
                 )
 
-    async def _written_upto(self, partition: int, start: int) -> tuple[tuple[int, int], int]:
-        """The last (command offset, output index) already on our output partition."""
-        tp = TopicPartition(self.allocations, partition)
-        self.tail_reader.assign([tp])
-        records = await kafka.read_range(self.tail_reader, tp, start)
-        written = NOTHING_WRITTEN
-        for record in records:
-            position = position_of(record.headers)
-            if position is not None and position > written:
-                written = position
-        end = records[-1].offset + 1 if records else start
-        return written, end
+    async def _output_tails(self, starts: dict[int, int]) -> dict[int, tuple[tuple[int, int], int]]:
+        """Per partition: the last (command offset, output index) already on our
+        output partition, and the offset after the last record there."""
+        if not starts:
+            return {}
+        tails = await kafka.read_ranges(
+            self.tail_reader, {TopicPartition(self.allocations, p): start for p, start in starts.items()}
+        )
+        result = {}
+        for tp, records in tails.items():
+            written = NOTHING_WRITTEN
+            for record in records:
+                position = position_of(record.headers)
+                if position is not None and position > written:
+                    written = position
+            result[tp.partition] = (written, records[-1].offset + 1 if records else starts[tp.partition])
+        return result

@@ -59,7 +59,7 @@ def build_router(settings: Settings, broker: KafkaBroker | None = None) -> tuple
         title="allocator-router",
         description="Validate inputs and re-key them by warehouse_id onto the command log.",
     )
-    async def route(_: list[Any], message: Any = Context("message")) -> None:
+    async def route(_: list[Any], message: Any = Context("message")) -> None:  # noqa: B008 - FastStream DI
         records = message.raw_message if isinstance(message.raw_message, tuple) else (message.raw_message,)
         pending = []
         for record in records:

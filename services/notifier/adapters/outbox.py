@@ -1,0 +1,302 @@
+"""The outbox in PostgreSQL: rows per (event, channel), consumer offsets, the senders' queue.
+
+Every statement takes its values as parameters. Times come from the caller's
+clock (not the database's `now()`), so tests can drive time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from services.notifier.domain.model import Notice
+from services.notifier.domain.plan import Key, OrderKey, Plan, Row
+
+STATUSES = ("pending", "sent", "failed", "superseded")
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """What a row sends, exactly as stored (re-sent byte for byte after a crash)."""
+
+    message_id: str
+    recipient: str | None
+    subject: str | None
+    body_text: str | None
+    body_html: str | None
+    body_json: str | None
+
+
+Renderer = Callable[[Notice, str], Rendered]
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    event_id: str
+    channel: str
+    kind: str
+    event_type: str
+    order_id: str
+    message_id: str
+    recipient: str | None
+    subject: str | None
+    body_text: str | None
+    body_html: str | None
+    body_json: str | None
+    attempts: int
+    created_at: datetime
+
+
+_INSERT = """
+INSERT INTO notifier_outbox (
+    event_id, channel, kind, event_type, warehouse_id, order_id, message_id, recipient,
+    subject, body_text, body_html, body_json, facts, status, attempts, next_attempt_at,
+    superseded_by, note, source_topic, source_partition, source_offset, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb, $14, 0, $15,
+        $16, $17, $18, $19, $20, $21, $21)
+ON CONFLICT (event_id, channel) DO NOTHING
+"""
+
+_UPDATE_HELD = """
+UPDATE notifier_outbox
+SET subject = $2, body_text = $3, body_html = $4, body_json = $5, facts = $6::jsonb,
+    status = $7, superseded_by = $8, note = $9, updated_at = $10
+WHERE id = $1 AND status = 'pending' AND attempts = 0
+"""
+
+_SAVE_OFFSET = """
+INSERT INTO notifier_offsets (topic, partition, next_offset, updated_at)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (topic, partition) DO UPDATE
+SET next_offset = GREATEST(notifier_offsets.next_offset, EXCLUDED.next_offset),
+    updated_at = EXCLUDED.updated_at
+"""
+
+
+class OutboxStore:
+    def __init__(self, pool: asyncpg.Pool):
+        self.pool = pool
+
+    # ------------------------------------------------------------ consumer side
+
+    async def stored_offsets(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+        rows = await self.pool.fetch(
+            "SELECT partition, next_offset FROM notifier_offsets WHERE topic = $1 AND partition = ANY($2::int[])",
+            topic,
+            list(partitions),
+        )
+        return {r["partition"]: r["next_offset"] for r in rows}
+
+    async def record(
+        self,
+        *,
+        event_ids: list[str],
+        order_keys: set[tuple[str, str]],
+        planner: Callable[[set[Key], dict[OrderKey, list[Row]]], Plan],
+        render: Renderer,
+        offsets: dict[tuple[str, int], int],
+        now: datetime,
+    ) -> Plan:
+        """One transaction: load what the batch touches, plan, write rows and offsets."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            existing: set[Key] = set()
+            if event_ids:
+                for r in await conn.fetch(
+                    "SELECT event_id, channel FROM notifier_outbox WHERE event_id = ANY($1::text[])",
+                    event_ids,
+                ):
+                    existing.add((r["event_id"], r["channel"]))
+            held: dict[OrderKey, list[Row]] = {}
+            if order_keys:
+                warehouses, orders = zip(*sorted(order_keys), strict=True)
+                # FOR UPDATE: a sender claiming one of these rows waits for us (or
+                # skips it), so a notice is never folded while it is being sent.
+                for r in await conn.fetch(
+                    """
+                    SELECT o.id, o.channel, o.facts, o.next_attempt_at
+                    FROM notifier_outbox o
+                    JOIN unnest($1::text[], $2::text[]) AS k(warehouse_id, order_id)
+                      ON o.warehouse_id = k.warehouse_id AND o.order_id = k.order_id
+                    WHERE o.status = 'pending' AND o.kind = 'eta_changed' AND o.attempts = 0
+                    ORDER BY o.id
+                    FOR UPDATE OF o
+                    """,
+                    list(warehouses),
+                    list(orders),
+                ):
+                    notice = Notice.from_json(r["facts"])
+                    row = Row(channel=r["channel"], notice=notice, due=r["next_attempt_at"], row_id=r["id"])
+                    held.setdefault((notice.warehouse_id, notice.order_id, row.channel), []).append(row)
+            plan = planner(existing, held)
+            if plan.inserts:
+                await conn.executemany(_INSERT, [self._insert_args(row, render, now) for row in plan.inserts])
+            if plan.updates:
+                await conn.executemany(_UPDATE_HELD, [self._update_args(row, render, now) for row in plan.updates])
+            if offsets:
+                await conn.executemany(
+                    _SAVE_OFFSET, [(topic, partition, offset, now) for (topic, partition), offset in offsets.items()]
+                )
+            return plan
+
+    @staticmethod
+    def _insert_args(row: Row, render: Renderer, now: datetime) -> tuple[Any, ...]:
+        notice = row.notice
+        out = render(notice, row.channel)
+        topic, partition, offset = row.source if row.source else (None, None, None)
+        return (
+            notice.source_id, row.channel, notice.kind, notice.event_type, notice.warehouse_id,
+            notice.order_id, out.message_id, out.recipient, out.subject, out.body_text,
+            out.body_html, out.body_json, notice.to_json(), row.status, row.due,
+            row.superseded_by, row.note, topic, partition, offset, now,
+        )  # fmt: skip
+
+    @staticmethod
+    def _update_args(row: Row, render: Renderer, now: datetime) -> tuple[Any, ...]:
+        out = render(row.notice, row.channel)
+        return (
+            row.row_id, out.subject, out.body_text, out.body_html, out.body_json,
+            row.notice.to_json(), row.status, row.superseded_by, row.note, now,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------ reminders
+
+    async def missing(self, keys: list[Key]) -> list[Key]:
+        """The keys not in the outbox yet."""
+        if not keys:
+            return []
+        ids, channels = zip(*keys, strict=True)
+        rows = await self.pool.fetch(
+            """
+            SELECT k.event_id, k.channel
+            FROM unnest($1::text[], $2::text[]) AS k(event_id, channel)
+            WHERE NOT EXISTS (
+                SELECT 1 FROM notifier_outbox o WHERE o.event_id = k.event_id AND o.channel = k.channel)
+            """,
+            list(ids),
+            list(channels),
+        )
+        return [(r["event_id"], r["channel"]) for r in rows]
+
+    async def insert(self, rows: list[Row], render: Renderer, now: datetime) -> int:
+        """Insert new rows (duplicates by key are ignored); returns how many were new."""
+        if not rows:
+            return 0
+        new = 0
+        async with self.pool.acquire() as conn, conn.transaction():
+            for row in rows:
+                inserted = await conn.fetchval(_INSERT + " RETURNING id", *self._insert_args(row, render, now))
+                new += inserted is not None
+        return new
+
+    # ------------------------------------------------------------ sender side
+
+    async def claim(self, channel: str, now: datetime, lease_until: datetime, limit: int) -> list[Claimed]:
+        """Take up to `limit` due rows of `channel`; they are due again at `lease_until`
+        if nobody marks them (a sender that died mid-send), and count one attempt."""
+        rows = await self.pool.fetch(
+            """
+            WITH due AS (
+                SELECT id FROM notifier_outbox
+                WHERE channel = $1 AND status = 'pending' AND next_attempt_at <= $2
+                ORDER BY next_attempt_at, id
+                LIMIT $4
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE notifier_outbox o
+            SET attempts = o.attempts + 1, next_attempt_at = $3, updated_at = $2
+            FROM due WHERE o.id = due.id
+            RETURNING o.id, o.event_id, o.channel, o.kind, o.event_type, o.order_id, o.message_id,
+                      o.recipient, o.subject, o.body_text, o.body_html, o.body_json, o.attempts,
+                      o.created_at
+            """,
+            channel,
+            now,
+            lease_until,
+            limit,
+        )
+        return sorted((Claimed(**dict(r)) for r in rows), key=lambda c: c.id)
+
+    async def mark_sent(self, row_id: int, now: datetime) -> None:
+        await self.pool.execute(
+            "UPDATE notifier_outbox SET status = 'sent', sent_at = $2, updated_at = $2, last_error = NULL "
+            "WHERE id = $1 AND status = 'pending'",
+            row_id,
+            now,
+        )
+
+    async def mark_retry(self, row_id: int, now: datetime, next_attempt_at: datetime, error: str) -> None:
+        await self.pool.execute(
+            "UPDATE notifier_outbox SET next_attempt_at = $3, last_error = $4, updated_at = $2 "
+            "WHERE id = $1 AND status = 'pending'",
+            row_id,
+            now,
+            next_attempt_at,
+            error,
+        )
+
+    async def mark_failed(self, row_id: int, now: datetime, error: str) -> None:
+        await self.pool.execute(
+            "UPDATE notifier_outbox SET status = 'failed', last_error = $3, updated_at = $2 "
+            "WHERE id = $1 AND status = 'pending'",
+            row_id,
+            now,
+            error,
+        )
+
+    async def next_due(self, channel: str) -> datetime | None:
+        return await self.pool.fetchval(
+            "SELECT min(next_attempt_at) FROM notifier_outbox WHERE channel = $1 AND status = 'pending'",
+            channel,
+        )
+
+    # ------------------------------------------------------------ operators
+
+    async def list(
+        self, *, status: str | None = None, channel: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            """
+            SELECT id, event_id, channel, kind, event_type, order_id, status, attempts,
+                   next_attempt_at, last_error, message_id, note, created_at, updated_at, sent_at
+            FROM notifier_outbox
+            WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR channel = $2)
+            ORDER BY id DESC
+            LIMIT $3
+            """,
+            status,
+            channel,
+            limit,
+        )
+        return [dict(r) for r in rows]
+
+    async def counts(self) -> dict[str, dict[str, int]]:
+        rows = await self.pool.fetch(
+            "SELECT channel, status, count(*) AS n FROM notifier_outbox GROUP BY channel, status"
+        )
+        out: dict[str, dict[str, int]] = {}
+        for r in rows:
+            out.setdefault(r["channel"], {})[r["status"]] = r["n"]
+        return out
+
+    async def retry_failed(
+        self, now: datetime, *, ids: list[int] | None = None, channel: str | None = None
+    ) -> int:
+        """Re-queue failed rows: due at once, with a fresh set of attempts."""
+        result = await self.pool.execute(
+            """
+            UPDATE notifier_outbox
+            SET status = 'pending', attempts = 0, next_attempt_at = $1, updated_at = $1
+            WHERE status = 'failed'
+              AND ($2::bigint[] IS NULL OR id = ANY($2::bigint[]))
+              AND ($3::text IS NULL OR channel = $3)
+            """,
+            now,
+            ids or None,
+            channel,
+        )
+        return int(result.split()[-1])

@@ -1,0 +1,83 @@
+"""The email channel: aiosmtplib, one SMTP session per message.
+
+The Message-ID comes from the outbox row (derived from the event id), so a
+message sent again after a crash carries the same Message-ID and receiving
+systems can drop the duplicate. The Date header is the row's creation time,
+so a resend is byte-identical apart from transport headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from email.message import EmailMessage
+from email.utils import format_datetime
+from urllib.parse import urlsplit
+
+import aiosmtplib
+
+from services.notifier.adapters.channels import DeliveryError
+from services.notifier.adapters.outbox import Claimed
+from services.notifier.config import NotifierSettings
+
+
+def build_message(row: Claimed, sender: str) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = row.recipient or ""
+    message["Subject"] = row.subject or ""
+    message["Message-ID"] = row.message_id
+    message["Date"] = format_datetime(row.created_at)
+    # Transactional mail: no auto-replies (out-of-office) back to the shop.
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(row.body_text or "")
+    if row.body_html:
+        message.add_alternative(row.body_html, subtype="html")
+    return message
+
+
+class EmailChannel:
+    name = "email"
+
+    def __init__(self, settings: NotifierSettings):
+        url = urlsplit(settings.smtp_url or "")
+        self.implicit_tls = url.scheme == "smtps"
+        self.hostname = url.hostname or "localhost"
+        self.port = url.port or (465 if self.implicit_tls else 25)
+        self.starttls = settings.smtp_starttls
+        self.username = settings.smtp_username
+        self.password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
+        self.timeout = settings.smtp_timeout_seconds
+        self.sender = settings.smtp_from
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def send(self, row: Claimed) -> None:
+        if not row.recipient:
+            raise DeliveryError("no recipient address", permanent=True)
+        message = build_message(row, self.sender)
+        try:
+            await aiosmtplib.send(
+                message,
+                hostname=self.hostname,
+                port=self.port,
+                use_tls=self.implicit_tls,
+                start_tls=self.starttls if not self.implicit_tls else False,
+                username=self.username,
+                password=self.password,
+                timeout=self.timeout,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [r.code for r in exc.recipients]
+            raise DeliveryError(
+                f"SMTP recipient refused ({', '.join(map(str, codes))})",
+                permanent=all(code >= 500 for code in codes),
+            ) from None
+        except aiosmtplib.SMTPResponseException as exc:
+            # 5xx is the server's final answer for this message; 4xx means try later.
+            raise DeliveryError(f"SMTP {exc.code}: {exc.message}", permanent=exc.code >= 500) from None
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+            raise DeliveryError(f"SMTP unavailable: {type(exc).__name__}") from None

@@ -1,0 +1,108 @@
+"""The notifier's settings: the shared ones (fulfil.config.Settings) plus its own.
+
+Every notifier-only variable starts with `FULFIL_NOTIFIER_` (SMTP details with
+`SMTP_`, like the shared `SMTP_URL`). An invalid value is one ConfigError line,
+as everywhere else (exit code 2 from the CLI).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+
+from fulfil.config import ConfigError, Settings
+
+CHANNELS = ("email", "webhook")
+
+
+class NotifierSettings(Settings):
+    # SMTP beyond SMTP_URL / SMTP_FROM: STARTTLS upgrade on a plain port, and auth.
+    # `smtps://` in SMTP_URL means implicit TLS instead.
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+
+    # Channel switches: a channel runs when it is configured AND switched on.
+    fulfil_notifier_email: bool = True
+    fulfil_notifier_webhook: bool = True
+    # OrderAllocated (everything ships at once) as an order confirmation; shops
+    # that already confirm orders themselves switch it off.
+    fulfil_notifier_order_confirmation: bool = True
+
+    fulfil_cancel_url_template: str = Field(
+        default="https://shop.example/orders/{order_id}/cancel", pattern=r"^https?://\S+$"
+    )
+
+    # Delivery: attempts, then `failed`; capped exponential backoff with jitter between them.
+    fulfil_notifier_max_attempts: int = Field(default=10, ge=1, le=1_000)
+    fulfil_notifier_backoff_initial_seconds: float = Field(default=2.0, gt=0, le=3_600)
+    fulfil_notifier_backoff_max_seconds: float = Field(default=900.0, gt=0, le=86_400)
+    # A claimed row whose sender died is sent again after this (same Message-ID).
+    fulfil_notifier_lease_seconds: float = Field(default=120.0, gt=0, le=86_400)
+    fulfil_notifier_poll_seconds: float = Field(default=1.0, gt=0, le=300)
+    fulfil_notifier_concurrency: int = Field(default=8, ge=1, le=256)
+    fulfil_notifier_batch_size: int = Field(default=500, ge=1, le=10_000)
+    # Anti-spam: ETA changes wait this long for a later change to fold into (README).
+    fulfil_notifier_eta_hold_seconds: float = Field(default=300.0, ge=0, le=86_400)
+
+    # Weekly reminders for lines still backordered; 0 switches them off.
+    fulfil_notifier_reminder_days: float = Field(default=7.0, ge=0, le=365)
+    fulfil_notifier_reminder_check_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    # Where the projector's `orders` / `order_lines` live; unset = the search_path.
+    fulfil_read_model_schema: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+
+    fulfil_notifier_message_id_domain: str = Field(
+        default="fulfil", pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,250}[A-Za-z0-9])?$"
+    )
+
+    @field_validator("fulfil_cancel_url_template")
+    @classmethod
+    def _has_order_id(cls, value: str) -> str:
+        if "{order_id}" not in value:
+            raise ValueError("must contain {order_id}")
+        try:
+            value.format(order_id="x")
+        except (KeyError, IndexError, ValueError):
+            raise ValueError("may contain no placeholder but {order_id}") from None
+        return value
+
+    # ------------------------------------------------------------ derived
+
+    @property
+    def email_enabled(self) -> bool:
+        return self.fulfil_notifier_email and bool(self.smtp_url)
+
+    @property
+    def webhook_enabled(self) -> bool:
+        return self.fulfil_notifier_webhook and bool(self.webhook_url)
+
+    def enabled_channels(self) -> tuple[str, ...]:
+        return tuple(
+            c for c in CHANNELS if (self.email_enabled if c == "email" else self.webhook_enabled)
+        )
+
+    def check_channels(self) -> None:
+        """Cross-field rules, phrased for the operator."""
+        if self.webhook_enabled and not self.webhook_secret:
+            # Unsigned webhooks let anyone forge customer notifications downstream.
+            raise ConfigError("WEBHOOK_SECRET is required when WEBHOOK_URL is set")
+        if self.smtp_username and not self.smtp_password:
+            raise ConfigError("SMTP_PASSWORD is required when SMTP_USERNAME is set")
+
+
+def load_notifier_settings(**overrides: Any) -> NotifierSettings:
+    """Read the environment; any invalid value becomes one ConfigError line."""
+    try:
+        settings = NotifierSettings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        field = ".".join(str(p) for p in err["loc"]).upper() or "settings"
+        value = err.get("input")
+        hidden = any(word in field.lower() for word in ("password", "secret"))
+        shown = "" if hidden else f" (got {value!r})"
+        raise ConfigError(f"invalid {field}: {err['msg']}{shown}") from None
+    settings.check_channels()
+    return settings

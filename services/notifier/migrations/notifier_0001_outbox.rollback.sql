@@ -1,0 +1,2 @@
+DROP TABLE notifier_offsets;
+DROP TABLE notifier_outbox;

@@ -1,0 +1,19 @@
+"""From a notice to the stored message of one channel (the outbox renderer)."""
+
+from __future__ import annotations
+
+from services.notifier.adapters.outbox import Rendered, Renderer
+from services.notifier.domain.decide import message_id
+from services.notifier.domain.model import Notice
+from services.notifier.domain.render import render_email, render_webhook
+
+
+def renderer(message_id_domain: str = "fulfil") -> Renderer:
+    def render(notice: Notice, channel: str) -> Rendered:
+        email = render_email(notice)
+        mid = message_id(notice.source_id, channel, message_id_domain)
+        if channel == "email":
+            return Rendered(mid, notice.customer.email, email.subject, email.text, email.html, None)
+        return Rendered(mid, None, email.subject, None, None, render_webhook(notice, email).decode())
+
+    return render

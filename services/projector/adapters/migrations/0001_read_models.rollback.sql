@@ -1,0 +1,9 @@
+DROP TABLE daily_demand;
+DROP TABLE demand_orders;
+DROP TABLE inbound_receipts;
+DROP TABLE inbound_lines;
+DROP TABLE inbounds;
+DROP TABLE sku_backlog;
+DROP TABLE order_lines;
+DROP TABLE orders;
+DROP TABLE projector_offsets;

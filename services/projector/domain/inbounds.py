@@ -1,0 +1,93 @@
+"""The inbound-shipment fold: original and current ETA, quantities, lead times.
+
+Events of one inbound arrive on one inventory partition (keyed by
+warehouse_id), so they are folded in log order. Receipts count once per
+receipt_id; the caller says which receipts were already counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+from .events import InboundScheduled, ShipmentDelayed, StockReceived
+
+
+@dataclass(slots=True)
+class InboundLineState:
+    sku: str
+    quantity_expected: int = 0
+    quantity_received: int = 0
+    first_received_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class InboundState:
+    warehouse_id: str
+    inbound_id: str
+    supplier: str | None = None
+    original_eta: date | None = None  # None: receipts seen, never scheduled
+    current_eta: date | None = None
+    scheduled_at: datetime | None = None  # occurred_at of the first InboundScheduled
+    updated_at: datetime | None = None
+    lines: dict[str, InboundLineState] = field(default_factory=dict)
+
+    @property
+    def delay_days(self) -> int | None:
+        if self.original_eta is None or self.current_eta is None:
+            return None
+        return (self.current_eta - self.original_eta).days
+
+
+def _touch(state: InboundState, at: datetime) -> None:
+    if state.updated_at is None or at > state.updated_at:
+        state.updated_at = at
+
+
+def apply_scheduled(state: InboundState | None, event: InboundScheduled) -> InboundState:
+    if state is None:
+        state = InboundState(event.warehouse_id, event.inbound_id)
+    if state.original_eta is None:
+        state.original_eta = event.eta
+    # A re-sent schedule is the new plan: its date is the current ETA.
+    state.current_eta = event.eta
+    if state.scheduled_at is None or event.occurred_at < state.scheduled_at:
+        state.scheduled_at = event.occurred_at
+    if event.supplier is not None:
+        state.supplier = event.supplier
+    wanted = dict(event.lines)
+    # Like the allocator: SKUs a re-sent schedule no longer lists are not coming,
+    # beyond what already arrived.
+    for sku, line in state.lines.items():
+        if sku not in wanted:
+            line.quantity_expected = min(line.quantity_expected, line.quantity_received)
+    for sku, quantity in wanted.items():
+        line = state.lines.get(sku)
+        if line is None:
+            line = state.lines[sku] = InboundLineState(sku)
+        line.quantity_expected = quantity
+    _touch(state, event.occurred_at)
+    return state
+
+
+def apply_delayed(state: InboundState | None, event: ShipmentDelayed) -> InboundState | None:
+    """A delay of a shipment never scheduled is ignored (the allocator ignores it too)."""
+    if state is None or state.original_eta is None:
+        return state
+    state.current_eta = event.new_eta
+    _touch(state, event.occurred_at)
+    return state
+
+
+def apply_received(state: InboundState | None, event: StockReceived) -> InboundState:
+    """Count a receipt against its inbound (the caller drops receipts already counted)."""
+    if state is None:
+        state = InboundState(event.warehouse_id, event.inbound_id)
+    line = state.lines.get(event.sku)
+    if line is None:
+        line = state.lines[event.sku] = InboundLineState(event.sku)
+    line.quantity_received += event.quantity
+    if line.first_received_at is None or event.received_at < line.first_received_at:
+        line.first_received_at = event.received_at
+    _touch(state, event.occurred_at)
+    return state

@@ -1,0 +1,118 @@
+"""`fulfil topics create`, `fulfil publish` and configuration errors, as subprocesses."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+from aiokafka import TopicPartition
+
+from fulfil import kafka
+from schemas.registry import base_topics
+from tests.schemas.test_contract import VALID
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "store.jsonl"
+
+
+def fulfil(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fulfil", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_topics_create_twice_is_harmless(settings, env_for_subprocess) -> None:
+    env = env_for_subprocess(settings)
+    first = fulfil("topics", "create", "--json", env=env)
+    assert first.returncode == 0, first.stderr
+    created = orjson.loads(first.stdout)
+    assert sorted(created["created"]) == sorted(settings.topic(t) for t in base_topics())
+    second = fulfil("topics", "create", "--json", env=env)
+    assert second.returncode == 0, second.stderr
+    again = orjson.loads(second.stdout)
+    assert again["created"] == []
+    assert sorted(again["existing"]) == sorted(created["created"])
+
+
+async def test_publish_reports_bad_lines_and_publishes_good_ones(settings, env_for_subprocess, tmp_path) -> None:
+    await kafka.create_topics(settings)
+    order = orjson.dumps(VALID["OrderPlaced"])
+    receipt = orjson.dumps(VALID["StockReceived"])
+    bad_quantity = orjson.loads(order)
+    bad_quantity["id"] = "evt-bad"
+    bad_quantity["data"]["lines"][0]["quantity"] = -3
+    lines = [
+        order,
+        b"{this is not json",
+        receipt,
+        b"",
+        orjson.dumps(bad_quantity),
+        orjson.dumps({**VALID["OrderPlaced"], "type": "OrderTeleported"}),
+    ]
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+
+    result = fulfil("publish", str(path), "--json", env=env_for_subprocess(settings))
+
+    assert result.returncode == 1
+    report = orjson.loads(result.stdout)
+    assert report["published"] == 2
+    assert [b["line"] for b in report["bad"]] == [2, 5, 6]
+    assert "bad_json" in report["bad"][0]["reason"]
+    assert "data.lines.0.quantity" in report["bad"][1]["reason"]
+    assert "unknown_type" in report["bad"][2]["reason"]
+    assert f"{path}:5:" in result.stderr
+
+    consumer = kafka.consumer(settings, group_id=None)
+    await consumer.start()
+    try:
+        got = {}
+        for base in ("orders.v1", "inventory.v1"):
+            topic = settings.topic(base)
+            for partition in range(settings.fulfil_partitions):
+                tp = TopicPartition(topic, partition)
+                consumer.assign([tp])
+                for record in await kafka.read_range(consumer, tp, 0):
+                    got[base] = (record.key, record.value)
+    finally:
+        await consumer.stop()
+    assert got["orders.v1"] == (b"wh-1", order)  # published unchanged, keyed by warehouse
+    assert got["inventory.v1"] == (b"wh-1", receipt)
+
+
+def test_publish_example_file(settings, env_for_subprocess) -> None:
+    env = env_for_subprocess(settings)
+    assert fulfil("topics", "create", env=env).returncode == 0
+    result = fulfil("publish", str(EXAMPLES), env=env)
+    assert result.returncode == 0, result.stderr
+    assert "published 14 events" in result.stdout
+
+
+def test_invalid_configuration_is_one_line_and_exit_2(settings, env_for_subprocess) -> None:
+    env = env_for_subprocess(settings)
+    for name, value in [
+        ("FULFIL_PARTITIONS", "lots"),
+        ("FULFIL_LOG_FORMAT", "xml"),
+        ("KAFKA_SECURITY_PROTOCOL", "CARRIER_PIGEON"),
+        ("SMTP_URL", "mail.example:25"),
+    ]:
+        result = fulfil("topics", "create", env={**env, name: value})
+        assert result.returncode == 2, (name, result.stderr)
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert name in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_service_without_broker_exits_2(settings, env_for_subprocess) -> None:
+    env = env_for_subprocess(settings)
+    env.pop("KAFKA_BOOTSTRAP_SERVERS")
+    result = fulfil("allocator", env=env)
+    assert result.returncode == 2
+    assert "KAFKA_BOOTSTRAP_SERVERS is not set" in result.stderr
+
+
+def test_bad_cli_argument_exits_2(settings, env_for_subprocess) -> None:
+    result = fulfil("allocator", "--stage", "sideways", env=env_for_subprocess(settings))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,228 @@
+"""Fixtures for the notifier: a real SMTP server (aiosmtpd) and a real HTTP receiver on loopback.
+
+Both record what arrives so tests can check content, Message-IDs,
+Idempotency-Keys and signatures. Both are always stopped.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import io
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import orjson
+import pytest
+from aiosmtpd.controller import Controller
+
+from fulfil import embedded
+from fulfil.config import Settings
+from fulfil.logs import configure_logging
+from services.notifier.adapters.webhook import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, verify
+from services.notifier.config import NotifierSettings, load_notifier_settings
+
+WEBHOOK_SECRET = "test-webhook-secret"
+
+
+# ---------------------------------------------------------------- SMTP
+
+
+@dataclass
+class ReceivedMail:
+    message_id: str
+    to: str
+    subject: str
+    text: str
+    html: str
+    raw: bytes
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.mails: list[ReceivedMail] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd API)
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        text = message.get_body(("plain",))
+        html = message.get_body(("html",))
+        mail = ReceivedMail(
+            message_id=str(message["Message-ID"]),
+            to=",".join(envelope.rcpt_tos),
+            subject=str(message["Subject"]),
+            text=text.get_content() if text else "",
+            html=html.get_content() if html else "",
+            raw=envelope.content,
+        )
+        with self.lock:
+            self.mails.append(mail)
+        return "250 OK"
+
+
+class SmtpServer:
+    """aiosmtpd on a fixed loopback port that can go down and come back."""
+
+    def __init__(self) -> None:
+        self.port = embedded.free_port()
+        self.recorder = _Recorder()
+        self.controller: Controller | None = None
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    @property
+    def mails(self) -> list[ReceivedMail]:
+        with self.recorder.lock:
+            return list(self.recorder.mails)
+
+    def start(self) -> None:
+        if self.controller is None:
+            self.controller = Controller(self.recorder, hostname="127.0.0.1", port=self.port)
+            self.controller.start()
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    server = SmtpServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------- webhook receiver
+
+
+@dataclass
+class ReceivedHook:
+    idempotency_key: str | None
+    signature: str | None
+    verified: bool
+    body: bytes
+    headers: dict[str, str]
+
+    @property
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+@dataclass
+class WebhookReceiver:
+    secret: str = WEBHOOK_SECRET
+    hooks: list[ReceivedHook] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    server: ThreadingHTTPServer | None = None
+    thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hooks/fulfil"
+
+    def received(self) -> list[ReceivedHook]:
+        with self.lock:
+            return list(self.hooks)
+
+    def start(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server API)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                signature = self.headers.get(SIGNATURE_HEADER)
+                ok = verify(receiver.secret, body, signature)
+                with receiver.lock:
+                    receiver.hooks.append(ReceivedHook(
+                        self.headers.get(IDEMPOTENCY_HEADER), signature, ok, body, dict(self.headers.items())))
+                self.send_response(200 if ok else 401)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:  # keep test output quiet
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, name="webhook-receiver", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    receiver.start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
+
+
+# ---------------------------------------------------------------- settings, clock, logs
+
+
+def notifier_settings_for(settings: Settings, database_url: str, **overrides: Any) -> NotifierSettings:
+    values = {
+        **settings.model_dump(),
+        "database_url": database_url,
+        "fulfil_notifier_poll_seconds": 0.1,
+        "fulfil_notifier_backoff_initial_seconds": 0.2,
+        "fulfil_notifier_backoff_max_seconds": 1.0,
+        "fulfil_notifier_lease_seconds": 5.0,
+        "fulfil_notifier_eta_hold_seconds": 0.0,
+        "fulfil_notifier_reminder_days": 0.0,
+        "smtp_timeout_seconds": 5.0,
+        "webhook_timeout_seconds": 5.0,
+    }
+    values.update(overrides)
+    return load_notifier_settings(**values)
+
+
+@pytest.fixture
+def notifier_settings(settings, test_database, smtp_server, webhook_receiver) -> NotifierSettings:
+    return notifier_settings_for(
+        settings,
+        test_database,
+        smtp_url=smtp_server.url,
+        webhook_url=webhook_receiver.url,
+        webhook_secret=WEBHOOK_SECRET,
+    )
+
+
+class FakeClock:
+    def __init__(self, start: datetime | None = None):
+        self.current = start or datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self.current
+
+    def advance(self, **delta: float) -> None:
+        self.current += timedelta(**delta)
+
+
+@pytest.fixture
+def captured_logs() -> Iterator[io.StringIO]:
+    """Every log line of the in-process notifier (structlog and the standard library)."""
+    stream = io.StringIO()
+    configure_logging("DEBUG", "json", stream=stream)
+    try:
+        yield stream
+    finally:
+        configure_logging("INFO", "json")
