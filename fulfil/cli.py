@@ -26,6 +26,7 @@ def _register() -> None:
     app.add_typer(cli_dev.dev_app, name="dev")
     cli_tools.register(app)
     from services.notifier.entrypoints import cli as notifier_cli; notifier_cli.register(app)  # noqa: E702, I001
+    from services.projector.entrypoints import cli as projector_cli; projector_cli.register(app)  # noqa: E702, I001
 
 
 def fail_usage(message: str) -> typer.Exit:

@@ -37,9 +37,10 @@ class NotifierSettings(Settings):
     )
 
     # Delivery: attempts, then `failed`; capped exponential backoff with jitter between them.
-    fulfil_notifier_max_attempts: int = Field(default=10, ge=1, le=1_000)
+    # Defaults: 2 s, 4 s, … capped at 30 min; 24 attempts ride out about 7 hours of outage.
+    fulfil_notifier_max_attempts: int = Field(default=24, ge=1, le=1_000)
     fulfil_notifier_backoff_initial_seconds: float = Field(default=2.0, gt=0, le=3_600)
-    fulfil_notifier_backoff_max_seconds: float = Field(default=900.0, gt=0, le=86_400)
+    fulfil_notifier_backoff_max_seconds: float = Field(default=1_800.0, gt=0, le=86_400)
     # A claimed row whose sender died is sent again after this (same Message-ID).
     fulfil_notifier_lease_seconds: float = Field(default=120.0, gt=0, le=86_400)
     fulfil_notifier_poll_seconds: float = Field(default=1.0, gt=0, le=300)
@@ -51,8 +52,9 @@ class NotifierSettings(Settings):
     # Weekly reminders for lines still backordered; 0 switches them off.
     fulfil_notifier_reminder_days: float = Field(default=7.0, ge=0, le=365)
     fulfil_notifier_reminder_check_seconds: float = Field(default=300.0, gt=0, le=86_400)
-    # Where the projector's `orders` / `order_lines` live; unset = the search_path.
-    fulfil_read_model_schema: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    # Where the projector's `orders` / `order_lines` live: its live schema, which a
+    # `fulfil rebuild` replaces by renaming, so reading it by name always finds the live one.
+    fulfil_read_model_schema: str = Field(default="projection", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
 
     fulfil_notifier_message_id_domain: str = Field(
         default="fulfil", pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,250}[A-Za-z0-9])?$"
@@ -84,6 +86,16 @@ class NotifierSettings(Settings):
             c for c in CHANNELS if (self.email_enabled if c == "email" else self.webhook_enabled)
         )
 
+    def require_channels(self) -> tuple[str, ...]:
+        # Consuming with no channel would mark events handled and drop their messages for good.
+        channels = self.enabled_channels()
+        if not channels:
+            raise ConfigError(
+                "no notification channel is configured: set SMTP_URL and/or WEBHOOK_URL "
+                "(and leave FULFIL_NOTIFIER_EMAIL / FULFIL_NOTIFIER_WEBHOOK switched on)"
+            )
+        return channels
+
     def check_channels(self) -> None:
         """Cross-field rules, phrased for the operator."""
         if self.webhook_enabled and not self.webhook_secret:
@@ -91,6 +103,13 @@ class NotifierSettings(Settings):
             raise ConfigError("WEBHOOK_SECRET is required when WEBHOOK_URL is set")
         if self.smtp_username and not self.smtp_password:
             raise ConfigError("SMTP_PASSWORD is required when SMTP_USERNAME is set")
+        slowest = max(self.smtp_timeout_seconds, self.webhook_timeout_seconds)
+        if self.fulfil_notifier_lease_seconds <= slowest:
+            # A lease shorter than a send would hand an in-flight message to a second sender.
+            raise ConfigError(
+                f"FULFIL_NOTIFIER_LEASE_SECONDS ({self.fulfil_notifier_lease_seconds:g}) must be longer "
+                f"than SMTP_TIMEOUT_SECONDS / WEBHOOK_TIMEOUT_SECONDS ({slowest:g})"
+            )
 
 
 def load_notifier_settings(**overrides: Any) -> NotifierSettings:

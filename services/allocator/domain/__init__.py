@@ -6,6 +6,7 @@
 No clock, no randomness, no I/O. See `rules.py` for the rules.
 """
 
+from .invariants import InvariantViolation, check_invariants, invariant_problems
 from .rules import (
     NAMESPACE,
     SOURCE,
@@ -17,7 +18,6 @@ from .rules import (
     placed_micros,
     shipment_id,
 )
-from .invariants import InvariantViolation, check_invariants, invariant_problems
 from .state import (
     DEFAULT_DEDUP_WINDOW,
     AllocatorState,

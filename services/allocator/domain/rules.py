@@ -19,6 +19,35 @@ One command is applied in three steps:
 `decide` mutates `state` in place and returns it. If it raises (a bug, since
 inputs are validated models), the state must be discarded and reloaded from
 the last snapshot.
+
+Choices the contract leaves open, made here:
+
+- Business keys are scoped by warehouse: orders, receipts, adjustments and
+  inbounds are identified by (warehouse_id, id). A cancel naming another
+  warehouse than the order's is a cancel of an unknown order (tombstone),
+  exactly as it would be if the two warehouses sat in different partitions,
+  so decisions never depend on how warehouses are spread over partitions.
+- Every unit that becomes free pays a shortfall first: receipts, positive
+  adjustments and reservations released by a cancellation alike.
+- A ship_complete order that gets more units reserved but is not yet fully
+  covered produces no order output (nothing ships, nothing is decided for
+  the customer); the SKU's StockPositionChanged shows the reservation, and a
+  BackorderEtaChanged follows if the order's date moved.
+- Lines an output reports: placement outputs - every line not wholly
+  rejected; OrderRejected - the lines rejected by this event;
+  BackorderAllocated - lines shipping now plus lines still open;
+  OrderCancellationProcessed - every line; BackorderEtaChanged - the moved
+  lines. Quantities are the line's totals after the whole command.
+- An order gets at most one shipment per command (one shipment_id), even if
+  several of its lines are filled.
+- Order outputs come in the order things happened (queue order for fills),
+  then BackorderEtaChanged per order, then StockPositionChanged by
+  (warehouse_id, sku).
+- EtaChangeCause.reason is only the supplier's delay reason; cancellation
+  and adjustment reasons are other parties' business and are not passed on.
+- A re-sent InboundScheduled is the inbound's full new definition: quantities
+  are totals (already received units are not expected again) and SKUs it no
+  longer lists are not coming.
 """
 
 from __future__ import annotations

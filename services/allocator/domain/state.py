@@ -12,22 +12,24 @@ and cycles included.
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections import deque
+from collections.abc import Iterator
 from datetime import date
 from typing import Any
-
-from sortedcontainers import SortedList
 
 from schemas.contract import Customer
 
 DEFAULT_DEDUP_WINDOW = 100_000
+QUEUE_BLOCK = 64  # target entries per backorder-queue block (tests may lower it)
 
 # Values stored in the order-id window.
 SEEN = 1  # an order with this id was placed (it may be closed by now)
 TOMBSTONE = 2  # cancelled before it was placed: a later placement is rejected
 
-# A backorder queue key: (-priority, placed_at in µs since the epoch, order_id, line_no).
-QueueKey = tuple[int, int, str, int]
+# A backorder queue entry: (-priority, placed_at in µs since the epoch, order_id, line_no, line).
+# The first four fields are unique within a queue, so the line itself is never compared.
+QueueEntry = tuple[int, int, str, int, "Line"]
 OrderKey = tuple[str, str]  # (warehouse_id, order_id)
 SkuKey = tuple[str, str]  # (warehouse_id, sku)
 
@@ -122,7 +124,7 @@ class Line:
         self.reason: str | None = None
         self.raw_eta: date | None = None
         self.eta: date | None = None
-        self.qkey: QueueKey | None = None
+        self.qkey: QueueEntry | None = None  # this line's queue entry while it waits
 
     @property
     def backordered(self) -> int:
@@ -204,6 +206,148 @@ class Inbound:
         return any(scheduled > received for scheduled, received in self.skus.values())
 
 
+class QueueBlock:
+    """A sorted run of queue entries with the sum of their lines' waiting units.
+
+    `dirty`: a line was added, removed or changed here since the last ETA walk.
+    """
+
+    __slots__ = ("entries", "waiting", "dirty")
+
+    def __init__(self, entries: list[QueueEntry], waiting: int) -> None:
+        self.entries = entries
+        self.waiting = waiting
+        self.dirty = False
+
+
+class BackorderQueue:
+    """The backorder queue of one SKU: entries sorted by (-priority, placed_at, order_id, line_no).
+
+    A list of blocks (sorted lists of about `load` entries) with per-block
+    sums of waiting units: O(log n + load) insert and remove, O(1) head, and
+    an ETA walk that skips whole blocks whose dates cannot have changed.
+    Callers keep `block.waiting` in step with the lines' `waiting` through
+    `add`, `remove`, `take_head`.
+    """
+
+    __slots__ = ("load", "blocks", "maxes", "size", "touched")
+
+    def __init__(self, load: int | None = None) -> None:
+        self.load = max(2, load or QUEUE_BLOCK)
+        self.blocks: list[QueueBlock] = []
+        self.maxes: list[QueueEntry] = []  # last entry of each block, for bisect
+        self.size = 0
+        self.touched: list[QueueBlock] = []  # dirty blocks (may hold dropped ones)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bool__(self) -> bool:
+        return self.size > 0
+
+    def __iter__(self) -> Iterator[QueueEntry]:
+        for block in self.blocks:
+            yield from block.entries
+
+    def head(self) -> QueueEntry:
+        return self.blocks[0].entries[0]
+
+    def tail(self) -> QueueEntry:
+        return self.maxes[-1]
+
+    def _touch(self, block: QueueBlock) -> None:
+        if not block.dirty:
+            block.dirty = True
+            self.touched.append(block)
+
+    def clean(self) -> None:
+        """Forget what changed (after the ETAs were brought up to date)."""
+        for block in self.touched:
+            block.dirty = False
+        self.touched.clear()
+
+    def add(self, entry: QueueEntry, waiting: int) -> None:
+        self.size += 1
+        blocks = self.blocks
+        if not blocks:
+            block = QueueBlock([entry], waiting)
+            blocks.append(block)
+            self.maxes.append(entry)
+            self._touch(block)
+            return
+        index = bisect_left(self.maxes, entry)
+        if index == len(blocks):
+            index -= 1
+        block = blocks[index]
+        insort(block.entries, entry)
+        block.waiting += waiting
+        self.maxes[index] = block.entries[-1]
+        self._touch(block)
+        if len(block.entries) > 2 * self.load:
+            self._split(index)
+
+    def remove(self, entry: QueueEntry, waiting: int) -> None:
+        """Remove `entry`, whose line still counted `waiting` units in its block."""
+        index = bisect_left(self.maxes, entry)
+        block = self.blocks[index]
+        entries = block.entries
+        position = bisect_left(entries, entry)
+        if entries[position] is not entry:
+            raise KeyError(entry[:4])
+        del entries[position]
+        block.waiting -= waiting
+        self.size -= 1
+        self._shrunk(index)
+
+    def take_head(self, units: int, done: bool) -> None:
+        """The head line got `units`; `done`: it waits no more and leaves the queue."""
+        block = self.blocks[0]
+        block.waiting -= units
+        if done:
+            del block.entries[0]
+            self.size -= 1
+            self._shrunk(0)
+        else:
+            self._touch(block)
+
+    def clear(self) -> None:
+        self.blocks.clear()
+        self.maxes.clear()
+        self.touched.clear()
+        self.size = 0
+
+    def _shrunk(self, index: int) -> None:
+        blocks = self.blocks
+        block = blocks[index]
+        if not block.entries:
+            del blocks[index]
+            del self.maxes[index]
+            return
+        self.maxes[index] = block.entries[-1]
+        self._touch(block)
+        if len(block.entries) < self.load // 2 and index + 1 < len(blocks):
+            following = blocks.pop(index + 1)
+            del self.maxes[index + 1]
+            block.entries.extend(following.entries)
+            block.waiting += following.waiting
+            self.maxes[index] = block.entries[-1]
+            if len(block.entries) > 2 * self.load:
+                self._split(index)
+
+    def _split(self, index: int) -> None:
+        block = self.blocks[index]
+        half = len(block.entries) // 2
+        upper = QueueBlock(block.entries[half:], 0)
+        del block.entries[half:]
+        upper.waiting = sum(entry[4].waiting for entry in upper.entries)
+        block.waiting -= upper.waiting
+        self.blocks.insert(index + 1, upper)
+        self.maxes[index] = block.entries[-1]
+        self.maxes.insert(index + 1, upper.entries[-1])
+        self._touch(block)
+        self._touch(upper)
+
+
 class SkuState:
     """Stock position, backorder queue and scheduled supply of one (warehouse, sku)."""
 
@@ -218,14 +362,13 @@ class SkuState:
         "reserved",
         "incoming",
         "queue",
-        "waiters",
         "inbounds",
         "received_total",
         "positive_adjusted_total",
         "negative_adjusted_total",
         "released_total",
         "last_position",
-        "last_covered",
+        "any_covered",
     )
 
     def __init__(self, warehouse_id: str, sku: str) -> None:
@@ -238,17 +381,15 @@ class SkuState:
         self.waiting = 0  # sum of queued lines' waiting units
         self.reserved = 0  # sum of lines' reserved units
         self.incoming = 0  # sum of open inbounds' remaining quantity
-        self.queue: SortedList | None = None  # QueueKey of lines with waiting > 0
-        self.waiters: dict[QueueKey, Line] = {}
+        self.queue: BackorderQueue | None = None  # lines with waiting > 0
         self.inbounds: dict[str, Inbound] = {}  # inbound_id -> inbound with remaining > 0
         self.received_total = 0
         self.positive_adjusted_total = 0
         self.negative_adjusted_total = 0
         self.released_total = 0
         self.last_position: tuple = (0, 0, 0, 0, None, 0)
-        # Largest queue key whose raw_eta was not None after the last ETA walk:
-        # every queued line behind it has raw_eta None (lets the walk stop early).
-        self.last_covered: QueueKey | None = None
+        # After the last ETA walk, some queued line had a date (else all are None).
+        self.any_covered = False
 
     @property
     def key(self) -> SkuKey:
@@ -279,7 +420,7 @@ class SkuState:
         """The waiting lines in queue order (head first)."""
         if self.queue is None:
             return []
-        return [self.waiters[key] for key in self.queue]
+        return [entry[4] for entry in self.queue]
 
     def __repr__(self) -> str:
         return (
@@ -347,7 +488,7 @@ class AllocatorState:
         }
 
     def stats(self) -> dict[str, int]:
-        queued = sum(len(s.waiters) for s in self.skus.values())
+        queued = sum(len(s.queue) for s in self.skus.values() if s.queue is not None)
         return {
             "open_orders": len(self.orders),
             "queued_lines": queued,

@@ -28,7 +28,7 @@ async def run_allocator(settings: Settings, stage: Stage = "all", stop: asyncio.
     router_app = None
     if stage in ("all", "router"):
         router_app, _ = build_router(settings)
-        await router_app.broker.start()
+        await router_app.start()
     core_task = None
     if stage in ("all", "core"):
         core_task = asyncio.create_task(AllocatorCore(settings).run(stop), name="allocator-core")
@@ -43,5 +43,5 @@ async def run_allocator(settings: Settings, stage: Stage = "all", stop: asyncio.
             await core_task  # re-raises a core failure after a clean shutdown attempt
     finally:
         if router_app is not None:
-            await router_app.broker.stop()
+            await router_app.stop()
         log.info("allocator stopped", stage=stage)

@@ -92,7 +92,7 @@ class AllocatorCore:
             await self.producer.stop()
 
     async def _process(self, batches: dict[TopicPartition, list[Any]]) -> None:
-        deliveries: list[tuple[int, asyncio.Future]] = []
+        sender = kafka.BatchSender(self.producer)
         commits: dict[TopicPartition, int] = {}
         for tp, records in batches.items():
             fold = self.folds.get(tp.partition)
@@ -112,32 +112,33 @@ class AllocatorCore:
             for record in records:
                 emissions, error = fold.apply(record.offset, record.value)
                 if error is not None:
-                    log.warning("command rejected", reason=error.reason, partition=tp.partition, offset=record.offset)
-                    deliveries.append((-1, await self.producer.send(
-                        self.commands + DLQ_SUFFIX, record.value, key=record.key,
-                        headers=dead_letter_headers(reason=error.reason, kind=error.kind, topic=tp.topic,
-                                                    partition=tp.partition, offset=record.offset,
-                                                    stage="allocator-core", original=record.headers),
-                    )))
+                    log.warning("command dead-lettered", reason=error.reason, partition=tp.partition, offset=record.offset)
+                    await sender.add(
+                        self.commands + DLQ_SUFFIX,
+                        record.value,
+                        key=record.key,
+                        headers=dead_letter_headers(
+                            reason=error.reason, kind=error.kind, topic=tp.topic, partition=tp.partition,
+                            offset=record.offset, stage="allocator-core", original=record.headers,
+                        ),
+                    )
                 for emission in emissions:
-                    future = await self.producer.send(
+                    await sender.add(
                         self.allocations,
                         emission.value,
                         key=emission.key,
                         partition=tp.partition,
                         headers=output_headers(tp.partition, emission.command_offset, emission.index, emission.event),
                     )
-                    deliveries.append((tp.partition, future))
+                    self.emitted += 1
             commits[tp] = fold.applied_offset + 1
             self.processed += len(records)
         # One flush per batch: nothing is committed or snapshotted before every output is acknowledged.
-        results = await asyncio.gather(*(future for _, future in deliveries))
-        for (partition, _), metadata in zip(deliveries, results, strict=True):
-            if partition >= 0:
-                fold = self.folds.get(partition)
-                if fold is not None:
-                    fold.snapshot.output_offset = max(fold.snapshot.output_offset, metadata.offset + 1)
-                self.emitted += 1
+        ends = await sender.flush()
+        for (topic, partition), end in ends.items():
+            fold = self.folds.get(partition)
+            if topic == self.allocations and fold is not None:
+                fold.snapshot.output_offset = max(fold.snapshot.output_offset, end)
         if commits:
             await self.consumer.commit(commits)
 

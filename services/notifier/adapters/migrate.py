@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,6 +28,7 @@ from yoyo.connections import parse_uri
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 MIGRATION_TABLE = "_yoyo_notifier_migration"
+MIGRATION_LOCK = 0x6E6F746966696572  # "notifier" in ASCII: the advisory lock key
 
 # --------------------------------------------------------------- DB-API facade
 
@@ -138,6 +141,24 @@ class AsyncpgBackend(PostgresqlBackend):
 
     def copy(self) -> AsyncpgBackend:
         return type(self)(self._dsn)
+
+    @contextmanager
+    def lock(self, timeout: int = 10) -> Iterator[None]:
+        """A session advisory lock instead of yoyo's lock row.
+
+        yoyo's row outlives a process killed mid-migration and then blocks
+        every later start; an advisory lock dies with its connection.
+        """
+        if self._is_locked:
+            yield
+            return
+        self.execute("SELECT pg_advisory_lock(:key)", {"key": MIGRATION_LOCK})
+        self._is_locked = True
+        try:
+            yield
+        finally:
+            self._is_locked = False
+            self.execute("SELECT pg_advisory_unlock(:key)", {"key": MIGRATION_LOCK})
 
 
 def _yoyo_uri(dsn: str) -> Any:

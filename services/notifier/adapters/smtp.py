@@ -8,7 +8,6 @@ so a resend is byte-identical apart from transport headers.
 
 from __future__ import annotations
 
-import asyncio
 from email.message import EmailMessage
 from email.utils import format_datetime
 from urllib.parse import urlsplit
@@ -79,5 +78,5 @@ class EmailChannel:
         except aiosmtplib.SMTPResponseException as exc:
             # 5xx is the server's final answer for this message; 4xx means try later.
             raise DeliveryError(f"SMTP {exc.code}: {exc.message}", permanent=exc.code >= 500) from None
-        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             raise DeliveryError(f"SMTP unavailable: {type(exc).__name__}") from None

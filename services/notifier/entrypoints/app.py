@@ -43,6 +43,12 @@ log = get_logger("notifier")
 NOTIFIER_GROUP = "fulfil-notifier"
 
 
+def group_id(settings: NotifierSettings) -> str:
+    # The topic prefix separates environments sharing a cluster; the group follows it,
+    # so two environments never rebalance each other.
+    return f"{settings.fulfil_topic_prefix}{NOTIFIER_GROUP}"
+
+
 @dataclass
 class NotifierRuntime:
     """What the FastStream handler and the rebalance listener need once started."""
@@ -55,6 +61,10 @@ class NotifierRuntime:
     subscriber: Any = None
     senders: list[ChannelSender] = field(default_factory=list)
     assigned: set[int] = field(default_factory=set)
+
+
+# FastStream injects the raw message through this marker (a module-level singleton).
+_MESSAGE = Context("message")
 
 
 async def _raw_body(message: Any) -> Any:
@@ -102,7 +112,7 @@ def build_app(settings: NotifierSettings, runtime: NotifierRuntime | None = None
     subscriber = broker.subscriber(
         Topic(topic, declare=False),  # topics are provisioned by `fulfil topics create`
         batch=True,
-        group_id=NOTIFIER_GROUP,
+        group_id=group_id(settings),
         auto_offset_reset="earliest",
         max_records=settings.fulfil_notifier_batch_size,
         batch_timeout_ms=200,
@@ -118,7 +128,7 @@ def build_app(settings: NotifierSettings, runtime: NotifierRuntime | None = None
     )
 
     @subscriber
-    async def notify(_: list[Any], message: Any = Context("message")) -> None:
+    async def notify(_: list[Any], message: Any = _MESSAGE) -> None:
         records = message.raw_message if isinstance(message.raw_message, tuple) else (message.raw_message,)
         assert runtime.handler is not None, "run_notifier() wires the handler before starting"
         await runtime.handler.handle(records)
@@ -156,6 +166,7 @@ async def run_notifier(
             pass
     settings.require_kafka()
     url = settings.require_database()
+    settings.require_channels()
     await apply_migrations(url)
 
     runtime = NotifierRuntime(settings=settings, clock=clock or SystemClock())
@@ -166,8 +177,6 @@ async def run_notifier(
     store = runtime.store = OutboxStore(pool)
     policy = Policy.from_settings(settings)
     render = renderer(settings.fulfil_notifier_message_id_domain)
-    if not policy.channels:
-        log.warning("no channel configured (SMTP_URL / WEBHOOK_URL): events are consumed, nothing is sent")
 
     wakers = []
     for channel in channels_for(settings):
@@ -196,7 +205,7 @@ async def run_notifier(
         if settings.fulfil_notifier_reminder_days > 0:
             tasks.append(asyncio.create_task(
                 reminders.run(stop, settings.fulfil_notifier_reminder_check_seconds), name="notifier-reminders"))
-        log.info("notifier started", channels=list(policy.channels), group=NOTIFIER_GROUP)
+        log.info("notifier started", channels=list(policy.channels), group=group_id(settings))
         if ready is not None:
             ready.set()
         stopper = asyncio.create_task(stop.wait())
@@ -214,10 +223,7 @@ async def run_notifier(
         await pool.close()
         for signum in signals:
             loop.remove_signal_handler(signum)
-        log.info(
-            "notifier stopped",
-            events=runtime.handler.records,
-            sent={s.channel.name: s.sent for s in runtime.senders},
-            failed={s.channel.name: s.failed for s in runtime.senders},
-        )
+        # Flat counter names: a key called "email" would be taken for an address by the redactor.
+        counts = {f"{s.channel.name}_{k}": getattr(s, k) for s in runtime.senders for k in ("sent", "failed")}
+        log.info("notifier stopped", events=runtime.handler.records, **counts)
     return runtime

@@ -23,6 +23,7 @@ def notifier() -> None:
     settings = load_notifier_settings()
     settings.require_kafka()
     settings.require_database()
+    settings.require_channels()
     from services.notifier.entrypoints.app import run_notifier
 
     configure_logging(settings.fulfil_log_level, settings.fulfil_log_format)

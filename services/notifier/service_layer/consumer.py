@@ -79,7 +79,7 @@ class BatchHandler:
                 # is handed back (nack) and read again.
                 retry=retry_if_exception(_transient),
                 stop=stop_after_delay(self.retry_seconds),
-                wait=wait_exponential_jitter(initial=0.2, max=5.0),
+                wait=wait_exponential_jitter(multiplier=0.2, max=5.0),
                 reraise=True,
             ):
                 with attempt:

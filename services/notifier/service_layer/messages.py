@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from services.notifier.adapters.outbox import Rendered, Renderer
 from services.notifier.domain.decide import message_id
-from services.notifier.domain.model import Notice
+from services.notifier.domain.model import EmailContent, Notice
 from services.notifier.domain.render import render_email, render_webhook
+
+
+@lru_cache(maxsize=256)
+def _email(notice: Notice) -> EmailContent:
+    # Both channels of one notice render the same text: render it once.
+    return render_email(notice)
 
 
 def renderer(message_id_domain: str = "fulfil") -> Renderer:
     def render(notice: Notice, channel: str) -> Rendered:
-        email = render_email(notice)
+        email = _email(notice)
         mid = message_id(notice.source_id, channel, message_id_domain)
         if channel == "email":
             return Rendered(mid, notice.customer.email, email.subject, email.text, email.html, None)

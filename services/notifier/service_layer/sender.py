@@ -44,7 +44,7 @@ class ChannelSender:
         self.poll = settings.fulfil_notifier_poll_seconds
         self.concurrency = settings.fulfil_notifier_concurrency
         self.backoff = wait_exponential_jitter(
-            initial=settings.fulfil_notifier_backoff_initial_seconds,
+            multiplier=settings.fulfil_notifier_backoff_initial_seconds,
             max=settings.fulfil_notifier_backoff_max_seconds,
             jitter=settings.fulfil_notifier_backoff_initial_seconds,
         )

@@ -93,6 +93,7 @@ class OrderPlaced:
 
 @dataclass(frozen=True, slots=True)
 class InboundScheduled:
+    event_id: str
     occurred_at: datetime
     warehouse_id: str
     inbound_id: str
@@ -103,6 +104,7 @@ class InboundScheduled:
 
 @dataclass(frozen=True, slots=True)
 class ShipmentDelayed:
+    event_id: str
     occurred_at: datetime
     warehouse_id: str
     inbound_id: str

@@ -91,3 +91,19 @@ def apply_received(state: InboundState | None, event: StockReceived) -> InboundS
         line.first_received_at = event.received_at
     _touch(state, event.occurred_at)
     return state
+
+
+def receipt_status(expected: int, received: int) -> str:
+    if received == 0:
+        return "expected"
+    return "received" if received >= expected else "partially_received"
+
+
+def is_late(
+    current_eta: date | None, delay_days: int | None, expected: int, received: int, as_of: date
+) -> bool:
+    """Late = delayed by the supplier (ETA moved later), or overdue: still open
+    after its current ETA."""
+    if delay_days is not None and delay_days > 0:
+        return True
+    return current_eta is not None and current_eta < as_of and received < expected

@@ -33,6 +33,16 @@ def _first_difference(left: list[bytes], right: list[bytes]) -> int | None:
     return next((i for i, (a, b) in enumerate(zip(left, right, strict=False)) if a != b), None)
 
 
+async def _caught_up(settings) -> bool:
+    """Router and core have committed everything there is to read."""
+    for base, group in ((ORDERS, ROUTER_GROUP), (INVENTORY, ROUTER_GROUP), (COMMANDS, CORE_GROUP)):
+        async with TopicWatcher(settings, base) as watcher:
+            ends = await watcher.ends()
+        if await committed_offsets(settings, group, base) != ends:
+            return False
+    return True
+
+
 def _start(env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "fulfil", "allocator"],
@@ -46,38 +56,43 @@ def _start(env: dict[str, str]) -> subprocess.Popen:
 async def test_sigkill_at_random_points_loses_and_duplicates_nothing(settings, env_for_subprocess) -> None:
     rng = random.Random(SEED)
     await kafka.create_topics(settings)
-    await publish(settings, mixed_stream(EVENTS, seed=SEED))
+    stream = mixed_stream(EVENTS, seed=SEED)
+    # Each run gets a fresh slice of the stream on top of what is left, so that
+    # kills land in the middle of work rather than on an idle allocator.
+    slices = [stream[i::KILLS + 1] for i in range(KILLS + 1)]
+    slices = [stream[sum(map(len, slices[:i])):sum(map(len, slices[: i + 1]))] for i in range(KILLS + 1)]
     env = env_for_subprocess(settings)
     kills = 0
+    busy_kills = 0
     process = None
     try:
         async with TopicWatcher(settings, ALLOCATIONS) as outputs:
             while kills < KILLS:
+                await publish(settings, slices[kills])
                 process = _start(env)
                 # Kill points: after a random number of new outputs, from right after the
                 # restart (mid-recovery) to deep into a batch.
-                target = await outputs.total() + rng.choice([1, 10, 100, 500, 1_000, 2_000, 4_000])
+                target = await outputs.total() + rng.choice([1, 10, 100, 300, 1_000, 2_000])
 
                 async def reached_or_exited(target=target, process=process):
-                    return process.poll() is not None or await outputs.total() >= target
+                    return process.poll() is not None or await outputs.total() >= target or await _caught_up(settings)
 
-                await wait_for(reached_or_exited, timeout=120, what=f"{target} outputs before kill {kills + 1}")
+                await wait_for(
+                    reached_or_exited, timeout=120, interval=0.05, what=f"{target} outputs before kill {kills + 1}"
+                )
                 assert process.poll() is None, process.stderr.read().decode()[-2000:]
                 process.send_signal(signal.SIGKILL)
                 process.wait(timeout=30)
                 kills += 1
+                busy_kills += not await _caught_up(settings)
 
+            await publish(settings, slices[-1])
             process = _start(env)
 
             async def caught_up():
                 if process.poll() is not None:
                     raise AssertionError(process.stderr.read().decode()[-2000:])
-                for base, group in ((ORDERS, ROUTER_GROUP), (INVENTORY, ROUTER_GROUP), (COMMANDS, CORE_GROUP)):
-                    async with TopicWatcher(settings, base) as watcher:
-                        ends = await watcher.ends()
-                    if await committed_offsets(settings, group, base) != ends:
-                        return False
-                return True
+                return await _caught_up(settings)
 
             await wait_for(caught_up, timeout=300, interval=1.0, what="the last allocator to catch up")
             process.send_signal(signal.SIGTERM)
@@ -92,6 +107,7 @@ async def test_sigkill_at_random_points_loses_and_duplicates_nothing(settings, e
     duplicated = [i for i, n in ids.items() if n > 1]
     missing = {orjson.loads(v)["id"] for vs in expected.values() for v in vs} - set(ids)
     assert kills >= KILLS
+    assert busy_kills >= KILLS // 2, f"only {busy_kills} of {kills} kills hit a busy allocator"
     divergence = {p: (len(expected[p]), len(actual.get(p, [])), _first_difference(expected[p], actual.get(p, []))) for p in expected}
     assert not duplicated, f"{len(duplicated)} output ids written twice, e.g. {duplicated[:3]}"
     assert not missing, f"{len(missing)} output ids missing, e.g. {sorted(missing)[:3]}; (expected, actual, first divergence) per partition: {divergence}"

@@ -55,8 +55,9 @@ class _Recorder:
             message_id=str(message["Message-ID"]),
             to=",".join(envelope.rcpt_tos),
             subject=str(message["Subject"]),
-            text=text.get_content() if text else "",
-            html=html.get_content() if html else "",
+            # SMTP carries CRLF line ends; compare text as it was written.
+            text=text.get_content().replace("\r\n", "\n") if text else "",
+            html=html.get_content().replace("\r\n", "\n") if html else "",
             raw=envelope.content,
         )
         with self.lock:
@@ -187,9 +188,10 @@ def notifier_settings_for(settings: Settings, database_url: str, **overrides: An
         "fulfil_notifier_backoff_max_seconds": 1.0,
         "fulfil_notifier_lease_seconds": 5.0,
         "fulfil_notifier_eta_hold_seconds": 0.0,
-        "fulfil_notifier_reminder_days": 0.0,
-        "smtp_timeout_seconds": 5.0,
-        "webhook_timeout_seconds": 5.0,
+        "fulfil_notifier_reminder_days": 7.0,
+        "fulfil_notifier_reminder_check_seconds": 3600.0,
+        "smtp_timeout_seconds": 1.5,
+        "webhook_timeout_seconds": 1.5,
     }
     values.update(overrides)
     return load_notifier_settings(**values)

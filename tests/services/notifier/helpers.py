@@ -46,6 +46,8 @@ async def outbox(settings: NotifierSettings, **where: Any) -> list[dict[str, Any
             where.get("channel"),
         )
         return [dict(r) for r in rows]
+    except asyncpg.UndefinedTableError:
+        return []  # the notifier has not migrated yet
     finally:
         await conn.close()
 

@@ -308,3 +308,15 @@ def test_a_webhook_without_secret_is_a_configuration_error() -> None:
     settings = load_notifier_settings(webhook_url="https://hooks.example/x", webhook_secret="s",
                                       fulfil_notifier_webhook=False)
     assert settings.enabled_channels() == ()
+
+
+def test_backoff_is_exponential_capped_and_jittered() -> None:
+    from services.notifier.config import load_notifier_settings
+    from services.notifier.service_layer.sender import ChannelSender
+
+    settings = load_notifier_settings(fulfil_notifier_backoff_initial_seconds=2, fulfil_notifier_backoff_max_seconds=60)
+    sender = ChannelSender(channel=None, store=None, settings=settings, clock=None)  # type: ignore[arg-type]
+    first = [sender.delay(1) for _ in range(50)]
+    assert all(2 <= d <= 4 for d in first) and len(set(first)) > 1  # jitter spreads a burst of failures
+    assert all(8 <= sender.delay(3) <= 10 for _ in range(20))
+    assert all(sender.delay(30) == 60 for _ in range(20))  # capped

@@ -1,5 +1,6 @@
 DROP TABLE daily_demand;
 DROP TABLE demand_orders;
+DROP TABLE inbound_events;
 DROP TABLE inbound_receipts;
 DROP TABLE inbound_lines;
 DROP TABLE inbounds;

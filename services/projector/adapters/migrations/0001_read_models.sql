@@ -111,6 +111,12 @@ CREATE TABLE inbound_receipts (
     PRIMARY KEY (warehouse_id, receipt_id)
 );
 
+-- Schedules and delays already applied, by envelope id: a re-delivered old
+-- InboundScheduled must not move an ETA back.
+CREATE TABLE inbound_events (
+    event_id text PRIMARY KEY
+);
+
 -- Demand history: orders already counted, and units ordered per UTC day.
 CREATE TABLE demand_orders (
     warehouse_id text NOT NULL,

@@ -63,7 +63,9 @@ def orders_memory(orders: int, backordered: float = 0.05, seed: int = 1) -> dict
     batch = []
     for n in range(orders):
         sku = rng.choice(out_of_stock) if rng.random() < backordered else rng.choice(in_stock)
-        batch.append(ev.order_placed(f"order-{n}", "WH1", [(sku, rng.randint(1, 3), "9.99", "EUR")]))
+        batch.append(
+            ev.order_placed(f"order-{n}", "WH1", [(sku, rng.randint(1, 3), "9.99", "EUR")])
+        )
         if len(batch) == 10_000:
             for command in batch:
                 state, _ = decide(state, command)
@@ -91,7 +93,9 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=200_000)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-    result = {"throughput": throughput(args.events, args.seed)}
+    result = {}
+    if args.events:
+        result["throughput"] = throughput(args.events, args.seed)
     if args.orders:
         result["memory"] = orders_memory(args.orders)
     print(json.dumps(result, indent=2))

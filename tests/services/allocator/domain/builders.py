@@ -92,7 +92,11 @@ class Events:
             "order_id": order_id,
             "warehouse_id": wh,
             "customer": customer
-            or {"customer_id": f"c-{order_id}", "email": f"{order_id}@shop.example", "locale": "en"},
+            or {
+                "customer_id": f"c-{order_id}",
+                "email": f"{order_id}@shop.example",
+                "locale": "en",
+            },
             "lines": [_line(no, spec) for no, spec in zip(numbers, lines, strict=True)],
             "fulfilment_policy": policy,
             "priority": priority,
@@ -101,7 +105,11 @@ class Events:
         return self._envelope(OrderPlaced, "OrderPlaced", data, id, None)
 
     def order_cancelled(
-        self, order_id: str, wh: str = "WH1", reason: str = "customer request", id: str | None = None
+        self,
+        order_id: str,
+        wh: str = "WH1",
+        reason: str = "customer request",
+        id: str | None = None,
     ) -> Any:
         data = {
             "order_id": order_id,

@@ -23,10 +23,10 @@ from .builders import START, Events
 
 KIND_WEIGHTS = {
     "order": 60,
-    "receipt": 15,
+    "receipt": 17,
     "cancel": 5,
     "adjust": 5,
-    "inbound": 5,
+    "inbound": 4,
     "delay": 3,
     "policy": 1,
     "duplicate": 1,
@@ -91,7 +91,9 @@ def mixed_stream(
             qty = sku.target + rng.randint(0, 10)
             sku.net += qty
             sku.stock += qty
-            out.append(ev.stock_received(wh, sku.name, qty, receipt_id=f"{tag}-open-{wh}-{sku.name}"))
+            out.append(
+                ev.stock_received(wh, sku.name, qty, receipt_id=f"{tag}-open-{wh}-{sku.name}")
+            )
 
     while len(out) < n:
         counter += 1
@@ -185,7 +187,9 @@ def mixed_stream(
             if existing:
                 inbound = rng.choice(existing)
                 inbound[2] = inbound[2] + timedelta(days=rng.randint(1, 14))
-                out.append(ev.shipment_delayed(inbound[1], wh, inbound[2], reason="port congestion"))
+                out.append(
+                    ev.shipment_delayed(inbound[1], wh, inbound[2], reason="port congestion")
+                )
             else:  # a delay for an inbound this allocator never heard of
                 out.append(ev.shipment_delayed(f"{tag}-ghost{counter}", wh, ev.clock.date()))
 

@@ -40,7 +40,12 @@ order_op = st.tuples(
 )
 cancel_op = st.tuples(st.just("cancel"), whs, st.integers(0, 11))
 receive_op = st.tuples(
-    st.just("receive"), whs, skus, st.integers(1, 12), st.integers(0, 30), st.none() | st.integers(0, 3)
+    st.just("receive"),
+    whs,
+    skus,
+    st.integers(1, 12),
+    st.integers(0, 30),
+    st.none() | st.integers(0, 3),
 )
 adjust_op = st.tuples(
     st.just("adjust"), whs, skus, st.integers(-6, 6).filter(bool), st.integers(0, 30)
@@ -86,7 +91,9 @@ def build(plan: list[tuple]) -> list[Any]:
             _, wh, n, lines, policy, priority, offset = op
             placed_at = ev.clock + timedelta(seconds=offset)
             events.append(
-                ev.order_placed(f"o{n}", wh, lines, policy=policy, priority=priority, placed_at=placed_at)
+                ev.order_placed(
+                    f"o{n}", wh, lines, policy=policy, priority=priority, placed_at=placed_at
+                )
             )
         elif kind == "cancel":
             _, wh, n = op
@@ -94,13 +101,17 @@ def build(plan: list[tuple]) -> list[Any]:
         elif kind == "receive":
             _, wh, sku, qty, receipt, inbound = op
             inbound_id = None if inbound is None else f"in{inbound}"
-            events.append(ev.stock_received(wh, sku, qty, receipt_id=f"r{receipt}", inbound_id=inbound_id))
+            events.append(
+                ev.stock_received(wh, sku, qty, receipt_id=f"r{receipt}", inbound_id=inbound_id)
+            )
         elif kind == "adjust":
             _, wh, sku, delta, adjustment = op
             events.append(ev.stock_adjusted(wh, sku, delta, adjustment_id=f"a{adjustment}"))
         elif kind == "inbound":
             _, wh, n, lines, days = op
-            events.append(ev.inbound_scheduled(f"in{n}", wh, lines, (START + timedelta(days=days)).date()))
+            events.append(
+                ev.inbound_scheduled(f"in{n}", wh, lines, (START + timedelta(days=days)).date())
+            )
         elif kind == "delay":
             _, wh, n, days = op
             events.append(ev.shipment_delayed(f"in{n}", wh, (START + timedelta(days=days)).date()))
@@ -209,7 +220,7 @@ def run_plain(events: list[Any], snapshot_every: int = 0, dedup_window: int = 50
     return encoded
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(plan=ops, snapshot_every=st.integers(1, 7))
 def test_random_streams_keep_every_invariant_and_replay_identically(
     plan: list[tuple], snapshot_every: int
@@ -219,7 +230,7 @@ def test_random_streams_keep_every_invariant_and_replay_identically(
     assert run_plain(events, snapshot_every) == first
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 10_000))
 def test_mixed_streams_are_consistent(seed: int) -> None:
     events = mixed_stream(400, seed=seed, warehouses=2, skus_per_warehouse=12)
@@ -251,10 +262,14 @@ class AllocatorMachine(RuleBasedStateMachine):
         self.log.append(event)
         self.checker.apply(event)
 
-    def _order(self, wh: str, order_id: str, lines, policy: str, priority: int, offset: int) -> None:
+    def _order(
+        self, wh: str, order_id: str, lines, policy: str, priority: int, offset: int
+    ) -> None:
         placed_at = self.ev.clock + timedelta(seconds=offset)
         self._apply(
-            self.ev.order_placed(order_id, wh, lines, policy=policy, priority=priority, placed_at=placed_at)
+            self.ev.order_placed(
+                order_id, wh, lines, policy=policy, priority=priority, placed_at=placed_at
+            )
         )
 
     @rule(
@@ -296,7 +311,9 @@ class AllocatorMachine(RuleBasedStateMachine):
 
     @rule(key=inbounds, sku=skus, qty=st.integers(1, 12), receipt=st.integers(0, 40))
     def receive_inbound(self, key, sku, qty, receipt):
-        self._apply(self.ev.stock_received(key[0], sku, qty, receipt_id=f"r{receipt}", inbound_id=key[1]))
+        self._apply(
+            self.ev.stock_received(key[0], sku, qty, receipt_id=f"r{receipt}", inbound_id=key[1])
+        )
 
     @rule(wh=whs, sku=skus, delta=st.integers(-6, 6).filter(bool), adjustment=st.integers(0, 40))
     def adjust(self, wh, sku, delta, adjustment):
@@ -306,7 +323,9 @@ class AllocatorMachine(RuleBasedStateMachine):
         target=inbounds,
         wh=whs,
         n=st.integers(0, 4),
-        lines=st.lists(st.tuples(skus, st.integers(1, 10)), min_size=1, max_size=3, unique_by=lambda t: t[0]),
+        lines=st.lists(
+            st.tuples(skus, st.integers(1, 10)), min_size=1, max_size=3, unique_by=lambda t: t[0]
+        ),
         days=st.integers(1, 40),
     )
     def schedule(self, wh, n, lines, days):
@@ -318,7 +337,12 @@ class AllocatorMachine(RuleBasedStateMachine):
     def delay(self, key, days):
         self._apply(self.ev.shipment_delayed(key[1], key[0], (START + timedelta(days=days)).date()))
 
-    @rule(wh=whs, sku=skus, backorderable=st.booleans(), discontinued=st.sampled_from([False, False, True]))
+    @rule(
+        wh=whs,
+        sku=skus,
+        backorderable=st.booleans(),
+        discontinued=st.sampled_from([False, False, True]),
+    )
     def set_policy(self, wh, sku, backorderable, discontinued):
         self._apply(self.ev.sku_policy_set(wh, sku, backorderable, discontinued))
 
@@ -338,6 +362,6 @@ class AllocatorMachine(RuleBasedStateMachine):
 
 
 AllocatorMachine.TestCase.settings = settings(
-    max_examples=120, stateful_step_count=60, deadline=None
+    max_examples=300, stateful_step_count=60, deadline=None
 )
 test_allocator_state_machine = AllocatorMachine.TestCase

@@ -30,7 +30,12 @@ def test_ship_partial_ships_4_now_and_backorders_6(alloc: Allocator) -> None:
     out = alloc.place("o1", "WH1", [("A", 10, "19.90", "EUR")])
     assert types(out) == ["PartiallyShipped", "StockPositionChanged"]
     shipped = line(out[0])
-    assert (shipped.shipped, shipped.allocated, shipped.backordered, shipped.reserved) == (4, 4, 6, 0)
+    assert (shipped.shipped, shipped.allocated, shipped.backordered, shipped.reserved) == (
+        4,
+        4,
+        6,
+        0,
+    )
     assert shipped.eta == D1 and (shipped.unit_price, shipped.currency) == ("19.90", "EUR")
     assert out[0].data.shipment_id
     assert alloc.position("WH1", "A") == {
@@ -162,7 +167,9 @@ def test_discontinuing_rejects_waiting_backorders(alloc: Allocator) -> None:
     assert alloc.position("WH1", "A")["backordered"] == 0
 
 
-def test_discontinuing_keeps_reservations_of_orders_still_waiting_elsewhere(alloc: Allocator) -> None:
+def test_discontinuing_keeps_reservations_of_orders_still_waiting_elsewhere(
+    alloc: Allocator,
+) -> None:
     alloc.receive("WH1", "A", 2)
     alloc.place("o1", "WH1", [("A", 2), ("B", 1)], policy="ship_complete")
     assert alloc.policy("WH1", "A", discontinued=True) == []
@@ -258,7 +265,11 @@ def test_cancel_returns_reserved_units_to_the_queue(alloc: Allocator) -> None:
     alloc.place("o1", "WH1", [("A", 10)], policy="ship_complete")
     alloc.place("o2", "WH1", [("A", 3)])
     out = alloc.cancel("o1", "WH1")
-    assert types(out) == ["OrderCancellationProcessed", "BackorderAllocated", "StockPositionChanged"]
+    assert types(out) == [
+        "OrderCancellationProcessed",
+        "BackorderAllocated",
+        "StockPositionChanged",
+    ]
     assert line(out[0]).cancelled == 10
     assert line(out[1]).shipped == 3
     assert alloc.position("WH1", "A")["available"] == 1
@@ -551,3 +562,63 @@ def test_snapshot_round_trip_continues_identically() -> None:
         resumed, out = decide(resumed, event)
         actual.extend(out)
     assert [o.model_dump_json() for o in actual] == [o.model_dump_json() for o in expected]
+
+
+# ---------------------------------------------------------------- inbound bookkeeping
+
+
+def test_inbound_resent_without_a_sku_no_longer_expects_it(alloc: Allocator) -> None:
+    alloc.schedule("IN1", "WH1", [("A", 3), ("B", 3)], D1)
+    alloc.place("o1", "WH1", [("B", 2)])
+    out = alloc.schedule("IN1", "WH1", [("A", 3)], D1)
+    assert (line(one(out, "BackorderEtaChanged")).previous_eta, line(out[0]).eta) == (D1, None)
+    assert alloc.position("WH1", "B")["incoming"] == 0
+    assert alloc.position("WH1", "B")["next_eta"] is None
+
+
+def test_fully_received_inbound_is_closed_and_can_be_reopened(alloc: Allocator) -> None:
+    alloc.schedule("IN1", "WH1", [("A", 3)], D1)
+    alloc.receive("WH1", "A", 3, inbound_id="IN1")
+    assert ("WH1", "IN1") not in alloc.state.inbounds
+    assert alloc.delay("IN1", "WH1", D2) == []  # nothing left to wait for
+    assert alloc.schedule("IN1", "WH1", [("A", 3)], D2) == []  # re-sent: all received already
+    alloc.place("o1", "WH1", [("A", 4)])  # the 3 received ship, 1 waits
+    out = alloc.schedule("IN1", "WH1", [("A", 5)], D3)  # the supplier adds 2 more
+    assert line(one(out, "BackorderEtaChanged")).eta == D3
+    assert alloc.position("WH1", "A")["incoming"] == 2
+    assert ("WH1", "IN1") in alloc.state.inbounds
+
+
+def test_receipt_for_an_unknown_inbound_is_still_stock(alloc: Allocator) -> None:
+    alloc.schedule("IN1", "WH1", [("A", 3)], D1)
+    alloc.receive("WH1", "A", 2, inbound_id="IN-other")
+    alloc.receive("WH1", "A", 2, inbound_id="IN1", id=None)
+    assert alloc.position("WH1", "A")["available"] == 4
+    assert alloc.position("WH1", "A")["incoming"] == 1
+
+
+def test_ship_complete_reservations_from_receipts_are_silent_until_covered(
+    alloc: Allocator,
+) -> None:
+    alloc.place("o1", "WH1", [("A", 2), ("B", 1)], policy="ship_complete")
+    out = alloc.receive("WH1", "A", 2)
+    assert types(out) == ["StockPositionChanged"]
+    assert one(out, "StockPositionChanged").data.reserved == 2
+    order = alloc.state.orders["WH1", "o1"]
+    assert [(ln.reserved, ln.waiting) for ln in order.lines] == [(2, 0), (0, 1)]
+
+
+def test_bounded_window_evicts_oldest_first_and_pickles() -> None:
+    from services.allocator.domain import BoundedWindow
+
+    window = BoundedWindow(2)
+    window.add("a")
+    window.add("b", 5)
+    window.add("a", 7)  # update keeps the place
+    window.add("c")
+    assert "a" not in window and window.get("b") == 5 and "c" in window
+    clone = pickle.loads(pickle.dumps(window))
+    clone.add("d")
+    assert clone.keys() == ["c", "d"] and window.keys() == ["b", "c"]
+    with pytest.raises(ValueError):
+        BoundedWindow(0)

@@ -1,0 +1,190 @@
+"""`fulfil rebuild`: every read model again from offset 0, swapped in atomically.
+
+1. A shadow schema is created and migrated from scratch (its own yoyo history).
+2. A group-less consumer reads every partition of the input topics from offset
+   0 and applies batches to the shadow exactly as the live projector does,
+   storing the shadow's own offsets. The live schema keeps serving queries and
+   a running `fulfil projector` keeps updating it meanwhile.
+3. Swap, in one transaction: lock the live offsets table (a running projector's
+   next batch waits), apply the last few records to the shadow, rename
+   `projection` → `projection_retired` and the shadow → `projection`, commit.
+   Queries running at that moment finish on the old tables; new ones see the
+   new tables (PostgreSQL re-resolves names after waiting for a lock).
+4. The retired schema is dropped. A running projector's next transaction finds
+   the stored offsets differ from its positions and re-seeks to the rebuilt
+   schema's offsets — zero downtime, no restart needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from aiokafka import TopicPartition
+
+from fulfil import kafka
+from fulfil.config import Settings
+from fulfil.logs import get_logger
+from services.projector.adapters import store as pg
+from services.projector.adapters.migrate import migrate
+from services.projector.adapters.store import Store
+from services.projector.service_layer.apply import apply_batch, decode_batch
+from services.projector.service_layer.projector import INPUT_TOPICS, LIVE_SCHEMA
+
+log = get_logger("projector.rebuild")
+
+SHADOW_SCHEMA = "projection_shadow"
+RETIRED_SCHEMA = "projection_retired"
+# pg_advisory_lock key: one rebuild at a time per database ("fulfil-rb").
+REBUILD_LOCK = 0x66756C66696C7262 - (1 << 64)
+
+# The schema names are constants of this module, never input: identifiers
+# cannot be bound as parameters.
+_DROP_SHADOW = f'DROP SCHEMA IF EXISTS "{SHADOW_SCHEMA}" CASCADE'
+_DROP_RETIRED = f'DROP SCHEMA IF EXISTS "{RETIRED_SCHEMA}" CASCADE'
+_LOCK_LIVE = f'LOCK TABLE "{LIVE_SCHEMA}".projector_offsets IN EXCLUSIVE MODE'
+_RETIRE_LIVE = f'ALTER SCHEMA "{LIVE_SCHEMA}" RENAME TO "{RETIRED_SCHEMA}"'
+_PROMOTE_SHADOW = f'ALTER SCHEMA "{SHADOW_SCHEMA}" RENAME TO "{LIVE_SCHEMA}"'
+
+
+class RebuildBusy(RuntimeError):
+    """Another rebuild holds the lock."""
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildReport:
+    records: int
+    events: int
+    skipped: int
+    seconds: float
+    offsets: dict[str, int]
+
+
+Progress = Callable[[int, int | None], None]  # (records done, records known to exist)
+
+
+class _Reader:
+    """Every partition of the input topics from offset 0, no consumer group."""
+
+    def __init__(self, settings: Settings, max_records: int):
+        self.settings = settings
+        self.max_records = max_records
+        self.consumer = kafka.consumer(settings, group_id=None)
+        self.positions: dict[tuple[str, int], int] = {}
+        self.tps: list[TopicPartition] = []
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        await self.consumer.topics()  # loads metadata for every topic
+        for base in INPUT_TOPICS:
+            topic = self.settings.topic(base)
+            partitions = self.consumer.partitions_for_topic(topic) or set()
+            self.tps.extend(TopicPartition(topic, p) for p in sorted(partitions))
+        self.consumer.assign(self.tps)
+        for tp in self.tps:
+            self.consumer.seek(tp, 0)
+            self.positions[(tp.topic, tp.partition)] = 0
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+
+    async def fetch(self, timeout_ms: int = 200) -> list[Any]:
+        batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=self.max_records)
+        return [r for records in batches.values() for r in records]
+
+    def known_total(self) -> int | None:
+        """Records known to exist (high watermarks from fetches; see notes/tansu.md)."""
+        total = 0
+        for tp in self.tps:
+            highwater = self.consumer.highwater(tp)
+            if highwater is None:
+                return None
+            total += max(highwater, self.positions[(tp.topic, tp.partition)])
+        return total
+
+    def caught_up(self) -> bool:
+        for tp in self.tps:
+            highwater = self.consumer.highwater(tp)
+            if highwater is None or self.positions[(tp.topic, tp.partition)] < highwater:
+                return False
+        return True
+
+
+async def _apply(store: Store, reader: _Reader, records: list[Any], settings: Settings) -> tuple[int, int, int]:
+    decoded = decode_batch(records, settings.fulfil_topic_prefix, settings.fulfil_max_message_bytes)
+    applied = await apply_batch(store, decoded, reader.positions)
+    if applied is None:
+        return 0, 0, 0
+    reader.positions.update(applied.offsets)
+    return applied.records, applied.events, decoded.skipped
+
+
+async def rebuild(
+    settings: Settings,
+    *,
+    progress: Progress | None = None,
+    max_records: int = 10_000,
+    swap_drain_seconds: float = 2.0,
+) -> RebuildReport:
+    database_url = settings.require_database()
+    settings.require_kafka()
+    started = time.monotonic()
+    admin = await asyncpg.connect(database_url)
+    try:
+        if not await admin.fetchval("SELECT pg_try_advisory_lock($1)", REBUILD_LOCK):
+            raise RebuildBusy("another `fulfil rebuild` is running on this database")
+        await admin.execute(_DROP_SHADOW)
+        await admin.execute(_DROP_RETIRED)
+        await asyncio.to_thread(migrate, database_url, SHADOW_SCHEMA)
+        conn = await pg.connect(database_url, SHADOW_SCHEMA)
+        store = Store(conn)
+        reader = _Reader(settings, max_records)
+        try:
+            await store.prepare()
+            await reader.start()
+            await store.init_offsets(reader.positions)
+            records = events = skipped = 0
+
+            def report() -> None:
+                if progress is not None:
+                    progress(records, reader.known_total())
+
+            # Bulk: the live schema serves (and is updated) meanwhile.
+            while not reader.caught_up():
+                batch = await reader.fetch()
+                if batch:
+                    r, e, s = await _apply(store, reader, batch, settings)
+                    records, events, skipped = records + r, events + e, skipped + s
+                report()
+            # Swap: short, in one transaction with the live projector held off.
+            async with conn.transaction():
+                live_exists = await pg.schema_exists(conn, LIVE_SCHEMA)
+                if live_exists:
+                    await conn.execute(_LOCK_LIVE)
+                deadline = time.monotonic() + swap_drain_seconds
+                while not reader.caught_up() and time.monotonic() < deadline:
+                    batch = await reader.fetch(timeout_ms=100)
+                    if batch:
+                        r, e, s = await _apply(store, reader, batch, settings)
+                        records, events, skipped = records + r, events + e, skipped + s
+                if live_exists:
+                    await conn.execute(_RETIRE_LIVE)
+                await conn.execute(_PROMOTE_SHADOW)
+            report()
+            log.info("rebuild swapped in", records=records, events=events, skipped=skipped)
+        finally:
+            await reader.stop()
+            await conn.close()
+        # Queries still reading the old tables finish first; the DROP waits for them.
+        await admin.execute(_DROP_RETIRED)
+        offsets = {f"{t}:{p}": o for (t, p), o in sorted(reader.positions.items())}
+        return RebuildReport(records, events, skipped, time.monotonic() - started, offsets)
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.execute("SELECT pg_advisory_unlock_all()")
+        await admin.close()

@@ -1,0 +1,28 @@
+"""Which failures are worth waiting out, and the backoff used while waiting."""
+
+from __future__ import annotations
+
+import asyncpg
+from tenacity import wait_exponential_jitter
+
+from services.projector.adapters import yoyo_asyncpg
+
+# SQLSTATE classes that mean "the database is (temporarily) not there or busy":
+# 08 connection, 53 insufficient resources, 57 operator intervention (shutdown,
+# crash recovery), 40 rollback (serialization, deadlock), 55 lock not available.
+_TRANSIENT_CLASSES = frozenset({"08", "53", "57", "40", "55"})
+# A rebuild swapping schemas under a running statement: the cached plan or the
+# table it named is gone for a moment; the next attempt resolves the new one.
+_TRANSIENT_STATES = frozenset({"42P01", "0A000", "3F000", "XX000"})
+
+# Capped exponential backoff with jitter: 0.2 s, 0.4 s, ... up to 10 s.
+BACKOFF = wait_exponential_jitter(multiplier=0.2, max=10.0, jitter=0.2)
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, (OSError, TimeoutError, asyncpg.InterfaceError)):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        state = getattr(exc, "sqlstate", None) or ""
+        return state[:2] in _TRANSIENT_CLASSES or state in _TRANSIENT_STATES
+    return isinstance(exc, yoyo_asyncpg.OperationalError)

@@ -1,0 +1,40 @@
+"""`fulfil notifier` configuration errors: one line on stderr, exit code 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+_OURS = ("KAFKA_", "DATABASE_URL", "SMTP_", "WEBHOOK_", "FULFIL_")
+
+
+def _run(*args: str, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(_OURS)}
+    return subprocess.run([sys.executable, "-m", "fulfil", *args], env={**clean, **env},
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "KAFKA_BOOTSTRAP_SERVERS is not set"),
+        ({"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}, "DATABASE_URL is not set"),
+        ({"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "DATABASE_URL": "postgresql://x@127.0.0.1:1/x"},
+         "no notification channel is configured"),
+        ({"WEBHOOK_URL": "https://hooks.example/x"}, "WEBHOOK_SECRET is required when WEBHOOK_URL is set"),
+        ({"FULFIL_CANCEL_URL_TEMPLATE": "https://shop.example/cancel"}, "invalid FULFIL_CANCEL_URL_TEMPLATE"),
+        ({"SMTP_USERNAME": "u"}, "SMTP_PASSWORD is required"),
+    ],
+)
+def test_configuration_errors_exit_2_with_one_line(env, message) -> None:
+    result = _run("notifier", **env)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_notifications_needs_a_database() -> None:
+    result = _run("notifications", "--failed", "--json")
+    assert result.returncode == 2 and "DATABASE_URL is not set" in result.stderr
