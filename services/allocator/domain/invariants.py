@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from .rules import _cover, _supply, order_etas
-from .state import TOMBSTONE, AllocatorState
+from .state import TOMBSTONE, AllocatorState, BackorderQueue
 
 
 class InvariantViolation(AssertionError):
@@ -20,6 +20,7 @@ def invariant_problems(state: AllocatorState) -> list[str]:
     problems: list[str] = []
     bad = problems.append
 
+    queued: dict[int, object] = {}
     waiting_by_sku: dict[tuple[str, str], int] = defaultdict(int)
     reserved_by_sku: dict[tuple[str, str], int] = defaultdict(int)
     for key, order in state.orders.items():
@@ -41,9 +42,10 @@ def invariant_problems(state: AllocatorState) -> list[str]:
             if line.rejected and line.reason is None:
                 bad(f"{where}: rejected without a reason")
             if line.waiting:
-                sku = state.skus.get((order.warehouse_id, line.sku))
-                if sku is None or line.qkey is None or sku.waiters.get(line.qkey) is not line:
+                if line.qkey is None or line.qkey[4] is not line:
                     bad(f"{where}: waiting but not queued")
+                else:
+                    queued[id(line)] = line
             elif line.qkey is not None or line.raw_eta is not None:
                 bad(f"{where}: not waiting but still queued or with a raw ETA")
             waiting += line.waiting
@@ -78,8 +80,19 @@ def invariant_problems(state: AllocatorState) -> list[str]:
         if booked != expected:
             bad(f"{name}: stock not conserved ({booked} != {expected})")
         queue = list(sku.queue) if sku.queue is not None else []
-        if len(queue) != len(sku.waiters) or any(k not in sku.waiters for k in queue):
-            bad(f"{name}: queue and waiters disagree")
+        if sku.queue is not None:
+            problems.extend(f"{name}: {p}" for p in _queue_problems(sku.queue))
+        for entry in queue:
+            line = entry[4]
+            if queued.pop(id(line), None) is not line or line.order.warehouse_id != key[0]:
+                bad(f"{name}: queued line {entry[:4]} is not an open waiting line")
+            if line.sku != key[1] or entry[:4] != (
+                -line.order.priority,
+                line.order.placed_us,
+                line.order.order_id,
+                line.line_no,
+            ):
+                bad(f"{name}: queue entry {entry[:4]} does not match its line")
         incoming = 0
         for inbound_id, inbound in sku.inbounds.items():
             remaining = inbound.remaining(sku.sku)
@@ -93,19 +106,23 @@ def invariant_problems(state: AllocatorState) -> list[str]:
         # ETAs from scratch.
         supply = _supply(sku)
         cum = 0
-        for qkey in queue:
-            line = sku.waiters[qkey]
-            if line.qkey != qkey or line.waiting <= 0:
-                bad(f"{name}: queued line {qkey} inconsistent")
+        any_covered = False
+        for entry in queue:
+            line = entry[4]
+            if line.qkey is not entry or line.waiting <= 0:
+                bad(f"{name}: queued line {entry[:4]} inconsistent")
             cum += line.waiting
             eta = _cover(supply, cum)
+            any_covered = any_covered or eta is not None
             if line.raw_eta != eta:
-                bad(f"{name}: line {qkey} raw ETA {line.raw_eta} != {eta}")
-            if eta is not None and sku.last_covered is not None and qkey > sku.last_covered:
-                bad(f"{name}: covered line {qkey} behind last_covered {sku.last_covered}")
+                bad(f"{name}: line {entry[:4]} raw ETA {line.raw_eta} != {eta}")
+        if any_covered != sku.any_covered:
+            bad(f"{name}: any_covered {sku.any_covered} != {any_covered}")
         if sku.position() != sku.last_position:
             bad(f"{name}: position {sku.position()} not reported (last {sku.last_position})")
 
+    if queued:
+        bad(f"{len(queued)} waiting lines missing from their queue")
     for key, inbound in state.inbounds.items():
         if not inbound.is_open():
             bad(f"inbound {key}: closed but kept open")
@@ -113,6 +130,33 @@ def invariant_problems(state: AllocatorState) -> list[str]:
             listed = key[1] in state.skus.get((key[0], sku_name), _EMPTY).inbounds
             if listed != (inbound.remaining(sku_name) > 0):
                 bad(f"inbound {key}: sku {sku_name} listing mismatch")
+    return problems
+
+
+def _queue_problems(queue: BackorderQueue) -> list[str]:
+    problems = []
+    entries = list(queue)
+    if len(entries) != len(queue):
+        problems.append(f"size {len(queue)} != {len(entries)} entries")
+    keys = [entry[:4] for entry in entries]
+    if keys != sorted(keys) or len(set(keys)) != len(keys):
+        problems.append("entries out of order or repeated")
+    if len(queue.maxes) != len(queue.blocks):
+        problems.append("maxes and blocks disagree")
+    for index, block in enumerate(queue.blocks):
+        if not block.entries:
+            problems.append(f"block {index} is empty")
+            continue
+        if queue.maxes[index] is not block.entries[-1]:
+            problems.append(f"block {index} max is stale")
+        if block.waiting != sum(entry[4].waiting for entry in block.entries):
+            problems.append(f"block {index} waiting sum is stale")
+        if block.dirty:
+            problems.append(f"block {index} still dirty after the command")
+        if len(block.entries) > 2 * queue.load:
+            problems.append(f"block {index} holds {len(block.entries)} entries")
+    if queue.touched:
+        problems.append("touched blocks not cleaned")
     return problems
 
 

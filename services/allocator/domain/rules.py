@@ -53,12 +53,11 @@ Choices the contract leaves open, made here:
 from __future__ import annotations
 
 import uuid
+from bisect import bisect_left
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from hashlib import sha1
 from typing import Any
-
-from sortedcontainers import SortedList
 
 from schemas.contract import (
     AllocationLine,
@@ -86,6 +85,7 @@ from .state import (
     SEEN,
     TOMBSTONE,
     AllocatorState,
+    BackorderQueue,
     Inbound,
     Line,
     Order,
@@ -241,26 +241,23 @@ def fold(
 
 def _enqueue(ctx: _Ctx, sku: SkuState, line: Line, quantity: int) -> None:
     order = line.order
-    key = (-order.priority, order.placed_us, order.order_id, line.line_no)
+    entry = (-order.priority, order.placed_us, order.order_id, line.line_no, line)
     queue = sku.queue
     if queue is None:
-        queue = sku.queue = SortedList()
-    at_tail = not queue or key > queue[-1]
-    queue.add(key)
-    sku.waiters[key] = line
-    line.qkey = key
+        queue = sku.queue = BackorderQueue()
+    at_tail = not queue or entry > queue.tail()
+    line.qkey = entry
     line.waiting = quantity
     order.waiting += quantity
     sku.waiting += quantity
+    queue.add(entry, quantity)
     ctx.queue_changed(sku, line if at_tail else None)
     ctx.touched[sku] = None
 
 
 def _dequeue(sku: SkuState, line: Line) -> None:
-    """Take a line whose waiting units dropped to zero out of the queue."""
-    key = line.qkey
-    sku.queue.remove(key)  # type: ignore[union-attr]
-    del sku.waiters[key]  # type: ignore[arg-type]
+    """Take a waiting line out of the queue (before its `waiting` is zeroed)."""
+    sku.queue.remove(line.qkey, line.waiting)  # type: ignore[union-attr, arg-type]
     line.qkey = None
     line.raw_eta = None
 
@@ -281,11 +278,9 @@ def _fill(ctx: _Ctx, sku: SkuState) -> None:
     if sku.available <= 0 or not sku.waiting:
         return
     queue = sku.queue
-    waiters = sku.waiters
     assert queue is not None
     while sku.available > 0 and queue:
-        key = queue[0]
-        line = waiters[key]
+        line = queue.head()[4]
         order = line.order
         take = line.waiting if line.waiting < sku.available else sku.available
         line.waiting -= take
@@ -305,10 +300,11 @@ def _fill(ctx: _Ctx, sku: SkuState) -> None:
             shipped[line] = shipped.get(line, 0) + take
             ctx.maybe_closed[order] = None
         if line.waiting == 0:
-            queue.pop(0)
-            del waiters[key]
+            queue.take_head(take, done=True)
             line.qkey = None
             line.raw_eta = None
+        else:
+            queue.take_head(take, done=False)
         ctx.eta_orders[order] = None
     ctx.queue_changed(sku)
     ctx.touched[sku] = None
@@ -602,8 +598,7 @@ def _sku_policy_set(ctx: _Ctx, data: Any) -> None:
             ctx.complete_check[order] = None
     sku.waiting = 0
     sku.queue.clear()  # type: ignore[union-attr]
-    sku.waiters.clear()
-    sku.last_covered = None
+    sku.any_covered = False
     ctx.touched[sku] = None
     for order, lines in per_order.items():
         ctx.record("OrderRejected", order).lines = lines
@@ -644,41 +639,59 @@ def _cover(supply: list[tuple[date, str, int]], units: int) -> date | None:
 def recompute_sku_etas(sku: SkuState, mark: Callable[[Order], None]) -> None:
     """Walk the queue against scheduled supply; update lines' raw ETAs.
 
-    A line's ETA is the ETA of the inbound covering its last waiting unit.
-    The walk stops at the first uncovered line behind the previously last
-    covered one: everything beyond had no ETA and still has none.
+    A line's ETA is the ETA of the inbound covering its last waiting unit, so
+    ETAs never decrease along the queue. A block nobody touched since the
+    last walk whose first and last lines keep their dates keeps all of them:
+    it is skipped in O(log inbounds).
     """
     queue = sku.queue
     if not queue:
-        sku.last_covered = None
+        sku.any_covered = False
+        if queue is not None:
+            queue.clean()
         return
     total = sku.incoming
-    prev_last = sku.last_covered
-    if total == 0 and prev_last is None:
-        return  # nothing covered before, nothing covered now
+    if total == 0 and not sku.any_covered:
+        queue.clean()  # no dates before, none now
+        return
     supply = _supply(sku)
-    waiters = sku.waiters
-    new_last = None
+    ends: list[int] = []
+    etas: list[date] = []
+    supplied = 0
+    for eta, _inbound_id, remaining in supply:
+        supplied += remaining
+        ends.append(supplied)
+        etas.append(eta)
+
+    any_covered = False
     cum = 0
-    index = 0
-    supplied = supply[0][2] if supply else 0
-    for key in queue:
-        line = waiters[key]
-        cum += line.waiting
-        if cum <= total:
-            while supplied < cum:
-                index += 1
-                supplied += supply[index][2]
-            eta = supply[index][0]
-            new_last = key
-        elif prev_last is None or key > prev_last:
-            break
-        else:
-            eta = None
-        if line.raw_eta != eta:
-            line.raw_eta = eta
-            mark(line.order)
-    sku.last_covered = new_last
+    for block in queue.blocks:
+        entries = block.entries
+        if not block.dirty:
+            first = entries[0][4]
+            last = entries[-1][4]
+            start = cum + first.waiting
+            eta = etas[bisect_left(ends, start)] if start <= total else None
+            if eta == first.raw_eta and eta == last.raw_eta:
+                end = cum + block.waiting
+                if (etas[bisect_left(ends, end)] if end <= total else None) == eta:
+                    cum = end
+                    if eta is not None:
+                        any_covered = True
+                    continue
+        for entry in entries:
+            line = entry[4]
+            cum += line.waiting
+            if cum <= total:
+                eta = etas[bisect_left(ends, cum)]
+                any_covered = True
+            else:
+                eta = None
+            if line.raw_eta != eta:
+                line.raw_eta = eta
+                mark(line.order)
+    queue.clean()
+    sku.any_covered = any_covered
 
 
 def _recompute_tail(sku: SkuState, line: Line, mark: Callable[[Order], None]) -> None:
@@ -688,7 +701,8 @@ def _recompute_tail(sku: SkuState, line: Line, mark: Callable[[Order], None]) ->
         line.raw_eta = eta
         mark(line.order)
     if eta is not None:
-        sku.last_covered = line.qkey
+        sku.any_covered = True
+    sku.queue.clean()  # type: ignore[union-attr]  # every other line kept its date
 
 
 def order_etas(order: Order) -> list[date | None]:
@@ -718,12 +732,7 @@ def _finish(ctx: _Ctx) -> list[Envelope]:
 
     for sku, appended in ctx.eta_skus.items():
         queue = sku.queue
-        if (
-            appended is not None
-            and appended.qkey is not None
-            and queue
-            and queue[-1] == appended.qkey
-        ):
+        if appended is not None and appended.qkey is not None and queue.tail() is appended.qkey:
             _recompute_tail(sku, appended, mark)
         else:
             recompute_sku_etas(sku, mark)

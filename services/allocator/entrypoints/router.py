@@ -46,15 +46,17 @@ def build_router(settings: Settings, broker: KafkaBroker | None = None) -> tuple
     # The hot path sends through a plain aiokafka producer in per-partition
     # batches (one future per batch): FastStream's per-message publish costs
     # more than routing itself. FastStream still owns consumption and acks.
-    producer = kafka.producer(settings)
+    producers: list[Any] = []  # created on startup: aiokafka clients need a running loop
 
     @app.on_startup
     async def _start_producer() -> None:
-        await producer.start()
+        producers.append(kafka.producer(settings))
+        await producers[0].start()
 
     @app.after_shutdown
     async def _stop_producer() -> None:
-        await producer.stop()
+        while producers:
+            await producers.pop().stop()
 
     @broker.subscriber(
         settings.topic(ORDERS),
@@ -75,7 +77,7 @@ def build_router(settings: Settings, broker: KafkaBroker | None = None) -> tuple
     )
     async def route(_: list[Any], message: Any = Context("message")) -> None:  # noqa: B008 - FastStream DI
         records = message.raw_message if isinstance(message.raw_message, tuple) else (message.raw_message,)
-        sender = kafka.BatchSender(producer)
+        sender = kafka.BatchSender(producers[0])
         for record in records:
             value = record.value or b""
             try:

@@ -57,7 +57,10 @@ class EmailChannel:
     async def send(self, row: Claimed) -> None:
         if not row.recipient:
             raise DeliveryError("no recipient address", permanent=True)
-        message = build_message(row, self.sender)
+        try:
+            message = build_message(row, self.sender)
+        except (ValueError, TypeError) as exc:  # a header the email library refuses: no retry helps
+            raise DeliveryError(f"message could not be built: {type(exc).__name__}", permanent=True) from None
         try:
             await aiosmtplib.send(
                 message,

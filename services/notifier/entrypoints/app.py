@@ -156,14 +156,6 @@ async def run_notifier(
 ) -> NotifierRuntime:
     """Run until SIGTERM/SIGINT (or `stop`); returns the runtime (counters) after a clean stop."""
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    signals = []
-    for signum in (signal.SIGTERM, signal.SIGINT) if handle_signals else ():
-        try:
-            loop.add_signal_handler(signum, stop.set)
-            signals.append(signum)
-        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
-            pass
     settings.require_kafka()
     url = settings.require_database()
     settings.require_channels()
@@ -198,6 +190,14 @@ async def run_notifier(
                                   render, runtime.clock, wakers=wakers)
 
     tasks: list[asyncio.Task[Any]] = []
+    loop = asyncio.get_running_loop()
+    signals = []
+    for signum in (signal.SIGTERM, signal.SIGINT) if handle_signals else ():
+        try:
+            loop.add_signal_handler(signum, stop.set)
+            signals.append(signum)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            pass
     try:
         await broker.start()
         for sender in runtime.senders:

@@ -18,7 +18,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_e
 from fulfil.logs import get_logger
 from schemas.registry import ContractError, parse_output
 from services.notifier.adapters.outbox import OutboxStore, Renderer
-from services.notifier.domain.decide import KIND_BY_EVENT, Policy
+from services.notifier.domain.decide import KIND_BY_EVENT, Policy, notice_for
 from services.notifier.domain.plan import Consumed, plan_batch
 from services.notifier.service_layer.clock import Clock
 
@@ -68,6 +68,14 @@ class BatchHandler:
                 if self.dead_letter is not None:
                     await self.dead_letter(record, exc)
                 continue
+            problem = self._unrenderable(event)
+            if problem is not None:
+                # One odd event must not stall everyone behind it: dead-letter it, visibly.
+                log.error("allocation event not renderable", error=problem, event_id=event.id,
+                          topic=record.topic, partition=record.partition, offset=record.offset)
+                if self.dead_letter is not None:
+                    await self.dead_letter(record, ContractError(f"notifier could not render it: {problem}", "render_error"))
+                continue
             consumed.append(Consumed(event, record.topic, record.partition, record.offset))
         relevant = [c for c in consumed if c.event.type in KIND_BY_EVENT]
         event_ids = [c.event.id for c in relevant]
@@ -103,6 +111,18 @@ class BatchHandler:
             for waker in self.wakers:
                 waker.set()
         log.debug("batch recorded", events=len(consumed), rows=len(plan.inserts), folded=len(plan.updates))
+
+
+    def _unrenderable(self, event: Any) -> str | None:
+        """Render the event's messages once up front (pure; warms the render cache)."""
+        try:
+            notice = notice_for(event, self.policy)
+            if notice is not None:
+                for channel in self.policy.channels:
+                    self.render(notice, channel)
+        except Exception as exc:  # noqa: BLE001 - any template or data problem
+            return type(exc).__name__
+        return None
 
 
 def _transient(exc: BaseException) -> bool:

@@ -81,7 +81,11 @@ class ChannelSender:
         now = self.clock.now()
         rows = await self.store.claim(self.channel.name, now, now + self.lease, self.concurrency)
         if rows:
-            await asyncio.gather(*(self._deliver(row) for row in rows))
+            results = await asyncio.gather(*(self._deliver(row) for row in rows), return_exceptions=True)
+            for result in results:
+                if isinstance(result, Exception):
+                    # Marking failed (database away): the row is sent again after its lease.
+                    log.warning("delivery not recorded", channel=self.channel.name, error=type(result).__name__)
         return len(rows)
 
     async def _deliver(self, row: Claimed) -> None:

@@ -99,7 +99,7 @@ def apply_order_event(state: OrderState | None, event: OrderEvent) -> OrderState
         if reported.backordered:
             # The oldest unit still waiting has waited since the line first opened.
             was_open = previous is not None and previous.backordered > 0
-            since = at
+            since = previous.backordered_since if was_open else at
             state.backordered_ever = True
         else:
             since = None

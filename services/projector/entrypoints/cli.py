@@ -41,9 +41,17 @@ AsOfOption = Annotated[
 # ---------------------------------------------------------------- helpers
 
 
+def _money(value: Decimal) -> str:
+    """Money as a decimal string with at least two decimals: 95.00, 9.50, 12.3456."""
+    normal = value.normalize()
+    if normal.as_tuple().exponent > -2:  # type: ignore[operator]
+        normal = value.quantize(Decimal("0.01"))
+    return format(normal, "f")
+
+
 def _default(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return format(value.normalize(), "f") if value == value.to_integral() else str(value)
+        return _money(value)
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
@@ -58,6 +66,8 @@ def _cell(value: Any) -> str:
         return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
     if isinstance(value, float):
         return f"{value:,.2f}"
+    if isinstance(value, Decimal):
+        return _money(value)
     if isinstance(value, bool):
         return "yes" if value else ""
     return str(value)
@@ -72,10 +82,13 @@ def _print_table(title: str, rows: list[dict[str, Any]], columns: list[str] | No
         return
     columns = columns or list(rows[0])
     table = Table(title=title, title_justify="left")
-    for name in columns:
-        table.add_column(name.replace("_", " "), overflow="fold")
-    for row in rows:
-        table.add_row(*(_cell(row.get(name)) for name in columns))
+    cells = [[_cell(row.get(name)) for name in columns] for row in rows]
+    for i, name in enumerate(columns):
+        # Values never wrap (dates, ids); long headers wrap instead.
+        widest = max(len(line[i]) for line in cells)
+        table.add_column(name.replace("_", " "), min_width=widest, overflow="fold")
+    for line in cells:
+        table.add_row(*line)
     Console(soft_wrap=False).print(table)
 
 
@@ -273,7 +286,14 @@ def inbound(
     if json_output:
         _print_json(rows)
     else:
-        _print_table("inbound shipments", rows)
+        _print_table(
+            "inbound shipments",
+            rows,
+            [
+                "warehouse_id", "inbound_id", "supplier", "original_eta", "current_eta",
+                "delay_days", "quantity_expected", "quantity_received", "status", "late",
+            ],
+        )  # fmt: skip
 
 
 def aging(as_of: AsOfOption = None, json_output: JsonOption = False) -> None:

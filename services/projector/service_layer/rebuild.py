@@ -41,7 +41,7 @@ log = get_logger("projector.rebuild")
 SHADOW_SCHEMA = "projection_shadow"
 RETIRED_SCHEMA = "projection_retired"
 # pg_advisory_lock key: one rebuild at a time per database ("fulfil-rb").
-REBUILD_LOCK = 0x66756C66696C7262 - (1 << 64)
+REBUILD_LOCK = 0x66756C66696C7262
 
 # The schema names are constants of this module, never input: identifiers
 # cannot be bound as parameters.

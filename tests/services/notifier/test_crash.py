@@ -50,9 +50,9 @@ def _stream(orders: int) -> list:
 
 
 def _start(env: dict[str, str], log: Path) -> subprocess.Popen:
-    with log.open("ab") as stderr:
+    with log.open("ab") as output:  # our logs (stderr) and FastStream's (stdout): all checked for PII
         return subprocess.Popen([sys.executable, "-m", "fulfil", "notifier"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=stderr)
+                                stdout=output, stderr=output)
 
 
 async def test_sigkill_mid_stream_sends_every_message_once_per_channel(

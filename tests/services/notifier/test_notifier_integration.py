@@ -149,7 +149,7 @@ async def _caught_up(settings, ends) -> bool:
 
 
 async def test_wrong_webhook_secret_fails_verification_then_retry_delivers(
-    settings, test_database, smtp_server, webhook_receiver, env_for_subprocess
+    settings, test_database, smtp_server, webhook_receiver, env_for_subprocess, captured_logs
 ) -> None:
     import asyncio
     import subprocess
@@ -199,10 +199,11 @@ async def test_wrong_webhook_secret_fails_verification_then_retry_delivers(
     assert [h.verified for h in hooks] == [False, True]
     assert hooks[0].body == hooks[1].body and hooks[0].idempotency_key == hooks[1].idempotency_key == event.id
     assert (await cli("--failed"))["messages"] == []
+    assert_no_pii(captured_logs.getvalue(), "Customer Number")
 
 
 async def test_eta_changes_within_the_hold_window_become_one_message(
-    settings, test_database, smtp_server, webhook_receiver
+    settings, test_database, smtp_server, webhook_receiver, captured_logs
 ) -> None:
     clock = FakeClock()
     notifier = notifier_settings_for(settings, test_database, smtp_url=smtp_server.url,
@@ -239,6 +240,44 @@ async def test_eta_changes_within_the_hold_window_become_one_message(
     text = by_id[f"<{second.id}.email@fulfil>"].text
     assert "now expected to ship on 28 April 2026 (we last told you 14 April 2026)" in text
     assert "21 April" not in text  # the intermediate date was never told, so it is not mentioned
+    assert_no_pii(captured_logs.getvalue(), "Customer Number")
+
+
+async def test_attempts_run_out_then_the_row_is_failed_listed_and_retried(
+    settings, test_database, smtp_server, webhook_receiver, env_for_subprocess, captured_logs
+) -> None:
+    import asyncio
+    import subprocess
+    import sys
+
+    smtp_server.stop()
+    notifier = notifier_settings_for(settings, test_database, smtp_url=smtp_server.url,
+                                     fulfil_notifier_max_attempts=3)
+    await kafka.create_topics(notifier)
+    event = b.partially_shipped("ord-m", b.customer(9))
+    await publish(notifier, [event])
+
+    async def cli(*args: str) -> str:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "fulfil", "notifications", *args,
+            env=env_for_subprocess(notifier), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = await process.communicate()
+        assert process.returncode == 0, err.decode()[-2000:]
+        return out.decode()
+
+    async with running_notifier(notifier):
+        (row,) = await wait_for(lambda: outbox(notifier, status="failed"), timeout=60, what="attempts to run out")
+        assert row["attempts"] == 3 and row["last_error"].startswith("SMTP unavailable")
+        listing = await cli("--failed")
+        assert "email: 1 failed" in listing
+        assert f"{row['id']}  failed" in listing and "order ord-m" in listing and "attempts 3" in listing
+        assert "customer9@" not in listing and "Customer Number" not in listing
+        smtp_server.start()
+        assert "re-queued 1 failed message(s)" in await cli("retry", "--channel", "email")
+        await wait_for(lambda: outbox(notifier, status="sent"), timeout=30, what="the retried message")
+    (mail,) = smtp_server.mails
+    assert mail.message_id == f"<{event.id}.email@fulfil>"
+    assert_no_pii(captured_logs.getvalue(), "Customer Number")
 
 
 async def test_malformed_allocation_records_go_to_the_dlq_and_the_rest_is_sent(

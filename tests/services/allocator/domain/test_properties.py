@@ -125,8 +125,9 @@ def build(plan: list[tuple]) -> list[Any]:
 
 def _queue_snapshot(state) -> dict:
     return {
-        key: [(qkey, line, line.allocated + line.reserved) for qkey, line in sku.waiters.items()]
+        key: [(entry[:4], entry[4], entry[4].allocated + entry[4].reserved) for entry in sku.queue]
         for key, sku in state.skus.items()
+        if sku.queue is not None
     }
 
 
@@ -163,7 +164,7 @@ class Checker:
             filled = [qkey for qkey, line, had in entries if line.allocated + line.reserved > had]
             if filled:
                 last = max(filled)
-                skipped = [qkey for qkey, line, _ in entries if qkey < last and line.qkey == qkey]
+                skipped = [k for k, line, _ in entries if k < last and line.qkey is not None]
                 assert not skipped, f"{key}: {skipped} still wait ahead of filled {last}"
         return outputs
 

@@ -1,0 +1,60 @@
+"""The batch handler without a broker or database: offsets, dead letters, unrenderable events."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from schemas.registry import encode
+from services.notifier.domain.decide import Policy
+from services.notifier.service_layer.consumer import BatchHandler
+from services.notifier.service_layer.messages import renderer
+from tests.services.notifier import builders as b
+from tests.services.notifier.conftest import FakeClock
+
+POLICY = Policy(channels=("email", "webhook"), cancel_url_template="https://shop.example/o/{order_id}/cancel")
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+
+    async def record(self, **kw):
+        plan = kw["planner"](set(), {})
+        self.calls.append({**kw, "plan": plan})
+        return plan
+
+
+def _record(offset: int, value: bytes, partition: int = 0):
+    return SimpleNamespace(topic="allocations.v1", partition=partition, offset=offset, value=value, key=b"wh-1",
+                           headers=[])
+
+
+async def test_offsets_cover_every_record_and_bad_ones_are_dead_lettered() -> None:
+    dead: list[tuple[int, str]] = []
+
+    async def dead_letter(record, error):
+        dead.append((record.offset, error.kind))
+
+    def render(notice, channel):
+        if notice.order_id == "poison":
+            raise KeyError("a template bug")
+        return renderer()(notice, channel)
+
+    store = FakeStore()
+    handler = BatchHandler(store, POLICY, render, FakeClock(), dead_letter=dead_letter)  # type: ignore[arg-type]
+    good = b.backordered("ord-1", b.customer())
+    rejected = b.order_rejected("ord-2", b.customer())
+    records = [
+        _record(10, encode(good)),
+        _record(11, b"not json"),
+        _record(12, encode(b.backordered("poison", b.customer()))),
+        _record(13, encode(b.stock_position())),
+        _record(4, encode(rejected), partition=1),
+    ]
+    await handler.handle(records)
+    (call,) = store.calls
+    assert call["offsets"] == {("allocations.v1", 0): 14, ("allocations.v1", 1): 5}
+    assert dead == [(11, "bad_json"), (12, "render_error")]
+    assert sorted(call["event_ids"]) == sorted([good.id, rejected.id])  # no StockPositionChanged, no poison
+    assert {(r.notice.order_id, r.channel) for r in call["plan"].inserts} == {
+        ("ord-1", "email"), ("ord-1", "webhook"), ("ord-2", "email"), ("ord-2", "webhook")}

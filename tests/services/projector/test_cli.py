@@ -1,0 +1,196 @@
+"""CLI: `--json` shapes of every query, tables without it, exit codes; the
+seeds' reorder formula end to end on hand-computed numbers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from datetime import UTC, date, datetime, timedelta
+
+import orjson
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from schemas.contract import (
+    AllocationLine,
+    Backordered,
+    BackorderedData,
+    Customer,
+    PartiallyShipped,
+    PartiallyShippedData,
+    StockPositionChanged,
+    StockPositionChangedData,
+)
+from services.projector.entrypoints import cli as projector_cli
+from tests.kafka_helpers import publish
+from tests.services.allocator.domain.builders import Events
+from tests.services.projector.helpers import failed, publish_scenario, running, wait_caught_up
+
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+AS_OF = "2026-11-20T12:00:00+00:00"
+CUSTOMER = Customer(customer_id="c-9", email="ada@shop.example", name="Ada Lovelace", locale="en")
+
+
+def _at(event, moment):
+    return event.model_copy(update={"occurred_at": moment})
+
+
+def worked_example() -> tuple[list, list]:
+    """BEAN in WH1: demand 50, 10, 0, 20, 20 bags over five days (avg 20, max 50);
+    two inbounds ordered on day 0 arrive after 2 and 10 days (avg 6, max 10)."""
+    ev = Events(prefix="cli")
+    inputs = []
+    for day, quantities in ((0, (30, 20)), (1, (10,)), (3, (20,)), (4, (20,))):
+        for i, qty in enumerate(quantities):
+            placed = T0 + day * DAY + timedelta(hours=i)
+            inputs.append(_at(ev.order_placed(f"o-{day}-{i}", "WH1", [("BEAN", qty, "9.50", "EUR")], placed_at=placed), placed))
+    for inbound_id, lead_days, eta in (("in-fast", 2, "2026-11-04"), ("in-slow", 10, "2026-11-09")):
+        inputs.append(_at(ev.inbound_scheduled(inbound_id, "WH1", [("BEAN", 40)], eta, supplier="Roastery"), T0))
+        received = T0 + lead_days * DAY
+        receipt = ev.stock_received("WH1", "BEAN", 40, receipt_id=f"r-{inbound_id}", inbound_id=inbound_id)
+        inputs.append(receipt.model_copy(update={"occurred_at": received, "data": receipt.data.model_copy(update={"received_at": received})}))
+    inputs.append(_at(ev.inbound_scheduled("in-late", "WH1", [("BEAN", 60)], "2026-11-18"), T0 + 5 * DAY))
+    inputs.append(_at(ev.shipment_delayed("in-late", "WH1", "2026-11-25"), T0 + 6 * DAY))
+
+    def envelope(model, kind, n, moment, data):
+        return model(id=f"out-{n}", type=kind, occurred_at=moment, source="tests", causation_id=f"in-{n}", data=data)
+
+    waiting = AllocationLine(line_no=1, sku="BEAN", quantity=10, backordered=10, eta=date(2026, 11, 25), unit_price="9.50", currency="EUR")
+    partial = AllocationLine(line_no=1, sku="BEAN", quantity=5, shipped=2, allocated=2, backordered=3, eta=date(2026, 11, 25), unit_price="9.50", currency="EUR")
+    outputs = [
+        envelope(Backordered, "Backordered", 1, T0 + 5 * DAY, BackorderedData(
+            order_id="o-wait", warehouse_id="WH1", customer=CUSTOMER, lines=[waiting], reason="insufficient_stock")),
+        envelope(PartiallyShipped, "PartiallyShipped", 2, T0 + 15 * DAY, PartiallyShippedData(
+            order_id="o-part", warehouse_id="WH1", customer=CUSTOMER, lines=[partial], shipment_id="s-1")),
+        envelope(StockPositionChanged, "StockPositionChanged", 3, T0 + 15 * DAY, StockPositionChangedData(
+            warehouse_id="WH1", sku="BEAN", available=30, backordered=13, reserved=0, incoming=53, next_eta=date(2026, 11, 25))),
+    ]
+    return inputs, outputs
+
+
+@pytest.fixture
+async def projected(pg_settings, env_for_subprocess):
+    inputs, outputs = worked_example()
+    await publish_scenario(pg_settings, inputs, outputs)
+    # Garbage on every topic: skipped (the router dead-letters inputs), nothing stalls.
+    for topic in ("orders.v1", "inventory.v1", "allocations.v1"):
+        await publish(pg_settings, [b'{"type": "OrderPlaced", "broken"', orjson.dumps({"type": "OrderPlaced", "id": "x"})], topic=topic)
+    async with running(pg_settings) as projector:
+        await wait_caught_up(pg_settings, check=lambda: failed(projector))
+        assert projector.skipped == 6  # two bad records on each of the three topics
+    env = env_for_subprocess(pg_settings)
+    env.pop("FULFIL_DEBUG", None)
+    return env
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    projector_cli.register(app)
+    return app
+
+
+async def _cli(env: dict[str, str], *args: str):
+    # asyncio.run inside the commands needs a thread without a running loop.
+    result = await asyncio.to_thread(CliRunner(env=env).invoke, _app(), list(args))
+    return result
+
+
+async def _json(env, *args):
+    result = await _cli(env, *args, "--json")
+    assert result.exit_code == 0, (result.output, result.exception)
+    return orjson.loads(result.stdout)
+
+
+async def test_json_shapes_of_every_query(projected) -> None:
+    env = projected
+    backlog = await _json(env, "backlog")
+    assert backlog == [{
+        "warehouse_id": "WH1", "sku": "BEAN", "backordered_units": 13, "open_orders": 2,
+        "oldest_backorder_at": "2026-11-07T09:00:00+00:00", "next_eta": "2026-11-25",
+        "available": 30, "reserved": 0, "incoming": 53,
+    }]  # fmt: skip
+    assert await _json(env, "backlog", "--warehouse", "WH9") == []
+
+    order = await _json(env, "order", "o-part")
+    assert order["order_id"] == "o-part" and order["status"] == "partially_shipped"
+    assert order["lines"] == [{
+        "line_no": 1, "sku": "BEAN", "quantity": 5, "allocated": 2, "backordered": 3, "reserved": 0,
+        "rejected": 0, "cancelled": 0, "eta": "2026-11-25", "unit_price": "9.50", "currency": "EUR",
+    }]  # fmt: skip
+    assert "ada@shop.example" not in orjson.dumps(order).decode()  # no PII for support queries
+    assert (await _json(env, "order", "o-0-0"))["status"] == "pending"  # placed, not allocated (here)
+
+    inbound = await _json(env, "inbound", "--as-of", AS_OF)
+    assert [i["inbound_id"] for i in inbound] == ["in-fast", "in-slow", "in-late"]
+    late = await _json(env, "inbound", "--late", "--as-of", AS_OF)
+    assert late == [{
+        "warehouse_id": "WH1", "inbound_id": "in-late", "supplier": None,
+        "original_eta": "2026-11-18", "current_eta": "2026-11-25", "delay_days": 7,
+        "scheduled_at": "2026-11-07T09:00:00+00:00", "quantity_expected": 60,
+        "quantity_received": 0, "status": "expected", "late": True,
+    }]  # fmt: skip
+
+    aging = await _json(env, "aging", "--as-of", AS_OF)
+    assert aging["as_of"] == AS_OF
+    # o-wait waits since Nov 7 (13 days), o-part since Nov 17 (3 days).
+    assert aging["overall"] == {"days_0_7": 3, "days_8_14": 10, "days_15_30": 0, "days_over_30": 0, "backordered_units": 13}
+    assert aging["skus"] == [{"warehouse_id": "WH1", "sku": "BEAN", **aging["overall"]}]
+
+    deposits = await _json(env, "deposits")
+    assert deposits == {
+        "totals": [{"currency": "EUR", "amount": "123.50", "backordered_units": 13, "orders": 2}],
+        "orders": [
+            {"order_id": "o-wait", "currency": "EUR", "amount": "95.00", "backordered_units": 10},
+            {"order_id": "o-part", "currency": "EUR", "amount": "28.50", "backordered_units": 3},
+        ],
+    }
+
+    (reorder,) = await _json(env, "reorder")
+    # The seeds' formula on hand-computed numbers: see test_domain's worked example.
+    assert reorder == {
+        "warehouse_id": "WH1", "sku": "BEAN", "units_ordered": 100, "days_observed": 5,
+        "avg_daily_demand": 20.0, "max_daily_demand": 50, "lead_time_observations": 2,
+        "lead_time_source": "sku", "avg_lead_time_days": 6.0, "max_lead_time_days": 10.0,
+        "available": 30, "incoming": 53, "backordered": 13, "safety_stock": 380.0,
+        "reorder_point": 500.0, "position": 70, "gap": 430.0, "suggested_order_quantity": 430,
+    }  # fmt: skip
+    assert await _json(env, "reorder", "--needed", "--sku", "BEAN") == [reorder]
+
+
+async def test_tables_without_json_and_unknown_order(projected) -> None:
+    env = projected
+    expected = {
+        ("backlog",): "BEAN", ("order", "o-wait"): "BEAN", ("inbound",): "in-late",
+        ("aging",): "BEAN", ("deposits",): "o-wait", ("reorder",): "BEAN",
+    }  # fmt: skip
+    for args, shown in expected.items():
+        result = await _cli({**env, "COLUMNS": "200"}, *args)
+        assert result.exit_code == 0, (args, result.output)
+        assert shown in result.stdout, (args, result.stdout)
+        assert "Ada" not in result.stdout and "@" not in result.stdout
+    result = await _cli(env, "order", "nope", "--json")
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.strip() == "fulfil: order 'nope' not found"
+    # The real console script, wired in fulfil/cli.py.
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "fulfil", "order", "nope"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1 and "not found" in done.stderr
+
+
+async def test_config_errors_exit_2_and_missing_schema_exits_1(pg_settings, env_for_subprocess) -> None:
+    env = {k: v for k, v in env_for_subprocess(pg_settings).items() if k != "DATABASE_URL"}
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "fulfil", "backlog", "--json"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2 and "DATABASE_URL" in done.stderr
+    result = await _cli(env_for_subprocess(pg_settings), "backlog", "--json")
+    assert result.exit_code == 1 and "fulfil db migrate" in result.stderr
+    result = await _cli(env_for_subprocess(pg_settings), "db", "migrate", "--json")
+    assert orjson.loads(result.stdout) == {"schema": "projection", "applied": ["0001_read_models"]}
+    assert await _json(env_for_subprocess(pg_settings), "backlog") == []
+    assert os.environ.get("DATABASE_URL") != pg_settings.database_url  # CliRunner restored the env
