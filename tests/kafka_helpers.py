@@ -120,7 +120,7 @@ class TopicWatcher:
     async def ends(self) -> dict[int, int]:
         """Per-partition log end, after reading whatever arrived since the last call."""
         while True:
-            batch = await self.consumer.getmany(timeout_ms=100, max_records=50_000)
+            batch = await self.consumer.getmany(timeout_ms=10, max_records=50_000)
             for tp, records in batch.items():
                 self.counts[tp.partition] = records[-1].offset + 1
             if not batch:

@@ -120,7 +120,7 @@ _NAMESPACE_BYTES = NAMESPACE.bytes
 
 
 def uuid5_str(name: str) -> str:
-    """`str(uuid.uuid5(NAMESPACE, name))`, about three times faster."""
+    """`str(uuid.uuid5(NAMESPACE, name))`, several times faster (no UUID object)."""
     x = sha1(_NAMESPACE_BYTES + name.encode()).hexdigest()
     variant = "89ab"[int(x[16], 16) & 3]
     return f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{variant}{x[17:20]}-{x[20:32]}"

@@ -6,7 +6,10 @@ import asyncio
 import signal
 from typing import Literal
 
+from aiokafka.errors import KafkaError
+
 from fulfil.config import Settings
+from fulfil.kafka import create_topics
 from fulfil.logs import get_logger
 from services.allocator.entrypoints.core import AllocatorCore
 from services.allocator.entrypoints.router import build_router
@@ -25,6 +28,12 @@ async def run_allocator(settings: Settings, stage: Stage = "all", stop: asyncio.
             loop.add_signal_handler(signum, stop.set)
         except (NotImplementedError, RuntimeError):  # not the main thread (tests)
             pass
+    # Topics must exist with FULFIL_PARTITIONS partitions before anyone
+    # subscribes or produces: auto-created ones get another partition count.
+    try:
+        await create_topics(settings)
+    except KafkaError as exc:  # e.g. no admin rights in production: topics are managed elsewhere
+        log.warning("could not ensure topics", error=str(exc))
     router_app = None
     if stage in ("all", "router"):
         router_app, _ = build_router(settings)

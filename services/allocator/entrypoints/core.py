@@ -69,7 +69,7 @@ class AllocatorCore:
         self.ready = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
-        self.consumer = kafka.consumer(self.settings, group_id=CORE_GROUP)
+        self.consumer = kafka.consumer(self.settings, group_id=self.settings.topic(CORE_GROUP))
         self.tail_reader = kafka.consumer(self.settings, group_id=None)
         self.producer = kafka.producer(self.settings)
         await self.producer.start()

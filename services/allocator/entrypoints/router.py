@@ -62,7 +62,7 @@ def build_router(settings: Settings, broker: KafkaBroker | None = None) -> tuple
         settings.topic(ORDERS),
         settings.topic(INVENTORY),
         batch=True,
-        group_id=ROUTER_GROUP,
+        group_id=settings.topic(ROUTER_GROUP),  # prefixed: environments sharing a cluster stay apart
         auto_offset_reset="earliest",
         max_records=5_000,
         batch_timeout_ms=100,

@@ -45,6 +45,7 @@ class DatabaseError(Error):
     pass
 
 
+# ":1" placeholders (yoyo) become "$1" (asyncpg); "::type" casts and "12:30" are left alone.
 _NUMERIC = re.compile(r"(?<![:\w]):(\d+)\b")
 _ROW_RETURNING = ("select", "with", "values", "show", "table")
 

@@ -3,7 +3,10 @@
 Exactly one row per (event, channel): the unique key drops re-deliveries, and
 the offsets are stored with the rows, so a crash before the commit re-reads
 the batch and a crash after it resumes behind it. Sending is not done here:
-a slow or broken channel cannot slow consumption down.
+a slow or broken channel cannot slow consumption down. Records that break
+the contract (or that no template can render) go to `allocations.v1.dlq`;
+the dead letter is published before the commit, so a batch read again may
+dead-letter a record twice (same bytes, same headers).
 """
 
 from __future__ import annotations
@@ -56,7 +59,9 @@ class BatchHandler:
     async def handle(self, records: Iterable[Any]) -> None:
         consumed: list[Consumed] = []
         offsets: dict[tuple[str, int], int] = {}
+        seen = 0
         for record in records:
+            seen += 1
             key = (record.topic, record.partition)
             offsets[key] = max(offsets.get(key, 0), record.offset + 1)
             try:
@@ -103,15 +108,14 @@ class BatchHandler:
                         now=now,
                     )
         except Exception as exc:
-            log.error("batch not recorded", error=type(exc).__name__, records=len(offsets))
+            log.error("batch not recorded", error=type(exc).__name__, records=seen)
             raise BatchFailed(type(exc).__name__) from None
-        self.records += sum(1 for _ in consumed)
+        self.records += len(consumed)
         self.rows += len(plan.inserts)
         if any(row.status == "pending" for row in plan.inserts) or plan.updates:
             for waker in self.wakers:
                 waker.set()
         log.debug("batch recorded", events=len(consumed), rows=len(plan.inserts), folded=len(plan.updates))
-
 
     def _unrenderable(self, event: Any) -> str | None:
         """Render the event's messages once up front (pure; warms the render cache)."""

@@ -143,8 +143,8 @@ def _line(value: Any, index: int) -> LineTotals:
 # ---------------------------------------------------------------- allocations
 
 
-def decode_allocation(value: bytes | None) -> Event | None:
-    """An allocation event, or None for a type the projector does not read."""
+def _checked_allocation(value: bytes | None) -> Event | None:
+    """Field-by-field decoding with a precise reason for whatever is wrong."""
     try:
         doc = orjson.loads(value or b"")
     except orjson.JSONDecodeError:
@@ -184,6 +184,119 @@ def decode_allocation(value: bytes | None) -> Event | None:
         customer=_customer(data.get("customer")),
         lines=tuple(_line(line, i) for i, line in enumerate(lines)),
     )
+
+
+# The hot path: one projector sees every allocation event, so the common,
+# valid case is checked with plain comparisons and a few small caches (dates,
+# prices and timestamps repeat); anything unusual falls back to the checked
+# decoder above, which accepts exactly the same events and names the problem.
+
+_CACHE_LIMIT = 4_096
+_dates: dict[str, date] = {}
+_prices: dict[str, Decimal] = {}
+_moments: dict[str, datetime] = {}
+
+
+class _Unusual(Exception):
+    pass
+
+
+def _cached(cache: dict[str, Any], key: str, parse: Any) -> Any:
+    found = cache.get(key)
+    if found is None:
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        found = cache[key] = parse(key)
+    return found
+
+
+def _price(text: str) -> Decimal:
+    amount = Decimal(text)
+    if not amount.is_finite() or amount < 0:
+        raise _Unusual
+    return amount
+
+
+def _fast_line(v: dict[str, Any]) -> LineTotals:
+    get = v.get
+    no, sku, qty = v["line_no"], v["sku"], v["quantity"]
+    a, b, r, x, c = get("allocated", 0), get("backordered", 0), get("reserved", 0), get("rejected", 0), get("cancelled", 0)
+    if not (
+        type(no) is int and type(qty) is int and type(a) is int and type(b) is int
+        and type(r) is int and type(x) is int and type(c) is int
+        and no >= 1 and qty >= 1 and a >= 0 and b >= 0 and r >= 0 and x >= 0 and c >= 0
+        and a + b + x + c == qty and r <= b
+        and type(sku) is str and 0 < len(sku) <= 128
+    ):  # fmt: skip
+        raise _Unusual
+    eta, price, currency, reason = get("eta"), get("unit_price"), get("currency"), get("reason")
+    if (
+        (eta is not None and type(eta) is not str)
+        or (price is not None and type(price) is not str)
+        or (currency is not None and type(currency) is not str)
+        or (reason is not None and type(reason) is not str)
+    ):
+        raise _Unusual
+    return LineTotals(
+        no, sku, qty, a, b, r, x, c,
+        _cached(_dates, eta, date.fromisoformat) if eta is not None else None,
+        _cached(_prices, price, _price) if price is not None else None,
+        currency, reason,
+    )  # fmt: skip
+
+
+def _fast_allocation(value: bytes) -> Event:
+    doc = orjson.loads(value)
+    data = doc["data"]
+    kind = doc["type"]
+    at = doc["occurred_at"]
+    if doc["version"] != 1 or type(at) is not str or type(data) is not dict:
+        raise _Unusual
+    occurred_at = _cached(_moments, at, datetime.fromisoformat)
+    if occurred_at.tzinfo is None:
+        raise _Unusual
+    wh = data["warehouse_id"]
+    if type(wh) is not str or not 0 < len(wh) <= 128:
+        raise _Unusual
+    if kind == "StockPositionChanged":
+        sku, avail, back, res, inc = data["sku"], data["available"], data["backordered"], data["reserved"], data["incoming"]
+        short, eta = data.get("shortfall", 0), data.get("next_eta")
+        if not (
+            type(sku) is str and 0 < len(sku) <= 128
+            and type(avail) is int and type(back) is int and type(res) is int
+            and type(inc) is int and type(short) is int
+            and avail >= 0 and back >= 0 and res >= 0 and inc >= 0 and short >= 0
+            and (eta is None or type(eta) is str)
+        ):  # fmt: skip
+            raise _Unusual
+        next_eta = _cached(_dates, eta, date.fromisoformat) if eta is not None else None
+        return StockPosition(occurred_at, wh, sku, avail, back, res, inc, next_eta, short)
+    if kind not in ORDER_EVENT_TYPES:
+        raise _Unusual
+    event_id, order_id, customer, lines = doc["id"], data["order_id"], data["customer"], data["lines"]
+    cid, email = customer["customer_id"], customer["email"]
+    name, locale = customer.get("name"), customer.get("locale")
+    if not (
+        type(event_id) is str and 0 < len(event_id) <= 128
+        and type(order_id) is str and 0 < len(order_id) <= 128
+        and type(cid) is str and 0 < len(cid) <= 128
+        and type(email) is str and 0 < len(email) <= 128
+        and (name is None or type(name) is str) and (locale is None or type(locale) is str)
+        and type(lines) is list and lines
+    ):  # fmt: skip
+        raise _Unusual
+    return OrderEvent(
+        event_id, kind, occurred_at, order_id, wh, Customer(cid, email, name, locale),
+        tuple(_fast_line(line) for line in lines),
+    )  # fmt: skip
+
+
+def decode_allocation(value: bytes | None) -> Event | None:
+    """An allocation event; Skip (with a reason, never payload data) if invalid."""
+    try:
+        return _fast_allocation(value or b"")
+    except (_Unusual, KeyError, TypeError, ValueError, AttributeError, orjson.JSONDecodeError):
+        return _checked_allocation(value)
 
 
 # ---------------------------------------------------------------- inputs

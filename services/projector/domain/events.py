@@ -2,14 +2,16 @@
 
 The adapters decode Kafka records into these; the folds consume them. Only
 the fields some read model needs are kept, so the folds never see customer
-data they do not store.
+data they do not store. Named tuples, not frozen dataclasses: the projector
+builds hundreds of thousands per second and a frozen dataclass costs ~5x more
+to construct.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 ORDER_EVENT_TYPES = frozenset(
     {
@@ -24,16 +26,14 @@ ORDER_EVENT_TYPES = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Customer:
+class Customer(NamedTuple):
     customer_id: str
     email: str
     name: str | None
     locale: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class LineTotals:
+class LineTotals(NamedTuple):
     """One AllocationLine: the line's totals after the event."""
 
     line_no: int
@@ -50,8 +50,7 @@ class LineTotals:
     reason: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class OrderEvent:
+class OrderEvent(NamedTuple):
     """Any allocation event about one order (OrderAllocated, Backordered, ...)."""
 
     event_id: str
@@ -63,8 +62,7 @@ class OrderEvent:
     lines: tuple[LineTotals, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class StockPosition:
+class StockPosition(NamedTuple):
     """StockPositionChanged: a SKU's position after a change."""
 
     occurred_at: datetime
@@ -78,8 +76,7 @@ class StockPosition:
     shortfall: int
 
 
-@dataclass(frozen=True, slots=True)
-class OrderPlaced:
+class OrderPlaced(NamedTuple):
     """OrderPlaced from orders.v1: placement time and demand."""
 
     event_id: str
@@ -91,8 +88,7 @@ class OrderPlaced:
     lines: tuple[tuple[int, str, int], ...]  # (line_no, sku, quantity)
 
 
-@dataclass(frozen=True, slots=True)
-class InboundScheduled:
+class InboundScheduled(NamedTuple):
     event_id: str
     occurred_at: datetime
     warehouse_id: str
@@ -102,8 +98,7 @@ class InboundScheduled:
     supplier: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class ShipmentDelayed:
+class ShipmentDelayed(NamedTuple):
     event_id: str
     occurred_at: datetime
     warehouse_id: str
@@ -111,8 +106,7 @@ class ShipmentDelayed:
     new_eta: date
 
 
-@dataclass(frozen=True, slots=True)
-class StockReceived:
+class StockReceived(NamedTuple):
     """Only receipts against an inbound shipment matter to the projector."""
 
     occurred_at: datetime

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,7 +130,10 @@ async def rebuild(
     progress: Progress | None = None,
     max_records: int = 10_000,
     swap_drain_seconds: float = 2.0,
+    before_swap: Callable[[], Awaitable[None]] | None = None,
 ) -> RebuildReport:
+    """Rebuild into the shadow schema and swap it in; `before_swap` is a seam for
+    tests (run after the bulk phase, before the swap transaction)."""
     database_url = settings.require_database()
     settings.require_kafka()
     started = time.monotonic()
@@ -161,6 +164,8 @@ async def rebuild(
                     r, e, s = await _apply(store, reader, batch, settings)
                     records, events, skipped = records + r, events + e, skipped + s
                 report()
+            if before_swap is not None:
+                await before_swap()
             # Swap: short, in one transaction with the live projector held off.
             async with conn.transaction():
                 live_exists = await pg.schema_exists(conn, LIVE_SCHEMA)

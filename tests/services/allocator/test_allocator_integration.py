@@ -137,7 +137,7 @@ async def test_bad_input_goes_to_the_dlq_and_good_input_around_it_is_processed(s
     assert sorted(parse_input(r.value).id for r in commands) == ["good-1", "good-2"]
 
     async def router_committed():
-        offsets = await committed_offsets(settings, "fulfil-allocator-router", ORDERS)
+        offsets = await committed_offsets(settings, settings.topic("fulfil-allocator-router"), ORDERS)
         return sum(offsets.values()) == 4  # every message on orders.v1 is consumed, bad or good
 
     await wait_for(router_committed, timeout=30, what="router offsets committed past the bad input")

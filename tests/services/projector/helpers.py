@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import contextlib
+import random
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta

@@ -11,7 +11,7 @@ import pytest
 from schemas.registry import encode
 from services.projector.adapters.decode import Skip, decode_allocation, decode_input
 from services.projector.domain.aging import age_days, bucket
-from services.projector.domain.batch import fold_batch, Loaded
+from services.projector.domain.batch import Loaded, fold_batch
 from services.projector.domain.events import (
     Customer,
     InboundScheduled,
@@ -21,7 +21,12 @@ from services.projector.domain.events import (
     ShipmentDelayed,
     StockReceived,
 )
-from services.projector.domain.inbounds import apply_delayed, apply_received, apply_scheduled, is_late
+from services.projector.domain.inbounds import (
+    apply_delayed,
+    apply_received,
+    apply_scheduled,
+    is_late,
+)
 from services.projector.domain.orders import LineState, apply_order_event, order_status
 from services.projector.domain.reorder import (
     LeadTimeStats,

@@ -75,14 +75,22 @@ def orders_memory(orders: int, backordered: float = 0.05, seed: int = 1) -> dict
     elapsed = time.perf_counter() - started
     batch.clear()
     gc.collect()
+    check_invariants(state)
     after = process.memory_info().rss
+    started = time.perf_counter()
     snapshot = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+    dumped = time.perf_counter() - started
+    started = time.perf_counter()
+    pickle.loads(snapshot)
+    loaded = time.perf_counter() - started
     return {
         "orders": orders,
         "open_orders": len(state.orders),
         "rss_growth_mb": round((after - before) / 2**20, 1),
         "rss_total_mb": round(after / 2**20, 1),
         "snapshot_mb": round(len(snapshot) / 2**20, 1),
+        "snapshot_dump_s": round(dumped, 2),
+        "snapshot_load_s": round(loaded, 2),
         "seconds_incl_building_events": round(elapsed, 1),
     }
 

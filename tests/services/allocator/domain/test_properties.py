@@ -19,6 +19,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precon
 
 from schemas.registry import encode, parse_output
 from services.allocator.domain import check_invariants, decide, new_state
+from services.allocator.domain import state as state_module
 
 from .builders import START, Events
 from .streams import mixed_stream
@@ -222,13 +223,18 @@ def run_plain(events: list[Any], snapshot_every: int = 0, dedup_window: int = 50
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(plan=ops, snapshot_every=st.integers(1, 7))
+@given(plan=ops, snapshot_every=st.integers(1, 7), block=st.sampled_from([2, 3, 64]))
 def test_random_streams_keep_every_invariant_and_replay_identically(
-    plan: list[tuple], snapshot_every: int
+    plan: list[tuple], snapshot_every: int, block: int
 ) -> None:
     events = build(plan)
-    first = run_checked(events)
-    assert run_plain(events, snapshot_every) == first
+    default = state_module.QUEUE_BLOCK
+    state_module.QUEUE_BLOCK = block  # tiny blocks: splits and merges all the time
+    try:
+        first = run_checked(events)
+    finally:
+        state_module.QUEUE_BLOCK = default
+    assert run_plain(events, snapshot_every) == first  # and block size changes nothing
 
 
 @settings(max_examples=30, deadline=None)
@@ -255,6 +261,8 @@ class AllocatorMachine(RuleBasedStateMachine):
         super().__init__()
         self.ev = Events(prefix="m")
         self.dedup_window = 40  # small, so that eviction happens too
+        self.default_block = state_module.QUEUE_BLOCK
+        state_module.QUEUE_BLOCK = 2  # tiny queue blocks: splits and merges all the time
         self.checker = Checker(self.dedup_window)
         self.log: list[Any] = []
         self.count = 0
@@ -357,6 +365,7 @@ class AllocatorMachine(RuleBasedStateMachine):
         self.checker.check_reported()
 
     def teardown(self):
+        state_module.QUEUE_BLOCK = self.default_block
         if self.log:
             replayed = run_plain(self.log, snapshot_every=5, dedup_window=self.dedup_window)
             assert replayed == self.checker.encoded

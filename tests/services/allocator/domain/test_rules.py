@@ -622,3 +622,23 @@ def test_bounded_window_evicts_oldest_first_and_pickles() -> None:
     assert clone.keys() == ["c", "d"] and window.keys() == ["b", "c"]
     with pytest.raises(ValueError):
         BoundedWindow(0)
+
+
+def test_long_queue_in_small_blocks_keeps_order_and_dates(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.allocator.domain import state as state_module
+
+    monkeypatch.setattr(state_module, "QUEUE_BLOCK", 3)
+    alloc = Allocator()  # checks every invariant (ETAs from scratch too) after each command
+    alloc.schedule("IN1", "WH1", [("A", 40)], D1)
+    alloc.schedule("IN2", "WH1", [("A", 40)], D2)
+    for n in range(60):
+        alloc.place(f"o{n}", "WH1", [("A", 1 + n % 3)], priority=5 if n % 7 == 0 else 0)
+    for n in range(0, 60, 4):
+        alloc.cancel(f"o{n}", "WH1")
+    alloc.delay("IN1", "WH1", D3)
+    out = alloc.receive("WH1", "A", 30, inbound_id="IN2")
+    filled = order_ids(out, "BackorderAllocated")
+    assert filled[:3] == ["o7", "o14", "o21"]  # the priority orders first
+    queue = alloc.state.skus["WH1", "A"].queue
+    assert len(queue.blocks) > 5
+    assert [e[:4] for e in queue] == sorted(e[:4] for e in queue)

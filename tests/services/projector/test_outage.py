@@ -1,0 +1,78 @@
+"""PostgreSQL goes away mid-stream: the projector pauses, backs off, reports
+unhealthy, and resumes when it is back — nothing lost, nothing doubled."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from pathlib import Path
+
+import orjson
+import pytest
+
+from fulfil import embedded
+from tests.kafka_helpers import publish, wait_for
+from tests.services.projector import reference
+from tests.services.projector.helpers import (
+    assert_tables_equal,
+    dump,
+    failed,
+    normalise_reference,
+    publish_scenario,
+    running,
+    scenario,
+    stored_offsets,
+    wait_caught_up,
+)
+
+
+@pytest.fixture
+def dedicated_postgres():
+    """A PostgreSQL of this test's own: stopping it must not disturb other tests."""
+    root = Path(tempfile.mkdtemp(prefix="fulfil-pg-outage-"))
+    handle = embedded.start_postgres(root / "pgdata")
+    stop = embedded.stop_at_exit(lambda: (embedded.stop_postgres(root / "pgdata"), shutil.rmtree(root, ignore_errors=True)))
+    try:
+        yield handle
+    finally:
+        stop()
+
+
+async def test_postgres_outage_pauses_and_resumes_without_loss(settings, dedicated_postgres, tmp_path) -> None:
+    server = dedicated_postgres
+    pg_settings = settings.model_copy(update={"database_url": server.url})
+    inputs, outputs = scenario(1_500, seed=23)
+    half_in, half_out = len(inputs) // 2, len(outputs) // 2
+    await publish_scenario(pg_settings, inputs[:half_in], outputs[:half_out])
+    health = tmp_path / "health.json"
+
+    async with running(pg_settings, max_records=100, health_file=health) as projector:
+        await wait_for(
+            lambda: _progress(server.url),
+            timeout=60,
+            interval=0.05,
+            what="the projector to apply a few batches",
+        )
+        await asyncio.to_thread(embedded.stop_postgres, server)
+        await publish(pg_settings, inputs[half_in:])
+        await publish(pg_settings, outputs[half_out:])
+
+        async def unhealthy_for_a_while() -> bool:
+            failed(projector)
+            return not projector.healthy and projector.retries >= 3
+
+        await wait_for(unhealthy_for_a_while, timeout=60, what="several backed-off retries")
+        assert orjson.loads(health.read_bytes())["healthy"] is False
+        restarted = await asyncio.to_thread(
+            embedded.start_postgres, server.data_dir, port=server.port, log_path=server.log_path
+        )
+        assert restarted.port == server.port
+        await wait_caught_up(pg_settings, timeout=120, check=lambda: failed(projector))
+        assert projector.healthy and orjson.loads(health.read_bytes())["healthy"] is True
+
+    assert_tables_equal(await dump(server.url), normalise_reference(reference.fold(inputs, outputs)))
+
+
+async def _progress(url: str) -> bool:
+    return sum((await stored_offsets(url)).values()) >= 300
