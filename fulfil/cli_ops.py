@@ -188,7 +188,24 @@ def tail(
         pass
 
 
+def demo(
+    events: Annotated[int, typer.Option(min=100, max=5_000_000, help="Simulated events to publish (≈ a day at 20 k).")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated store.")] = 1,
+    keep_running: Annotated[bool, typer.Option("--keep-running", help="Leave the stack up until Ctrl-C.")] = False,
+) -> None:
+    """The whole system on a simulated store: embedded runtime, every service, live progress, results."""
+    from fulfil.demo import run_demo
+
+    try:
+        code = asyncio.run(run_demo(events, seed, keep_running, console))
+    except KeyboardInterrupt:
+        err.print("fulfil demo: interrupted; everything it started was stopped")
+        raise typer.Exit(130) from None
+    raise typer.Exit(code)
+
+
 def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)
     app.command("replay")(replay)
     app.add_typer(dlq_app, name="dlq")
     app.command("tail")(tail)

@@ -56,7 +56,7 @@ async def _publish(settings: Settings, messages: list[tuple[bytes, bytes]]) -> N
 
 async def _projector_rate(settings: Settings, total: int) -> float:
     stop = asyncio.Event()
-    projector = Projector(settings, max_records=10000)
+    projector = Projector(settings)
     task = asyncio.create_task(projector.run(stop))
     try:
         # Clock starts at the first committed batch: group join and migrations excluded.

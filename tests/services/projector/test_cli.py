@@ -194,3 +194,44 @@ async def test_config_errors_exit_2_and_missing_schema_exits_1(pg_settings, env_
     assert orjson.loads(result.stdout) == {"schema": "projection", "applied": ["0001_read_models"]}
     assert await _json(env_for_subprocess(pg_settings), "backlog") == []
     assert os.environ.get("DATABASE_URL") != pg_settings.database_url  # CliRunner restored the env
+
+
+async def test_rebuild_command_swaps_in_an_equal_model(projected, pg_settings) -> None:
+    from tests.services.projector.helpers import dump
+
+    before = await dump(pg_settings.database_url)
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "fulfil", "rebuild", "--json"], env=projected,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = orjson.loads(done.stdout)
+    assert (summary["records"], summary["events"], summary["skipped"]) == (20, 14, 6)
+    assert "rebuilding read models" in done.stderr  # the progress bar, on stderr
+    assert await dump(pg_settings.database_url) == before
+
+
+async def test_logs_carry_no_customer_data(pg_settings) -> None:
+    import io
+
+    import structlog
+
+    from fulfil.logs import configure_logging
+
+    inputs, outputs = worked_example()
+    await publish_scenario(pg_settings, inputs, outputs)
+    # An invalid record full of customer data: its skip is logged, its content is not.
+    leaky = orjson.loads(orjson.dumps(outputs[0].model_dump(mode="json")))
+    leaky["data"]["lines"][0]["allocated"] = 99
+    await publish(pg_settings, [orjson.dumps(leaky)], topic="allocations.v1")
+    buffer = io.StringIO()
+    configure_logging("DEBUG", "json", stream=buffer)
+    try:
+        async with running(pg_settings) as projector:
+            await wait_caught_up(pg_settings, check=lambda: failed(projector))
+    finally:
+        structlog.reset_defaults()
+    logs = buffer.getvalue()
+    assert "record skipped" in logs and "projector started" in logs
+    for secret in ("ada@shop.example", "Ada Lovelace", "@shop.example"):
+        assert secret not in logs

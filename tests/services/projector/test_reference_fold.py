@@ -9,9 +9,12 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
+from fulfil import kafka
+from schemas.registry import ALLOCATIONS, INVENTORY, ORDERS
 from services.projector.adapters import queries
 from services.projector.adapters import store as pg
 from services.projector.service_layer.projector import LIVE_SCHEMA
+from tests.kafka_helpers import publish
 from tests.services.projector import reference
 from tests.services.projector.helpers import (
     as_of_after,
@@ -89,10 +92,6 @@ async def test_read_models_equal_the_reference_fold(settings, database_url, seed
 async def test_orders_place_before_or_after_their_allocations(pg_settings) -> None:
     """orders.v1 and allocations.v1 have no order between them: either way round, same rows."""
     inputs, outputs = scenario(200, seed=3)
-    from fulfil import kafka
-    from schemas.registry import ALLOCATIONS, INVENTORY, ORDERS
-    from tests.kafka_helpers import publish
-
     await kafka.create_topics(pg_settings, [pg_settings.topic(t) for t in (ORDERS, INVENTORY, ALLOCATIONS)])
     await publish(pg_settings, outputs)
     async with running(pg_settings) as projector:

@@ -311,7 +311,7 @@ def test_negative_adjustment_never_takes_reserved_units(alloc: Allocator) -> Non
     alloc.receive("WH1", "A", 3)
     alloc.place("o1", "WH1", [("A", 5)], policy="ship_complete")
     alloc.adjust("WH1", "A", -2)
-    assert alloc.position("WH1", "A") | {"next_eta": None} == {
+    assert alloc.position("WH1", "A") == {
         "available": 0,
         "backordered": 5,
         "reserved": 3,
@@ -383,7 +383,7 @@ def test_receipt_against_an_inbound_consumes_its_remaining(alloc: Allocator) -> 
     assert alloc.position("WH1", "A")["incoming"] == 8
     out = alloc.receive("WH1", "A", 9, inbound_id="IN1")  # over-delivery closes IN1
     assert line(one(out, "BackorderAllocated", "o2")).shipped == 4
-    assert alloc.position("WH1", "A") | {} == {
+    assert alloc.position("WH1", "A") == {
         "available": 5,
         "backordered": 0,
         "reserved": 0,
@@ -642,3 +642,19 @@ def test_long_queue_in_small_blocks_keeps_order_and_dates(monkeypatch: pytest.Mo
     queue = alloc.state.skus["WH1", "A"].queue
     assert len(queue.blocks) > 5
     assert [e[:4] for e in queue] == sorted(e[:4] for e in queue)
+
+
+def test_cancelled_reservation_pays_a_shortfall_first(alloc: Allocator) -> None:
+    alloc.receive("WH1", "A", 3)
+    alloc.place("o1", "WH1", [("A", 5)], policy="ship_complete")  # holds 3
+    alloc.adjust("WH1", "A", -2)  # nothing free to take: short 2
+    out = alloc.cancel("o1", "WH1")
+    position = one(out, "StockPositionChanged").data
+    assert (position.available, position.shortfall, position.reserved) == (1, 0, 0)
+
+
+def test_cancel_naming_another_warehouse_is_a_cancel_of_an_unknown_order(alloc: Allocator) -> None:
+    alloc.place("o1", "WH1", [("A", 2)])
+    assert alloc.cancel("o1", "WH2") == []  # o1 is not an order of WH2
+    assert ("WH1", "o1") in alloc.state.orders
+    assert types(alloc.place("o1", "WH2", [("A", 1)])) == ["OrderRejected"]

@@ -1,0 +1,359 @@
+"""`fulfil demo` (what `make run` runs): the whole system on a simulated store.
+
+Starts the embedded broker and PostgreSQL, a local SMTP sink that writes each
+email as an .eml file, and the allocator, projector and notifier as separate
+processes; publishes a simulated day of traffic, shows live progress, then
+prints what the system decided and checks the invariants from the topics.
+Everything it started is stopped on the way out, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from aiokafka import TopicPartition
+from aiosmtpd.controller import Controller
+from rich.console import Console
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+
+from fulfil import embedded, kafka
+from fulfil.config import Settings, load_settings
+from fulfil.invariants import InvariantReport, check
+from schemas.registry import (
+    ALLOCATIONS,
+    COMMANDS,
+    DLQ_SUFFIX,
+    INVENTORY,
+    ORDERS,
+    ContractError,
+    parse_input,
+    parse_output,
+)
+
+SERVICES = ("allocator", "projector", "notifier")
+
+
+class MailSink:
+    """An SMTP server on loopback that stores every message as an .eml file."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.count = 0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd hook
+        self.count += 1
+        (self.directory / f"{self.count:06d}.eml").write_bytes(envelope.content)
+        return "250 OK"
+
+
+@dataclass
+class Progress:
+    published: int = 0
+    invalid: int = 0
+    commands: int = 0
+    outputs: int = 0
+    dead_letters: int = 0
+    projected: int = 0
+    notified: int = 0
+    emails: int = 0
+    started: float = field(default_factory=time.monotonic)
+    caught_up_at: float | None = None
+
+    def table(self, procs: dict[str, subprocess.Popen]) -> Panel:
+        table = Table.grid(padding=(0, 2))
+        table.add_column(justify="right")
+        table.add_column()
+        elapsed = time.monotonic() - self.started
+        rows = [
+            ("published", f"{self.published:,} events ({self.invalid:,} invalid on purpose)"),
+            ("router", f"{self.commands:,} commands, {self.dead_letters:,} dead letters"),
+            ("allocator core", f"{self.outputs:,} allocation events"),
+            ("projector", f"{self.projected:,} / {self.outputs:,} allocation events in PostgreSQL (lag {self.outputs - self.projected:,})"),
+            ("notifier", f"{self.notified:,} / {self.outputs:,} events read, {self.emails:,} emails sent"),
+            ("services", ", ".join(f"{n} {'up' if p.poll() is None else f'EXITED {p.returncode}'}" for n, p in procs.items())),
+            ("elapsed", f"{elapsed:,.1f}s"),
+        ]
+        for name, value in rows:
+            table.add_row(f"[bold]{name}[/bold]", value)
+        return Panel(table, title="fulfil demo", border_style="cyan")
+
+
+async def _ends(settings: Settings, consumer: Any, base: str) -> dict[int, int]:
+    tps = {TopicPartition(settings.topic(base), p): 0 for p in range(settings.fulfil_partitions)}
+    # High watermarks from a fetch at the end of what we know: cheap, and right on Tansu.
+    consumer.assign(list(tps))
+    for tp in tps:
+        consumer.seek(tp, 0)
+    await consumer.getmany(timeout_ms=50, max_records=1)
+    ends = {}
+    for tp in tps:
+        ends[tp.partition] = consumer.highwater(tp) or 0
+    return ends
+
+
+async def _stored_offsets(database_url: str, sql: str) -> dict[tuple[str, int], int]:
+    try:
+        conn = await asyncpg.connect(database_url)
+    except (OSError, asyncpg.PostgresError):
+        return {}
+    try:
+        return {(r[0], r[1]): r[2] for r in await conn.fetch(sql)}
+    except asyncpg.PostgresError:  # the service has not migrated yet
+        return {}
+    finally:
+        await conn.close()
+
+
+async def _committed(settings: Settings, group: str, base: str) -> int:
+    consumer = kafka.consumer(settings, group_id=group)
+    tps = [TopicPartition(settings.topic(base), p) for p in range(settings.fulfil_partitions)]
+    consumer.assign(tps)
+    await consumer.start()
+    try:
+        return sum([(await consumer.committed(tp)) or 0 for tp in tps])
+    finally:
+        await consumer.stop()
+
+
+async def _observe(settings: Settings, progress: Progress, mail: MailSink) -> bool:
+    """Refresh the counters; True once every service has handled everything."""
+    consumer = kafka.consumer(settings, group_id=None)
+    await consumer.start()
+    try:
+        inputs = sum((await _ends(settings, consumer, ORDERS)).values()) + sum((await _ends(settings, consumer, INVENTORY)).values())
+        progress.commands = sum((await _ends(settings, consumer, COMMANDS)).values())
+        progress.outputs = sum((await _ends(settings, consumer, ALLOCATIONS)).values())
+        progress.dead_letters = sum((await _ends(settings, consumer, ORDERS + DLQ_SUFFIX)).values()) + sum(
+            (await _ends(settings, consumer, INVENTORY + DLQ_SUFFIX)).values()
+        )
+    finally:
+        await consumer.stop()
+    allocations = settings.topic(ALLOCATIONS)
+    projector = await _stored_offsets(settings.database_url, "SELECT topic, partition, next_offset FROM projection.projector_offsets")
+    notifier = await _stored_offsets(settings.database_url, "SELECT topic, partition, next_offset FROM notifier_offsets")
+    progress.projected = sum(v for (t, _), v in projector.items() if t == allocations)
+    progress.notified = sum(v for (t, _), v in notifier.items() if t == allocations)
+    progress.emails = mail.count
+    routed = await _committed(settings, settings.topic("fulfil-allocator-router"), ORDERS) + await _committed(
+        settings, settings.topic("fulfil-allocator-router"), INVENTORY
+    )
+    core = await _committed(settings, settings.topic("fulfil-allocator-core"), COMMANDS)
+    return (
+        progress.published > 0
+        and routed >= inputs >= progress.published
+        and core >= progress.commands
+        and progress.projected >= progress.outputs
+        and progress.notified >= progress.outputs
+    )
+
+
+def _start(name: str, env: dict[str, str], logs: Path) -> subprocess.Popen:
+    log = (logs / f"{name}.log").open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "fulfil", name], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def _stop(procs: dict[str, subprocess.Popen]) -> None:
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    for proc in procs.values():
+        with suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def _read_all(settings: Settings, base: str) -> list[Any]:
+    consumer = kafka.consumer(settings, group_id=None, max_partition_fetch_bytes=32 * 1024 * 1024)
+    await consumer.start()
+    try:
+        found = await kafka.read_ranges(
+            consumer, {TopicPartition(settings.topic(base), p): 0 for p in range(settings.fulfil_partitions)}
+        )
+        return [r for tp in sorted(found, key=lambda t: t.partition) for r in found[tp]]
+    finally:
+        await consumer.stop()
+
+
+async def invariant_check(settings: Settings) -> InvariantReport:
+    inputs = []
+    for base in (ORDERS, INVENTORY):
+        for record in await _read_all(settings, base):
+            with suppress(ContractError):
+                inputs.append(parse_input(record.value))
+    outputs = [parse_output(r.value) for r in await _read_all(settings, ALLOCATIONS)]
+    return check(inputs, outputs)
+
+
+def _query(console: Console, env: dict[str, str], *args: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "fulfil", *args], env={**env, "COLUMNS": str(console.width)}, capture_output=True, text=True)
+    console.print(result.stdout.rstrip(), markup=False, highlight=False)
+    if result.returncode != 0:
+        console.print(f"[red]`fulfil {' '.join(args)}` failed:[/red] {result.stderr.strip()[-300:]}")
+
+
+def _emails(directory: Path, console: Console, wanted: int = 3) -> None:
+    """Show a few customer emails as the customer reads them: a variety of kinds."""
+    seen: Counter[str] = Counter()
+    shown = 0
+    for path in sorted(directory.glob("*.eml")):
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        subject = str(message["Subject"])
+        kind = subject.split(" ")[0]
+        if seen[kind] or "confirm" in subject.lower():
+            continue
+        seen[kind] += 1
+        body = message.get_body(preferencelist=("plain",))
+        text = body.get_content() if body is not None else ""
+        console.print(Panel(text.strip(), title=f"Subject: {subject}", subtitle=f"To: {message['To']}", border_style="green"))
+        shown += 1
+        if shown == wanted:
+            return
+
+
+async def run_demo(events: int, seed: int, keep_running: bool, console: Console) -> int:
+    from fulfil.simulation import simulate
+
+    base = load_settings()
+    root = (base.fulfil_state_dir / "demo").resolve()
+    if root.exists():
+        leftover = root / "runtime"
+        if (leftover / "pgdata").exists():
+            embedded.stop_postgres(leftover / "pgdata")
+        shutil.rmtree(root)
+    (root / "mail").mkdir(parents=True)
+    (root / "logs").mkdir()
+    console.print(f"starting the embedded broker and PostgreSQL (state in {root}) …")
+    runtime = embedded.Runtime.start(root / "runtime")
+    procs: dict[str, subprocess.Popen] = {}
+    mail = MailSink(root / "mail")
+    smtp_port = embedded.free_port()
+    sink = Controller(mail, hostname="127.0.0.1", port=smtp_port)
+    sink.start()
+    try:
+        settings = load_settings(
+            kafka_bootstrap_servers=runtime.broker.bootstrap,
+            database_url=runtime.postgres.url,
+            fulfil_topic_prefix="demo.",
+            fulfil_partitions=3,
+            kafka_session_timeout_ms=2000,
+            kafka_heartbeat_interval_ms=300,
+            fulfil_state_dir=root,
+            smtp_url=f"smtp://127.0.0.1:{smtp_port}",
+        )
+        env = {
+            **os.environ,
+            **runtime.env(),
+            "FULFIL_TOPIC_PREFIX": settings.fulfil_topic_prefix,
+            "FULFIL_PARTITIONS": str(settings.fulfil_partitions),
+            "FULFIL_STATE_DIR": str(root),
+            "SMTP_URL": settings.smtp_url or "",
+            "SMTP_FROM": "orders@shop.example",
+            "FULFIL_LOG_FORMAT": "json",
+            "FULFIL_LOG_LEVEL": "INFO",
+            # Short ETA hold so folded messages leave within the demo.
+            "FULFIL_NOTIFIER_ETA_HOLD_SECONDS": "2",
+            "FULFIL_CANCEL_URL_TEMPLATE": "https://shop.example/orders/{order_id}/cancel",
+        }
+        env.pop("WEBHOOK_URL", None)
+        await kafka.create_topics(settings)
+        for name in SERVICES:
+            procs[name] = _start(name, env, root / "logs")
+
+        records = simulate(events=events, seed=seed)
+        progress = Progress()
+        producer = kafka.producer(settings)
+        await producer.start()
+        done = False
+        with Live(progress.table(procs), console=console, refresh_per_second=4, transient=False) as live:
+            try:
+                sender = kafka.BatchSender(producer)
+                for topic, key, value in records:
+                    await sender.add(settings.topic(topic), value, key=key)
+                    progress.published += 1
+                    try:
+                        parse_input(value)
+                    except ContractError:
+                        progress.invalid += 1
+                    if progress.published % 2_000 == 0:
+                        await sender.flush()
+                        live.update(progress.table(procs))
+                await sender.flush()
+            finally:
+                await producer.stop()
+            while not done:
+                done = await _observe(settings, progress, mail)
+                live.update(progress.table(procs))
+                failed = [n for n, p in procs.items() if p.poll() is not None]
+                if failed:
+                    console.print(f"[red]service exited early: {', '.join(failed)}; logs in {root / 'logs'}[/red]")
+                    return 1
+                if not done:
+                    await asyncio.sleep(0.5)  # refresh interval of the live view
+        elapsed = (time.monotonic() - progress.started)
+        # Held ETA messages leave after their short hold; give the sender a moment to drain.
+        await asyncio.sleep(3)
+
+        console.rule("[bold]backlog[/bold] (fulfil backlog)")
+        _query(console, env, "backlog")
+        console.rule("[bold]late inbound shipments[/bold] (fulfil inbound --late)")
+        _query(console, env, "inbound", "--late")
+        console.rule("[bold]customer deposits[/bold] (fulfil deposits)")
+        _query(console, env, "deposits")
+        console.rule(f"[bold]customer emails[/bold] ({mail.count:,} sent; all in {root / 'mail'})")
+        _emails(root / "mail", console)
+        console.rule("[bold]invariants[/bold] (recomputed from the topics)")
+        report = await invariant_check(settings)
+        if report.ok:
+            console.print(
+                f"[green]OK[/green]: {report.lines_checked:,} order lines satisfy allocated + backordered + rejected + "
+                f"cancelled == ordered; {report.skus_checked:,} SKUs released no more than received; "
+                f"{report.outputs:,} outputs, no id twice"
+            )
+        else:
+            console.print(f"[red]{len(report.problems)} invariant violations[/red]")
+            for problem in report.problems[:20]:
+                console.print(f"  {problem}", markup=False)
+        console.rule("[bold]throughput[/bold]")
+        console.print(
+            f"{progress.published:,} events published, {progress.outputs:,} allocation events, "
+            f"{progress.dead_letters:,} dead letters, {mail.count:,} emails; everything handled in {elapsed:.1f}s "
+            f"({progress.published / elapsed:,.0f} events/s end to end, publishing included)"
+        )
+        if keep_running:
+            console.rule("[bold]the stack keeps running[/bold]")
+            console.print("In another shell:")
+            for key in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "FULFIL_TOPIC_PREFIX", "FULFIL_PARTITIONS"):
+                console.print(f"  export {key}={env[key]}", markup=False, highlight=False)
+            console.print("  fulfil backlog; fulfil order <ORDER_ID>; fulfil trace <ORDER_ID>; fulfil tail allocations.v1")
+            console.print("Press Ctrl-C to stop everything.")
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, stop.set)
+            await stop.wait()
+        return 0 if report.ok else 1
+    finally:
+        _stop(procs)
+        sink.stop()
+        runtime.stop()

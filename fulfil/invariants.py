@@ -1,0 +1,94 @@
+"""The guarantees of DESIGN.md §5, recomputed from the topics alone.
+
+Pure: given the parsed inputs and the outputs on allocations.v1, report every
+line whose quantities do not add up, every SKU that released more than it
+received, and any output id written twice. The demo runs it after every run;
+tests feed it corrupted outputs to prove it can fail.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from schemas.contract import Envelope
+
+ORDER_OUTPUTS = frozenset(
+    {
+        "OrderAllocated",
+        "PartiallyShipped",
+        "Backordered",
+        "BackorderAllocated",
+        "BackorderEtaChanged",
+        "OrderRejected",
+        "OrderCancellationProcessed",
+    }
+)
+
+
+@dataclass
+class InvariantReport:
+    lines_checked: int = 0
+    skus_checked: int = 0
+    outputs: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def check(inputs: Iterable[Envelope], outputs: Iterable[Envelope]) -> InvariantReport:
+    report = InvariantReport()
+    inputs = list(inputs)
+    ordered: dict[tuple[str, int], int] = {}
+    for event in inputs:
+        if event.type == "OrderPlaced":
+            for line in event.data.lines:
+                ordered.setdefault((event.data.order_id, line.line_no), line.quantity)
+    supply: Counter[tuple[str, str]] = Counter()
+    for event in inputs:
+        if event.type == "StockReceived":
+            supply[(event.data.warehouse_id, event.data.sku)] += event.data.quantity
+        elif event.type == "StockAdjusted" and event.data.delta > 0:
+            supply[(event.data.warehouse_id, event.data.sku)] += event.data.delta
+
+    latest: dict[tuple[str, int], int] = {}
+    released: Counter[tuple[str, str]] = Counter()
+    ids: Counter[str] = Counter()
+    for out in outputs:
+        report.outputs += 1
+        ids[out.id] += 1
+        if out.type not in ORDER_OUTPUTS:
+            continue
+        for line in out.data.lines:
+            key = (out.data.order_id, line.line_no)
+            latest[key] = line.quantity
+            released[(out.data.warehouse_id, line.sku)] += line.shipped
+            # Every output states the line's totals after it, so every one must add up.
+            if line.allocated + line.backordered + line.rejected + line.cancelled != line.quantity:
+                report.problems.append(
+                    f"order {key[0]} line {key[1]} in {out.type} {out.id}: allocated {line.allocated} + "
+                    f"backordered {line.backordered} + rejected {line.rejected} + cancelled {line.cancelled} "
+                    f"!= ordered {line.quantity}"
+                )
+
+    for (order_id, line_no), quantity in sorted(latest.items()):
+        report.lines_checked += 1
+        if (order_id, line_no) in ordered and ordered[(order_id, line_no)] != quantity:
+            report.problems.append(
+                f"order {order_id} line {line_no}: outputs say {quantity} ordered, the order says {ordered[(order_id, line_no)]}"
+            )
+    for (order_id, line_no) in sorted(set(ordered) - set(latest)):
+        report.problems.append(f"order {order_id} line {line_no}: no allocation decision was published")
+    for key, units in sorted(released.items()):
+        report.skus_checked += 1
+        if units > supply[key]:
+            report.problems.append(
+                f"sku {key[1]} in {key[0]}: released {units} units, more than the {supply[key]} received or added"
+            )
+    for event_id, count in ids.items():
+        if count > 1:
+            report.problems.append(f"output {event_id} written {count} times")
+    return report
