@@ -18,18 +18,20 @@ def _print(title: str, figures: dict[str, float]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="make bench")
-    parser.add_argument("--only", choices=["contract", "allocator"], default=None)
+    parser.add_argument("--only", choices=["contract", "allocator", "projector"], default=None)
     args = parser.parse_args()
     if args.only in (None, "contract"):
         _print("contract: parse+validate / orjson.loads (100 k envelopes)", bench_contract())
     if args.only in (None, "allocator"):
-        try:
-            from tests.bench.allocator import bench_allocator
-        except ImportError:
-            print("\n== allocator: not available")
-        else:
-            for title, figures in asyncio.run(bench_allocator()):
-                _print(title, figures)
+        from tests.bench.allocator import bench_allocator
+
+        for title, figures in asyncio.run(bench_allocator()):
+            _print(title, figures)
+    if args.only in (None, "projector"):
+        from tests.bench.projector import bench_projector
+
+        for title, figures in asyncio.run(bench_projector()):
+            _print(title, figures)
     return 0
 
 

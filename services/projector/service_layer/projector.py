@@ -207,14 +207,6 @@ class Projector:
             self.store = store
         return self.store
 
-    async def _drop_connection(self) -> None:
-        if self.store is not None:
-            store, self.store = self.store, None
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(store.conn.close(), 2)
-            if not store.conn.is_closed():
-                store.conn.terminate()
-
     # ------------------------------------------------------------ positions
 
     async def _position(self) -> None:
@@ -297,7 +289,7 @@ class Projector:
         self.unexpected_failures = 0
         if not self.healthy:
             self._set_health(True, None)
-            log.info("PostgreSQL is back; projection resumed")
+            log.info("database step succeeded again; projection resumed")
 
     def _should_retry(self, exc: BaseException) -> bool:
         if isinstance(exc, _Stopping):
@@ -315,7 +307,7 @@ class Projector:
             self._set_health(False, reason)
         wait = state.next_action.sleep if state.next_action else 0.0
         log.warning(
-            "PostgreSQL unavailable; consumption paused, retrying",
+            "database step failed; consumption paused, retrying",
             operation=what,
             error=type(exc).__name__,
             detail=str(exc)[:200],

@@ -11,9 +11,6 @@ from services.projector.adapters import yoyo_asyncpg
 # 08 connection, 53 insufficient resources, 57 operator intervention (shutdown,
 # crash recovery), 40 rollback (serialization, deadlock), 55 lock not available.
 _TRANSIENT_CLASSES = frozenset({"08", "53", "57", "40", "55"})
-# A rebuild swapping schemas under a running statement: the cached plan or the
-# table it named is gone for a moment; the next attempt resolves the new one.
-_TRANSIENT_STATES = frozenset({"42P01", "0A000", "3F000", "XX000"})
 
 # Capped exponential backoff with jitter: 0.2 s, 0.4 s, ... up to 10 s.
 BACKOFF = wait_exponential_jitter(multiplier=0.2, max=10.0, jitter=0.2)
@@ -24,5 +21,7 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", None) or ""
-        return state[:2] in _TRANSIENT_CLASSES or state in _TRANSIENT_STATES
+        # Anything else (a rebuild's schema swap under a cached plan, a bug) is
+        # retried a few times by the caller, not forever.
+        return state[:2] in _TRANSIENT_CLASSES
     return isinstance(exc, yoyo_asyncpg.OperationalError)
