@@ -72,6 +72,7 @@ class Progress:
     projected: int = 0
     notified: int = 0
     emails: int = 0
+    unsent: int = 0
     started: float = field(default_factory=time.monotonic)
     caught_up_at: float | None = None
 
@@ -85,7 +86,7 @@ class Progress:
             ("router", f"{self.commands:,} commands, {self.dead_letters:,} dead letters"),
             ("allocator core", f"{self.outputs:,} allocation events"),
             ("projector", f"{self.projected:,} / {self.outputs:,} allocation events in PostgreSQL (lag {self.outputs - self.projected:,})"),
-            ("notifier", f"{self.notified:,} / {self.outputs:,} events read, {self.emails:,} emails sent"),
+            ("notifier", f"{self.notified:,} / {self.outputs:,} events read, {self.emails:,} emails sent, {max(self.unsent, 0):,} queued"),
             ("services", ", ".join(f"{n} {'up' if p.poll() is None else f'EXITED {p.returncode}'}" for n, p in procs.items())),
             ("elapsed", f"{elapsed:,.1f}s"),
         ]
@@ -95,16 +96,8 @@ class Progress:
 
 
 async def _ends(settings: Settings, consumer: Any, base: str) -> dict[int, int]:
-    tps = {TopicPartition(settings.topic(base), p): 0 for p in range(settings.fulfil_partitions)}
-    # High watermarks from a fetch at the end of what we know: cheap, and right on Tansu.
-    consumer.assign(list(tps))
-    for tp in tps:
-        consumer.seek(tp, 0)
-    await consumer.getmany(timeout_ms=50, max_records=1)
-    ends = {}
-    for tp in tps:
-        ends[tp.partition] = consumer.highwater(tp) or 0
-    return ends
+    tps = [TopicPartition(settings.topic(base), p) for p in range(settings.fulfil_partitions)]
+    return {tp.partition: end for tp, end in (await kafka.log_ends(consumer, tps)).items()}
 
 
 async def _stored_offsets(database_url: str, sql: str) -> dict[tuple[str, int], int]:
@@ -150,6 +143,10 @@ async def _observe(settings: Settings, progress: Progress, mail: MailSink) -> bo
     progress.projected = sum(v for (t, _), v in projector.items() if t == allocations)
     progress.notified = sum(v for (t, _), v in notifier.items() if t == allocations)
     progress.emails = mail.count
+    pending = await _stored_offsets(
+        settings.database_url, "SELECT 'pending', 0, count(*) FROM notifier_outbox WHERE status = 'pending'"
+    )
+    progress.unsent = sum(pending.values()) if pending else -1
     routed = await _committed(settings, settings.topic("fulfil-allocator-router"), ORDERS) + await _committed(
         settings, settings.topic("fulfil-allocator-router"), INVENTORY
     )
@@ -160,6 +157,7 @@ async def _observe(settings: Settings, progress: Progress, mail: MailSink) -> bo
         and core >= progress.commands
         and progress.projected >= progress.outputs
         and progress.notified >= progress.outputs
+        and progress.unsent == 0
     )
 
 
@@ -232,7 +230,7 @@ def _emails(directory: Path, console: Console, wanted: int = 3) -> None:
 
 
 async def run_demo(events: int, seed: int, keep_running: bool, console: Console) -> int:
-    from fulfil.simulation import simulate
+    from fulfil.simulation import simulate_records
 
     base = load_settings()
     root = (base.fulfil_state_dir / "demo").resolve()
@@ -280,7 +278,7 @@ async def run_demo(events: int, seed: int, keep_running: bool, console: Console)
         for name in SERVICES:
             procs[name] = _start(name, env, root / "logs")
 
-        records = simulate(events=events, seed=seed)
+        records = simulate_records(events=events, seed=seed)
         progress = Progress()
         producer = kafka.producer(settings)
         await producer.start()
@@ -310,9 +308,7 @@ async def run_demo(events: int, seed: int, keep_running: bool, console: Console)
                     return 1
                 if not done:
                     await asyncio.sleep(0.5)  # refresh interval of the live view
-        elapsed = (time.monotonic() - progress.started)
-        # Held ETA messages leave after their short hold; give the sender a moment to drain.
-        await asyncio.sleep(3)
+        elapsed = time.monotonic() - progress.started
 
         console.rule("[bold]backlog[/bold] (fulfil backlog)")
         _query(console, env, "backlog")

@@ -117,6 +117,20 @@ async def read_ranges(
     return records
 
 
+async def log_ends(consumer_: AIOKafkaConsumer, tps: list[TopicPartition], deadline_s: float = 10.0) -> dict[TopicPartition, int]:
+    """The end offset of each partition, from fetch high watermarks (see read_ranges)."""
+    consumer_.assign(tps)
+    for tp in tps:
+        consumer_.seek(tp, 0)
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + deadline_s
+    while any(consumer_.highwater(tp) is None for tp in tps):
+        if loop.time() > give_up:
+            raise TimeoutError(f"no fetch response for {sorted(str(tp) for tp in tps)} in {deadline_s}s")
+        await consumer_.getmany(*tps, timeout_ms=50, max_records=1)
+    return {tp: consumer_.highwater(tp) for tp in tps}
+
+
 async def read_range(
     consumer_: AIOKafkaConsumer, tp: TopicPartition, start: int, timeout_ms: int = 200
 ) -> list[Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 from tenacity import wait_exponential_jitter
 
-from services.projector.adapters import yoyo_asyncpg
+from fulfil import yoyo_asyncpg
 
 # SQLSTATE classes that mean "the database is (temporarily) not there or busy":
 # 08 connection, 53 insufficient resources, 57 operator intervention (shutdown,

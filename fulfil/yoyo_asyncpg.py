@@ -1,10 +1,9 @@
 """A minimal DB-API 2.0 facade over asyncpg, so yoyo-migrations needs no psycopg.
 
 yoyo drives a synchronous DB-API driver; the project ships only asyncpg. Each
-facade connection owns a private event loop and runs asyncpg on it (callers
-run migrations on a worker thread, never on a running loop). Only what
-yoyo's PostgreSQL backend uses is implemented. The notifier carries the same
-idea for its own tables (services/notifier/adapters/migrate.py).
+facade connection owns a private event loop and runs asyncpg on it, so
+callers run migrations on a worker thread, never on a running loop. Only what
+yoyo's PostgreSQL backend uses is implemented (see fulfil.migrations).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import asyncpg
 
 apilevel = "2.0"
 threadsafety = 1
-paramstyle = "numeric"  # yoyo rewrites its ":name" parameters to ":1", ":2", ...
+paramstyle = "numeric"  # yoyo rewrites its ":name" parameters to ":1", ":2", ... for us
 
 
 class Error(Exception):
@@ -32,6 +31,7 @@ class OperationalError(DatabaseError):
     """The server could not be reached (retryable)."""
 
 
+# ":1" placeholders (yoyo) become "$1" (asyncpg); "::type" casts and "12:30" are left alone.
 _NUMERIC = re.compile(r"(?<![:\w]):(\d+)\b")
 _ROW_RETURNING = ("select", "with", "values", "show", "table")
 
@@ -77,12 +77,14 @@ class Connection:
             raise OperationalError(str(exc)) from exc
 
     def run(self, sql: str, args: list[Any]) -> tuple[list[Any], list[str]]:
+        """Execute one statement; returns its rows and column names."""
+
         async def run() -> tuple[list[Any], list[str]]:
             if args or sql.lstrip().lower().startswith(_ROW_RETURNING):
                 statement = await self._conn.prepare(sql)
                 rows = await statement.fetch(*args)
                 return rows, [a.name for a in statement.get_attributes()]
-            await self._conn.execute(sql)  # simple protocol: DDL, BEGIN, COMMIT, ...
+            await self._conn.execute(sql)  # nothing to bind or fetch: no prepare round trip
             return [], []
 
         try:
