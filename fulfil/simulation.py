@@ -556,9 +556,10 @@ class _Simulation:
         wh = rng.choice(self.warehouses)
         supplier = rng.choice(wh.suppliers)
         reason = rng.choice(DELAY_REASONS)
-        short = [sku for sku in wh.hot if wh.backlog[sku] > 0]
+        short = [(w, sku) for w in self.warehouses for sku in w.hot if w.backlog[sku] > 0]
         if short and rng.random() < 0.6:  # a demand surge stretches its supplier
-            supplier = wh.suppliers[wh.supplier_of[rng.choice(short)]]
+            wh, sku = rng.choice(short)
+            supplier = wh.suppliers[wh.supplier_of[sku]]
             reason = "supplier capacity shortage"
         supplier.open = [i for i in supplier.open if i.pending]
         horizon = self.now + 8 * DAY

@@ -37,7 +37,7 @@ def test_demo_runs_end_to_end_and_stops_everything(tmp_path) -> None:
 
 async def test_invariant_check_reads_the_topics_and_catches_a_corrupted_output(settings) -> None:
     await create_topics(settings)
-    events = mixed_stream(400, seed=4)
+    events = mixed_stream(2_500, seed=4)
     state, outputs = new_state(), []
     for event in events:
         state, produced = decide(state, event)
