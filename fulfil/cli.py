@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import typer
@@ -35,7 +36,15 @@ def fail_usage(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+SERVICES = frozenset({"allocator", "projector", "notifier"})
+
+
 def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] and args[0] in SERVICES:
+        # Until a service's loop takes over SIGTERM, a stop request finds nothing
+        # processed yet: exit 0 as a graceful stop would, not die by the signal.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     _register()
     try:
         app(args=argv, prog_name="fulfil", standalone_mode=True)

@@ -69,7 +69,7 @@ START = datetime(2026, 11, 2, 0, 0, tzinfo=SHOP_TZ)  # the first trading day sta
 DAY = 86_400
 EVENTS_PER_DAY = 20_000
 PRELUDE_DAYS = 30  # how far back the open purchase-order book reaches
-SAFETY_DAYS = 0.3  # purchasing's safety stock, in days of planned demand
+SAFETY_DAYS = 0.5  # purchasing's safety stock, in days of planned demand
 
 DEFAULT_EVENTS = 20_000
 DEFAULT_SEED = 1
@@ -85,10 +85,11 @@ WAREHOUSES = [
 ]
 RATES = {"EUR": 1.0, "CHF": 0.94, "PLN": 4.3, "SEK": 11.5, "GBP": 0.86, "USD": 1.08}
 FOREIGN = ["EUR", "GBP", "USD", "CHF"]
-CATEGORIES = [
-    "LAMP", "CHAIR", "TABLE", "SOFA", "RUG", "VASE", "MUG", "SHELF", "PLANT", "FRAME",
-    "CLOCK", "BLANKET", "CUSHION", "MIRROR", "BOWL",
-]
+CATEGORIES = {  # SKU prefix -> typical price in EUR
+    "LAMP": 60, "CHAIR": 120, "TABLE": 350, "SOFA": 900, "RUG": 180, "VASE": 35, "MUG": 12,
+    "SHELF": 90, "PLANT": 25, "FRAME": 20, "CLOCK": 45, "BLANKET": 50, "CUSHION": 25,
+    "MIRROR": 110, "BOWL": 18,
+}
 SUPPLIERS = [
     "Nordic Lights", "Baltic Timber", "Porto Ceramics", "Anatolia Textiles", "Shenzhen Home",
     "Lombardia Design", "Silesia Glass", "Flanders Linen", "Valencia Clay", "Bavaria Metal",
@@ -117,7 +118,7 @@ HOURLY = [h * 24 / sum(HOURLY) for h in HOURLY]
 TRAFFIC_PER_DAY = 19_550  # plus ~2 % purchasing and receiving: 20 k events a day
 # Traffic mix: orders, cancellations, stock adjustments, transfers in (receipts without inbound).
 TRAFFIC_KINDS = ["order", "cancel", "adjust", "transfer"]
-TRAFFIC_CUM = list(accumulate([91.2, 3.6, 4.6, 0.6]))
+TRAFFIC_CUM = list(accumulate([93.6, 1.2, 4.6, 0.6]))
 LINE_COUNTS, LINE_COUNT_W = [1, 2, 3, 4], [62, 24, 9, 5]
 QUANTITIES, QUANTITY_W = [1, 2, 3, 5, 10], [72, 17, 6, 3, 2]
 UNITS_PER_ORDER = 1.55 * 1.59  # mean lines x mean quantity (a little less: duplicate SKUs fold)
@@ -302,8 +303,9 @@ class _Simulation:
 
     def _catalogue(self, warehouses: int) -> None:
         rng = self.rng
-        self.sku_names = [f"{rng.choice(CATEGORIES)}-{i + 1:04d}" for i in range(self.skus)]
-        self.base_price = [round(math.exp(rng.gauss(3.3, 0.8)), 2) for _ in range(self.skus)]
+        categories = [rng.choice(list(CATEGORIES)) for _ in range(self.skus)]
+        self.sku_names = [f"{category}-{i + 1:04d}" for i, category in enumerate(categories)]
+        self.base_price = [CATEGORIES[category] * rng.lognormvariate(0, 0.35) for category in categories]
         zipf = [1.0 / (rank + 1) for rank in range(self.skus)]
         order = list(range(self.skus))
         rng.shuffle(order)  # SKU numbers do not tell popularity
@@ -331,7 +333,7 @@ class _Simulation:
                 supplier = rng.randrange(count)
                 wh.supplier_of[sku] = supplier
                 wh.suppliers[supplier].skus.append(sku)
-            self._new_trend(wh)
+            self._new_trend(wh, (3, 5))
             self.warehouses.append(wh)
         self.wh_cum = list(accumulate(sum(w.planned) for w in self.warehouses))
 
@@ -420,13 +422,13 @@ class _Simulation:
                 supplier = wh.suppliers[wh.supplier_of[sku]]
                 units = wh.planned[sku] * (supplier.period + supplier.safety) * rng.uniform(0.8, 1.3)
                 if sku in wh.hot:  # it has been flying off the shelf: little left
-                    units = wh.planned[sku] * rng.uniform(0.1, 0.5)
+                    units = wh.planned[sku] * rng.uniform(0.05, 0.35)
                 units = round(units) if units >= 1 else int(rng.random() < units * 2)
                 if units:
                     wh.available[sku] = units
                     self._schedule(opening, _COUNT, (wh, sku, units))
             self._schedule(rng.randrange(DAY // 2, 3 * DAY), _TREND, wh)
-        self._schedule(rng.randrange(6 * 3600, 18 * 3600), _DISRUPTION, None)
+        self._schedule(rng.randrange(11 * 3600, 16 * 3600), _DISRUPTION, None)
 
     def _scheduled(self, kind: int, payload: Any) -> list[SimRecord]:
         if kind == _RECEIPT:
@@ -439,7 +441,7 @@ class _Simulation:
         if kind == _DELAY:
             return self._delay(*payload)
         if kind == _DISRUPTION:
-            self._schedule(self.now + self.rng.randrange(DAY, 5 * DAY // 2), _DISRUPTION, None)
+            self._schedule(self.now + self.rng.randrange(DAY, 3 * DAY), _DISRUPTION, None)
             return self._disruption()
         if kind == _COUNT:
             return [self._count(*payload)]
@@ -484,7 +486,7 @@ class _Simulation:
         self._plan_receipts(wh, inbound)
         supplier.open.append(inbound)
         # Some shipments are late: the supplier says so some days before the date.
-        if rng.random() < 0.2:
+        if rng.random() < 0.15:
             due = self._midnight(eta) - 6 * 3600
             earliest = self.now + DAY // 2
             if due > earliest:
@@ -498,8 +500,12 @@ class _Simulation:
         for offset, sku, qty, last in inbound.plan:
             self._schedule(midnight + offset, _RECEIPT, ("inbound", wh, sku, qty, inbound, last, inbound.version))
 
+    def _unloading(self, inbound: _Inbound) -> int:
+        """When the first receipt of `inbound` is due."""
+        return self._midnight(inbound.eta) + inbound.plan[0][0]
+
     def _delay_days(self) -> int:
-        return self.rng.choices((1, 2, 3, 4, 5, 7, 10, 14), (8, 10, 10, 8, 6, 6, 3, 2))[0]
+        return self.rng.choices((1, 2, 3, 4, 5, 7, 10, 14), (10, 12, 10, 7, 5, 3, 1, 1))[0]
 
     def _review(self, wh: _Warehouse, supplier: _Supplier) -> list[SimRecord]:
         """Purchasing's periodic review: order up to target from smoothed demand.
@@ -535,7 +541,7 @@ class _Simulation:
 
     def _delay(self, wh: _Warehouse, inbound: _Inbound, days: int, reason: str, again: bool = True) -> list[SimRecord]:
         """A supplier delay: the ETA moves `days` later and so does the receiving."""
-        if inbound.started or not inbound.pending or self._midnight(inbound.eta) <= self.now:
+        if inbound.started or not inbound.pending or self._unloading(inbound) <= self.now:
             return []
         inbound.eta += timedelta(days=days)
         inbound.version += 1
@@ -557,13 +563,13 @@ class _Simulation:
         supplier = rng.choice(wh.suppliers)
         reason = rng.choice(DELAY_REASONS)
         short = [(w, sku) for w in self.warehouses for sku in w.hot if w.backlog[sku] > 0]
-        if short and rng.random() < 0.6:  # a demand surge stretches its supplier
+        if short and rng.random() < 0.85:  # a demand surge stretches its supplier
             wh, sku = rng.choice(short)
             supplier = wh.suppliers[wh.supplier_of[sku]]
             reason = "supplier capacity shortage"
         supplier.open = [i for i in supplier.open if i.pending]
-        horizon = self.now + 8 * DAY
-        late = [i for i in supplier.open if not i.started and self.now < self._midnight(i.eta) <= horizon]
+        horizon = self.now + 6 * DAY
+        late = [i for i in supplier.open if not i.started and self._unloading(i) > self.now and self._midnight(i.eta) <= horizon]
         days = self._delay_days()
         records = []
         for inbound in late:
@@ -624,15 +630,15 @@ class _Simulation:
                 queue.popleft()
         wh.available[sku] += qty
 
-    def _new_trend(self, wh: _Warehouse) -> None:
-        """Rotate the hot SKUs of a warehouse: demand 2-5x the plan for a while."""
+    def _new_trend(self, wh: _Warehouse, count: tuple[int, int] = (2, 4)) -> None:
+        """Rotate the hot SKUs of a warehouse: demand 2.5-5x the plan for a while."""
         rng = self.rng
         for sku in wh.hot:
             wh.multiplier[sku] = 0.3 if sku in wh.discontinued else 1.0
         pool = [s for s in self.top[1:40] if s not in wh.discontinued and s not in wh.unbackorderable]
-        wh.hot = rng.sample(pool, min(len(pool), rng.randint(2, 4)))
+        wh.hot = rng.sample(pool, min(len(pool), rng.randint(*count)))
         for sku in wh.hot:
-            wh.multiplier[sku] = rng.uniform(2.0, 4.5)
+            wh.multiplier[sku] = rng.uniform(2.5, 5.0)
         wh.refresh()
 
     def _policies(self) -> list[SimRecord]:
@@ -760,7 +766,7 @@ class _Simulation:
         roll = rng.random()
         order = None
         reason = rng.choice(CANCEL_REASONS)
-        if roll < 0.55:  # customers mostly cancel what does not ship
+        if roll < 0.65:  # customers mostly cancel what does not ship
             while self.waiting and order is None:
                 candidate = self.waiting.pop(rng.randrange(len(self.waiting)))
                 if candidate.waiting and not candidate.cancelled:

@@ -55,7 +55,7 @@ async def _in_transaction(conn: asyncpg.Connection) -> bool:
 
 async def test_sigkill_mid_batch_loses_and_doubles_nothing(pg_settings, database_url, env_for_subprocess) -> None:
     rng = random.Random(SEED)
-    inputs, outputs = scenario(2_500, seed=SEED)
+    inputs, outputs = scenario(4_000, seed=SEED)
     await publish_scenario(pg_settings, inputs, outputs)
     total = sum((await topic_ends(pg_settings)).values())
     env = env_for_subprocess(pg_settings)
@@ -66,7 +66,7 @@ async def test_sigkill_mid_batch_loses_and_doubles_nothing(pg_settings, database
     try:
         while kills < KILLS:
             process = _start(env)
-            target = sum((await stored_offsets(pg_settings.database_url)).values()) + rng.randint(150, 1_200)
+            target = sum((await stored_offsets(pg_settings.database_url)).values()) + rng.randint(150, 700)
 
             async def kill_point(target=target, process=process) -> bool:
                 if process.poll() is not None:
