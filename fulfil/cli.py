@@ -29,6 +29,7 @@ def _register() -> None:
     cli_ops.register(app)
     from services.notifier.entrypoints import cli as notifier_cli; notifier_cli.register(app)  # noqa: E702, I001
     from services.projector.entrypoints import cli as projector_cli; projector_cli.register(app)  # noqa: E702, I001
+    from fulfil import cli_sim; cli_sim.register(app)  # noqa: E702, I001
 
 
 def fail_usage(message: str) -> typer.Exit:

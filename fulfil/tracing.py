@@ -74,6 +74,7 @@ class Entry:
     command_offsets: list[int] = field(default_factory=list)
     output_index: int | None = None
     dead_letter: dict[str, Any] | None = None
+    dead_lettered_as: str | None = None  # this record's dead letter (DLQ topic:partition:offset)
 
     @property
     def data(self) -> dict[str, Any]:
@@ -128,6 +129,8 @@ class Trace:
             }
             if len(entry.command_offsets) > 1:
                 item["command_copies"] = entry.command_offsets
+            if entry.dead_lettered_as is not None:
+                item["dead_lettered_as"] = entry.dead_lettered_as
             if entry.doc is not None:
                 item["data"] = entry.data if show_pii else _redact(entry.data)
             if entry.dead_letter is not None:
@@ -294,9 +297,15 @@ async def trace_order(
     )
     await consumer.start()
     try:
+        # Metadata of every topic now: once partitions are assigned, the client
+        # only refreshes the metadata of the assigned topics.
+        known = {
+            topic: [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+            for topic in [*topics.values(), *dlq_topics]
+        }
+
         def partitions(topic: str) -> list[TopicPartition]:
-            found = consumer.partitions_for_topic(topic)
-            return [TopicPartition(topic, p) for p in sorted(found or ())]
+            return known[topic]
 
         if not partitions(topics[ORDERS]):
             raise TraceError(f"topic {topics[ORDERS]} does not exist (run `fulfil topics create`)")
@@ -483,6 +492,16 @@ async def trace_order(
     for event_id, entry in inbound_by_id.items():
         entry.command_offsets = [offset for offset, _, _ in commands.get(event_id, [])]
 
+    # A record of the order that the router dead-lettered: say so on the record itself.
+    refs = {}
+    for dead in entries:
+        info = dead.dead_letter or {}
+        refs[(info.get("source_topic"), info.get("source_partition"), info.get("source_offset"))] = (
+            f"{dead.topic}:{dead.partition}:{dead.offset}"
+        )
+    for entry in inputs:
+        entry.dead_lettered_as = refs.get((entry.topic, entry.partition, entry.offset))
+
     entries = sorted(inputs + list(inbound_by_id.values()) + outputs + entries, key=Entry.sort_key)
     notifications: list[dict[str, Any]] = []
     if warehouse_id is not None and entries:
@@ -581,6 +600,18 @@ async def outbox_rows(settings: Settings, warehouse_id: str, order_id: str) -> t
 # ---------------------------------------------------------------- summaries
 
 
+class _Facts(dict):
+    """An event's data for summaries: a missing required field reads "?" (dead letters)."""
+
+    OPTIONAL = frozenset({"inbound_id", "supplier", "priority", "cause", "lines", "shipment_id"})
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = super().get(key)
+        if value is None:
+            return default if key in self.OPTIONAL else "?"
+        return value
+
+
 def _lines(lines: Any, limit: int = 4) -> str:
     if not isinstance(lines, list):
         return ""
@@ -624,7 +655,14 @@ def summarize(entry: Entry) -> str:
         dl = entry.dead_letter
         where = f" from {dl['source_topic']}[{dl['source_partition']}]@{dl['source_offset']}" if dl.get("source_topic") else ""
         return f"dead letter{where}: {dl.get('kind') or '?'}: {dl.get('reason') or ''}".strip()
-    d = entry.data
+    text = _summary(entry)
+    if entry.dead_lettered_as is not None:
+        text += f" [dead-lettered: {entry.dead_lettered_as}]"
+    return text
+
+
+def _summary(entry: Entry) -> str:
+    d = _Facts(entry.data)
     kind = entry.type
     if kind == "OrderPlaced":
         text = f"order {d.get('order_id')}: {_lines(d.get('lines'))}; {d.get('fulfilment_policy', 'ship_partial')}"

@@ -119,12 +119,17 @@ class TopicWatcher:
 
     async def ends(self) -> dict[int, int]:
         """Per-partition log end, after reading whatever arrived since the last call."""
+        deadline = time.monotonic() + 30
         while True:
             batch = await self.consumer.getmany(timeout_ms=10, max_records=50_000)
             for tp, records in batch.items():
                 self.counts[tp.partition] = records[-1].offset + 1
-            if not batch:
-                return {tp.partition: max(self.counts.get(tp.partition, 0), self.consumer.highwater(tp) or 0) for tp in self.tps}
+            known = all(self.consumer.highwater(tp) is not None for tp in self.tps)
+            if not batch and (known or time.monotonic() > deadline):
+                return {
+                    tp.partition: max(self.counts.get(tp.partition, 0), self.consumer.highwater(tp) or 0)
+                    for tp in self.tps
+                }
 
     async def total(self) -> int:
         return sum((await self.ends()).values())

@@ -1,0 +1,306 @@
+"""`fulfil simulate` (seeded store traffic) and `fulfil trace ORDER_ID` (one order's history)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.tree import Tree
+
+from fulfil.config import load_settings
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+console = Console()
+err = Console(stderr=True)
+
+
+def _dump(document: object) -> None:
+    typer.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+
+
+def _progress(disable: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(), console=err, transient=True, disable=disable,
+    )
+
+
+# ---------------------------------------------------------------- simulate
+
+
+async def _publish(settings: Any, records: Any, on_progress: Any, rate: float = 0) -> dict[str, int]:
+    from aiokafka.errors import KafkaError
+
+    from fulfil import kafka
+    from fulfil.logs import get_logger
+
+    try:  # declared topics keep FULFIL_PARTITIONS; auto-created ones would not
+        await kafka.create_topics(settings)
+    except KafkaError as exc:  # no admin rights: topics are managed elsewhere
+        get_logger("simulate").warning("could not ensure topics", error=str(exc))
+    producer = kafka.producer(settings)
+    await producer.start()
+    by_topic: Counter[str] = Counter()
+    # With a rate, flush ~10 times a second and wait for the schedule: a running
+    # router then sees orders and inventory roughly in simulated order.
+    every = max(1, min(20_000, int(rate / 10))) if rate else 20_000
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        sender = kafka.BatchSender(producer)
+        for count, record in enumerate(records, start=1):
+            topic = settings.topic(record.topic)
+            await sender.add(topic, record.value, key=record.key)
+            by_topic[topic] += 1
+            if count % every == 0:
+                await sender.flush()  # bounded memory, and progress means acknowledged
+                on_progress(count)
+                if rate:
+                    ahead = started + count / rate - loop.time()
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)  # pacing to --rate, not synchronisation
+        await sender.flush()
+    finally:
+        await producer.stop()
+    return dict(by_topic)
+
+
+def simulate(
+    events: Annotated[int, typer.Option(min=1, max=100_000_000, help="How many messages (20 k ≈ one simulated day).")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Seed: the same arguments give byte-identical output.")] = 1,
+    warehouses: Annotated[int, typer.Option(min=1, max=200, help="Warehouses (stock pools).")] = 3,
+    skus: Annotated[int, typer.Option(min=1, max=200_000, help="SKUs in the catalogue (Zipf-like demand).")] = 300,
+    out: Annotated[Path | None, typer.Option("--out", "-o", dir_okay=False, help="Write JSONL (one envelope per line, publish order) to this file.")] = None,
+    publish: Annotated[bool, typer.Option("--publish", help="Publish to the topics instead (key = warehouse_id, batched).")] = False,
+    invalid_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of invalid messages the router must dead-letter.")] = 0.005,
+    rate: Annotated[float, typer.Option(min=0.0, help="With --publish: events per second (0 = as fast as possible). Orders and inventory are separate topics, so only a paced publish keeps their simulated order on the command log.")] = 0.0,
+    json_output: JsonOption = False,
+) -> None:
+    """Generate realistic store traffic: orders, receipts, inbounds, delays, adjustments, cancellations, policies.
+
+    Writes JSONL to --out, publishes with --publish, or writes JSONL to stdout.
+    A summary goes to stdout (--json: one JSON document) unless stdout carries the JSONL.
+    """
+    from fulfil.cli import fail_usage
+    from fulfil.simulation import START, generate
+
+    if out is not None and publish:
+        raise fail_usage("choose one of --out and --publish")
+    to_stdout = out is None and not publish
+    if rate and not publish:
+        raise fail_usage("--rate needs --publish")
+    if to_stdout and json_output:
+        raise fail_usage("--json needs --out or --publish (stdout carries the JSONL)")
+    settings = load_settings() if publish else None
+    if settings is not None:
+        settings.require_kafka()
+
+    counts: Counter[str] = Counter()
+    first = last = None
+    size = 0
+    started = time.monotonic()
+
+    def tally(stream: Any) -> Any:
+        nonlocal first, last, size
+        for record in stream:
+            counts[record.type] += 1
+            first = first or record.occurred_at
+            last = record.occurred_at
+            size += len(record.value)
+            yield record
+
+    records = tally(generate(events, seed, warehouses, skus, invalid_rate))
+    by_topic: dict[str, int] = {}
+    with _progress(disable=json_output or to_stdout) as bar:
+        task = bar.add_task("simulating" if not publish else "publishing", total=events, rate="")
+
+        def advance(done: int) -> None:
+            elapsed = max(time.monotonic() - started, 1e-6)
+            bar.update(task, completed=done, rate=f"{done / elapsed:,.0f} events/s")
+
+        if publish:
+            by_topic = asyncio.run(_publish(settings, records, advance, rate))
+        else:
+            handle = sys.stdout.buffer if to_stdout else out.open("wb")  # type: ignore[union-attr]
+            try:
+                for count, record in enumerate(records, start=1):
+                    handle.write(record.value)
+                    handle.write(b"\n")
+                    if count % 20_000 == 0:
+                        advance(count)
+            finally:
+                if to_stdout:
+                    handle.flush()
+                else:
+                    handle.close()
+        advance(sum(counts.values()))
+    elapsed = time.monotonic() - started
+    if to_stdout:
+        return
+    invalid = {kind.split(":", 1)[1]: n for kind, n in sorted(counts.items()) if kind.startswith("invalid:")}
+    valid = {kind: n for kind, n in sorted(counts.items(), key=lambda kv: -kv[1]) if not kind.startswith("invalid:")}
+    total = sum(counts.values())
+    document = {
+        "events": total,
+        "seed": seed,
+        "warehouses": warehouses,
+        "skus": skus,
+        "by_type": valid,
+        "invalid": invalid,
+        "first_occurred_at": first.isoformat() if first else None,
+        "trading_starts_at": START.isoformat(),
+        "last_occurred_at": last.isoformat() if last else None,
+        "bytes": size,
+        "seconds": round(elapsed, 3),
+        "events_per_s": round(total / elapsed) if elapsed else None,
+        "out": str(out) if out else None,
+        "published": by_topic if publish else None,
+    }
+    if json_output:
+        _dump(document)
+        return
+    table = Table("type", "count", title=f"simulated {total:,} events (seed {seed})")
+    for kind, n in valid.items():
+        table.add_row(kind, f"{n:,}")
+    for kind, n in invalid.items():
+        table.add_row(f"[red]invalid[/red] ({kind})", f"{n:,}")
+    console.print(table)
+    console.print(f"occurred_at {document['first_occurred_at']} … {document['last_occurred_at']} "
+                  f"(trading from {document['trading_starts_at']}); {size / 1e6:,.1f} MB in {elapsed:.2f}s "
+                  f"({document['events_per_s'] or 0:,} events/s)", highlight=False)
+    if publish:
+        console.print("published: " + ", ".join(f"{n:,} to {t}" for t, n in sorted(by_topic.items())), highlight=False)
+    else:
+        console.print(f"written to {out}", highlight=False)
+
+
+# ---------------------------------------------------------------- trace
+
+
+def _where(entry: Any) -> str:
+    text = f"{entry.topic}[{entry.partition}]@{entry.offset}"
+    if entry.command_offsets and entry.relation != "output":
+        text += f" → cmd@{','.join(map(str, entry.command_offsets))}"
+    elif entry.relation == "output" and entry.command_offsets:
+        text += f" (cmd@{entry.command_offsets[0]}#{entry.output_index})"
+    return text
+
+
+def _render(trace: Any, show_pii: bool) -> None:
+    from fulfil.tracing import summarize
+
+    title = f"[bold]order {escape(trace.order_id)}[/bold]"
+    if trace.warehouse_id is not None:
+        title += f" · warehouse {escape(trace.warehouse_id)} · command partition {trace.command_partition}"
+    customer = trace.customer()
+    if customer:
+        if show_pii:
+            who = " ".join(str(v) for v in (customer.get("name"), f"<{customer.get('email')}>") if v)
+            title += f" · customer {escape(who)} ({escape(str(customer.get('customer_id')))}, {escape(str(customer.get('locale')))})"
+        else:
+            title += " · customer \\[redacted] (--show-pii to show)"
+    tree = Tree(title)
+    by_cause: dict[str, list[Any]] = {}
+    for entry in trace.entries:
+        if entry.relation == "output" and entry.causation_id:
+            by_cause.setdefault(entry.causation_id, []).append(entry)
+    notes_by_event: dict[str, list[dict[str, Any]]] = {}
+    for row in trace.notifications:
+        notes_by_event.setdefault(row.get("event_id"), []).append(row)
+    placed = {e.id for e in trace.entries if e.relation != "output"}
+    styles = {"order": "bold cyan", "cause": "bold yellow", "inbound": "yellow", "output": "bold green", "dead_letter": "bold red"}
+
+    def label(entry: Any) -> str:
+        style = styles.get(entry.relation, "bold")
+        when = escape(entry.occurred_at or "?")
+        ident = escape(entry.id or "-")
+        return (f"[dim]{when}[/dim] [{style}]{escape(entry.type)}[/{style}] [dim]{ident} · {escape(_where(entry))}[/dim]\n"
+                f"{escape(summarize(entry))}")
+
+    def add_outputs(node: Tree, cause_id: str | None) -> None:
+        for output in by_cause.get(cause_id or "", []):
+            child = node.add(label(output))
+            for row in notes_by_event.get(output.id, []):
+                child.add(_notification_label(row))
+
+    for entry in trace.entries:
+        if entry.relation == "output":
+            if entry.causation_id in placed:
+                continue
+            node = tree.add(label(entry) + f"\n[red]cause {escape(entry.causation_id or '?')} not found[/red]")
+            for row in notes_by_event.get(entry.id, []):
+                node.add(_notification_label(row))
+            continue
+        node = tree.add(label(entry))
+        add_outputs(node, entry.id)
+    attached = {e.id for e in trace.entries if e.relation == "output"}
+    others = [row for row in trace.notifications if row.get("event_id") not in attached]
+    if others:
+        branch = tree.add("[bold]other notifications[/bold] (reminders)")
+        for row in others:
+            branch.add(_notification_label(row))
+    console.print(tree)
+    for note in trace.notes:
+        console.print(f"[yellow]note:[/yellow] {escape(note)}")
+    console.print(f"[dim]{trace.records_read:,} records read in {trace.seconds:.2f}s[/dim]")
+
+
+def _notification_label(row: dict[str, Any]) -> str:
+    text = (f"✉ {escape(str(row.get('channel')))} {escape(str(row.get('kind')))}: "
+            f"[bold]{escape(str(row.get('status')))}[/bold], {row.get('attempts')} attempt(s)")
+    if row.get("sent_at"):
+        text += f", sent {escape(str(row['sent_at']))}"
+    if row.get("last_error"):
+        text += f" [red]{escape(str(row['last_error'])[:120])}[/red]"
+    return text
+
+
+def trace(
+    order_id: Annotated[str, typer.Argument(help="The order to trace.")],
+    warehouse: Annotated[str | None, typer.Option("--warehouse", "-w", help="The order's warehouse, if known: skips scanning orders.v1 (faster on a big log).")] = None,
+    show_pii: Annotated[bool, typer.Option("--show-pii", help="Do not redact customer data.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """The order's causal history: its inputs, the inventory events that moved it, every allocation event, dead letters, notifications."""
+    from fulfil.tracing import TraceError, trace_order
+
+    settings = load_settings()
+    settings.require_kafka()
+    with _progress(disable=json_output) as bar:
+        tasks: dict[str, Any] = {}
+        started = time.monotonic()
+
+        def progress(name: str, done: int, total: int | None) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(f"reading {name}", total=total, rate="")
+            elapsed = max(time.monotonic() - started, 1e-6)
+            bar.update(tasks[name], completed=done, total=total, rate=f"{done / elapsed:,.0f} records/s")
+
+        try:
+            found = asyncio.run(trace_order(settings, order_id, warehouse_id=warehouse, progress=progress))
+        except TraceError as exc:
+            typer.echo(f"fulfil: {exc}", err=True)
+            raise typer.Exit(1) from None
+    if not found.found:
+        where = f"warehouse {warehouse}'s partitions" if warehouse else f"{settings.topic('orders.v1')}"
+        typer.echo(f"fulfil: order {order_id!r} not found on {where} or the dead-letter topics", err=True)
+        raise typer.Exit(1)
+    if json_output:
+        _dump(found.document(show_pii=show_pii))
+    else:
+        _render(found, show_pii)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("simulate")(simulate)
+    app.command("trace")(trace)

@@ -1,0 +1,182 @@
+"""`fulfil simulate`: a seeded, reproducible, realistic stream of store traffic."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections import Counter, defaultdict
+from datetime import date, datetime, timedelta
+
+import orjson
+import pytest
+
+from fulfil.invariants import check
+from fulfil.simulation import START, generate, simulate, simulate_records
+from schemas.registry import REGISTRY, ContractError, parse_input
+from services.allocator.domain import decide, new_state
+
+
+@pytest.fixture(scope="module")
+def day() -> list:
+    """The default simulated day (20 k messages, seed 1)."""
+    return list(generate())
+
+
+@pytest.fixture(scope="module")
+def parsed(day) -> list:
+    return [parse_input(r.value) for r in day if not r.type.startswith("invalid:")]
+
+
+@pytest.fixture(scope="module")
+def folded(parsed) -> tuple[list, list]:
+    """The allocator's decisions on the day, one fold per warehouse (its command partition)."""
+    states: dict[str, object] = defaultdict(new_state)
+    outputs = []
+    for event in parsed:
+        wh = event.data.warehouse_id
+        states[wh], produced = decide(states[wh], event)
+        outputs.extend(produced)
+    return parsed, outputs
+
+
+def test_same_arguments_give_byte_identical_output() -> None:
+    first = simulate(events=3_000, seed=5, warehouses=2, skus=50)
+    assert simulate(events=3_000, seed=5, warehouses=2, skus=50) == first
+    assert simulate(events=3_000, seed=6, warehouses=2, skus=50) != first
+    assert len(first) == 3_000
+    assert [v for _, _, v in simulate_records(events=3_000, seed=5, warehouses=2, skus=50)] == first
+
+
+def test_default_day_is_the_documented_size_and_shape(day) -> None:
+    assert len(day) == 20_000
+    assert [r.value for r in day] == simulate()
+    assert all(b"\n" not in r.value for r in day)  # one message per JSONL line
+    # Monotonic simulated time, and the trading part is about one day.
+    times = [r.occurred_at for r in day]
+    assert all(a <= b for a, b in zip(times, times[1:], strict=False))
+    assert timedelta(hours=18) <= times[-1] - START <= timedelta(hours=30)
+
+
+def test_every_input_event_type_and_case_is_there(day, parsed) -> None:
+    types = Counter(e.type for e in parsed)
+    assert set(types) == {"OrderPlaced", "OrderCancelled", "StockReceived", "StockAdjusted",
+                          "InboundScheduled", "ShipmentDelayed", "SkuPolicySet"}
+    assert types["OrderPlaced"] > 0.7 * len(parsed)
+    orders = [e.data for e in parsed if e.type == "OrderPlaced"]
+    policies = Counter(o.fulfilment_policy for o in orders)
+    assert 0.15 < policies["ship_complete"] / len(orders) < 0.25
+    assert 0 < sum(o.priority > 0 for o in orders) < 0.1 * len(orders)
+    assert sum(len(o.lines) > 1 for o in orders) > 0.2 * len(orders)
+    priced = [line for o in orders for line in o.lines if line.unit_price is not None]
+    assert len(priced) > 0.9 * sum(len(o.lines) for o in orders)
+    assert len({line.currency for line in priced}) >= 3
+    locales = Counter((o.customer.locale or "").split("-")[0] for o in orders)
+    assert locales["en"] and locales["de"] and len(locales) >= 5
+    assert all(o.customer.email.split("@")[1].endswith(("example.com", "example.org", "example.net")) for o in orders)
+    assert len({o.warehouse_id for o in orders}) == 3
+    assert len({line.sku for o in orders for line in o.lines}) <= 300
+
+    # Purchasing: lead times of 3-30 days, receipts mostly against an inbound, some short.
+    inbounds = {e.data.inbound_id: e for e in parsed if e.type == "InboundScheduled"}
+    for event in inbounds.values():
+        assert 3 <= (event.data.eta - event.occurred_at.date()).days <= 30
+    receipts = [e.data for e in parsed if e.type == "StockReceived"]
+    against = [r for r in receipts if r.inbound_id is not None]
+    assert len(against) > 0.5 * len(receipts) and len(against) < len(receipts)
+    scheduled = {(i, line.sku): line.quantity for i, e in inbounds.items() for line in e.data.lines}
+    assert any(r.quantity < scheduled[(r.inbound_id, r.sku)] for r in against)
+
+    # Supplier delays move the ETA later.
+    eta = {i: e.data.eta for i, e in inbounds.items()}
+    delays = [e.data for e in parsed if e.type == "ShipmentDelayed"]
+    assert delays
+    for delay in delays:
+        assert delay.new_eta > eta[delay.inbound_id]
+        eta[delay.inbound_id] = delay.new_eta
+
+    deltas = [e.data.delta for e in parsed if e.type == "StockAdjusted"]
+    assert min(deltas) < 0 < max(deltas)
+
+    # Mid-stream: per warehouse one SKU no longer backorderable and one discontinued.
+    set_policies = [e for e in parsed if e.type == "SkuPolicySet"]
+    assert len(set_policies) == 6
+    assert all(START < e.occurred_at for e in set_policies)
+    assert Counter((e.data.backorderable, e.data.discontinued) for e in set_policies) == {(False, False): 3, (False, True): 3}
+
+    # Valid messages go to the topic of their type, keyed by warehouse.
+    for record in day:
+        if not record.type.startswith("invalid:"):
+            assert record.topic == REGISTRY[record.type].topic
+            assert record.key == orjson.loads(record.value)["data"]["warehouse_id"].encode()
+
+
+def test_invalid_messages_are_rejected_by_the_contract(day) -> None:
+    invalid = [r for r in day if r.type.startswith("invalid:")]
+    assert 0.002 * len(day) < len(invalid) < 0.01 * len(day)
+    kinds = Counter()
+    for record in invalid:
+        with pytest.raises(ContractError) as caught:
+            parse_input(record.value)
+        kinds[caught.value.kind] += 1
+        assert record.type == f"invalid:{caught.value.kind}"
+    assert set(kinds) == {"bad_json", "unknown_type", "schema_violation", "bad_quantity"}
+    # Some of them name a real order (so `fulfil trace` shows them).
+    placed = {orjson.loads(r.value)["data"]["order_id"].encode() for r in day if r.type == "OrderPlaced"}
+    assert any(set(re.findall(rb"ord-1-\d{7}", r.value)) & placed for r in invalid)
+    assert simulate(events=2_000, seed=3, invalid_rate=0.0) == [
+        r.value for r in generate(2_000, 3, invalid_rate=0.0)
+    ]
+    assert all(not r.type.startswith("invalid:") for r in generate(2_000, 3, invalid_rate=0.0))
+
+
+def test_a_healthy_store_most_orders_ship_at_once(folded) -> None:
+    inputs, outputs = folded
+    first: dict[str, str] = {}
+    for out in outputs:
+        if out.type in ("OrderAllocated", "PartiallyShipped", "Backordered") and out.data.order_id not in first:
+            first[out.data.order_id] = out.type
+    waited = sum(kind != "OrderAllocated" for kind in first.values()) / len(first)
+    assert 0.005 < waited < 0.10, waited
+    kinds = Counter(out.type for out in outputs)
+    assert kinds["BackorderAllocated"] and kinds["OrderRejected"] and kinds["OrderCancellationProcessed"]
+    # Some cancellations hit orders that had already shipped part of their lines.
+    assert any(
+        out.type == "OrderCancellationProcessed"
+        and any(line.allocated for line in out.data.lines) and any(line.cancelled for line in out.data.lines)
+        for out in outputs
+    )
+    report = check(inputs, outputs)
+    assert report.ok, report.problems[:5]
+
+
+def test_parameters_shape_the_store() -> None:
+    records = list(generate(events=4_000, seed=2, warehouses=5, skus=40, invalid_rate=0.0))
+    events = [parse_input(r.value) for r in records]
+    assert len({e.data.warehouse_id for e in events}) == 5
+    assert len({e.data.sku for e in events if hasattr(e.data, "sku")}) <= 40
+    one = list(generate(events=500, seed=2, warehouses=1, skus=5))
+    assert len(one) == 500
+
+
+def test_cli_writes_the_same_bytes_and_a_summary(tmp_path) -> None:
+    out = tmp_path / "day.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-m", "fulfil", "simulate", "--events", "3000", "--seed", "4", "--out", str(out), "--json"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = orjson.loads(result.stdout)
+    assert summary["events"] == 3_000 and summary["seed"] == 4
+    assert sum(summary["by_type"].values()) + sum(summary["invalid"].values()) == 3_000
+    assert out.read_bytes() == b"".join(v + b"\n" for v in simulate(events=3_000, seed=4))
+    assert datetime.fromisoformat(summary["trading_starts_at"]).date() == date(2026, 11, 2)
+
+
+def test_cli_rejects_out_and_publish_together(tmp_path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "fulfil", "simulate", "--out", str(tmp_path / "x.jsonl"), "--publish"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
