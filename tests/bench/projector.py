@@ -63,12 +63,12 @@ async def _projector_rate(settings: Settings, total: int) -> float:
         while projector.records == 0:
             if task.done():
                 task.result()
-            await asyncio.sleep(0.001)
+            await asyncio.sleep(0.001)  # poll interval
         start, first = time.perf_counter(), projector.records
         while projector.records < total:
             if task.done():
                 task.result()
-            await asyncio.sleep(0.001)
+            await asyncio.sleep(0.001)  # poll interval
         return (total - first) / (time.perf_counter() - start)
     finally:
         stop.set()
