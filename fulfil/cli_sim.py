@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from collections import Counter
@@ -18,6 +19,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from fulfil.config import load_settings
+from schemas.registry import COMMANDS
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 console = Console()
@@ -138,10 +140,12 @@ def simulate(
                     handle.write(b"\n")
                     if count % 20_000 == 0:
                         advance(count)
+                handle.flush()
+            except BrokenPipeError:  # `fulfil simulate | head`: the reader has what it wanted
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                raise typer.Exit(0) from None
             finally:
-                if to_stdout:
-                    handle.flush()
-                else:
+                if not to_stdout:
                     handle.close()
         advance(sum(counts.values()))
     elapsed = time.monotonic() - started
@@ -189,6 +193,8 @@ def simulate(
 
 def _where(entry: Any) -> str:
     text = f"{entry.topic}[{entry.partition}]@{entry.offset}"
+    if entry.topic.endswith(COMMANDS):  # only seen on the command log
+        return text
     if entry.command_offsets and entry.relation != "output":
         text += f" → cmd@{','.join(map(str, entry.command_offsets))}"
     elif entry.relation == "output" and entry.command_offsets:
@@ -225,7 +231,7 @@ def _render(trace: Any, show_pii: bool) -> None:
         when = escape(entry.occurred_at or "?")
         ident = escape(entry.id or "-")
         return (f"[dim]{when}[/dim] [{style}]{escape(entry.type)}[/{style}] [dim]{ident} · {escape(_where(entry))}[/dim]\n"
-                f"{escape(summarize(entry))}")
+                f"{escape(summarize(entry, show_pii))}")
 
     def add_outputs(node: Tree, cause_id: str | None) -> None:
         for output in by_cause.get(cause_id or "", []):

@@ -1,32 +1,41 @@
-"""A seeded, reproducible simulator of realistic store traffic (`fulfil simulate`, `fulfil demo`).
+"""A seeded, reproducible simulator of realistic store traffic (`fulfil simulate`).
 
-    values = simulate(events=20_000, seed=1)          # list[bytes], publish order
+    values = simulate(events=20_000, seed=1)          # list[bytes], in publish order
     records = simulate_records(events=20_000, seed=1)  # [(topic, key, value)], key = warehouse_id
+    for record in generate(...): ...                  # SimRecord one by one (flat memory)
 
-What it models (a small discrete-event simulation, no wall clock, one
-`random.Random(seed)`, so the same arguments give byte-identical output):
+What it models (a small discrete-event simulation; no wall clock, one
+`random.Random(seed)`, no set iteration, so the same arguments give
+byte-identical output in any process):
 
-- **Catalogue and demand.** `skus` SKUs stocked in each of `warehouses`
-  warehouses, with Zipf-like demand (a few SKUs sell most units). A few SKUs
-  per warehouse are *hot* at any time (demand 2–5x what purchasing planned);
-  the hot set rotates every one to three simulated days.
+- **Catalogue and demand.** `skus` SKUs (a category prefix and a number,
+  priced by category) stocked in each of `warehouses` warehouses, with
+  Zipf-like demand: a few SKUs sell most units. A few SKUs per warehouse are
+  *hot* (demand 2.5–5x what purchasing planned, and little left on the shelf
+  when the stream starts); the hot set rotates every two to four days.
 - **Traffic.** Orders arrive with a daily rhythm (quiet at night, busy in the
-  evening): one to four lines with prices in the warehouse's currency (some in
-  the customer's), ~20 % `ship_complete`, a few high-priority orders, returning
-  customers with names, e-mail addresses (on example.com/.org/.net only) and
-  locales (mostly en and de). 20 k events are about one simulated day.
-- **Purchasing.** Each warehouse buys from a handful of suppliers with their
-  own lead times (ETA 3–30 days after the InboundScheduled) and order cycles;
-  a planner orders up to a target from smoothed observed demand. Before the
-  first order the stream replays the open purchase-order book of the last 30
-  days and an opening stock count, so receipts during the day are mostly
-  against a scheduled inbound. Some inbounds are delayed (ShipmentDelayed, once
-  or twice, 1–14 days later), some lines arrive short (the rest follows days
-  later, or never) or slightly over.
-- **Operations.** Cycle counts and damage (StockAdjusted, both signs),
-  transfers in without an inbound, cancellations (mostly of orders still
-  waiting, some of them partly shipped; some too late to stop anything; a few
-  upstream re-sends), and mid-stream one SKU per warehouse made
+  evening): one to four lines, prices in the warehouse's currency (some in the
+  customer's; a few orders without prices), ~20 % `ship_complete`, a few with
+  priority 5 or 10, returning customers with names, addresses on example.com /
+  .org / .net only, and locales (mostly en and de, some fr, nl, it, es, pl,
+  sv; a few without). About 20 k messages make one simulated day.
+- **Purchasing.** Each warehouse buys from four to six suppliers, each with
+  its own lead time (ETA 3–30 days after the InboundScheduled) and order
+  cycle; a planner orders up to a target from smoothed observed demand, with
+  an express shipment (3–6 days) for SKUs that customers wait for. Receipts
+  arrive on the ETA date, line by line, mostly in full; some lines short (the
+  rest days later, or never) or slightly over. About 15 % of shipments are
+  late (ShipmentDelayed, 1–14 days, sometimes twice), and every one to three
+  days a supplier disruption delays all its shipments due within six days —
+  often the supplier of a hot SKU ("supplier capacity shortage").
+- **Start of the stream.** The open purchase-order book (InboundScheduled
+  over the previous 30 days whose ETA is not past) and an opening stock count
+  (one positive StockAdjusted per warehouse and SKU, an hour before trading)
+  come first: about 1 k messages with the defaults.
+- **Operations.** Cycle counts, damage and restocked returns (StockAdjusted,
+  both signs), transfers in without an inbound, cancellations (mostly of
+  orders still waiting, some of them partly shipped; some too late to stop
+  anything; a few upstream re-sends), and mid-stream one SKU per warehouse made
   non-backorderable and one discontinued (SkuPolicySet).
 - **Bad input.** About `invalid_rate` of the messages are invalid per the
   contract — bad JSON, unknown type, schema violation, negative quantity — so
@@ -36,6 +45,13 @@ Stock follows demand, so most orders ship at once and a few percent wait for
 an inbound (mostly on the hot SKUs). Time only moves forward: `occurred_at`
 (and `placed_at`, `cancelled_at`, `received_at`, which equal it) never
 decreases from one message to the next.
+
+Publishing: orders.v1 and inventory.v1 are separate topics, so the router
+interleaves them as it reads them. Published all at once, receipts meant for
+the afternoon can be routed before the morning's orders (far fewer backorders
+than the stream describes); published at a steady rate with the router
+running (`fulfil simulate --publish --rate 4000`), the command log follows the
+simulated order closely.
 """
 
 from __future__ import annotations
@@ -67,7 +83,6 @@ from schemas.registry import INVENTORY, ORDERS, encode
 SHOP_TZ = timezone(timedelta(hours=1))  # the shop's local time (CET); timestamps carry +01:00
 START = datetime(2026, 11, 2, 0, 0, tzinfo=SHOP_TZ)  # the first trading day starts at midnight
 DAY = 86_400
-EVENTS_PER_DAY = 20_000
 PRELUDE_DAYS = 30  # how far back the open purchase-order book reaches
 SAFETY_DAYS = 0.5  # purchasing's safety stock, in days of planned demand
 

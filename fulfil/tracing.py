@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -81,10 +82,11 @@ class Entry:
         data = (self.doc or {}).get("data")
         return data if isinstance(data, dict) else {}
 
-    def sort_key(self) -> tuple[datetime, int, int]:
+    def sort_key(self) -> tuple[datetime, int, int, str, int, int]:
         moment = _parse_time(self.occurred_at)
         command = self.command_offsets[0] if self.command_offsets else 1 << 62
-        return (moment, command, 0 if self.output_index is None else 1 + self.output_index)
+        index = 0 if self.output_index is None else 1 + self.output_index
+        return (moment, command, index, self.topic, self.partition, self.offset)
 
 
 @dataclass
@@ -122,7 +124,7 @@ class Trace:
                 "id": entry.id,
                 "causation_id": entry.causation_id,
                 "occurred_at": entry.occurred_at,
-                "summary": summarize(entry),
+                "summary": summarize(entry, show_pii),
                 "relation": entry.relation,
                 "command_offset": entry.command_offsets[0] if entry.command_offsets else None,
                 "output_index": entry.output_index,
@@ -183,20 +185,6 @@ def _quoted(text: str) -> list[bytes]:
     return sorted(forms)
 
 
-def _matcher(needles: Iterable[bytes]) -> Callable[[bytes], bool]:
-    """A fast `any(n in value for n in needles)`."""
-    needles = sorted(set(needles))
-    if not needles:
-        return lambda value: False
-    if len(needles) == 1:
-        only = needles[0]
-        return lambda value: only in value
-    if len(needles) <= 8:
-        return lambda value: any(n in value for n in needles)
-    pattern = re.compile(b"|".join(re.escape(n) for n in needles))
-    return lambda value: pattern.search(value) is not None
-
-
 def partition_for(key: str, partitions: Iterable[int]) -> int:
     """The partition the producers' DefaultPartitioner picks for `key` (see BatchSender)."""
     ordered = sorted(partitions)
@@ -206,59 +194,234 @@ def partition_for(key: str, partitions: Iterable[int]) -> int:
 # ---------------------------------------------------------------- reading
 
 
-async def _scan(
-    consumer: Any,
-    parts: list[TopicPartition],
-    handle: Callable[[TopicPartition, list[Any]], None],
-    progress: Callable[[int, int | None], None],
-    deadline_s: float = 30.0,
-) -> int:
-    """Every record of `parts` from the beginning to the high watermark, in batches.
+class Matcher:
+    """Does a byte range mention any of the needles? (`bytes.find` / one regex, in C)."""
 
-    The end is the high watermark of a fetch response (never ListOffsets,
-    which Tansu answers wrongly after batched produce); a partition is done
-    once its position has reached it.
+    def __init__(self, needles: Iterable[bytes] = (), pattern: re.Pattern[bytes] | None = None, everything: bool = False):
+        self.needles = sorted(set(needles))
+        self.pattern = pattern
+        if pattern is None and len(self.needles) > 4:
+            self.pattern = re.compile(b"|".join(re.escape(n) for n in self.needles))
+        self.everything = everything
+
+    def search(self, raw: bytes, start: int = 0, end: int | None = None) -> bool:
+        if self.everything:
+            return True
+        end = len(raw) if end is None else end
+        if self.pattern is not None:
+            return self.pattern.search(raw, start, end) is not None
+        return any(raw.find(needle, start, end) != -1 for needle in self.needles)
+
+
+_BATCH = struct.Struct(">qi")  # baseOffset, batchLength
+_MAGIC_AT, _ATTRIBUTES_AT, _LAST_DELTA_AT = 16, 21, 23
+_COMPRESSION, _CONTROL = 0x07, 0x20
+_OFFSET_OUT_OF_RANGE = 1
+_RETRIABLE = {3, 5, 6, 9}  # unknown topic/partition, leader not available, not leader, replica not available
+
+
+class RawReader:
+    """Reads partitions with plain Fetch requests and decodes only the record
+    batches whose bytes mention what we look for.
+
+    An uncompressed v2 batch carries keys and values verbatim, so a bytes search
+    over the batch decides whether any record in it can match; everything else is
+    skipped by its header (base offset, last offset delta) without building a
+    single record object. Compressed or legacy batches are decoded and searched
+    record by record. The end of a partition is the high watermark of the fetch
+    response (never ListOffsets: see notes/tansu.md).
     """
-    if not parts:
-        return 0
-    starts = await consumer.beginning_offsets(parts)
-    try:  # only an estimate for the progress bar until fetches tell (Tansu's can be too low)
-        ends = dict(await consumer.end_offsets(parts))
-    except Exception:  # noqa: BLE001 - an estimate is optional
-        ends = {}
-    consumer.assign(parts)
-    for tp in parts:
-        consumer.seek(tp, starts[tp])
-    pending = set(parts)
-    read = 0
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + deadline_s
 
-    def expected() -> int | None:
-        if len(ends) < len(parts):
-            return None
-        return max(read, sum(max(0, ends[tp] - starts[tp]) for tp in parts))
+    def __init__(self, settings: Settings, *, partition_bytes: int = 16 * 1024 * 1024):
+        self.settings = settings
+        self.partition_bytes = partition_bytes
+        self.client: Any = None
 
-    progress(0, expected())
-    while pending:
-        batch = await consumer.getmany(*pending, timeout_ms=200, max_records=50_000)
-        for tp, records in batch.items():
-            if records:
-                handle(tp, records)
-                read += len(records)
-        if batch:
-            give_up = loop.time() + deadline_s
-        for tp in list(pending):
-            highwater = consumer.highwater(tp)
-            if highwater is None:
-                continue
-            ends[tp] = highwater
-            if await consumer.position(tp) >= highwater:
-                pending.discard(tp)
-        progress(read, expected())
-        if pending and loop.time() > give_up:
-            raise TraceError(f"no fetch response for {', '.join(sorted(map(str, pending)))} in {deadline_s:.0f}s")
-    return read
+    async def start(self) -> None:
+        from aiokafka.client import AIOKafkaClient
+
+        self.client = AIOKafkaClient(**self.settings.kafka_client_options())
+        await self.client.bootstrap()  # metadata of every topic
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+
+    def partitions(self, topic: str) -> list[TopicPartition]:
+        found = self.client.cluster.partitions_for_topic(topic)
+        return [TopicPartition(topic, p) for p in sorted(found or ())]
+
+    async def scan(
+        self,
+        parts: list[TopicPartition],
+        match: Callable[[str], Matcher],
+        handle: Callable[[TopicPartition, list[Any]], None],
+        progress: Callable[[int, int | None], None],
+        *,
+        workers: int = 4,
+        chunk: int = 100_000,
+        deadline_s: float = 30.0,
+    ) -> int:
+        """Every record of `parts` from the log start to the high watermark
+        whose batch `match(topic)` finds goes to `handle` (objects with offset,
+        key, value, headers, timestamp; not in offset order across chunks).
+        Returns the number of offsets covered.
+
+        One fetch per partition learns its high watermark; the rest is split
+        into ranges of about `chunk` offsets read by `workers` concurrent
+        fetch loops (the broker serves them in parallel).
+        """
+        matchers = {tp.topic: match(tp.topic) for tp in parts}
+        done: dict[TopicPartition, int] = {tp: 0 for tp in parts}
+        ends: dict[TopicPartition, int] = {}
+        progress(0, None)
+
+        def report() -> None:
+            known = sum(ends.values()) if len(ends) == len(parts) else None
+            progress(sum(done.values()), known)
+
+        # Round one: every partition from its log start; learns the high watermarks.
+        ranges: list[tuple[TopicPartition, int, int]] = []
+        for tp, (start, position, highwater) in (await self._first_round(parts, matchers, handle)).items():
+            ends[tp] = highwater - start
+            done[tp] = position - start
+            for lo in range(position, highwater, chunk):
+                ranges.append((tp, lo, min(lo + chunk, highwater)))
+        report()
+        ranges.reverse()  # pop() from the end takes them in log order
+
+        async def worker() -> None:
+            while ranges:
+                tp, lo, hi = ranges.pop()
+                await self._read_range(tp, lo, hi, matchers[tp.topic], handle, done, report, deadline_s)
+
+        await asyncio.gather(*(worker() for _ in range(max(1, workers))))
+        report()
+        return sum(done.values())
+
+    def _fetch_request(self, partitions: list[tuple[TopicPartition, int]]) -> Any:
+        from aiokafka.protocol.fetch import FetchRequest
+
+        topics: dict[str, list[tuple[int, int, int]]] = {}
+        for tp, offset in partitions:
+            topics.setdefault(tp.topic, []).append((tp.partition, offset, self.partition_bytes))
+        # A short max wait: an empty partition is answered after it (Tansu answers
+        # max_wait 0 with no partitions at all), a full one at once.
+        return FetchRequest(10, 1, 64 * 1024 * 1024, 0, list(topics.items()))
+
+    def _leader(self, tp: TopicPartition) -> int:
+        leader = self.client.cluster.leader_for_partition(tp)
+        if leader is None or leader == -1:
+            raise TraceError(f"no leader for {tp.topic}[{tp.partition}]")
+        return leader
+
+    async def _request(self, tp: TopicPartition, offset: int) -> tuple[int, int, Any]:
+        """One Fetch for one partition: (error code, high watermark, rest of the partition data)."""
+        for attempt in range(10):
+            response = await self.client.send(self._leader(tp), self._fetch_request([(tp, offset)]))
+            for _topic, partitions in response.topics:
+                for _partition, error, highwater, *rest in partitions:
+                    if error in _RETRIABLE and attempt < 9:
+                        break
+                    return error, highwater, (response.API_VERSION, rest)
+            await self.client.force_metadata_update()
+        raise TraceError(f"cannot read {tp.topic}[{tp.partition}]: no answer")
+
+    async def _first_round(
+        self, parts: list[TopicPartition], matchers: dict[str, Matcher], handle: Callable[[TopicPartition, list[Any]], None]
+    ) -> dict[TopicPartition, tuple[int, int, int]]:
+        """One Fetch per broker for every partition from its log start: (log start, next offset, high watermark)."""
+        starts = dict.fromkeys(parts, 0)
+        result: dict[TopicPartition, tuple[int, int, int]] = {}
+        for _ in range(10):
+            todo = [tp for tp in parts if tp not in result]
+            if not todo:
+                return result
+            by_leader: dict[int, list[tuple[TopicPartition, int]]] = {}
+            for tp in todo:
+                by_leader.setdefault(self._leader(tp), []).append((tp, starts[tp]))
+            responses = await asyncio.gather(
+                *(self.client.send(leader, self._fetch_request(batch)) for leader, batch in by_leader.items())
+            )
+            refresh = False
+            for response in responses:
+                for topic, partitions in response.topics:
+                    for partition, error, highwater, *rest in partitions:
+                        tp = TopicPartition(topic, partition)
+                        if error == _OFFSET_OUT_OF_RANGE and response.API_VERSION >= 5:
+                            starts[tp] = rest[1]  # retention moved the log start
+                            continue
+                        if error in _RETRIABLE:
+                            refresh = True
+                            continue
+                        self._check(tp, error)
+                        start = starts[tp]
+                        position, found = self._records(rest[-1] or b"", start, highwater, matchers[topic])
+                        if found:
+                            handle(tp, found)
+                        result[tp] = (start, min(max(position, start), highwater), highwater)
+            if refresh:
+                await self.client.force_metadata_update()
+        raise TraceError("partition leaders keep moving; try again")
+
+    async def _read_range(
+        self, tp: TopicPartition, lo: int, hi: int, matcher: Matcher,
+        handle: Callable[[TopicPartition, list[Any]], None], done: dict[TopicPartition, int],
+        report: Callable[[], None], deadline_s: float,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + deadline_s
+        while lo < hi:
+            error, _highwater, (_version, rest) = await self._request(tp, lo)
+            self._check(tp, error)
+            position, found = self._records(rest[-1] or b"", lo, hi, matcher)
+            if found:
+                handle(tp, found)
+            if position > lo:
+                done[tp] += min(position, hi) - lo
+                lo = position
+                give_up = loop.time() + deadline_s
+                report()
+            elif loop.time() > give_up:
+                raise TraceError(f"no progress reading {tp.topic}[{tp.partition}] at offset {lo} in {deadline_s:.0f}s")
+
+    @staticmethod
+    def _check(tp: TopicPartition, error: int) -> None:
+        if error:
+            from aiokafka.errors import for_code
+
+            raise TraceError(f"cannot read {tp.topic}[{tp.partition}]: {for_code(error).__name__}")
+
+    @staticmethod
+    def _records(raw: bytes, position: int, stop: int, matcher: Matcher) -> tuple[int, list[Any]]:
+        """(next offset, records in [position, stop) of the matching batches)."""
+        from aiokafka.record.memory_records import MemoryRecords
+
+        found: list[Any] = []
+        next_offset = position
+        pos, size = 0, len(raw)
+        while pos + 12 <= size:
+            base, length = _BATCH.unpack_from(raw, pos)
+            end = pos + 12 + length
+            if end > size or base >= stop:
+                break  # a partial batch (fetched again next time), or past the range
+            magic = raw[pos + _MAGIC_AT]
+            if magic == 2:
+                attributes = int.from_bytes(raw[pos + _ATTRIBUTES_AT:pos + _ATTRIBUTES_AT + 2], "big")
+                last = base + int.from_bytes(raw[pos + _LAST_DELTA_AT:pos + _LAST_DELTA_AT + 4], "big", signed=True)
+                plain = not attributes & _COMPRESSION
+                if not attributes & _CONTROL and last >= position and (not plain or matcher.search(raw, pos, end)):
+                    for record in MemoryRecords(raw[pos:end]).next_batch():
+                        if position <= record.offset < stop and (plain or matcher.search(record.value or b"")):
+                            found.append(record)
+                next_offset = max(next_offset, last + 1)
+            else:  # legacy message set: decode it
+                for record in MemoryRecords(raw[pos:end]).next_batch():
+                    if position <= record.offset < stop and matcher.search(record.value or b""):
+                        found.append(record)
+                    next_offset = max(next_offset, record.offset + 1)
+            pos = end
+        return next_offset, found
 
 
 def _header(record: Any, name: str) -> str | None:
@@ -285,27 +448,17 @@ async def trace_order(
     topics = {base: settings.topic(base) for base in (ORDERS, INVENTORY, COMMANDS, ALLOCATIONS)}
     dlq_topics = [settings.topic(base) + DLQ_SUFFIX for base in (ORDERS, INVENTORY, COMMANDS, ALLOCATIONS)]
     order_needles = _quoted(order_id)
-    mentions_order = _matcher(order_needles)
+    mentions_order = Matcher(order_needles)
     # Dead letters may be anything: the bare id between non-id characters counts.
-    bare = re.compile(rb"(?<![\w.\-])" + re.escape(order_id.encode()) + rb"(?![\w.\-])")
+    bare = Matcher(pattern=re.compile(rb"(?<![\w.\-])" + re.escape(order_id.encode()) + rb"(?![\w.\-])"))
     notes: list[str] = []
     entries: list[Entry] = []
     read = 0
 
-    consumer = kafka.consumer(
-        settings, group_id=None, max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024
-    )
-    await consumer.start()
+    reader = RawReader(settings)
+    await reader.start()
     try:
-        # Metadata of every topic now: once partitions are assigned, the client
-        # only refreshes the metadata of the assigned topics.
-        known = {
-            topic: [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-            for topic in [*topics.values(), *dlq_topics]
-        }
-
-        def partitions(topic: str) -> list[TopicPartition]:
-            return known[topic]
+        partitions = reader.partitions
 
         if not partitions(topics[ORDERS]):
             raise TraceError(f"topic {topics[ORDERS]} does not exist (run `fulfil topics create`)")
@@ -323,23 +476,28 @@ async def trace_order(
                     if bare.search(value):
                         entries.append(_dead_letter(tp, record))
                     continue
-                if not mentions_order(value):
+                if not mentions_order.search(value):
                     continue
                 doc = _loads(value)
                 data = doc.get("data") if doc else None
                 if not isinstance(data, dict) or data.get("order_id") != order_id or doc.get("type") not in ORDER_INPUTS:
                     continue
                 own.append(_entry(tp, record, doc, "order"))
-                wh = data.get("warehouse_id")
-                if isinstance(wh, str) and wh not in warehouses:
-                    warehouses.append(wh)
 
         dlq_set = set(dlq_topics)
         first_parts = [tp for t in dlq_topics for tp in partitions(t)]
         if warehouse_id is None:
             first_parts = partitions(topics[ORDERS]) + first_parts
-        read += await _scan(consumer, first_parts, keep_orders, lambda d, t: report("orders + dead letters", d, t))
+        read += await reader.scan(
+            first_parts, lambda topic: bare if topic in dlq_set else mentions_order, keep_orders,
+            lambda d, t: report("orders + dead letters", d, t),
+        )
 
+        own.sort(key=lambda e: (e.type != "OrderPlaced", e.sort_key(), e.partition, e.offset))
+        for entry in own:  # the warehouse of the (first) OrderPlaced comes first
+            wh = entry.data.get("warehouse_id")
+            if isinstance(wh, str) and wh not in warehouses:
+                warehouses.append(wh)
         if warehouse_id is None:
             if warehouses:
                 warehouse_id = warehouses[0]
@@ -378,7 +536,7 @@ async def trace_order(
                 def keep_outputs(tp: TopicPartition, records: list[Any]) -> None:
                     for record in records:
                         value = record.value
-                        if value is None or not mentions_order(value):
+                        if value is None or not mentions_order.search(value):
                             continue
                         doc = _loads(value)
                         data = doc.get("data") if doc else None
@@ -392,7 +550,9 @@ async def trace_order(
                         entry.output_index = _int(_header(record, H_OUTPUT_INDEX))
                         outputs.append(entry)
 
-                read += await _scan(consumer, [allocations], keep_outputs, lambda d, t: report("allocations", d, t))
+                read += await reader.scan(
+                    [allocations], lambda topic: mentions_order, keep_outputs, lambda d, t: report("allocations", d, t)
+                )
 
         # ---- pass 3: the command partition and the inventory partition, together
         wanted = {e.causation_id for e in outputs if e.causation_id} | {e.id for e in own if e.id}
@@ -400,8 +560,9 @@ async def trace_order(
         inventory: dict[str, list[tuple[TopicPartition, Any, dict[str, Any]]]] = {}
         inbound_records: list[tuple[TopicPartition, Any, dict[str, Any]]] = []
         if command_partition is not None:
-            is_wanted = _matcher([n for i in wanted for n in _quoted(i)] + order_needles)
-            is_inbound = _matcher(_INBOUND_MARKERS)
+            is_wanted = Matcher([n for i in wanted for n in _quoted(i)] + order_needles)
+            is_inbound = Matcher(_INBOUND_MARKERS)
+            either = Matcher([*is_wanted.needles, *is_inbound.needles])
             command_tp = TopicPartition(topics[COMMANDS], command_partition)
 
             def keep_inputs(tp: TopicPartition, records: list[Any]) -> None:
@@ -409,8 +570,8 @@ async def trace_order(
                     value = record.value
                     if value is None:
                         continue
-                    hit = is_wanted(value)
-                    inbound = is_inbound(value)
+                    hit = is_wanted.search(value)
+                    inbound = is_inbound.search(value)
                     if not (hit or inbound):
                         continue
                     doc = _loads(value)
@@ -437,9 +598,11 @@ async def trace_order(
             parts = [command_tp]
             if inventory_partition is not None:
                 parts.append(TopicPartition(topics[INVENTORY], inventory_partition))
-            read += await _scan(consumer, parts, keep_inputs, lambda d, t: report("commands + inventory", d, t))
+            read += await reader.scan(
+                parts, lambda topic: either, keep_inputs, lambda d, t: report("commands + inventory", d, t)
+            )
     finally:
-        await consumer.stop()
+        await reader.close()
 
     # ---- assemble: one entry per source record, with its command offsets
     by_id: dict[str, list[Entry]] = {}
@@ -451,6 +614,7 @@ async def trace_order(
         for tp, record, doc in copies:
             by_id.setdefault(event_id, []).append(_entry(tp, record, doc, "cause"))
     for event_id, copies in commands.items():
+        copies.sort(key=lambda copy: copy[0])
         offsets = [offset for offset, _, _ in copies]
         if event_id in by_id:
             for entry in by_id[event_id]:
@@ -476,7 +640,7 @@ async def trace_order(
             inbound_ids.add(cause["inbound_id"])
     seen = {entry.id for entry in inputs}
     inbound_by_id: dict[str, Entry] = {}
-    for tp, record, doc in inbound_records:
+    for tp, record, doc in sorted(inbound_records, key=lambda item: (item[0].topic, item[0].partition, item[1].offset)):
         event_id = doc.get("id")
         if (doc.get("data") or {}).get("inbound_id") not in inbound_ids or event_id in seen:
             continue
@@ -490,7 +654,7 @@ async def trace_order(
         if previous is None or previous.topic == topics[COMMANDS]:
             inbound_by_id[event_id] = entry
     for event_id, entry in inbound_by_id.items():
-        entry.command_offsets = [offset for offset, _, _ in commands.get(event_id, [])]
+        entry.command_offsets = sorted(offset for offset, _, _ in commands.get(event_id, []))
 
     # A record of the order that the router dead-lettered: say so on the record itself.
     refs = {}
@@ -502,7 +666,7 @@ async def trace_order(
     for entry in inputs:
         entry.dead_lettered_as = refs.get((entry.topic, entry.partition, entry.offset))
 
-    entries = sorted(inputs + list(inbound_by_id.values()) + outputs + entries, key=Entry.sort_key)
+    entries = _timeline(inputs + list(inbound_by_id.values()) + outputs + entries)
     notifications: list[dict[str, Any]] = []
     if warehouse_id is not None and entries:
         notifications, note = await outbox_rows(settings, warehouse_id, order_id)
@@ -522,6 +686,23 @@ async def trace_order(
         seconds=time.monotonic() - started,
         topics=topics,
     )
+
+
+def _timeline(entries: list[Entry]) -> list[Entry]:
+    """Processing order: what the allocator read, in command-log order (each input
+    followed by its outputs); records that never reached the command log (dead
+    letters, inputs not routed yet) are merged in by `occurred_at`."""
+    placed = sorted((e for e in entries if e.command_offsets), key=lambda e: (e.command_offsets[0], e.sort_key()[2:]))
+    loose = sorted((e for e in entries if not e.command_offsets), key=Entry.sort_key)
+    out: list[Entry] = []
+    i = 0
+    for entry in placed:
+        moment = _parse_time(entry.occurred_at)
+        while i < len(loose) and _parse_time(loose[i].occurred_at) < moment:
+            out.append(loose[i])
+            i += 1
+        out.append(entry)
+    return out + loose[i:]
 
 
 def _entry(tp: TopicPartition, record: Any, doc: dict[str, Any], relation: str) -> Entry:
@@ -649,16 +830,18 @@ def _allocation_lines(lines: Any) -> str:
     return "; ".join(parts)
 
 
-def summarize(entry: Entry) -> str:
-    """One line about the event, without customer data."""
+def summarize(entry: Entry, show_pii: bool = False) -> str:
+    """One line about the event. It never quotes the customer block; free text
+    from upstream (reasons) is scrubbed of e-mail addresses unless `show_pii`."""
     if entry.dead_letter is not None:
         dl = entry.dead_letter
         where = f" from {dl['source_topic']}[{dl['source_partition']}]@{dl['source_offset']}" if dl.get("source_topic") else ""
-        return f"dead letter{where}: {dl.get('kind') or '?'}: {dl.get('reason') or ''}".strip()
-    text = _summary(entry)
+        text = f"dead letter{where}: {dl.get('kind') or '?'}: {dl.get('reason') or ''}".strip()
+    else:
+        text = _summary(entry)
     if entry.dead_lettered_as is not None:
         text += f" [dead-lettered: {entry.dead_lettered_as}]"
-    return text
+    return text if show_pii else _redact({"summary": text})["summary"]
 
 
 def _summary(entry: Entry) -> str:

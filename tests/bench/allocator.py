@@ -23,6 +23,7 @@ from fulfil import embedded, kafka
 from fulfil.config import Settings, load_settings
 from schemas.registry import ALLOCATIONS, COMMANDS, INVENTORY, ORDERS, encode, spec_for
 from services.allocator.entrypoints.core import AllocatorCore
+from services.allocator.entrypoints.replay import replay
 from services.allocator.entrypoints.router import build_router
 from tests.conftest import settings_as_env
 from tests.services.allocator.domain.streams import mixed_stream
@@ -190,6 +191,10 @@ async def bench_allocator() -> list[tuple[str, dict[str, float]]]:
         await kafka.create_topics(live)
         await _publish_all(live, messages)
         allocator, emitted = await _allocator(live, len(messages))
+        started = time.perf_counter()
+        report = await replay(live, verify=True)
+        replayed = sum(p.commands for p in report.partitions) / (time.perf_counter() - started)
+        verified = report.divergence is None
 
         latency_settings = _settings(broker.bootstrap, "lat.", root / "lat")
         await kafka.create_topics(latency_settings)
@@ -202,6 +207,11 @@ async def bench_allocator() -> list[tuple[str, dict[str, float]]]:
             f"allocator throughput / bare aiokafka passthrough ({len(messages):,} events, goal >= 0.5)",
             {"passthrough_events_per_s": passthrough, "allocator_events_per_s": allocator,
              "allocator_outputs": emitted, "ratio": allocator / passthrough},
+        ),
+        (
+            "fulfil replay --verify on the same log / live allocator (goal >= 1)",
+            {"replay_commands_per_s": replayed, "allocator_events_per_s": allocator,
+             "verified": float(verified), "ratio": replayed / allocator},
         ),
         ("allocator latency input -> first output at 1 k events/s", latency),
         (f"allocator core memory after {MEMORY_ORDERS:,} orders, ~5 % backordered (goal < 1024 MB)", _memory(MEMORY_ORDERS)),

@@ -110,6 +110,7 @@ class AllocatorCore:
                 continue
             if records[0].offset > expected:  # retention removed the start of the log
                 log.warning("gap in command log", partition=tp.partition, expected=expected, got=records[0].offset)
+            before = fold.applied_offset
             for record in records:
                 emissions, error = fold.apply(record.offset, record.value)
                 if error is not None:
@@ -133,7 +134,7 @@ class AllocatorCore:
                     )
                     self.emitted += 1
             commits[tp] = fold.applied_offset + 1
-            self.processed += len(records)
+            self.processed += fold.applied_offset - before  # records re-delivered after a seek count once
         # One flush per batch: nothing is committed or snapshotted before every output is acknowledged.
         ends = await sender.flush()
         for (topic, partition), end in ends.items():
