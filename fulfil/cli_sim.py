@@ -44,12 +44,11 @@ async def _publish(settings: Any, records: Any, on_progress: Any, rate: float = 
     from aiokafka.errors import KafkaError
 
     from fulfil import kafka
-    from fulfil.logs import get_logger
 
     try:  # declared topics keep FULFIL_PARTITIONS; auto-created ones would not
         await kafka.create_topics(settings)
     except KafkaError as exc:  # no admin rights: topics are managed elsewhere
-        get_logger("simulate").warning("could not ensure topics", error=str(exc))
+        typer.echo(f"fulfil: warning: could not ensure the topics exist: {exc}", err=True)
     producer = kafka.producer(settings)
     await producer.start()
     by_topic: Counter[str] = Counter()
