@@ -13,18 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from schemas.contract import Envelope
-
-ORDER_OUTPUTS = frozenset(
-    {
-        "OrderAllocated",
-        "PartiallyShipped",
-        "Backordered",
-        "BackorderAllocated",
-        "BackorderEtaChanged",
-        "OrderRejected",
-        "OrderCancellationProcessed",
-    }
-)
+from schemas.registry import ORDER_OUTPUT_TYPES
 
 
 @dataclass
@@ -60,7 +49,7 @@ def check(inputs: Iterable[Envelope], outputs: Iterable[Envelope]) -> InvariantR
     for out in outputs:
         report.outputs += 1
         ids[out.id] += 1
-        if out.type not in ORDER_OUTPUTS:
+        if out.type not in ORDER_OUTPUT_TYPES:
             continue
         for line in out.data.lines:
             key = (out.data.order_id, line.line_no)

@@ -40,6 +40,8 @@ for _model in OUTPUT_EVENTS:
 
 INPUT_TYPES = frozenset(m.__name__ for m in INPUT_EVENTS)
 OUTPUT_TYPES = frozenset(m.__name__ for m in OUTPUT_EVENTS)
+# Allocation events about one order (everything on allocations.v1 but stock positions).
+ORDER_OUTPUT_TYPES = OUTPUT_TYPES - {"StockPositionChanged"}
 
 
 def base_topics() -> list[str]:

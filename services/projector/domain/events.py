@@ -13,17 +13,9 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import NamedTuple
 
-ORDER_EVENT_TYPES = frozenset(
-    {
-        "OrderAllocated",
-        "PartiallyShipped",
-        "Backordered",
-        "BackorderAllocated",
-        "BackorderEtaChanged",
-        "OrderRejected",
-        "OrderCancellationProcessed",
-    }
-)
+from schemas.registry import ORDER_OUTPUT_TYPES
+
+ORDER_EVENT_TYPES = ORDER_OUTPUT_TYPES  # the contract says which allocation events concern an order
 
 
 class Customer(NamedTuple):
