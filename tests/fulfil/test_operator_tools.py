@@ -138,3 +138,19 @@ async def test_dead_letter_is_listed_redriven_after_a_fix_and_processed_once(set
     assert [c.id for c in commands] == ["big-order"]
     relisted = orjson.loads(fulfil("dlq", "list", "--json", env=env_for_subprocess(settings)).stdout)
     assert relisted["dead_letters"][0]["redriven"] is True
+
+
+async def test_tail_redacts_customer_data_unless_asked(settings, env_for_subprocess) -> None:
+    await kafka.create_topics(settings)
+    await publish(settings, [parse_input(orjson.dumps(VALID["OrderPlaced"])), parse_input(orjson.dumps(VALID["StockReceived"]))])
+    env = env_for_subprocess(settings)
+    redacted = fulfil("tail", "orders.v1", "--json", env=env)
+    assert redacted.returncode == 0, redacted.stderr
+    lines = [orjson.loads(line) for line in redacted.stdout.splitlines()]
+    assert [d["type"] for d in lines] == ["OrderPlaced"]
+    assert lines[0]["data"]["customer"] == "[redacted]"
+    assert "ann@shop.example" not in redacted.stdout
+    shown = fulfil("tail", "orders.v1", "--json", "--show-pii", env=env)
+    assert orjson.loads(shown.stdout.splitlines()[0])["data"]["customer"]["email"] == "ann@shop.example"
+    pretty = fulfil("tail", "inventory.v1", env=env)
+    assert "StockReceived" in pretty.stdout and "SKU-1" in pretty.stdout
