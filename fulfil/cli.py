@@ -22,14 +22,13 @@ app = typer.Typer(
 def _register() -> None:
     # Sub-apps live beside the code they drive; importing here keeps `--help` fast
     # enough and the module graph acyclic.
-    from fulfil import cli_dev, cli_ops, cli_tools
+    from fulfil import cli_dev, cli_ops, cli_sim, cli_tools
+    from services.notifier.entrypoints import cli as notifier_cli
+    from services.projector.entrypoints import cli as projector_cli
 
     app.add_typer(cli_dev.dev_app, name="dev")
-    cli_tools.register(app)
-    cli_ops.register(app)
-    from services.notifier.entrypoints import cli as notifier_cli; notifier_cli.register(app)  # noqa: E702, I001
-    from services.projector.entrypoints import cli as projector_cli; projector_cli.register(app)  # noqa: E702, I001
-    from fulfil import cli_sim; cli_sim.register(app)  # noqa: E702, I001
+    for module in (cli_tools, cli_ops, cli_sim, notifier_cli, projector_cli):
+        module.register(app)
 
 
 def fail_usage(message: str) -> typer.Exit:
