@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +45,11 @@ class Settings(BaseSettings):
     fulfil_snapshot_every: int = Field(default=50_000, ge=1, le=10_000_000)
     fulfil_snapshot_seconds: float = Field(default=30.0, gt=0, le=86_400)
     fulfil_max_message_bytes: int = Field(default=1_000_000, ge=1_024, le=16_000_000)
+    # Prometheus /metrics, /healthz and /readyz; unset = not served.
+    fulfil_metrics_port: int | None = Field(default=None, ge=0, le=65_535)
+    fulfil_metrics_host: str = Field(default="0.0.0.0", min_length=1, max_length=255)  # noqa: S104 - probes come from outside the container
+    # /readyz fails when a consumer has lag and made no progress for this long.
+    fulfil_ready_stall_seconds: float = Field(default=60.0, gt=0, le=86_400)
 
     smtp_url: str | None = Field(default=None, pattern=r"^smtps?://[^\s/]+(:\d+)?/?$")
     smtp_from: str = "orders@shop.example"
@@ -105,11 +111,30 @@ class Settings(BaseSettings):
             )
         return options
 
+    def loggable(self) -> dict[str, Any]:
+        """The settings as an operator may see them in a log: secrets and URL passwords masked."""
+        shown: dict[str, Any] = {}
+        for name, value in self.model_dump(mode="json").items():
+            if value is None:
+                continue
+            if isinstance(value, str):
+                value = mask_url_password(value)
+            shown[name] = value  # SecretStr fields already dump as "**********"
+        return shown
+
     def consumer_group_options(self) -> dict[str, Any]:
         return {
             "session_timeout_ms": self.kafka_session_timeout_ms,
             "heartbeat_interval_ms": self.kafka_heartbeat_interval_ms,
         }
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@")
+
+
+def mask_url_password(text: str) -> str:
+    """`scheme://user:password@host` → `scheme://user:***@host` (DATABASE_URL, SMTP and proxy URLs)."""
+    return _URL_PASSWORD.sub(lambda m: m.group("head") + "***@", text)
 
 
 def load_settings(**overrides: Any) -> Settings:

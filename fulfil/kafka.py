@@ -152,6 +152,7 @@ class BatchSender:
         self.open: dict[tuple[str, int], Any] = {}
         self.sent: list[tuple[str, int, Any, int]] = []
         self.partition_counts: dict[str, list[int]] = {}
+        self.records_per_topic: dict[str, int] = {}  # for metrics
 
     async def partition_for(self, topic: str, key: bytes) -> int:
         partitions = self.partition_counts.get(topic)
@@ -164,6 +165,7 @@ class BatchSender:
     ) -> None:
         if partition is None:
             partition = await self.partition_for(topic, key or b"")
+        self.records_per_topic[topic] = self.records_per_topic.get(topic, 0) + 1
         batch = self.open.get((topic, partition))
         if batch is None:
             batch = self.open[(topic, partition)] = self.producer.create_batch()

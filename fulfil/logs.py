@@ -14,9 +14,17 @@ from typing import Any
 
 import structlog
 
+from fulfil.config import mask_url_password
+
 REDACTED = "[redacted]"
 # Keys whose values are personal data wherever they appear.
 PII_KEYS = frozenset({"email", "name", "customer", "customer_name", "recipient", "to", "rcpt"})
+# Keys whose values are credentials: masked like personal data.
+SECRET_KEYS = frozenset({
+    "password", "passwd", "secret", "token", "authorization", "api_key",
+    "kafka_sasl_password", "sasl_plain_password", "smtp_password", "webhook_secret",
+})
+HIDDEN_KEYS = PII_KEYS | SECRET_KEYS
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 # PII inside serialised text (a raw payload, a repr): JSON pairs and repr pairs.
 _CUSTOMER_JSON = re.compile(r'"customer"\s*:\s*\{[^{}]*\}')
@@ -28,7 +36,8 @@ def _scrub_text(text: str) -> str:
     text = _CUSTOMER_JSON.sub('"customer": "[redacted]"', text)
     text = _PII_JSON.sub(lambda m: f'"{m.group(1)}": "[redacted]"', text)
     text = _PII_REPR.sub(lambda m: f"{m.group(1)}=[redacted]", text)
-    return _EMAIL.sub(REDACTED, text)
+    # A URL's password first: the email pattern would otherwise eat `pass@host` and leave the rest.
+    return _EMAIL.sub(REDACTED, mask_url_password(text))
 
 
 def _scrub(value: Any, depth: int = 0) -> Any:
@@ -40,7 +49,7 @@ def _scrub(value: Any, depth: int = 0) -> Any:
         return _scrub(value.model_dump(mode="json"), depth + 1)
     if isinstance(value, Mapping):
         return {
-            k: (REDACTED if str(k).lower() in PII_KEYS else _scrub(v, depth + 1))
+            k: (REDACTED if str(k).lower() in HIDDEN_KEYS else _scrub(v, depth + 1))
             for k, v in value.items()
         }
     if isinstance(value, (list, tuple, set, frozenset)):
@@ -54,7 +63,7 @@ def _scrub(value: Any, depth: int = 0) -> Any:
 def redact_pii(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     """structlog processor: drop customer blocks, names and email addresses."""
     return {
-        key: (REDACTED if key.lower() in PII_KEYS else _scrub(value))
+        key: (REDACTED if key.lower() in HIDDEN_KEYS else _scrub(value))
         for key, value in event_dict.items()
     }
 

@@ -11,6 +11,7 @@ from aiokafka.errors import KafkaError
 from fulfil.config import Settings
 from fulfil.kafka import create_topics
 from fulfil.logs import get_logger
+from fulfil.metrics import Health, Progress, serving
 from services.allocator.entrypoints.core import AllocatorCore
 from services.allocator.entrypoints.router import build_router
 
@@ -19,9 +20,19 @@ log = get_logger("allocator")
 Stage = Literal["all", "router", "core"]
 
 
-async def run_allocator(settings: Settings, stage: Stage = "all", stop: asyncio.Event | None = None) -> None:
+async def run_allocator(
+    settings: Settings, stage: Stage = "all", stop: asyncio.Event | None = None, health: Health | None = None
+) -> None:
     """Run until SIGTERM/SIGINT (or `stop`): finish the batch, commit, snapshot, return."""
     stop = stop or asyncio.Event()
+    health = health or Health()
+    log.info("allocator configuration", stage=stage, settings=settings.loggable())
+    async with serving(health, settings.fulfil_metrics_host, settings.fulfil_metrics_port):
+        await _run(settings, stage, stop, health)
+
+
+async def _run(settings: Settings, stage: Stage, stop: asyncio.Event, health: Health) -> None:
+    stall = settings.fulfil_ready_stall_seconds
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         try:
@@ -36,11 +47,11 @@ async def run_allocator(settings: Settings, stage: Stage = "all", stop: asyncio.
         log.warning("could not ensure topics", error=str(exc))
     router_app = None
     if stage in ("all", "router"):
-        router_app, _ = build_router(settings)
+        router_app, _ = build_router(settings, progress=health.add(Progress("allocator-router", stall)))
         await router_app.start()
     core_task = None
     if stage in ("all", "core"):
-        core_task = asyncio.create_task(AllocatorCore(settings).run(stop), name="allocator-core")
+        core_task = asyncio.create_task(AllocatorCore(settings, progress=health.add(Progress("allocator-core", stall))).run(stop), name="allocator-core")
     log.info("allocator started", stage=stage)
     try:
         waiters = [asyncio.create_task(stop.wait())]

@@ -19,6 +19,7 @@ from fulfil import kafka
 from fulfil.config import Settings
 from fulfil.dlq import dead_letter_headers
 from fulfil.logs import get_logger
+from fulfil.metrics import Progress, watch_lag
 from schemas.registry import ALLOCATIONS, COMMANDS, DLQ_SUFFIX
 from services.allocator.adapters.snapshot_store import SnapshotStore
 from services.allocator.domain import new_state
@@ -52,8 +53,11 @@ class AllocatorCore:
         settings: Settings,
         *,
         max_records: int = 5_000,
+        progress: Progress | None = None,
     ):
         self.settings = settings
+        self.progress = progress or Progress("allocator-core", settings.fulfil_ready_stall_seconds)
+        self.consumer: Any = None
         self.commands = settings.topic(COMMANDS)
         self.allocations = settings.topic(ALLOCATIONS)
         self.max_records = max_records
@@ -77,15 +81,20 @@ class AllocatorCore:
         await self.tail_reader.start()
         self.consumer.subscribe([self.commands], listener=_Rebalance(self))
         await self.consumer.start()
+        lag_stop = asyncio.Event()
+        lag_watcher = asyncio.create_task(watch_lag(self.progress, lambda: self.consumer, lag_stop), name="core-lag")
         try:
             while not stop.is_set():
                 batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
                 if batches:
-                    async with self.lock:
-                        await self._process(batches)
+                    with self.progress.batch():
+                        async with self.lock:
+                            await self._process(batches)
                 self.ready.set()
                 await self._maybe_snapshot()
         finally:
+            lag_stop.set()
+            await lag_watcher
             async with self.lock:
                 self._snapshot_all()
             await self.consumer.stop()  # leaves the group, so a successor takes over at once
@@ -114,6 +123,7 @@ class AllocatorCore:
             for record in records:
                 emissions, error = fold.apply(record.offset, record.value)
                 if error is not None:
+                    self.progress.dead_lettered(self.commands + DLQ_SUFFIX, error.kind)
                     log.warning("command dead-lettered", reason=error.reason, partition=tp.partition, offset=record.offset)
                     await sender.add(
                         self.commands + DLQ_SUFFIX,
@@ -134,9 +144,13 @@ class AllocatorCore:
                     )
                     self.emitted += 1
             commits[tp] = fold.applied_offset + 1
-            self.processed += fold.applied_offset - before  # records re-delivered after a seek count once
+            # Records re-delivered after a seek count once.
+            self.processed += fold.applied_offset - before
+            self.progress.consumed(tp.topic, fold.applied_offset - before)
         # One flush per batch: nothing is committed or snapshotted before every output is acknowledged.
         ends = await sender.flush()
+        for topic, count in sender.records_per_topic.items():
+            self.progress.produced(topic, count)
         for (topic, partition), end in ends.items():
             fold = self.folds.get(partition)
             if topic == self.allocations and fold is not None:
@@ -218,3 +232,32 @@ class AllocatorCore:
                     written = position
             result[tp.partition] = (written, records[-1].offset + 1 if records else starts[tp.partition])
         return result
+
+
+def describe(broker: Any, settings: Settings) -> None:
+    """Documentation only (`make asyncapi`): the core drives aiokafka itself (offsets, snapshots),
+    so FastStream cannot see it; this declares its topics on a broker that is never started."""
+    from schemas.asyncapi import DeadLetter, events_on, receives
+
+    receives(
+        broker,
+        settings.topic(COMMANDS),
+        title="allocator-core",
+        description="Fold each command partition in log order with decide(state, command); offsets "
+        "are committed only after the outputs are acknowledged.",
+        payload=events_on(COMMANDS),
+    )
+    broker.publisher(
+        settings.topic(ALLOCATIONS),
+        title=f"allocator-core:{ALLOCATIONS}",
+        description="Decisions and stock positions, keyed by data.warehouse_id, on the command's "
+        "partition; ids are uuid5 of the input id, causation_id is the input's id; headers name "
+        "the command partition, offset and output index.",
+        schema=events_on(ALLOCATIONS),
+    )
+    broker.publisher(
+        settings.topic(COMMANDS) + DLQ_SUFFIX,
+        title=f"allocator-core:{COMMANDS}{DLQ_SUFFIX}",
+        description="Commands the core could not decode, with their original key.",
+        schema=DeadLetter,
+    )

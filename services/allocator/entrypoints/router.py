@@ -9,6 +9,7 @@ the batch is acknowledged (at-least-once; the core drops duplicates by id).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from faststream import AckPolicy, Context, FastStream
@@ -19,6 +20,7 @@ from fulfil.config import Settings
 from fulfil.dlq import dead_letter_headers
 from fulfil.faststream_broker import broker as make_broker
 from fulfil.logs import get_logger
+from fulfil.metrics import Progress, watch_lag
 from schemas.registry import COMMANDS, DLQ_SUFFIX, INVENTORY, ORDERS, ContractError, parse_input
 
 log = get_logger("allocator.router")
@@ -32,15 +34,18 @@ async def _raw_body(message: Any) -> Any:
 
 
 class RouterStats:
-    def __init__(self) -> None:
+    def __init__(self, progress: Progress) -> None:
         self.routed = 0
         self.dead_lettered = 0
+        self.progress = progress
 
 
-def build_router(settings: Settings, broker: KafkaBroker | None = None) -> tuple[FastStream, RouterStats]:
+def build_router(
+    settings: Settings, broker: KafkaBroker | None = None, progress: Progress | None = None
+) -> tuple[FastStream, RouterStats]:
     broker = broker or make_broker(settings)
     app = FastStream(broker)
-    stats = RouterStats()
+    stats = RouterStats(progress or Progress("allocator-router", settings.fulfil_ready_stall_seconds))
     commands = settings.topic(COMMANDS)
     max_bytes = settings.fulfil_max_message_bytes
     # The hot path sends through a plain aiokafka producer in per-partition
@@ -48,17 +53,32 @@ def build_router(settings: Settings, broker: KafkaBroker | None = None) -> tuple
     # more than routing itself. FastStream still owns consumption and acks.
     producers: list[Any] = []  # created on startup: aiokafka clients need a running loop
 
+    lag_stop = asyncio.Event()
+    lag_watchers: list[asyncio.Task[None]] = []
+
     @app.on_startup
     async def _start_producer() -> None:
         producers.append(kafka.producer(settings))
         await producers[0].start()
+
+    @app.after_startup
+    async def _watch_lag() -> None:
+        lag_stop.clear()
+        lag_watchers.append(asyncio.create_task(
+            watch_lag(stats.progress, lambda: subscriber.consumer, lag_stop), name="router-lag"))
+
+    @app.on_shutdown
+    async def _stop_watching() -> None:
+        lag_stop.set()
+        while lag_watchers:
+            await lag_watchers.pop()
 
     @app.after_shutdown
     async def _stop_producer() -> None:
         while producers:
             await producers.pop().stop()
 
-    @broker.subscriber(
+    subscriber = broker.subscriber(
         settings.topic(ORDERS),
         settings.topic(INVENTORY),
         batch=True,
@@ -75,8 +95,15 @@ def build_router(settings: Settings, broker: KafkaBroker | None = None) -> tuple
         title="allocator-router",
         description="Validate inputs and re-key them by warehouse_id onto the command log.",
     )
+
+    @subscriber
     async def route(_: list[Any], message: Any = Context("message")) -> None:  # noqa: B008 - FastStream DI
         records = message.raw_message if isinstance(message.raw_message, tuple) else (message.raw_message,)
+        with stats.progress.batch():
+            await _route(records)
+
+    async def _route(records: tuple[Any, ...]) -> None:
+        stats.progress.count_records(records)
         sender = kafka.BatchSender(producers[0])
         for record in records:
             value = record.value or b""
@@ -94,6 +121,7 @@ def build_router(settings: Settings, broker: KafkaBroker | None = None) -> tuple
                                                 stage="allocator-router", original=record.headers),
                 )
                 stats.dead_lettered += 1
+                stats.progress.dead_lettered(record.topic + DLQ_SUFFIX, exc.kind)
                 continue
             await sender.add(
                 commands, value, key=event.data.warehouse_id.encode(),
@@ -102,5 +130,28 @@ def build_router(settings: Settings, broker: KafkaBroker | None = None) -> tuple
             stats.routed += 1
         # Acked (offsets committed) by FastStream only after this returns.
         await sender.flush()
+        stats.progress.produced(commands, sender.records_per_topic.get(commands, 0))
 
     return app, stats
+
+
+def describe(broker: KafkaBroker, settings: Settings) -> None:
+    """Documentation only (`make asyncapi`): what the router publishes through its plain
+    aiokafka producer, which FastStream cannot see. The broker given is never started."""
+    from schemas.asyncapi import DeadLetter, events_on
+
+    broker.publisher(
+        settings.topic(COMMANDS),
+        title=f"allocator-router:{COMMANDS}",
+        description="Every valid input, bytes unchanged, re-keyed by data.warehouse_id (headers "
+        "fulfil-source-topic, fulfil-event-type). Internal to the allocator.",
+        schema=events_on(COMMANDS),
+    )
+    for source in (ORDERS, INVENTORY):
+        broker.publisher(
+            settings.topic(source) + DLQ_SUFFIX,
+            title=f"allocator-router:{source}{DLQ_SUFFIX}",
+            description=f"Input from {source} that failed the contract (bad JSON, unknown type, "
+            "schema violation, oversize), with its original key.",
+            schema=DeadLetter,
+        )

@@ -17,6 +17,7 @@ from services.notifier.domain.model import Notice
 from services.notifier.domain.plan import Key, OrderKey, Plan, Row
 
 STATUSES = ("pending", "sent", "failed", "superseded")
+BACKLOG_STATUSES = ("pending", "failed")
 
 
 @dataclass(frozen=True)
@@ -282,6 +283,15 @@ class OutboxStore:
         for r in rows:
             out.setdefault(r["channel"], {})[r["status"]] = r["n"]
         return out
+
+    async def backlog_counts(self) -> dict[tuple[str, str], int]:
+        """Pending and failed rows per (channel, status): the part of the outbox that needs watching."""
+        rows = await self.pool.fetch(
+            "SELECT channel, status, count(*) AS n FROM notifier_outbox"
+            " WHERE status = ANY($1::text[]) GROUP BY channel, status",
+            list(BACKLOG_STATUSES),
+        )
+        return {(r["channel"], r["status"]): r["n"] for r in rows}
 
     async def retry_failed(
         self, now: datetime, *, ids: list[int] | None = None, channel: str | None = None

@@ -10,6 +10,7 @@ mark it, then everything closes and the process exits 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,10 +24,11 @@ from faststream.kafka.schemas import Topic
 from fulfil.dlq import dead_letter_headers
 from fulfil.faststream_broker import broker as make_broker
 from fulfil.logs import get_logger
+from fulfil.metrics import OUTBOX, Health, Progress, serving, watch_lag
 from schemas.registry import ALLOCATIONS, DLQ_SUFFIX, ContractError
 from services.notifier.adapters.channels import Channel
 from services.notifier.adapters.migrate import apply_migrations
-from services.notifier.adapters.outbox import OutboxStore
+from services.notifier.adapters.outbox import BACKLOG_STATUSES, OutboxStore
 from services.notifier.adapters.read_model import ReadModel
 from services.notifier.adapters.smtp import EmailChannel
 from services.notifier.adapters.webhook import WebhookChannel
@@ -61,6 +63,7 @@ class NotifierRuntime:
     subscriber: Any = None
     senders: list[ChannelSender] = field(default_factory=list)
     assigned: set[int] = field(default_factory=set)
+    progress: Progress | None = None
 
 
 # FastStream injects the raw message through this marker (a module-level singleton).
@@ -105,6 +108,9 @@ def build_app(settings: NotifierSettings, runtime: NotifierRuntime | None = None
               broker: KafkaBroker | None = None) -> tuple[FastStream, NotifierRuntime]:
     """The FastStream app (importable without a database, e.g. for AsyncAPI docs)."""
     runtime = runtime or NotifierRuntime(settings=settings, clock=SystemClock())
+    if runtime.progress is None:
+        runtime.progress = Progress("notifier", settings.fulfil_ready_stall_seconds)
+    progress = runtime.progress
     broker = broker or make_broker(settings)
     topic = settings.topic(ALLOCATIONS)
     max_bytes = settings.fulfil_max_message_bytes
@@ -131,10 +137,25 @@ def build_app(settings: NotifierSettings, runtime: NotifierRuntime | None = None
     async def notify(_: list[Any], message: Any = _MESSAGE) -> None:
         records = message.raw_message if isinstance(message.raw_message, tuple) else (message.raw_message,)
         assert runtime.handler is not None, "run_notifier() wires the handler before starting"
-        await runtime.handler.handle(records)
+        with progress.batch():
+            progress.count_records(records)
+            await runtime.handler.handle(records)
 
     runtime.subscriber = subscriber
     return FastStream(broker), runtime
+
+
+def describe(broker: KafkaBroker, settings: NotifierSettings) -> None:
+    """Documentation only (`make asyncapi`): the dead letters `run_notifier` publishes with
+    `broker.publish`, which FastStream cannot document by itself. The broker is never started."""
+    from schemas.asyncapi import DeadLetter
+
+    broker.publisher(
+        settings.topic(ALLOCATIONS) + DLQ_SUFFIX,
+        title=f"notifier:{ALLOCATIONS}{DLQ_SUFFIX}",
+        description="Allocation events the notifier could not parse, with their original key.",
+        schema=DeadLetter,
+    )
 
 
 def channels_for(settings: NotifierSettings) -> list[Channel]:
@@ -153,15 +174,24 @@ async def run_notifier(
     clock: Clock | None = None,
     ready: asyncio.Event | None = None,
     handle_signals: bool = True,
+    health: Health | None = None,
 ) -> NotifierRuntime:
     """Run until SIGTERM/SIGINT (or `stop`); returns the runtime (counters) after a clean stop."""
-    stop = stop or asyncio.Event()
+    health = health or Health()
+    log.info("notifier configuration", settings=settings.loggable())
+    async with serving(health, settings.fulfil_metrics_host, settings.fulfil_metrics_port):
+        return await _run(settings, stop or asyncio.Event(), clock, ready, handle_signals, health)
+
+
+async def _run(settings: NotifierSettings, stop: asyncio.Event, clock: Clock | None, ready: asyncio.Event | None,
+               handle_signals: bool, health: Health) -> NotifierRuntime:
     settings.require_kafka()
     url = settings.require_database()
     settings.require_channels()
     await apply_migrations(url)
 
-    runtime = NotifierRuntime(settings=settings, clock=clock or SystemClock())
+    progress = health.add(Progress("notifier", settings.fulfil_ready_stall_seconds))
+    runtime = NotifierRuntime(settings=settings, clock=clock or SystemClock(), progress=progress)
     app, runtime = build_app(settings, runtime)
     broker = app.broker
     assert broker is not None
@@ -180,6 +210,7 @@ async def run_notifier(
         headers = dead_letter_headers(reason=error.reason, kind=error.kind, topic=record.topic,
                                       partition=record.partition, offset=record.offset,
                                       stage="notifier", original=record.headers)
+        progress.dead_lettered(record.topic + DLQ_SUFFIX, error.kind)
         await broker.publish(
             record.value or b"", record.topic + DLQ_SUFFIX, key=record.key,
             headers={k: v.decode("utf-8", "replace") for k, v in headers},
@@ -200,6 +231,10 @@ async def run_notifier(
             pass
     try:
         await broker.start()
+        tasks.append(asyncio.create_task(
+            watch_lag(progress, lambda: runtime.subscriber.consumer, stop), name="notifier-lag"))
+        tasks.append(asyncio.create_task(
+            _watch_outbox(store, [s.channel.name for s in runtime.senders], stop), name="notifier-outbox-metrics"))
         for sender in runtime.senders:
             tasks.append(asyncio.create_task(sender.run(stop), name=f"notifier-sender-{sender.channel.name}"))
         if settings.fulfil_notifier_reminder_days > 0:
@@ -227,3 +262,18 @@ async def run_notifier(
         counts = {f"{s.channel.name}_{k}": getattr(s, k) for s in runtime.senders for k in ("sent", "failed")}
         log.info("notifier stopped", events=runtime.handler.records, **counts)
     return runtime
+
+
+async def _watch_outbox(store: OutboxStore, channels: list[str], stop: asyncio.Event, interval: float = 5.0) -> None:
+    """Keep the outbox gauges (pending and failed per channel) current."""
+    while not stop.is_set():
+        try:
+            counts = await store.backlog_counts()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("outbox counts unavailable", error=type(exc).__name__)
+        else:
+            for channel in {*channels, *(c for c, _ in counts)}:
+                for status in BACKLOG_STATUSES:
+                    OUTBOX.labels(channel, status).set(counts.get((channel, status), 0))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)

@@ -42,6 +42,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 from fulfil import kafka
 from fulfil.config import Settings
 from fulfil.logs import get_logger
+from fulfil.metrics import Health, Progress, serving, watch_lag
 from schemas.registry import ALLOCATIONS, INVENTORY, ORDERS
 from services.projector.adapters import store as pg
 from services.projector.adapters.migrate import migrate
@@ -93,8 +94,10 @@ class Projector:
         max_records: int = 5_000,
         health_file: Path | None = None,
         connect_timeout: float = 5.0,
+        progress: Progress | None = None,
     ):
         self.settings = settings
+        self.progress = progress or Progress("projector", settings.fulfil_ready_stall_seconds)
         self.database_url = settings.require_database()
         settings.require_kafka()
         self.schema = schema
@@ -145,6 +148,8 @@ class Projector:
         )
         self.consumer.subscribe(self.topics, listener=_Listener(self))
         await self.consumer.start()
+        lag_stop = asyncio.Event()
+        lag_watcher = asyncio.create_task(watch_lag(self.progress, lambda: self.consumer, lag_stop), name="projector-lag")
         log.info("projector started", schema=self.schema, topics=self.topics, group=self.group_id)
         # One batch is decoded while the previous one is in its transaction:
         # PostgreSQL works on one core while Python decodes on the other.
@@ -158,6 +163,8 @@ class Projector:
                 async with self.poll_lock:
                     batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
                 if batches:
+                    for records in batches.values():
+                        self.progress.consumed(records[0].topic, len(records))
                     decoded = decode_batch(
                         (r for records in batches.values() for r in records),
                         self.settings.fulfil_topic_prefix,
@@ -175,6 +182,8 @@ class Projector:
             if pending is not None:
                 with contextlib.suppress(_Stopping):
                     await pending
+            lag_stop.set()
+            await lag_watcher
             await self.consumer.stop()  # leaves the group: a successor takes over at once
             if self.store is not None:
                 with contextlib.suppress(Exception):
@@ -269,7 +278,8 @@ class Projector:
                 self.events += applied.events
                 self.skipped += decoded.skipped
 
-        await self._retrying(attempt, "apply batch")
+        with self.progress.batch():
+            await self._retrying(attempt, "apply batch")
 
     # ------------------------------------------------------------ retries & health
 
@@ -349,6 +359,7 @@ class Projector:
     def _set_health(self, healthy: bool, reason: str | None) -> None:
         self.healthy = healthy
         self.unhealthy_reason = reason
+        self.progress.set_unhealthy(None if healthy else reason)
         self._write_health()
 
     def _write_health(self) -> None:
@@ -397,4 +408,8 @@ async def run_projector(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
     tune_gc()
-    await Projector(settings, health_file=health_file, max_records=max_records).run(stop)
+    log.info("projector configuration", settings=settings.loggable())
+    health = Health()
+    progress = health.add(Progress("projector", settings.fulfil_ready_stall_seconds))
+    async with serving(health, settings.fulfil_metrics_host, settings.fulfil_metrics_port):
+        await Projector(settings, health_file=health_file, max_records=max_records, progress=progress).run(stop)
