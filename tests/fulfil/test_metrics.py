@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 import socket
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 
 import orjson
 import pytest
 from aiokafka import TopicPartition
 
-from fulfil import kafka
+from fulfil import embedded, kafka
 from fulfil.config import ConfigError
 from fulfil.metrics import Health, MetricsServer, Progress, serving
 from schemas.registry import COMMANDS, INVENTORY, ORDERS
 from services.allocator.entrypoints.core import AllocatorCore
 from tests.kafka_helpers import publish, wait_for
+from tests.metrics_helpers import aget, samples
 from tests.services.allocator.domain.streams import mixed_stream
 
 
@@ -30,37 +28,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def _get(port: int, path: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-async def _aget(port: int, path: str) -> tuple[int, bytes]:
-    return await asyncio.to_thread(_get, port, path)
-
-
-def _samples(text: str, name: str, **labels: str) -> list[float]:
-    """Values of the samples of metric `name` whose labels include `labels`."""
-    values = []
-    for line in text.splitlines():
-        match = re.match(rf"^{re.escape(name)}\{{(.*)\}} (\S+)$", line)
-        if not match:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
-        if all(found.get(k) == v for k, v in labels.items()):
-            values.append(float(match.group(2)))
-    return values
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ------------------------------------------------------------------ units
@@ -100,17 +67,17 @@ async def test_endpoints_answer_on_their_paths() -> None:
     health = Health()
     progress = health.add(Progress("unit-b", stall_seconds=10))
     async with MetricsServer(health, "127.0.0.1", 0) as server:
-        assert (await _aget(server.port, "/healthz"))[0] == 200
-        status, body = await _aget(server.port, "/readyz")
+        assert (await aget(server.port, "/healthz"))[0] == 200
+        status, body = await aget(server.port, "/readyz")
         assert status == 503 and orjson.loads(body)["components"]["unit-b"]["reason"] == "not connected to the broker"
         progress.record_lag({})
-        assert (await _aget(server.port, "/readyz"))[0] == 200
+        assert (await aget(server.port, "/readyz"))[0] == 200
         progress.dead_lettered("orders.v1.dlq", "bad_json")
-        status, text = await _aget(server.port, "/metrics")
+        status, text = await aget(server.port, "/metrics")
         assert status == 200
-        assert _samples(text.decode(), "fulfil_dead_letters_total", service="unit-b", reason="bad_json") == [1.0]
-        assert _samples(text.decode(), "fulfil_ready", service="unit-b") == [1.0]
-        assert (await _aget(server.port, "/nope"))[0] == 404
+        assert samples(text.decode(), "fulfil_dead_letters_total", service="unit-b", reason="bad_json") == [1.0]
+        assert samples(text.decode(), "fulfil_ready", service="unit-b") == [1.0]
+        assert (await aget(server.port, "/nope"))[0] == 404
 
 
 async def test_a_taken_port_is_a_configuration_error() -> None:
@@ -137,38 +104,38 @@ async def test_readyz_flips_when_the_core_is_paused_and_back_when_resumed(settin
         task = asyncio.create_task(core.run(stop))
         try:
             async def ready() -> bool:
-                return (await _aget(server.port, "/readyz"))[0] == 200 and core.processed >= 300
+                return (await aget(server.port, "/readyz"))[0] == 200 and core.processed >= 300
 
             await wait_for(ready, timeout=60, what="core ready and caught up")
-            text = (await _aget(server.port, "/metrics"))[1].decode()
+            text = (await aget(server.port, "/metrics"))[1].decode()
             commands, allocations = settings.topic(COMMANDS), settings.topic("allocations.v1")
-            assert sum(_samples(text, "fulfil_events_consumed_total", service="allocator-core", topic=commands)) == 300
-            assert sum(_samples(text, "fulfil_events_produced_total", service="allocator-core", topic=allocations)) > 0
-            assert sum(_samples(text, "fulfil_batch_duration_seconds_count", service="allocator-core")) > 0
-            assert _samples(text, "fulfil_consumer_lag", service="allocator-core"), "lag reported per partition"
+            assert sum(samples(text, "fulfil_events_consumed_total", service="allocator-core", topic=commands)) == 300
+            assert sum(samples(text, "fulfil_events_produced_total", service="allocator-core", topic=allocations)) > 0
+            assert sum(samples(text, "fulfil_batch_duration_seconds_count", service="allocator-core")) > 0
+            assert samples(text, "fulfil_consumer_lag", service="allocator-core"), "lag reported per partition"
 
             core.consumer.pause(*core.consumer.assignment())  # a stuck consumer, artificially
             await publish(settings, stream[300:], topic=COMMANDS)
 
             async def stalled() -> bytes | None:
-                status, body = await _aget(server.port, "/readyz")
+                status, body = await aget(server.port, "/readyz")
                 return body if status == 503 else None
 
             body = await wait_for(stalled, timeout=30, what="/readyz failing while paused")
             assert "no progress" in orjson.loads(body)["components"]["allocator-core"]["reason"]
-            text = (await _aget(server.port, "/metrics"))[1].decode()
-            assert sum(_samples(text, "fulfil_consumer_lag", service="allocator-core")) > 0
-            assert _samples(text, "fulfil_ready", service="allocator-core") == [0.0]
-            assert (await _aget(server.port, "/healthz"))[0] == 200, "stuck is not dead"
+            text = (await aget(server.port, "/metrics"))[1].decode()
+            assert sum(samples(text, "fulfil_consumer_lag", service="allocator-core")) > 0
+            assert samples(text, "fulfil_ready", service="allocator-core") == [0.0]
+            assert (await aget(server.port, "/healthz"))[0] == 200, "stuck is not dead"
 
             core.consumer.resume(*core.consumer.assignment())
 
             async def recovered() -> bool:
-                return (await _aget(server.port, "/readyz"))[0] == 200 and core.processed >= 600
+                return (await aget(server.port, "/readyz"))[0] == 200 and core.processed >= 600
 
             await wait_for(recovered, timeout=60, what="/readyz passing again after resume")
-            text = (await _aget(server.port, "/metrics"))[1].decode()
-            assert sum(_samples(text, "fulfil_events_consumed_total", service="allocator-core", topic=commands)) == 600
+            text = (await aget(server.port, "/metrics"))[1].decode()
+            assert sum(samples(text, "fulfil_events_consumed_total", service="allocator-core", topic=commands)) == 600
         finally:
             stop.set()
             await task
@@ -176,7 +143,7 @@ async def test_readyz_flips_when_the_core_is_paused_and_back_when_resumed(settin
 
 async def test_a_running_allocator_serves_counters_lag_and_dead_letters(settings, env_for_subprocess) -> None:
     await kafka.create_topics(settings)
-    port = _free_port()
+    port = embedded.free_port()
     env = {
         **env_for_subprocess(settings),
         "FULFIL_METRICS_PORT": str(port),
@@ -193,31 +160,31 @@ async def test_a_running_allocator_serves_counters_lag_and_dead_letters(settings
             if process.poll() is not None:
                 raise AssertionError(f"allocator exited: {process.stderr.read().decode()[-2000:]}")
             try:
-                status, body = await _aget(port, "/metrics")
+                status, body = await aget(port, "/metrics")
             except OSError:
                 return None  # not listening yet
             text = body.decode()
-            routed = sum(_samples(text, "fulfil_events_produced_total", service="allocator-router"))
-            allocated = sum(_samples(text, "fulfil_events_produced_total", service="allocator-core"))
+            routed = sum(samples(text, "fulfil_events_produced_total", service="allocator-router"))
+            allocated = sum(samples(text, "fulfil_events_produced_total", service="allocator-core"))
             return text if status == 200 and routed >= 400 and allocated > 0 else None
 
         text = await wait_for(scraped, timeout=90, what="router and core counters on /metrics")
-        consumed = sum(_samples(text, "fulfil_events_consumed_total", service="allocator-router",
+        consumed = sum(samples(text, "fulfil_events_consumed_total", service="allocator-router",
                                 topic=settings.topic(ORDERS)))
-        consumed += sum(_samples(text, "fulfil_events_consumed_total", service="allocator-router",
+        consumed += sum(samples(text, "fulfil_events_consumed_total", service="allocator-router",
                                  topic=settings.topic(INVENTORY)))
         assert consumed == 402
         dlq = settings.topic(ORDERS) + ".dlq"
-        assert _samples(text, "fulfil_dead_letters_total", service="allocator-router", topic=dlq, reason="bad_json") == [1.0]
-        assert _samples(text, "fulfil_dead_letters_total", service="allocator-router", topic=dlq,
+        assert samples(text, "fulfil_dead_letters_total", service="allocator-router", topic=dlq, reason="bad_json") == [1.0]
+        assert samples(text, "fulfil_dead_letters_total", service="allocator-router", topic=dlq,
                         reason="unknown_type") == [1.0]
         for service in ("allocator-router", "allocator-core"):
-            assert _samples(text, "fulfil_consumer_lag", service=service), f"{service} reports lag"
-            assert _samples(text, "fulfil_last_progress_timestamp_seconds", service=service)[0] > 0
-        assert (await _aget(port, "/healthz"))[0] == 200
+            assert samples(text, "fulfil_consumer_lag", service=service), f"{service} reports lag"
+            assert samples(text, "fulfil_last_progress_timestamp_seconds", service=service)[0] > 0
+        assert (await aget(port, "/healthz"))[0] == 200
 
         async def ready() -> bool:
-            return (await _aget(port, "/readyz"))[0] == 200
+            return (await aget(port, "/readyz"))[0] == 200
 
         await wait_for(ready, timeout=60, what="/readyz")
     finally:
