@@ -37,6 +37,8 @@ class Settings(BaseSettings):
 
     fulfil_topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$", max_length=100)
     fulfil_partitions: int = Field(default=6, ge=1, le=1024)
+    # For `fulfil topics create` (and services ensuring topics): 3 on a production cluster.
+    fulfil_replication_factor: int = Field(default=1, ge=1, le=32)
     fulfil_state_dir: Path = Path(".fulfil")
     fulfil_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     fulfil_log_format: Literal["json", "console"] = "json"

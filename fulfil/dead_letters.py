@@ -16,10 +16,9 @@ from aiokafka import TopicPartition
 
 from fulfil import kafka
 from fulfil.config import Settings
-from fulfil.dlq import H_KIND, H_OFFSET, H_PARTITION, H_REASON, H_TOPIC
+from fulfil.dlq import H_KIND, H_OFFSET, H_PARTITION, H_REASON, H_TOPIC, REDRIVEN_SUFFIX
 from schemas.registry import COMMANDS, DLQ_SUFFIX, INVENTORY, ORDERS
 
-REDRIVEN_SUFFIX = ".redriven"
 H_REDRIVEN_FROM = "fulfil-redriven-from"
 
 

@@ -278,6 +278,8 @@ async def run_demo(events: int, seed: int, keep_running: bool, console: Console)
             "FULFIL_NOTIFIER_ORDER_CONFIRMATION": "false",
         }
         env.pop("WEBHOOK_URL", None)
+        # Three services in one demo would all try to bind one metrics port.
+        env.pop("FULFIL_METRICS_PORT", None)
         await kafka.create_topics(settings)
         for name in SERVICES:
             procs[name] = _start(name, env, root / "logs")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+# `<dlq topic>.redriven` records which dead letters were re-published, so a redrive happens once.
+REDRIVEN_SUFFIX = ".redriven"
 H_REASON = "fulfil-dlq-reason"
 H_KIND = "fulfil-dlq-kind"
 H_TOPIC = "fulfil-dlq-source-topic"

@@ -11,7 +11,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 
 from fulfil.config import Settings
-from schemas.registry import base_topics
+from fulfil.dlq import REDRIVEN_SUFFIX
+from schemas.registry import DLQ_SUFFIX, base_topics
 
 Headers = list[tuple[str, bytes]] | tuple[()]
 
@@ -50,11 +51,14 @@ def consumer(settings: Settings, *topics: str, group_id: str | None, **overrides
 
 
 def all_topics(settings: Settings) -> list[str]:
-    return [settings.topic(t) for t in base_topics()]
+    """Every topic, the redrive ledgers of the DLQs included (clusters may not auto-create)."""
+    topics = base_topics()
+    ledgers = [t + REDRIVEN_SUFFIX for t in topics if t.endswith(DLQ_SUFFIX)]
+    return [settings.topic(t) for t in topics + ledgers]
 
 
 async def create_topics(
-    settings: Settings, names: Iterable[str] | None = None, replication_factor: int = 1
+    settings: Settings, names: Iterable[str] | None = None, replication_factor: int | None = None
 ) -> tuple[list[str], list[str]]:
     """Create the topics that do not exist yet; returns (created, existing)."""
     wanted = list(names) if names is not None else all_topics(settings)
@@ -66,7 +70,7 @@ async def create_topics(
         if missing:
             await admin.create_topics(
                 [
-                    NewTopic(t, num_partitions=settings.fulfil_partitions, replication_factor=replication_factor)
+                    NewTopic(t, num_partitions=settings.fulfil_partitions, replication_factor=replication_factor or settings.fulfil_replication_factor)
                     for t in missing
                 ]
             )

@@ -42,11 +42,6 @@ K8S_VERSION = "1.31.0"
 METRICS_PORT = 9100
 FULFIL_IMAGE_HINT = "fulfil"
 
-# The metrics settings are being added to fulfil.config.Settings in parallel
-# with deploy/. Until they are there, allow them explicitly; once Settings has
-# these fields this allowance is redundant and should be removed.
-PENDING_SETTINGS = frozenset({"FULFIL_METRICS_PORT", "FULFIL_METRICS_HOST", "FULFIL_READY_STALL_SECONDS"})
-
 # Every long-running service and the command it runs (ENTRYPOINT is `fulfil`).
 SERVICE_COMMANDS = {
     "allocator-router": ["allocator", "--stage", "router"],
@@ -145,8 +140,8 @@ def known_names(model: type[Settings]) -> set[str]:
     return names
 
 
-SHARED_SETTINGS = known_names(Settings) | PENDING_SETTINGS
-NOTIFIER_SETTINGS = known_names(NotifierSettings) | PENDING_SETTINGS
+SHARED_SETTINGS = known_names(Settings)
+NOTIFIER_SETTINGS = known_names(NotifierSettings)
 
 
 def settings_kwargs(env: dict[str, str], model: type[Settings]) -> dict[str, str]:
