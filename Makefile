@@ -30,5 +30,9 @@ lint: $(STAMP)
 schemas: $(STAMP)
 	$(PY) -m schemas.export
 
+.PHONY: asyncapi
+asyncapi: $(STAMP)
+	$(PY) -m schemas.asyncapi
+
 clean:
 	rm -rf $(VENV) .fulfil .pytest_cache .hypothesis
