@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
+import subprocess
 import urllib.error
 import urllib.request
 
@@ -40,3 +42,14 @@ async def scrape(port: int) -> str | None:
     except OSError:
         return None
     return body.decode() if status == 200 else None
+
+
+async def stop_gracefully(process: subprocess.Popen, timeout: float = 60) -> int:
+    """SIGTERM a service and wait for its exit code; SIGKILL it if it does not stop."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        return await asyncio.to_thread(process.wait, timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import socket
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from fulfil.metrics import Health, MetricsServer, Progress, serving
 from schemas.registry import COMMANDS, INVENTORY, ORDERS
 from services.allocator.entrypoints.core import AllocatorCore
 from tests.kafka_helpers import publish, wait_for
-from tests.metrics_helpers import aget, samples
+from tests.metrics_helpers import aget, samples, stop_gracefully
 from tests.services.allocator.domain.streams import mixed_stream
 
 
@@ -188,11 +187,5 @@ async def test_a_running_allocator_serves_counters_lag_and_dead_letters(settings
 
         await wait_for(ready, timeout=60, what="/readyz")
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            code = await asyncio.to_thread(process.wait, 60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise
+        code = await stop_gracefully(process)
     assert code == 0

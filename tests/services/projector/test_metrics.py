@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import subprocess
 import sys
 
 from fulfil import embedded
 from tests.kafka_helpers import wait_for
-from tests.metrics_helpers import aget, samples, scrape
+from tests.metrics_helpers import aget, samples, scrape, stop_gracefully
 from tests.services.projector.helpers import publish_scenario, scenario, topic_ends, wait_caught_up
 
 
@@ -43,11 +41,5 @@ async def test_a_running_projector_serves_counters_lag_and_readiness(pg_settings
         assert (await aget(port, "/healthz"))[0] == 200
         assert (await aget(port, "/readyz"))[0] == 200
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            code = await asyncio.to_thread(process.wait, 60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise
+        code = await stop_gracefully(process)
     assert code == 0
