@@ -90,7 +90,7 @@ class Projector:
         settings: Settings,
         *,
         schema: str = LIVE_SCHEMA,
-        group_id: str = GROUP_ID,
+        group_id: str | None = None,
         max_records: int = 5_000,
         health_file: Path | None = None,
         connect_timeout: float = 5.0,
@@ -101,7 +101,8 @@ class Projector:
         self.database_url = settings.require_database()
         settings.require_kafka()
         self.schema = schema
-        self.group_id = group_id
+        # Prefixed like the topics: environments sharing a cluster never rebalance each other.
+        self.group_id = group_id or settings.topic(GROUP_ID)
         self.max_records = max_records
         self.health_file = health_file
         self.connect_timeout = connect_timeout
