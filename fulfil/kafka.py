@@ -12,7 +12,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from fulfil.config import Settings
 from fulfil.dlq import REDRIVEN_SUFFIX
-from schemas.registry import DLQ_SUFFIX, base_topics
+from schemas.registry import COMMANDS, DLQ_SUFFIX, base_topics
 
 Headers = list[tuple[str, bytes]] | tuple[()]
 
@@ -57,6 +57,15 @@ def all_topics(settings: Settings) -> list[str]:
     return [settings.topic(t) for t in topics + ledgers]
 
 
+def topic_configs(settings: Settings, topic: str) -> dict[str, str]:
+    """Kept forever: the command log (a partition without a snapshot is folded from
+    offset 0) and the redrive ledgers (a forgotten entry would allow a second redrive)."""
+    base = topic.removeprefix(settings.fulfil_topic_prefix)
+    if base == COMMANDS or base.endswith(REDRIVEN_SUFFIX):
+        return {"retention.ms": "-1"}
+    return {}
+
+
 async def create_topics(
     settings: Settings, names: Iterable[str] | None = None, replication_factor: int | None = None
 ) -> tuple[list[str], list[str]]:
@@ -70,7 +79,12 @@ async def create_topics(
         if missing:
             await admin.create_topics(
                 [
-                    NewTopic(t, num_partitions=settings.fulfil_partitions, replication_factor=replication_factor or settings.fulfil_replication_factor)
+                    NewTopic(
+                        t,
+                        num_partitions=settings.fulfil_partitions,
+                        replication_factor=replication_factor or settings.fulfil_replication_factor,
+                        topic_configs=topic_configs(settings, t),
+                    )
                     for t in missing
                 ]
             )

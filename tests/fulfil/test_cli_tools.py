@@ -37,6 +37,26 @@ def test_topics_create_twice_is_harmless(settings, env_for_subprocess) -> None:
     assert sorted(again["existing"]) == sorted(created["created"])
 
 
+async def test_the_command_log_and_redrive_ledgers_are_kept_forever(settings) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    await kafka.create_topics(settings)
+    admin = AIOKafkaAdminClient(**settings.kafka_client_options())
+    await admin.start()
+    try:
+        names = [settings.topic(t) for t in ("allocator.commands.v1", "orders.v1.dlq.redriven", "orders.v1")]
+        answers = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
+    finally:
+        await admin.close()
+    retention = {
+        resource[3]: {entry[0]: entry[1] for entry in resource[4]}.get("retention.ms")
+        for answer in answers for resource in answer.resources
+    }
+    assert retention[names[0]] == "-1" and retention[names[1]] == "-1"
+    assert retention[names[2]] != "-1", "inputs keep the cluster's retention"
+
+
 async def test_publish_reports_bad_lines_and_publishes_good_ones(settings, env_for_subprocess, tmp_path) -> None:
     await kafka.create_topics(settings)
     order = orjson.dumps(VALID["OrderPlaced"])
