@@ -10,6 +10,7 @@ import sys
 import orjson
 import pytest
 from aiokafka import TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from fulfil import embedded, kafka
 from fulfil.config import ConfigError
@@ -76,6 +77,11 @@ async def test_endpoints_answer_on_their_paths() -> None:
         assert status == 200
         assert samples(text.decode(), "fulfil_dead_letters_total", service="unit-b", reason="bad_json") == [1.0]
         assert samples(text.decode(), "fulfil_ready", service="unit-b") == [1.0]
+        # The exposition parses as Prometheus text, with our families typed as declared.
+        families = {f.name: f.type for f in text_string_to_metric_families(text.decode())}
+        assert families["fulfil_events_consumed"] == "counter"
+        assert families["fulfil_batch_duration_seconds"] == "histogram"
+        assert families["fulfil_consumer_lag"] == "gauge"
         assert (await aget(server.port, "/nope"))[0] == 404
 
 
