@@ -47,7 +47,7 @@ from schemas.registry import ALLOCATIONS, INVENTORY, ORDERS
 from services.projector.adapters import store as pg
 from services.projector.adapters.migrate import migrate
 from services.projector.adapters.store import StalePositions, Store
-from services.projector.service_layer.apply import Decoded, apply_batch, decode_batch
+from services.projector.service_layer.apply import Decoded, apply_batch, decode_batch_interleaved
 from services.projector.service_layer.resilience import BACKOFF, is_transient
 
 log = get_logger("projector")
@@ -153,7 +153,9 @@ class Projector:
         lag_watcher = asyncio.create_task(watch_lag(self.progress, lambda: self.consumer, lag_stop), name="projector-lag")
         log.info("projector started", schema=self.schema, topics=self.topics, group=self.group_id)
         # One batch is decoded while the previous one is in its transaction:
-        # PostgreSQL works on one core while Python decodes on the other.
+        # PostgreSQL works on one core while Python decodes on the other. The
+        # decoding yields every few records, so it fills each of the transaction's
+        # round trips rather than just the first one.
         pending: asyncio.Task[None] | None = None
         try:
             while not self.stop_event.is_set():
@@ -166,8 +168,8 @@ class Projector:
                 if batches:
                     for records in batches.values():
                         self.progress.consumed(records[0].topic, len(records))
-                    decoded = decode_batch(
-                        (r for records in batches.values() for r in records),
+                    decoded = await decode_batch_interleaved(
+                        [r for records in batches.values() for r in records],
                         self.settings.fulfil_topic_prefix,
                         self.settings.fulfil_max_message_bytes,
                     )
