@@ -215,6 +215,13 @@ ON CONFLICT (topic, partition) DO UPDATE SET
 """
 
 
+_LINE_COLUMNS = (
+    "order_id", "line_no", "warehouse_id", "sku", "quantity", "allocated", "backordered",
+    "reserved", "rejected", "cancelled", "eta", "unit_price", "currency", "reason",
+    "backordered_since", "updated_at",
+)  # fmt: skip
+
+
 def _unzip(pairs: Iterable[tuple[Any, ...]], width: int) -> list[list[Any]]:
     columns: list[list[Any]] = [[] for _ in range(width)]
     for row in pairs:
@@ -342,6 +349,7 @@ class Store:
                 order = loaded.orders.get(r["order_id"])
                 if order is not None:
                     order.lines[r["line_no"]] = LineState(*list(r.values())[1:])
+                    loaded.stored_lines.add((r["order_id"], r["line_no"]))
         if keys.inbounds:
             whs, inbound_ids = _unzip(keys.inbounds, 2)
             for r in await conn.fetch(
@@ -392,11 +400,15 @@ class Store:
         await self.conn.copy_records_to_table(table, records=rows)
         return True
 
-    async def write(self, changes: Changes) -> None:
+    async def write(self, changes: Changes, stored_lines: set[tuple[str, int]] | None = None) -> None:
+        """Write the batch's row images. `stored_lines` (from `load`, same transaction)
+        names the order lines that already exist: the others are copied straight
+        into order_lines; without it every line goes through the upsert."""
         conn = self.conn
         if changes.orders:
             orders: list[tuple[Any, ...]] = []
             lines: list[tuple[Any, ...]] = []
+            new_lines: list[tuple[Any, ...]] = []
             for o in changes.orders:
                 c = o.customer
                 orders.append((
@@ -407,7 +419,8 @@ class Store:
                     o.last_event_type, o.last_event_id,
                 ))
                 for ln in o.lines.values():
-                    lines.append((
+                    new = stored_lines is not None and (o.order_id, ln.line_no) not in stored_lines
+                    (new_lines if new else lines).append((
                         o.order_id, ln.line_no, o.warehouse_id, ln.sku, ln.quantity,
                         ln.allocated, ln.backordered, ln.reserved, ln.rejected, ln.cancelled,
                         ln.eta, ln.unit_price, ln.currency, ln.reason,
@@ -417,6 +430,8 @@ class Store:
             await conn.execute(_UPSERT_ORDERS)
             if await self._copy("tmp_lines", lines):
                 await conn.execute(_UPSERT_LINES)
+            if new_lines:
+                await conn.copy_records_to_table("order_lines", records=new_lines, columns=_LINE_COLUMNS)
         if changes.placements:
             await self._copy("tmp_placed", [
                 (p.order_id, p.warehouse_id, p.customer.customer_id, p.customer.email,

@@ -46,6 +46,8 @@ class Loaded:
     # Schedules and delays already applied: a re-delivered old schedule must not
     # move the ETA back (the allocator drops it by envelope id too).
     seen_inbound_events: set[str] = field(default_factory=set)
+    # (order_id, line_no) of the order lines already stored: the others are new rows.
+    stored_lines: set[tuple[str, int]] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)

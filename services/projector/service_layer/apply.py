@@ -117,7 +117,7 @@ async def apply_batch(store: Store, decoded: Decoded, positions: dict[TopicParti
     async with store.transaction():
         await store.lock_offsets(expected)
         if events:
-            changes = fold_batch(await store.load(keys_of(events)), events)
-            await store.write(changes)
+            loaded = await store.load(keys_of(events))
+            await store.write(fold_batch(loaded, events), loaded.stored_lines)
         await store.save_offsets(new)
     return Applied(records=count, events=len(events), offsets=new)
