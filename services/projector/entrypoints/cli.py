@@ -143,7 +143,7 @@ def projector(
         Path | None,
         typer.Option("--health-file", help="Keep a JSON health flag here ({\"healthy\": ...})."),
     ] = None,
-    max_records: Annotated[int, typer.Option(min=1, max=100_000, help="Records per batch.")] = 5_000,
+    max_records: Annotated[int, typer.Option(min=1, max=100_000, help="Records per batch.")] = 10_000,
 ) -> None:
     """Fold allocations.v1 (and the inputs it needs) into PostgreSQL until SIGTERM/SIGINT."""
     settings = load_settings()
