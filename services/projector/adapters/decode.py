@@ -17,6 +17,8 @@ recognised by their type and skipped without validation.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -239,8 +241,8 @@ def _fast_line(v: dict[str, Any]) -> LineTotals:
         raise _Unusual
     return LineTotals(
         no, sku, qty, a, b, r, x, c,
-        _cached(_dates, eta, date.fromisoformat) if eta is not None else None,
-        _cached(_prices, price, _price) if price is not None else None,
+        (_dates.get(eta) or _cached(_dates, eta, date.fromisoformat)) if eta is not None else None,
+        (_prices.get(price) or _cached(_prices, price, _price)) if price is not None else None,
         currency, reason,
     )  # fmt: skip
 
@@ -252,7 +254,7 @@ def _fast_allocation(value: bytes) -> Event:
     at = doc["occurred_at"]
     if doc["version"] != 1 or type(at) is not str or type(data) is not dict:
         raise _Unusual
-    occurred_at = _cached(_moments, at, datetime.fromisoformat)
+    occurred_at = _moments.get(at) or _cached(_moments, at, datetime.fromisoformat)
     if occurred_at.tzinfo is None:
         raise _Unusual
     wh = data["warehouse_id"]
@@ -269,7 +271,7 @@ def _fast_allocation(value: bytes) -> Event:
             and (eta is None or type(eta) is str)
         ):  # fmt: skip
             raise _Unusual
-        next_eta = _cached(_dates, eta, date.fromisoformat) if eta is not None else None
+        next_eta = (_dates.get(eta) or _cached(_dates, eta, date.fromisoformat)) if eta is not None else None
         return StockPosition(occurred_at, wh, sku, avail, back, res, inc, next_eta, short)
     if kind not in ORDER_EVENT_TYPES:
         raise _Unusual
@@ -362,8 +364,17 @@ def decode_input(value: bytes | None, max_bytes: int) -> Event | None:
 
 
 def decode(base_topic: str, value: bytes | None, max_bytes: int) -> Event | None:
-    if base_topic == ALLOCATIONS:
-        return decode_allocation(value)
-    if base_topic in (ORDERS, INVENTORY):
-        return decode_input(value, max_bytes)
+    return decoder_for(base_topic, max_bytes)(value)
+
+
+def _ignore(value: bytes | None) -> None:
     return None
+
+
+def decoder_for(base_topic: str, max_bytes: int) -> Callable[[bytes | None], Event | None]:
+    """`decode` for one topic, picked once per partition rather than per record."""
+    if base_topic == ALLOCATIONS:
+        return decode_allocation
+    if base_topic in (ORDERS, INVENTORY):
+        return functools.partial(decode_input, max_bytes=max_bytes)
+    return _ignore

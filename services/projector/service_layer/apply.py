@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fulfil.logs import get_logger
-from services.projector.adapters.decode import Skip, decode
+from services.projector.adapters.decode import Skip, decoder_for
 from services.projector.adapters.store import Store, TopicPartitionKey
 from services.projector.domain.batch import fold_batch, keys_of
 from services.projector.domain.events import Event
@@ -60,9 +60,18 @@ async def decode_batch_interleaved(
 
 def _decode_into(decoded: Decoded, records: Iterable[Any], cut: int, max_bytes: int) -> None:
     by_partition = decoded.records
+    topic: str | None = None
+    partition = -1
+    items: list[tuple[int, Event | None]] = []
+    decoder: Any = None
     for record in records:
+        if record.partition != partition or record.topic != topic:
+            # Records come grouped by partition: look up the list and the decoder once per run.
+            topic, partition = record.topic, record.partition
+            items = by_partition.setdefault((topic, partition), [])
+            decoder = decoder_for(topic[cut:], max_bytes)
         try:
-            event = decode(record.topic[cut:], record.value, max_bytes)
+            event = decoder(record.value)
         except Skip as exc:
             # Offsets and the reason only: the payload may hold customer data.
             log.warning(
@@ -75,10 +84,6 @@ def _decode_into(decoded: Decoded, records: Iterable[Any], cut: int, max_bytes: 
             )
             decoded.skipped += 1
             event = None
-        tp = (record.topic, record.partition)
-        items = by_partition.get(tp)
-        if items is None:
-            items = by_partition[tp] = []
         items.append((record.offset, event))
 
 
