@@ -176,3 +176,51 @@ def test_outputs_are_not_accepted_as_inputs() -> None:
     with pytest.raises(ContractError) as info:
         parse_input(orjson.dumps(alloc))
     assert info.value.kind == "unknown_type"
+
+
+# ---------------------------------------------------------------- trusted construction
+
+
+def _models_under(model: type) -> set[type]:
+    """The model and every contract model reachable from its fields."""
+    from typing import get_args
+
+    from schemas.contract import Model
+
+    found: set[type] = set()
+    todo = [model]
+    while todo:
+        current = todo.pop()
+        if current in found:
+            continue
+        found.add(current)
+        for field in current.model_fields.values():
+            stack = [field.annotation]
+            while stack:
+                annotation = stack.pop()
+                if isinstance(annotation, type) and issubclass(annotation, Model):
+                    todo.append(annotation)
+                stack.extend(get_args(annotation))
+    return found
+
+
+def test_trusted_construction_serialises_like_model_construct_for_every_output_model() -> None:
+    """The allocator builds outputs with `trusted()`: their bytes must not depend on it
+    (replay --verify compares bytes written by earlier versions)."""
+    models = set().union(*(_models_under(m) for m in OUTPUT_EVENTS))
+    assert len(models) > len(OUTPUT_EVENTS)
+    for model in models:
+        required = {name: None for name, f in model.model_fields.items() if f.is_required()}
+        # Reversed keyword order: the JSON must still follow the declared order.
+        given_fields = dict(reversed(list(required.items())))
+        built = model.trusted(**given_fields)
+        reference = model.model_construct(**given_fields)
+        assert built.model_dump_json(warnings=False) == reference.model_dump_json(warnings=False), model.__name__
+        assert built == reference and built.model_fields_set == reference.model_fields_set
+
+
+def test_trusted_construction_refuses_a_missing_required_field() -> None:
+    from schemas.contract import AllocationLine
+
+    with pytest.raises(TypeError, match="line_no"):
+        AllocationLine.trusted(sku="A", quantity=1)
