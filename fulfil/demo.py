@@ -48,6 +48,7 @@ from schemas.registry import (
 
 SERVICES = ("allocator", "projector", "notifier")
 CHUNK = 250  # events published before waiting for the router
+OBSERVE_SECONDS = 0.5  # refresh of the per-service counters and lags
 
 
 class MailSink:
@@ -74,6 +75,8 @@ class Progress:
     notified: int = 0
     emails: int = 0
     unsent: int = 0
+    router_lag: int = 0
+    core_lag: int = 0
     started: float = field(default_factory=time.monotonic)
     caught_up_at: float | None = None
 
@@ -84,8 +87,8 @@ class Progress:
         elapsed = time.monotonic() - self.started
         rows = [
             ("published", f"{self.published:,} events ({self.invalid:,} invalid on purpose)"),
-            ("router", f"{self.commands:,} commands, {self.dead_letters:,} dead letters"),
-            ("allocator core", f"{self.outputs:,} allocation events"),
+            ("router", f"{self.commands:,} commands, {self.dead_letters:,} dead letters (lag {self.router_lag:,})"),
+            ("allocator core", f"{self.outputs:,} allocation events (lag {self.core_lag:,})"),
             ("projector", f"{self.projected:,} / {self.outputs:,} allocation events in PostgreSQL (lag {self.outputs - self.projected:,})"),
             ("notifier", f"{self.notified:,} / {self.outputs:,} events read, {self.emails:,} emails sent, {max(self.unsent, 0):,} queued"),
             ("services", ", ".join(f"{n} {'up' if p.poll() is None else f'EXITED {p.returncode}'}" for n, p in procs.items())),
@@ -152,6 +155,8 @@ async def _observe(settings: Settings, progress: Progress, mail: MailSink) -> bo
         settings, settings.topic("fulfil-allocator-router"), INVENTORY
     )
     core = await _committed(settings, settings.topic("fulfil-allocator-core"), COMMANDS)
+    progress.router_lag = max(inputs - routed, 0)
+    progress.core_lag = max(progress.commands - core, 0)
     return (
         progress.published > 0
         and routed >= inputs >= progress.published
@@ -296,6 +301,7 @@ async def run_demo(events: int, seed: int, keep_running: bool, console: Console)
                 sender = kafka.BatchSender(producer)
                 commands = [TopicPartition(settings.topic(COMMANDS), p) for p in range(settings.fulfil_partitions)]
                 valid = 0
+                observed_at = time.monotonic()
                 last_at = None  # the simulated clock: "late" is judged at the end of the simulated day
                 for topic, key, value in records:
                     await sender.add(settings.topic(topic), value, key=key)
@@ -315,6 +321,10 @@ async def run_demo(events: int, seed: int, keep_running: bool, console: Console)
                         while sum((await kafka.log_ends(watcher, commands)).values()) < valid:
                             live.update(progress.table(procs))
                             await asyncio.sleep(0.02)  # poll interval
+                        if time.monotonic() - observed_at >= OBSERVE_SECONDS:
+                            # Downstream services work while we publish: show them live too.
+                            await _observe(settings, progress, mail)
+                            observed_at = time.monotonic()
                         live.update(progress.table(procs))
                 await sender.flush()
             finally:
@@ -328,7 +338,7 @@ async def run_demo(events: int, seed: int, keep_running: bool, console: Console)
                     console.print(f"[red]service exited early: {', '.join(failed)}; logs in {root / 'logs'}[/red]")
                     return 1
                 if not done:
-                    await asyncio.sleep(0.5)  # refresh interval of the live view
+                    await asyncio.sleep(OBSERVE_SECONDS)  # refresh interval of the live view
         elapsed = time.monotonic() - progress.started
 
         console.rule("[bold]backlog[/bold] (fulfil backlog)")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import orjson
+from rich.console import Console
 
 from fulfil.demo import invariant_check
 from fulfil.kafka import create_topics
@@ -31,8 +33,42 @@ def test_demo_runs_end_to_end_and_stops_everything(tmp_path) -> None:
     assert "OK:" in out and "Subject:" in out
     assert list((tmp_path / "demo" / "mail").glob("*.eml"))
     # Nothing it started is left: the broker and PostgreSQL of its state directory are gone.
-    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
-    assert leftovers == []
+    assert _processes_mentioning(tmp_path) == []
+
+
+def _processes_mentioning(path) -> list[int]:
+    """PIDs whose command line names `path` (what `pgrep -f` does, without needing procps)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile
+            continue
+        if str(path) in cmdline:
+            found.append(int(proc.name))
+    return found
+
+
+async def test_demo_exits_1_when_an_invariant_fails_and_stops_everything(tmp_path, monkeypatch) -> None:
+    from fulfil import demo
+    from fulfil.invariants import InvariantReport
+
+    async def failing_check(settings):
+        return InvariantReport(lines_checked=1, problems=["order o-1 line 1: 2 != ordered 1"])
+
+    monkeypatch.setattr(demo, "invariant_check", failing_check)
+    monkeypatch.setenv("FULFIL_STATE_DIR", str(tmp_path))
+    for name in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "FULFIL_TOPIC_PREFIX", "FULFIL_METRICS_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    console = Console(record=True, width=120, force_terminal=False)
+    assert await demo.run_demo(events=600, seed=5, keep_running=False, console=console) == 1
+    out = console.export_text()
+    assert "1 invariant violations" in out and "2 != ordered 1" in out
+    # The live view names every stage with its lag.
+    assert "router" in out and "allocator core" in out and "(lag " in out
+    assert _processes_mentioning(tmp_path) == []
 
 
 async def test_invariant_check_reads_the_topics_and_catches_a_corrupted_output(settings) -> None:
