@@ -135,6 +135,15 @@ class AllocatorCore:
                         ),
                     )
                 for emission in emissions:
+                    event = emission.event
+                    if event.type == "StockPositionChanged" and event.data.shortfall:
+                        # DESIGN §4: a shortfall is reported on the topic and to operators (a
+                        # count was wrong or stock was lost after it had been promised).
+                        log.warning(
+                            "stock shortfall", warehouse_id=event.data.warehouse_id, sku=event.data.sku,
+                            shortfall=event.data.shortfall, available=event.data.available,
+                            causation_id=event.causation_id,
+                        )
                     await sender.add(
                         self.allocations,
                         emission.value,

@@ -141,3 +141,28 @@ async def test_bad_input_goes_to_the_dlq_and_good_input_around_it_is_processed(s
         return sum(offsets.values()) == 4  # every message on orders.v1 is consumed, bad or good
 
     await wait_for(router_committed, timeout=30, what="router offsets committed past the bad input")
+
+
+async def test_a_shortfall_is_reported_on_the_topic_and_logged_for_operators(settings, running_allocator) -> None:
+    from structlog.testing import capture_logs
+
+    received = {**VALID["StockReceived"], "id": "sf-receipt",
+                "data": {**VALID["StockReceived"]["data"], "receipt_id": "sf-r", "sku": "SF-1", "quantity": 5}}
+    adjusted = {**VALID["StockAdjusted"], "id": "sf-adjust",
+                "data": {**VALID["StockAdjusted"]["data"], "adjustment_id": "sf-a", "sku": "SF-1", "delta": -8}}
+    with capture_logs() as logs:
+        await publish(settings, [parse_input(orjson.dumps(received)), parse_input(orjson.dumps(adjusted))])
+
+        async def shortfall_reported():
+            positions = [o for o in await _outputs(settings) if o.type == "StockPositionChanged" and o.causation_id == "sf-adjust"]
+            return positions or None
+
+        [position] = await wait_for(shortfall_reported, timeout=60, what="the adjustment's stock position")
+
+        async def logged():
+            return [entry for entry in logs if entry["event"] == "stock shortfall"] or None
+
+        [entry] = await wait_for(logged, timeout=10, what="the shortfall log line")
+    assert (position.data.available, position.data.shortfall) == (0, 3)
+    assert entry["log_level"] == "warning"
+    assert (entry["sku"], entry["shortfall"], entry["causation_id"]) == ("SF-1", 3, "sf-adjust")
