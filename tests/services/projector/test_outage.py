@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from structlog.testing import capture_logs
 
 from fulfil import embedded
 from tests.kafka_helpers import publish, wait_for
@@ -47,6 +48,20 @@ async def test_postgres_outage_pauses_and_resumes_without_loss(settings, dedicat
     await publish_scenario(pg_settings, inputs[:half_in], outputs[:half_out])
     health = tmp_path / "health.json"
 
+    with capture_logs() as logs:
+        await _outage(pg_settings, server, projector_health=health, inputs=inputs, outputs=outputs,
+                      half_in=half_in, half_out=half_out)
+    waits = [e["retry_in_s"] for e in logs if e["event"] == "database step failed; consumption paused, retrying"]
+    # Backed off, not a tight loop: capped exponential waits (0.2 s doubling, jitter 0.2 s, cap 10 s).
+    assert len(waits) >= 3
+    assert all(0.2 <= w <= 10.2 for w in waits), waits
+    assert waits[:3] == sorted(waits[:3]) and waits[2] >= 0.8, waits
+
+    assert_tables_equal(await dump(server.url), normalise_reference(reference.fold(inputs, outputs)))
+
+
+async def _outage(pg_settings, server, *, projector_health, inputs, outputs, half_in, half_out) -> None:
+    health = projector_health
     async with running(pg_settings, max_records=100, health_file=health) as projector:
         await wait_for(
             lambda: _progress(server.url),
@@ -62,7 +77,18 @@ async def test_postgres_outage_pauses_and_resumes_without_loss(settings, dedicat
             failed(projector)
             return not projector.healthy and projector.retries >= 3
 
+        async def positions() -> dict:
+            return {tp: await projector.consumer.position(tp) for tp in projector.consumer.assignment()}
+
+        async def failing() -> bool:
+            failed(projector)
+            return not projector.healthy
+
+        await wait_for(failing, timeout=60, what="the first failed attempt")
+        paused_at = await positions()
         await wait_for(unhealthy_for_a_while, timeout=60, what="several backed-off retries")
+        # Paused: nothing is consumed while PostgreSQL is away, though records are waiting.
+        assert await positions() == paused_at
         assert orjson.loads(health.read_bytes())["healthy"] is False
         restarted = await asyncio.to_thread(
             embedded.start_postgres, server.data_dir, port=server.port, log_path=server.log_path
@@ -70,8 +96,6 @@ async def test_postgres_outage_pauses_and_resumes_without_loss(settings, dedicat
         assert restarted.port == server.port
         await wait_caught_up(pg_settings, timeout=120, check=lambda: failed(projector))
         assert projector.healthy and orjson.loads(health.read_bytes())["healthy"] is True
-
-    assert_tables_equal(await dump(server.url), normalise_reference(reference.fold(inputs, outputs)))
 
 
 async def _progress(url: str) -> bool:
