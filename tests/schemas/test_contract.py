@@ -18,6 +18,7 @@ from schemas.registry import (
     encode,
     parse_event,
     parse_input,
+    parse_output,
     spec_for,
 )
 from tests.schemas.strategies import DATA, envelopes
@@ -224,3 +225,52 @@ def test_trusted_construction_refuses_a_missing_required_field() -> None:
 
     with pytest.raises(TypeError, match="line_no"):
         AllocationLine.trusted(sku="A", quantity=1)
+
+
+def _first_output_of_each_type() -> dict[str, dict]:
+    from services.allocator.domain import decide, new_state
+    from tests.services.allocator.domain.streams import mixed_stream
+
+    state, found = new_state(), {}
+    for event in mixed_stream(3_000, seed=4):
+        state, outputs = decide(state, event)
+        for output in outputs:
+            found.setdefault(output.type, orjson.loads(encode(output)))
+    return found
+
+
+VALID_OUTPUTS = _first_output_of_each_type()
+
+# Outputs are parsed by the projector, the notifier and downstream warehouse systems:
+# the contract holds them to the same standard as inputs.
+BAD_OUTPUTS = [
+    ("StockPositionChanged", "data.available", -1, "data.available"),
+    ("StockPositionChanged", "data.next_eta", "next week", "data.next_eta"),
+    ("StockPositionChanged", "data.sku", _DELETE, "data.sku"),
+    ("OrderAllocated", "data.shipment_id", "", "data.shipment_id"),
+    ("OrderAllocated", "data.lines.0.allocated", -1, "data.lines.0.allocated"),
+    ("OrderAllocated", "data.customer.email", "not-an-email", "data.customer.email"),
+    ("PartiallyShipped", "data.lines.0.eta", "2026-11-31", "data.lines.0.eta"),
+    ("PartiallyShipped", "data.lines.0.backordered", 2.5, "data.lines.0.backordered"),
+    ("Backordered", "data.reason", "because", "data.reason"),
+    ("Backordered", "data.lines", _DELETE, "data.lines"),
+    ("BackorderAllocated", "data.order_id", "", "data.order_id"),
+    ("BackorderEtaChanged", "data.cause", _DELETE, "data.cause"),
+    ("BackorderEtaChanged", "data.lines.0.previous_eta", "soon", "data.lines.0.previous_eta"),
+    ("OrderRejected", "data.lines.0.rejected", "all", "data.lines.0.rejected"),
+    ("OrderCancellationProcessed", "data.warehouse_id", _DELETE, "data.warehouse_id"),
+    ("OrderCancellationProcessed", "occurred_at", "2026-11-01T10:00:00", "occurred_at"),
+    ("OrderAllocated", "version", 2, "version"),
+]
+
+
+def test_the_bad_output_table_covers_every_output_type() -> None:
+    assert {row[0] for row in BAD_OUTPUTS} == set(VALID_OUTPUTS) == {m.model_fields["type"].annotation.__args__[0] for m in OUTPUT_EVENTS}
+
+
+@pytest.mark.parametrize(("event_type", "path", "value", "expected"), BAD_OUTPUTS)
+def test_bad_output_is_rejected_with_a_reason_naming_the_field(event_type, path, value, expected) -> None:
+    parse_output(orjson.dumps(VALID_OUTPUTS[event_type]))  # the base is valid
+    with pytest.raises(ContractError) as info:
+        parse_output(orjson.dumps(_mutate(VALID_OUTPUTS[event_type], path, value)))
+    assert expected in info.value.reason
