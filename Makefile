@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 export LC_ALL ?= C.UTF-8
 
-.PHONY: run test test-fast bench lint schemas install clean
+.PHONY: run test bench lint schemas install clean
 
 install: $(STAMP)
 
