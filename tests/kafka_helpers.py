@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from aiokafka import TopicPartition
 
-from fulfil import kafka
+from fulfil import invariants, kafka
 from fulfil.config import Settings
 from schemas.contract import Envelope
-from schemas.registry import COMMANDS, encode, spec_for
+from schemas.registry import COMMANDS, ContractError, encode, parse_input, parse_output, spec_for
 from services.allocator.service_layer.partition import PartitionFold
 
 T = TypeVar("T")
@@ -92,8 +93,21 @@ def fold_command_log(commands: dict[int, list[Any]]) -> dict[int, list[bytes]]:
 
 
 async def expected_and_actual(settings: Settings) -> tuple[dict[int, list[bytes]], dict[int, list[bytes]]]:
-    expected = fold_command_log(await read_topic(settings, COMMANDS))
+    """A clean fold of the command log and what is on `allocations.v1`, per partition.
+
+    Also checks DESIGN §5's invariants on what is actually on the output topic
+    (every line's quantities add up to what was ordered; no SKU releases more
+    than it received), so every test comparing the two checks them too."""
+    commands = await read_topic(settings, COMMANDS)
+    expected = fold_command_log(commands)
     actual = {p: [r.value for r in records] for p, records in (await read_topic(settings, "allocations.v1")).items()}
+    inputs = []
+    for records in commands.values():
+        for record in records:
+            with contextlib.suppress(ContractError):
+                inputs.append(parse_input(record.value))
+    report = invariants.check(inputs, [parse_output(v) for values in actual.values() for v in values])
+    assert report.ok, f"{len(report.problems)} invariant violations, e.g. {report.problems[:5]}"
     return expected, actual
 
 
