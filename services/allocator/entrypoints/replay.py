@@ -141,7 +141,8 @@ async def replay(
                     if outputs is None:
                         continue
                     for emission in emissions:
-                        actual = await outputs.next()
+                        # Most outputs are already fetched: skip the coroutine for those.
+                        actual = outputs.buffer.popleft() if outputs.buffer else await outputs.next()
                         if command.offset < from_offset:
                             continue
                         if actual is None:

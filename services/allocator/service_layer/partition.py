@@ -36,10 +36,18 @@ def output_headers(partition: int, offset: int, index: int, event: Envelope) -> 
 
 
 def position_of(headers: Any) -> Position | None:
-    found: dict[str, bytes] = {k: v for k, v in headers or () if v is not None}
+    # Called for every output record by recovery and replay: no dict per record.
+    offset = index = None
+    for key, value in headers or ():
+        if key == H_COMMAND_OFFSET:
+            offset = value
+        elif key == H_OUTPUT_INDEX:
+            index = value
+    if offset is None or index is None:
+        return None
     try:
-        return int(found[H_COMMAND_OFFSET]), int(found[H_OUTPUT_INDEX])
-    except (KeyError, ValueError):
+        return int(offset), int(index)
+    except ValueError:
         return None
 
 
