@@ -7,9 +7,12 @@ as everywhere else (exit code 2 from the CLI).
 
 from __future__ import annotations
 
+import re
+import ssl
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator
 
 from fulfil.config import ConfigError, Settings
 
@@ -18,10 +21,14 @@ CHANNELS = ("email", "webhook")
 
 class NotifierSettings(Settings):
     # SMTP beyond SMTP_URL / SMTP_FROM: STARTTLS upgrade on a plain port, and auth.
-    # `smtps://` in SMTP_URL means implicit TLS instead.
+    # `smtps://` in SMTP_URL means implicit TLS instead. Credentials may also sit in
+    # SMTP_URL (`smtp://user:pass@host`, percent-encoded); these two win (smtp_credentials).
     smtp_starttls: bool = False
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
+    # CA bundle (PEM) the SMTP server's certificate must chain to, for STARTTLS and
+    # smtps://; unset = the system's trust store. The host name is always checked.
+    smtp_ssl_cafile: FilePath | None = None
     smtp_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
 
@@ -81,6 +88,59 @@ class NotifierSettings(Settings):
     def webhook_enabled(self) -> bool:
         return self.fulfil_notifier_webhook and bool(self.webhook_url)
 
+    def smtp_credentials(self) -> tuple[str | None, str | None]:
+        """(user, password) for SMTP AUTH; (None, None) = no AUTH.
+
+        SMTP_USERNAME / SMTP_PASSWORD win over `user:password@` in SMTP_URL, which is
+        percent-decoded (`p%40ss` is `p@ss`). SMTP_PASSWORD also completes a URL that
+        names only the user (`smtp://orders@host`), keeping the secret out of the URL.
+        """
+        explicit_password = self.smtp_password.get_secret_value() if self.smtp_password else None
+        if self.smtp_username:
+            return self.smtp_username, explicit_password
+        url = urlsplit(self.smtp_url or "")
+        user = unquote(url.username) if url.username else None
+        url_password = unquote(url.password) if url.password else None
+        return user, explicit_password or (url_password if user else None)
+
+    def smtp_tls_context(self) -> ssl.SSLContext | None:
+        """The context that verifies the SMTP server (SMTP_SSL_CAFILE); None = aiosmtplib's
+        default, which verifies against the system's trust store."""
+        if self.smtp_ssl_cafile is None:
+            return None
+        try:
+            return ssl.create_default_context(cafile=str(self.smtp_ssl_cafile))
+        except (OSError, ssl.SSLError):
+            raise ConfigError(
+                f"SMTP_SSL_CAFILE ({self.smtp_ssl_cafile}) is not a readable PEM file of CA certificates"
+            ) from None
+
+    def _check_smtp(self) -> None:
+        # Never put SMTP_URL itself in these messages: it may hold a password.
+        if not self.smtp_url:
+            return
+        url = urlsplit(self.smtp_url)
+        userinfo, _, _ = url.netloc.rpartition("@")
+        if "@" in userinfo:
+            # Unencoded, it would also defeat the log masking of the URL's password.
+            raise ConfigError("SMTP_URL: write '@' in a user name or password as %40 (percent-encoded)")
+        try:
+            url.port  # noqa: B018 - raises for a port out of range
+        except ValueError:
+            raise ConfigError("SMTP_URL: the port must be between 0 and 65535") from None
+        user, password = self.smtp_credentials()
+        if user and not password:
+            raise ConfigError(
+                "SMTP_URL names an SMTP user but no password: add it to the URL "
+                "(smtp://user:password@host, percent-encoded) or set SMTP_PASSWORD"
+            )
+        if (password or url.password) and not user:
+            raise ConfigError(
+                "SMTP_PASSWORD (or a password in SMTP_URL) is set without a user: "
+                "set SMTP_USERNAME or write smtp://user@host in SMTP_URL"
+            )
+        self.smtp_tls_context()
+
     def enabled_channels(self) -> tuple[str, ...]:
         return tuple(
             c for c in CHANNELS if (self.email_enabled if c == "email" else self.webhook_enabled)
@@ -103,6 +163,7 @@ class NotifierSettings(Settings):
             raise ConfigError("WEBHOOK_SECRET is required when WEBHOOK_URL is set")
         if self.smtp_username and not self.smtp_password:
             raise ConfigError("SMTP_PASSWORD is required when SMTP_USERNAME is set")
+        self._check_smtp()
         slowest = max(self.smtp_timeout_seconds, self.webhook_timeout_seconds)
         if self.fulfil_notifier_lease_seconds <= slowest:
             # A lease shorter than a send would hand an in-flight message to a second sender.
@@ -121,7 +182,17 @@ def load_notifier_settings(**overrides: Any) -> NotifierSettings:
         field = ".".join(str(p) for p in err["loc"]).upper() or "settings"
         value = err.get("input")
         hidden = any(word in field.lower() for word in ("password", "secret"))
+        if isinstance(value, str):
+            value = _without_userinfo(value)  # a URL's password may contain what its pattern refuses
         shown = "" if hidden else f" (got {value!r})"
         raise ConfigError(f"invalid {field}: {err['msg']}{shown}") from None
     settings.check_channels()
     return settings
+
+
+_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://).*@", re.DOTALL)
+
+
+def _without_userinfo(value: str) -> str:
+    """`scheme://anything@host` → `scheme://***@host`, up to the last `@`."""
+    return _USERINFO.sub(lambda m: m.group("scheme") + "***@", value)

@@ -4,6 +4,12 @@ The Message-ID comes from the outbox row (derived from the event id), so a
 message sent again after a crash carries the same Message-ID and receiving
 systems can drop the duplicate. The Date header is the row's creation time,
 so a resend is byte-identical apart from transport headers.
+
+Connection: `smtp://` (plain, upgraded with SMTP_STARTTLS=true) or `smtps://`
+(implicit TLS, port 465 unless given). TLS always verifies the server's
+certificate and host name, against SMTP_SSL_CAFILE when set. AUTH uses
+SMTP_USERNAME / SMTP_PASSWORD, else the credentials written in SMTP_URL
+(NotifierSettings.smtp_credentials).
 """
 
 from __future__ import annotations
@@ -43,8 +49,8 @@ class EmailChannel:
         self.hostname = url.hostname or "localhost"
         self.port = url.port or (465 if self.implicit_tls else 25)
         self.starttls = settings.smtp_starttls
-        self.username = settings.smtp_username
-        self.password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
+        self.username, self.password = settings.smtp_credentials()
+        self.tls_context = settings.smtp_tls_context()
         self.timeout = settings.smtp_timeout_seconds
         self.sender = settings.smtp_from
 
@@ -70,8 +76,13 @@ class EmailChannel:
                 start_tls=self.starttls if not self.implicit_tls else False,
                 username=self.username,
                 password=self.password,
+                tls_context=self.tls_context,
                 timeout=self.timeout,
             )
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            # The channel's credentials, not this message: retried with backoff like an
+            # outage, so mail written while the password is being fixed is not lost.
+            raise DeliveryError(f"SMTP authentication failed ({exc.code})") from None
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
             raise DeliveryError(

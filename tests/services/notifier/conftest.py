@@ -40,6 +40,9 @@ class ReceivedMail:
     text: str
     html: str
     raw: bytes
+    # How the session that carried it looked to the server.
+    auth_login: str | None = None  # the user it authenticated as (None: no AUTH)
+    tls_version: str | None = None  # e.g. "TLSv1.3" (None: plain text)
 
 
 class _Recorder:
@@ -51,6 +54,8 @@ class _Recorder:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         text = message.get_body(("plain",))
         html = message.get_body(("html",))
+        tls = server.transport.get_extra_info("ssl_object") if server.transport else None
+        login = session.auth_data.login if session.authenticated and session.auth_data else None
         mail = ReceivedMail(
             message_id=str(message["Message-ID"]),
             to=",".join(envelope.rcpt_tos),
@@ -59,6 +64,8 @@ class _Recorder:
             text=text.get_content().replace("\r\n", "\n") if text else "",
             html=html.get_content().replace("\r\n", "\n") if html else "",
             raw=envelope.content,
+            auth_login=login.decode() if isinstance(login, bytes) else login,
+            tls_version=tls.version() if tls is not None else None,
         )
         with self.lock:
             self.mails.append(mail)
@@ -66,16 +73,22 @@ class _Recorder:
 
 
 class SmtpServer:
-    """aiosmtpd on a fixed loopback port that can go down and come back."""
+    """aiosmtpd on a fixed loopback port that can go down and come back.
 
-    def __init__(self) -> None:
+    `options` go to aiosmtpd's Controller as they are (authenticator, tls_context,
+    require_starttls, ssl_context for implicit TLS, ...).
+    """
+
+    def __init__(self, **options: Any) -> None:
         self.port = embedded.free_port()
         self.recorder = _Recorder()
+        self.options = options
         self.controller: Controller | None = None
 
     @property
     def url(self) -> str:
-        return f"smtp://127.0.0.1:{self.port}"
+        scheme = "smtps" if self.options.get("ssl_context") else "smtp"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def mails(self) -> list[ReceivedMail]:
@@ -84,8 +97,13 @@ class SmtpServer:
 
     def start(self) -> None:
         if self.controller is None:
-            self.controller = Controller(self.recorder, hostname="127.0.0.1", port=self.port)
-            self.controller.start()
+            controller = Controller(self.recorder, hostname="127.0.0.1", port=self.port, **self.options)
+            try:
+                controller.start()
+            except BaseException:
+                controller.stop(no_assert=True)  # start() may leave its thread and loop running
+                raise
+            self.controller = controller
 
     def stop(self) -> None:
         if self.controller is not None:

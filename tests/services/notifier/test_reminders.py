@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import date, timedelta
-from pathlib import Path
 
 import asyncpg
 
@@ -17,39 +17,17 @@ from services.notifier.domain.decide import Policy
 from services.notifier.service_layer.messages import renderer
 from services.notifier.service_layer.reminders import ReminderScheduler
 from services.notifier.service_layer.sender import ChannelSender
+from services.projector.adapters.migrate import MIGRATIONS_DIR
+from services.projector.adapters.migrate import migrate as migrate_read_model
 from tests.services.notifier.conftest import WEBHOOK_SECRET, FakeClock, notifier_settings_for
 from tests.services.notifier.helpers import assert_no_pii
 
-# The read model as the brief gives it, for when the projector's own migration
-# cannot be read (it is another team's file and may move).
-FALLBACK_DDL = """
-CREATE TABLE orders (order_id text PRIMARY KEY, warehouse_id text NOT NULL, customer_id text,
-    customer_email text, customer_name text, customer_locale text, status text NOT NULL,
-    placed_at timestamptz, updated_at timestamptz NOT NULL, backordered_since timestamptz);
-CREATE TABLE order_lines (order_id text NOT NULL, line_no integer NOT NULL, warehouse_id text NOT NULL,
-    sku text NOT NULL, quantity integer NOT NULL, allocated integer NOT NULL DEFAULT 0,
-    backordered integer NOT NULL DEFAULT 0, reserved integer NOT NULL DEFAULT 0,
-    rejected integer NOT NULL DEFAULT 0, cancelled integer NOT NULL DEFAULT 0, eta date,
-    unit_price numeric(19, 4), currency text, updated_at timestamptz NOT NULL,
-    PRIMARY KEY (order_id, line_no));
-"""
 
-
-def _projector_ddl() -> str:
-    """The projector's real migration (tables in the schema we read), else the brief's DDL."""
-    try:
-        from services.projector.adapters.migrate import MIGRATIONS_DIR
-    except Exception:  # noqa: BLE001 - another team's module in flux: fall back
-        return FALLBACK_DDL
-    files = sorted(p for p in Path(MIGRATIONS_DIR).glob("*.sql") if not p.name.endswith(".rollback.sql"))
-    return "\n".join(p.read_text() for p in files) if files else FALLBACK_DDL
-
-
-async def _read_model(conn: asyncpg.Connection, schema: str) -> None:
-    await conn.execute(f'CREATE SCHEMA "{schema}"')
-    await conn.execute(f'SET search_path TO "{schema}"')
-    await conn.execute(_projector_ddl())
-    await conn.execute("SET search_path TO DEFAULT")
+async def _read_model(database_url: str, schema: str) -> None:
+    """The projector's own migration, applied the way the projector applies it: a
+    column the reminder query needs that the projector drops or renames fails here."""
+    applied = await asyncio.to_thread(migrate_read_model, database_url, schema)
+    assert applied, f"the projector's migrations in {MIGRATIONS_DIR} applied nothing"
 
 
 async def _order(conn, order_id: str, since, *, email: str, name: str, locale: str = "en", eta=None, qty: int = 2):
@@ -81,7 +59,7 @@ async def test_one_reminder_per_period_per_waiting_order_and_none_after_it_ships
     senders = [ChannelSender(EmailChannel(notifier), OutboxStore(pool), notifier, clock),
                ChannelSender(WebhookChannel(notifier), OutboxStore(pool), notifier, clock)]
     try:
-        await _read_model(conn, notifier.fulfil_read_model_schema)
+        await _read_model(test_database, notifier.fulfil_read_model_schema)
         await _order(conn, "ord-a", t0, email="anna@reminded.example", name="Anna Remind", eta=date(2026, 4, 20))
         await _order(conn, "ord-b", t0 + timedelta(days=1), email="ben@reminded.example", name="Ben Remind")
         await _order(conn, "ord-c", t0, email="cleo@reminded.example", name="Cleo Remind", eta=date(2026, 5, 1))
