@@ -131,7 +131,10 @@ class Settings(BaseSettings):
         }
 
 
-_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@")
+# Greedy up to the last "@" of the token: a password with an unencoded "/" or "@"
+# is still masked whole (masking a little too much is the safe side).
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)\S*@")
+_URL_USERINFO = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://).*@", re.DOTALL)  # one whole value
 
 
 def mask_url_password(text: str) -> str:
@@ -139,13 +142,23 @@ def mask_url_password(text: str) -> str:
     return _URL_PASSWORD.sub(lambda m: m.group("head") + "***@", text)
 
 
+def settings_error(exc: ValidationError) -> ConfigError:
+    """The first problem of a settings model as one line for the operator; a secret's
+    value is never shown, nor the user part of a URL (it may hold a password the URL's
+    pattern refused, so the masking above would not find it)."""
+    err = exc.errors(include_url=False)[0]
+    field = ".".join(str(p) for p in err["loc"]).upper() or "settings"
+    if any(word in field.lower() for word in ("password", "secret")):
+        return ConfigError(f"invalid {field}: {err['msg']}")
+    value = err.get("input")
+    if isinstance(value, str):
+        value = _URL_USERINFO.sub(lambda m: m.group("scheme") + "***@", value)
+    return ConfigError(f"invalid {field}: {err['msg']} (got {value!r})")
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Read the environment; any invalid value becomes one ConfigError line."""
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        field = ".".join(str(p) for p in err["loc"]).upper() or "settings"
-        value = err.get("input")
-        shown = "" if "password" in field.lower() or "secret" in field.lower() else f" (got {value!r})"
-        raise ConfigError(f"invalid {field}: {err['msg']}{shown}") from None
+        raise settings_error(exc) from None

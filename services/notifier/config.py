@@ -7,14 +7,13 @@ as everywhere else (exit code 2 from the CLI).
 
 from __future__ import annotations
 
-import re
 import ssl
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator
 
-from fulfil.config import ConfigError, Settings
+from fulfil.config import ConfigError, Settings, settings_error
 
 CHANNELS = ("email", "webhook")
 
@@ -178,21 +177,6 @@ def load_notifier_settings(**overrides: Any) -> NotifierSettings:
     try:
         settings = NotifierSettings(**overrides)
     except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        field = ".".join(str(p) for p in err["loc"]).upper() or "settings"
-        value = err.get("input")
-        hidden = any(word in field.lower() for word in ("password", "secret"))
-        if isinstance(value, str):
-            value = _without_userinfo(value)  # a URL's password may contain what its pattern refuses
-        shown = "" if hidden else f" (got {value!r})"
-        raise ConfigError(f"invalid {field}: {err['msg']}{shown}") from None
+        raise settings_error(exc) from None
     settings.check_channels()
     return settings
-
-
-_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://).*@", re.DOTALL)
-
-
-def _without_userinfo(value: str) -> str:
-    """`scheme://anything@host` → `scheme://***@host`, up to the last `@`."""
-    return _USERINFO.sub(lambda m: m.group("scheme") + "***@", value)

@@ -202,3 +202,22 @@ async def test_a_running_service_never_logs_its_secrets(settings, env_for_subpro
     assert "fulfil:***@127.0.0.1:1/fulfil" in output, "the database URL is logged, with its password masked"
     for secret in (SASL_PASSWORD, DB_PASSWORD, WEBHOOK_SECRET, SMTP_PASSWORD):
         assert secret not in output
+
+
+def test_an_invalid_url_setting_is_reported_without_its_credentials() -> None:
+    """Every service loads these settings: a URL its pattern refuses (here: a password
+    with an unencoded '/' and a space) must not be echoed with the password."""
+    from fulfil.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError) as info:
+        load_settings(smtp_url="smtp://mailer:top/se cret@mail.example:99999")
+    message = str(info.value)
+    assert "SMTP_URL" in message and "mail.example" in message
+    assert "top" not in message and "se cret" not in message and "\n" not in message
+
+
+def test_log_masking_covers_passwords_with_unencoded_characters() -> None:
+    from fulfil.config import mask_url_password
+
+    masked = mask_url_password("connecting to postgresql://app:pa/ss@db.internal:5432/fulfil now")
+    assert masked == "connecting to postgresql://app:***@db.internal:5432/fulfil now"
