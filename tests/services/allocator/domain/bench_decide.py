@@ -15,7 +15,9 @@ import json
 import pickle
 import random
 import time
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
+from typing import Any
 
 import psutil
 
@@ -45,33 +47,53 @@ def throughput(events: int, seed: int) -> dict:
     }
 
 
-def orders_memory(orders: int, backordered: float = 0.05, seed: int = 1) -> dict:
-    """`orders` single-line orders over 1 000 SKUs; about `backordered` of them wait."""
+def memory_workload(
+    orders: int, backordered: float = 0.05, seed: int = 1, warehouses: Sequence[str] = ("WH1",)
+) -> tuple[list[Any], Iterator[Any]]:
+    """The memory benchmark's inputs: stock receipts first, then `orders` single-line orders.
+
+    1 000 SKUs; the first 50 never get stock, so the ~`backordered` share of orders
+    placed on them stay backordered. Orders go round-robin over `warehouses`, each
+    of which receives stock for the other 950 SKUs. Orders are built lazily.
+    """
     rng = random.Random(seed)
     ev = Events(prefix="m", step=timedelta(milliseconds=10))
-    process = psutil.Process()
     skus = [f"SKU-{i:05d}" for i in range(1_000)]
-    state = new_state()
-    # Stock for the ones that ship; backorders on SKUs that never get stock.
     out_of_stock = skus[:50]
     in_stock = skus[50:]
-    for sku in in_stock:
-        state, _ = decide(state, ev.stock_received("WH1", sku, 1_000_000))
+    stock = [ev.stock_received(wh, sku, 1_000_000) for wh in warehouses for sku in in_stock]
+
+    def placed() -> Iterator[Any]:
+        for n in range(orders):
+            sku = rng.choice(out_of_stock) if rng.random() < backordered else rng.choice(in_stock)
+            yield ev.order_placed(
+                f"order-{n}", warehouses[n % len(warehouses)], [(sku, rng.randint(1, 3), "9.99", "EUR")]
+            )
+
+    return stock, placed()
+
+
+def orders_memory(orders: int, backordered: float = 0.05, seed: int = 1) -> dict:
+    """`orders` single-line orders over 1 000 SKUs; about `backordered` of them wait."""
+    process = psutil.Process()
+    stock, placed = memory_workload(orders, backordered, seed)
+    state = new_state()
+    # Stock for the ones that ship; backorders on SKUs that never get stock.
+    for command in stock:
+        state, _ = decide(state, command)
+    del stock
     gc.collect()
     before = process.memory_info().rss
     started = time.perf_counter()
     batch = []
-    for n in range(orders):
-        sku = rng.choice(out_of_stock) if rng.random() < backordered else rng.choice(in_stock)
-        batch.append(
-            ev.order_placed(f"order-{n}", "WH1", [(sku, rng.randint(1, 3), "9.99", "EUR")])
-        )
+    for command in placed:
+        batch.append(command)
         if len(batch) == 10_000:
-            for command in batch:
-                state, _ = decide(state, command)
+            for queued in batch:
+                state, _ = decide(state, queued)
             batch.clear()
-    for command in batch:
-        state, _ = decide(state, command)
+    for queued in batch:
+        state, _ = decide(state, queued)
     elapsed = time.perf_counter() - started
     batch.clear()
     gc.collect()
