@@ -12,13 +12,18 @@ from tests.bench.contract import bench_contract
 def _print(title: str, figures: dict[str, float]) -> None:
     print(f"\n== {title}")
     for key, value in figures.items():
-        shown = f"{value:,.3f}" if key.endswith("ratio") or "ratio" in key else f"{value:,.0f}"
+        if "ratio" in key:
+            shown = f"{value:,.3f}"
+        elif key.endswith("_s") and not key.endswith("_per_s"):  # seconds
+            shown = f"{value:,.2f}"
+        else:
+            shown = f"{value:,.0f}"
         print(f"  {key:<40} {shown}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="make bench")
-    parser.add_argument("--only", choices=["contract", "allocator", "projector"], default=None)
+    parser.add_argument("--only", choices=["contract", "allocator", "projector", "oplog"], default=None)
     args = parser.parse_args()
     if args.only in (None, "contract"):
         _print("contract: parse+validate / orjson.loads (100 k envelopes)", bench_contract())
@@ -31,6 +36,11 @@ def main() -> int:
         from tests.bench.projector import bench_projector
 
         for title, figures in asyncio.run(bench_projector()):
+            _print(title, figures)
+    if args.only in (None, "oplog"):  # BENCH_LOG_EVENTS=0 skips it
+        from tests.bench.oplog import bench_oplog
+
+        for title, figures in asyncio.run(bench_oplog()):
             _print(title, figures)
     return 0
 
