@@ -1,7 +1,8 @@
 """Allocator benchmarks on a real embedded broker, each against a baseline from the same run.
 
 1. throughput: router + core over a 200 k-event mixed stream, divided by a bare
-   aiokafka consume -> produce passthrough of the same messages (goal >= 0.5);
+   aiokafka consume -> produce passthrough of the same messages (goal >= 0.5),
+   best of BENCH_ROUNDS (2) runs of each;
 2. latency: p50/p99 input -> first output at a steady 1 k events/s (allocator
    in its own process);
 3. memory after 1 M orders with ~5 % backordered (goal < 1 GB): the RSS (after
@@ -42,6 +43,7 @@ from tests.services.allocator.domain.bench_decide import memory_workload
 from tests.services.allocator.domain.streams import mixed_stream
 
 EVENTS = int(os.environ.get("BENCH_ALLOCATOR_EVENTS", 200_000))
+ROUNDS = max(1, int(os.environ.get("BENCH_ROUNDS", 2)))  # best of N for baseline and allocator alike
 LATENCY_SECONDS = float(os.environ.get("BENCH_LATENCY_SECONDS", 15))
 MEMORY_ORDERS = int(os.environ.get("BENCH_MEMORY_ORDERS", 1_000_000))
 
@@ -339,15 +341,22 @@ async def bench_allocator() -> list[tuple[str, dict[str, float]]]:
             spec = spec_for(e)
             messages.append((spec.topic, spec.key(e), encode(e)))
 
-        baseline = _settings(broker.bootstrap, "pt.", root / "pt")
-        await kafka.create_topics(baseline)
-        await _publish_all(baseline, messages)
-        passthrough = await _passthrough(baseline, len(messages))
+        # Rounds alternate baseline and allocator on fresh topics and keep the best of
+        # each: one group rebalance or a busy neighbour in a single run moved the
+        # ratio by half (passthrough 29 k vs 45 k events/s in two runs).
+        passthroughs, allocators = [], []
+        for round_ in range(1, ROUNDS + 1):
+            baseline = _settings(broker.bootstrap, f"pt{round_}.", root / f"pt{round_}")
+            await kafka.create_topics(baseline)
+            await _publish_all(baseline, messages)
+            passthroughs.append(await _passthrough(baseline, len(messages)))
 
-        live = _settings(broker.bootstrap, "al.", root / "al")
-        await kafka.create_topics(live)
-        await _publish_all(live, messages)
-        allocator, emitted = await _allocator(live, len(messages))
+            live = _settings(broker.bootstrap, f"al{round_}.", root / f"al{round_}")
+            await kafka.create_topics(live)
+            await _publish_all(live, messages)
+            rate, emitted = await _allocator(live, len(messages))
+            allocators.append(rate)
+        passthrough, allocator = max(passthroughs), max(allocators)
         started = time.perf_counter()
         report = await replay(live, verify=True)
         replayed = sum(p.commands for p in report.partitions) / (time.perf_counter() - started)
@@ -366,7 +375,10 @@ async def bench_allocator() -> list[tuple[str, dict[str, float]]]:
     return [
         (
             f"allocator throughput / bare aiokafka passthrough ({len(messages):,} events, goal >= 0.5)",
-            {"passthrough_events_per_s": passthrough, "allocator_events_per_s": allocator,
+            {"rounds": ROUNDS,
+             **{f"passthrough_round_{i}": v for i, v in enumerate(passthroughs, 1)},
+             **{f"allocator_round_{i}": v for i, v in enumerate(allocators, 1)},
+             "passthrough_events_per_s": passthrough, "allocator_events_per_s": allocator,
              "allocator_outputs": emitted, "ratio": allocator / passthrough},
         ),
         (
