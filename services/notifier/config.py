@@ -116,6 +116,8 @@ class NotifierSettings(Settings):
 
     def _check_smtp(self) -> None:
         # Never put SMTP_URL itself in these messages: it may hold a password.
+        if self.smtp_username and not self.smtp_password:
+            raise ConfigError("SMTP_PASSWORD is required when SMTP_USERNAME is set")
         if not self.smtp_url:
             return
         url = urlsplit(self.smtp_url)
@@ -160,8 +162,6 @@ class NotifierSettings(Settings):
         if self.webhook_enabled and not self.webhook_secret:
             # Unsigned webhooks let anyone forge customer notifications downstream.
             raise ConfigError("WEBHOOK_SECRET is required when WEBHOOK_URL is set")
-        if self.smtp_username and not self.smtp_password:
-            raise ConfigError("SMTP_PASSWORD is required when SMTP_USERNAME is set")
         self._check_smtp()
         slowest = max(self.smtp_timeout_seconds, self.webhook_timeout_seconds)
         if self.fulfil_notifier_lease_seconds <= slowest:

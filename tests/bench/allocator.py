@@ -98,14 +98,26 @@ async def _passthrough(settings: Settings, total: int) -> float:
         await producer.stop()
 
 
-async def _allocator(settings: Settings, total: int) -> tuple[float, int]:
+@contextlib.asynccontextmanager
+async def running_allocator(settings: Settings):
+    """Router + core in this process (as `fulfil allocator` runs them); yields
+    (router stats, core, core task) and stops both on exit."""
     app, stats = build_router(settings)
     core = AllocatorCore(settings)
     stop = asyncio.Event()
     await app.start()
     task = asyncio.create_task(core.run(stop))
-    first = None
     try:
+        yield stats, core, task
+    finally:
+        stop.set()
+        await task
+        await app.stop()
+
+
+async def _allocator(settings: Settings, total: int) -> tuple[float, int]:
+    async with running_allocator(settings) as (stats, core, task):
+        first = None
         while core.processed < total:
             if task.done():
                 task.result()
@@ -113,10 +125,6 @@ async def _allocator(settings: Settings, total: int) -> tuple[float, int]:
                 first = time.perf_counter()
             await asyncio.sleep(0.005)  # poll interval
         return total / (time.perf_counter() - first), core.emitted
-    finally:
-        stop.set()
-        await task
-        await app.stop()
 
 
 async def _latency(settings: Settings, rate: int, seconds: float) -> dict[str, float]:

@@ -42,9 +42,7 @@ from fulfil.config import Settings
 from fulfil.logs import configure_logging
 from fulfil.simulation import simulate_records
 from schemas.registry import ALLOCATIONS
-from services.allocator.entrypoints.core import AllocatorCore
-from services.allocator.entrypoints.router import build_router
-from tests.bench.allocator import _publish_all, _settings
+from tests.bench.allocator import _publish_all, _settings, running_allocator
 from tests.conftest import settings_as_env
 
 EVENTS = int(os.environ.get("BENCH_LOG_EVENTS", 1_000_000))
@@ -56,14 +54,9 @@ _ORDER_ID = re.compile(rb'"order_id":"([^"\\]+)"')
 
 async def _live(settings: Settings, total: int) -> dict[str, float]:
     """Router + core until every input is routed or dead-lettered and every command folded."""
-    app, stats = build_router(settings)
-    core = AllocatorCore(settings)
-    stop = asyncio.Event()
-    await app.start()
-    task = asyncio.create_task(core.run(stop))
-    first = None
-    last_progress, progress_at = -1, time.perf_counter()
-    try:
+    async with running_allocator(settings) as (stats, core, task):
+        first = None
+        last_progress, progress_at = -1, time.perf_counter()
         while stats.routed + stats.dead_lettered < total or core.processed < stats.routed:
             if task.done():
                 task.result()
@@ -81,10 +74,6 @@ async def _live(settings: Settings, total: int) -> dict[str, float]:
                 )
             await asyncio.sleep(0.005)  # poll interval
         elapsed = time.perf_counter() - (first or time.perf_counter())
-    finally:
-        stop.set()
-        await task
-        await app.stop()
     return {
         "seconds": elapsed,
         "events_per_s": total / elapsed,
