@@ -253,24 +253,31 @@ def backlog(
 
 def order(
     order_id: Annotated[str, typer.Argument(help="The order to show.")],
+    warehouse: WarehouseOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """One order: status and, per line, quantities by state and the current ETA."""
+    """One order: status and, per line, quantities by state and the current ETA.
+
+    A split order (the same order_id in several warehouses) has one part per
+    warehouse; every part is shown (`--json`: a list, one document per warehouse).
+    """
     from services.projector.adapters import queries
 
-    found = _query(lambda c: queries.order(c, order_id))
-    if found is None:
-        typer.echo(f"fulfil: order {order_id!r} not found", err=True)
+    parts = _query(lambda c: queries.order(c, order_id, warehouse_id=warehouse))
+    if not parts:
+        where = f" in warehouse {warehouse!r}" if warehouse is not None else ""
+        typer.echo(f"fulfil: order {order_id!r} not found{where}", err=True)
         raise typer.Exit(1)
     if json_output:
-        _print_json(found)
+        _print_json(parts)
         return
-    typer.echo(
-        f"order {found['order_id']} ({found['warehouse_id']}): {found['status']}"
-        f"; placed {_cell(found['placed_at'])}; updated {_cell(found['updated_at'])}"
-        + (f"; backordered since {_cell(found['backordered_since'])}" if found["backordered_since"] else "")
-    )
-    _print_table("lines", found["lines"], list(queries.LINE_FIELDS))
+    for found in parts:
+        typer.echo(
+            f"order {found['order_id']} ({found['warehouse_id']}): {found['status']}"
+            f"; placed {_cell(found['placed_at'])}; updated {_cell(found['updated_at'])}"
+            + (f"; backordered since {_cell(found['backordered_since'])}" if found["backordered_since"] else "")
+        )
+        _print_table("lines", found["lines"], list(queries.LINE_FIELDS))
 
 
 def inbound(
