@@ -197,19 +197,24 @@ _INSERT_INBOUND_EVENTS = (
 )
 
 _LOCK_OFFSETS = """
-SELECT o.topic, o.partition, o.next_offset
+SELECT o.topic, o.partition, o.next_offset, o.applied_command_offset, o.applied_output_index
 FROM projector_offsets o
 JOIN unnest($1::text[], $2::integer[]) AS k (topic, partition) USING (topic, partition)
 ORDER BY o.topic, o.partition
 FOR UPDATE OF o
 """
 
+# A NULL position leaves the stored one (partitions whose records carry none).
 _SAVE_OFFSETS = """
-INSERT INTO projector_offsets AS o (topic, partition, next_offset, updated_at)
-SELECT topic, partition, next_offset, now()
-FROM unnest($1::text[], $2::integer[], $3::bigint[]) AS k (topic, partition, next_offset)
+INSERT INTO projector_offsets AS o (topic, partition, next_offset, updated_at,
+    applied_command_offset, applied_output_index)
+SELECT topic, partition, next_offset, now(), command_offset, output_index
+FROM unnest($1::text[], $2::integer[], $3::bigint[], $4::bigint[], $5::integer[])
+    AS k (topic, partition, next_offset, command_offset, output_index)
 ON CONFLICT (topic, partition) DO UPDATE SET
-    next_offset = excluded.next_offset, updated_at = excluded.updated_at
+    next_offset = excluded.next_offset, updated_at = excluded.updated_at,
+    applied_command_offset = COALESCE(excluded.applied_command_offset, o.applied_command_offset),
+    applied_output_index = COALESCE(excluded.applied_output_index, o.applied_output_index)
 """
 
 
@@ -286,21 +291,35 @@ class Store:
         )
         return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
 
-    async def lock_offsets(self, expected: dict[TopicPartitionKey, int]) -> None:
-        """Row-lock the batch's offsets; raise StalePositions unless they are `expected`."""
+    async def lock_offsets(self, expected: dict[TopicPartitionKey, int]) -> dict[TopicPartitionKey, tuple[int, int]]:
+        """Row-lock the batch's offsets; raise StalePositions unless they are `expected`.
+        Returns the last applied allocator position of the partitions that have one."""
         topics, parts = _unzip(sorted(expected), 2)
         rows = await self.conn.fetch(_LOCK_OFFSETS, topics, parts)
         stored = {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
         if any(stored.get(tp, 0) != offset for tp, offset in expected.items()):
             raise StalePositions(stored)
+        return {
+            (r["topic"], r["partition"]): (r["applied_command_offset"], r["applied_output_index"])
+            for r in rows
+            if r["applied_command_offset"] is not None
+        }
 
-    async def save_offsets(self, offsets: dict[TopicPartitionKey, int]) -> None:
+    async def save_offsets(
+        self,
+        offsets: dict[TopicPartitionKey, int],
+        applied: dict[TopicPartitionKey, tuple[int, int]] | None = None,
+    ) -> None:
+        """Next offsets, and the last allocator position applied per partition (if moved)."""
         items = sorted(offsets.items())
+        applied = applied or {}
         await self.conn.execute(
             _SAVE_OFFSETS,
             [tp[0] for tp, _ in items],
             [tp[1] for tp, _ in items],
             [offset for _, offset in items],
+            [applied[tp][0] if tp in applied else None for tp, _ in items],
+            [applied[tp][1] if tp in applied else None for tp, _ in items],
         )
 
     async def offsets(self) -> dict[TopicPartitionKey, int]:

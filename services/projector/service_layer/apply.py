@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fulfil.logs import get_logger
+from schemas.registry import ALLOCATIONS
+from services.allocator.service_layer.partition import Position, position_of
 from services.projector.adapters.decode import Skip, decoder_for
 from services.projector.adapters.store import Store, TopicPartitionKey
 from services.projector.domain.batch import fold_batch, keys_of
@@ -23,12 +25,16 @@ from services.projector.domain.events import Event
 log = get_logger("projector")
 
 
+# The allocator's (command offset, output index) of an allocations.v1 record.
+Item = tuple[int, Event | None, Position | None]
+
+
 @dataclass(slots=True)
 class Decoded:
     """A batch's records, decoded once and kept across retries."""
 
-    # Per partition: (offset, event or None), in offset order.
-    records: dict[TopicPartitionKey, list[tuple[int, Event | None]]] = field(default_factory=dict)
+    # Per partition: (offset, event or None, allocator position or None), in offset order.
+    records: dict[TopicPartitionKey, list[Item]] = field(default_factory=dict)
     skipped: int = 0
 
 
@@ -62,14 +68,16 @@ def _decode_into(decoded: Decoded, records: Iterable[Any], cut: int, max_bytes: 
     by_partition = decoded.records
     topic: str | None = None
     partition = -1
-    items: list[tuple[int, Event | None]] = []
+    items: list[Item] = []
     decoder: Any = None
+    positioned = False
     for record in records:
         if record.partition != partition or record.topic != topic:
             # Records come grouped by partition: look up the list and the decoder once per run.
             topic, partition = record.topic, record.partition
             items = by_partition.setdefault((topic, partition), [])
             decoder = decoder_for(topic[cut:], max_bytes)
+            positioned = topic[cut:] == ALLOCATIONS
         try:
             event = decoder(record.value)
         except Skip as exc:
@@ -84,7 +92,8 @@ def _decode_into(decoded: Decoded, records: Iterable[Any], cut: int, max_bytes: 
             )
             decoded.skipped += 1
             event = None
-        items.append((record.offset, event))
+        position = position_of(getattr(record, "headers", None)) if positioned else None
+        items.append((record.offset, event, position))
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,37 +101,61 @@ class Applied:
     records: int
     events: int
     offsets: dict[TopicPartitionKey, int]
+    # Allocation outputs skipped as already applied (a resent batch).
+    duplicates: int = 0
 
 
 async def apply_batch(store: Store, decoded: Decoded, positions: dict[TopicPartitionKey, int]) -> Applied | None:
     """Apply the records at or after `positions` (the next offset per partition
     this process believes is stored); None if there is nothing new.
 
+    An allocation output at or below the last allocator position applied on its
+    partition is a resent copy (a produce retried after a lost response, possibly
+    behind newer outputs): its offset is consumed, its event is not applied. The
+    allocator writes each allocations partition in increasing (command offset,
+    output index) order, so one position per partition, stored with the offsets,
+    is all it takes. Records without the position headers are applied as they come.
+
     Raises StalePositions (nothing written) when the stored offsets differ.
     """
     expected: dict[TopicPartitionKey, int] = {}
     new: dict[TopicPartitionKey, int] = {}
-    events: list[Event] = []
+    fresh_items: dict[TopicPartitionKey, list[Item]] = {}
     count = 0
     for tp, items in decoded.records.items():
         start = positions.get(tp)
         if start is None:
             continue  # not ours (any more)
-        fresh = [(offset, event) for offset, event in items if offset >= start]
+        fresh = [item for item in items if item[0] >= start]
         if not fresh:
             continue
         expected[tp] = start
         new[tp] = fresh[-1][0] + 1
+        fresh_items[tp] = fresh
         count += len(fresh)
-        events.extend(event for _, event in fresh if event is not None)
     if not new:
         return None
     # Partitions are independent logs: interleaving them keeps each one's order,
     # which is all the folds rely on (an order's or inbound's events share a partition).
     async with store.transaction():
-        await store.lock_offsets(expected)
+        applied_positions = await store.lock_offsets(expected)
+        events: list[Event] = []
+        duplicates = 0
+        moved: dict[TopicPartitionKey, Position] = {}
+        for tp, fresh in fresh_items.items():
+            last = applied_positions.get(tp)
+            for _, event, position in fresh:
+                if position is not None:
+                    if last is not None and position <= last:
+                        duplicates += 1
+                        continue
+                    last = moved[tp] = position
+                if event is not None:
+                    events.append(event)
+        if duplicates:
+            log.info("resent allocation outputs skipped", records=duplicates)
         if events:
             loaded = await store.load(keys_of(events))
             await store.write(fold_batch(loaded, events), loaded.stored_lines)
-        await store.save_offsets(new)
-    return Applied(records=count, events=len(events), offsets=new)
+        await store.save_offsets(new, moved)
+    return Applied(records=count, events=len(events), offsets=new, duplicates=duplicates)

@@ -129,6 +129,7 @@ class Projector:
         self.records = 0
         self.events = 0
         self.skipped = 0
+        self.duplicates = 0
         self.retries = 0
         self.repositions = 0
         self.started = asyncio.Event()
@@ -288,6 +289,7 @@ class Projector:
                 self.batches += 1
                 self.records += applied.records
                 self.events += applied.events
+                self.duplicates += applied.duplicates
                 self.skipped += decoded.skipped
 
         with self.progress.batch():
