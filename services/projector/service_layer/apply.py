@@ -10,7 +10,7 @@ point neither loses nor double-counts a record.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ from services.projector.adapters.decode import Skip, decoder_for
 from services.projector.adapters.store import Store, TopicPartitionKey
 from services.projector.domain.batch import fold_batch, keys_of
 from services.projector.domain.events import Event
+from services.projector.service_layer.resilience import is_poison
 
 log = get_logger("projector")
 
@@ -36,6 +37,14 @@ class Decoded:
     # Per partition: (offset, event or None, allocator position or None), in offset order.
     records: dict[TopicPartitionKey, list[Item]] = field(default_factory=dict)
     skipped: int = 0
+    # The Kafka records themselves: a record that cannot be stored is dead-lettered as it came.
+    sources: list[Any] = field(default_factory=list)
+
+    def source(self, tp: TopicPartitionKey, offset: int) -> Any:
+        for record in self.sources:
+            if record.offset == offset and record.partition == tp[1] and record.topic == tp[0]:
+                return record
+        raise LookupError(f"{tp[0]}:{tp[1]}@{offset} is not in this batch")
 
 
 def decode_batch(records: Iterable[Any], prefix: str, max_bytes: int) -> Decoded:
@@ -66,6 +75,8 @@ async def decode_batch_interleaved(
 
 def _decode_into(decoded: Decoded, records: Iterable[Any], cut: int, max_bytes: int) -> None:
     by_partition = decoded.records
+    records = list(records)
+    decoded.sources.extend(records)
     topic: str | None = None
     partition = -1
     items: list[Item] = []
@@ -159,3 +170,71 @@ async def apply_batch(store: Store, decoded: Decoded, positions: dict[TopicParti
             await store.write(fold_batch(loaded, events), loaded.stored_lines)
         await store.save_offsets(new, moved)
     return Applied(records=count, events=len(events), offsets=new, duplicates=duplicates)
+
+
+# Called with the partition, offset and error of a record that cannot be stored;
+# returns once the record is safely on the dead-letter topic.
+Quarantine = Callable[[TopicPartitionKey, int, BaseException], Awaitable[None]]
+
+
+async def skip_record(store: Store, tp: TopicPartitionKey, start: int, offset: int, position: Position | None) -> None:
+    """Store `offset` as applied without applying it (it is quarantined)."""
+    async with store.transaction():
+        last = (await store.lock_offsets({tp: start})).get(tp)
+        moved = {tp: position} if position is not None and (last is None or position > last) else {}
+        await store.save_offsets({tp: offset + 1}, moved)
+
+
+async def apply_isolating(
+    store: Store, decoded: Decoded, positions: dict[TopicPartitionKey, int], quarantine: Quarantine
+) -> Applied | None:
+    """apply_batch; when the batch holds a record PostgreSQL will never store (a
+    data error, see resilience.is_poison), bisect it: the good records are applied
+    in smaller transactions, each record that fails alone is handed to
+    `quarantine` and then stored as applied, so a restart never meets it again.
+    Any other failure (an outage) propagates, and the caller retries the rest."""
+    try:
+        return await apply_batch(store, decoded, positions)
+    except Exception as exc:
+        if not is_poison(exc):
+            raise
+        error: BaseException = exc
+    local = dict(positions)
+    flat = [
+        (tp, item)
+        for tp, items in decoded.records.items()
+        if (start := positions.get(tp)) is not None
+        for item in items
+        if item[0] >= start
+    ]
+    totals = [0, 0, 0]  # records, events, duplicates
+
+    async def isolate(items: list[tuple[TopicPartitionKey, Item]], failure: BaseException) -> None:
+        if len(items) == 1:
+            tp, (offset, _event, position) = items[0]
+            await quarantine(tp, offset, failure)
+            await skip_record(store, tp, local[tp], offset, position)
+            local[tp] = offset + 1
+            totals[0] += 1
+            return
+        middle = len(items) // 2
+        for half in (items[:middle], items[middle:]):
+            part = Decoded()
+            for tp, item in half:
+                part.records.setdefault(tp, []).append(item)
+            try:
+                applied = await apply_batch(store, part, local)
+            except Exception as exc:
+                if not is_poison(exc):
+                    raise
+                await isolate(half, exc)
+                continue
+            if applied is not None:
+                local.update(applied.offsets)
+                totals[0] += applied.records
+                totals[1] += applied.events
+                totals[2] += applied.duplicates
+
+    await isolate(flat, error)
+    moved = {tp: offset for tp, offset in local.items() if offset != positions.get(tp)}
+    return Applied(records=totals[0], events=totals[1], offsets=moved, duplicates=totals[2])

@@ -29,12 +29,19 @@ from aiokafka import TopicPartition
 
 from fulfil import kafka
 from fulfil.config import Settings
+from fulfil.dlq import dead_letter_headers
 from fulfil.logs import get_logger
 from services.projector.adapters import store as pg
 from services.projector.adapters.migrate import migrate
 from services.projector.adapters.store import Store
-from services.projector.service_layer.apply import apply_batch, decode_batch
-from services.projector.service_layer.projector import INPUT_TOPICS, LIVE_SCHEMA
+from services.projector.service_layer.apply import apply_isolating, decode_batch
+from services.projector.service_layer.projector import (
+    GROUP_ID,
+    INPUT_TOPICS,
+    LIVE_SCHEMA,
+    dead_letter_topic,
+)
+from services.projector.service_layer.resilience import poison_reason
 
 log = get_logger("projector.rebuild")
 
@@ -75,11 +82,14 @@ class _Reader:
         self.settings = settings
         self.max_records = max_records
         self.consumer = kafka.consumer(settings, group_id=None)
+        self.producer = kafka.producer(settings)
+        self.dlq_topic = dead_letter_topic(settings.topic(GROUP_ID))
         self.positions: dict[tuple[str, int], int] = {}
         self.tps: list[TopicPartition] = []
 
     async def start(self) -> None:
         await self.consumer.start()
+        await self.producer.start()
         await self.consumer.topics()  # loads metadata for every topic
         for base in INPUT_TOPICS:
             topic = self.settings.topic(base)
@@ -92,6 +102,8 @@ class _Reader:
 
     async def stop(self) -> None:
         await self.consumer.stop()
+        with contextlib.suppress(Exception):
+            await self.producer.stop()
 
     async def fetch(self, timeout_ms: int = 200) -> list[Any]:
         batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=self.max_records)
@@ -117,7 +129,20 @@ class _Reader:
 
 async def _apply(store: Store, reader: _Reader, records: list[Any], settings: Settings) -> tuple[int, int, int]:
     decoded = decode_batch(records, settings.fulfil_topic_prefix, settings.fulfil_max_message_bytes)
-    applied = await apply_batch(store, decoded, reader.positions)
+
+    async def quarantine(tp: tuple[str, int], offset: int, exc: BaseException) -> None:
+        # Also dead-lettered here: the live projector continues from the rebuilt
+        # offsets and may never have met this record. A record it did meet is on
+        # the dead-letter topic twice, with the same source headers.
+        record = decoded.source(tp, offset)
+        headers = dead_letter_headers(
+            reason=poison_reason(exc), kind="unstorable", topic=tp[0], partition=tp[1], offset=offset,
+            stage="projector", original=record.headers,
+        )  # fmt: skip
+        await (await reader.producer.send(reader.dlq_topic, record.value, key=record.key, headers=headers))
+        log.warning("record quarantined", topic=tp[0], partition=tp[1], offset=offset, dlq=reader.dlq_topic)
+
+    applied = await apply_isolating(store, decoded, reader.positions, quarantine)
     if applied is None:
         return 0, 0, 0
     reader.positions.update(applied.offsets)
