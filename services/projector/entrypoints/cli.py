@@ -171,11 +171,22 @@ def db_migrate(json_output: JsonOption = False) -> None:
         typer.echo(f"schema {LIVE_SCHEMA} is up to date")
 
 
-def rebuild(json_output: JsonOption = False) -> None:
+def rebuild(
+    json_output: JsonOption = False,
+    allow_truncated: Annotated[
+        bool,
+        typer.Option(
+            "--allow-truncated",
+            help="Rebuild even when retention removed the start of a source topic (those events are lost).",
+        ),
+    ] = False,
+) -> None:
     """Rebuild every read model from offset 0 into a shadow schema, then swap it in.
 
     Queries keep being served from the live schema meanwhile, and a running
-    `fulfil projector` carries on from the rebuilt schema's offsets.
+    `fulfil projector` carries on from the rebuilt schema's offsets. Refuses
+    (exit 1) when a source topic no longer starts at offset 0, unless
+    --allow-truncated.
     """
     from rich.console import Console
     from rich.progress import (
@@ -186,7 +197,7 @@ def rebuild(json_output: JsonOption = False) -> None:
         TimeRemainingColumn,
     )
 
-    from services.projector.service_layer.rebuild import RebuildBusy
+    from services.projector.service_layer.rebuild import HistoryTruncated, RebuildBusy
     from services.projector.service_layer.rebuild import rebuild as run_rebuild
 
     settings = load_settings()
@@ -212,8 +223,8 @@ def rebuild(json_output: JsonOption = False) -> None:
             bar.update(task, completed=done, total=known, rate=done / elapsed, left=left)
 
         try:
-            report = asyncio.run(run_rebuild(settings, progress=progress))
-        except RebuildBusy as exc:
+            report = asyncio.run(run_rebuild(settings, progress=progress, allow_truncated=allow_truncated))
+        except (RebuildBusy, HistoryTruncated) as exc:
             typer.echo(f"fulfil: {exc}", err=True)
             raise typer.Exit(1) from None
     summary = {
@@ -222,6 +233,7 @@ def rebuild(json_output: JsonOption = False) -> None:
         "skipped": report.skipped,
         "seconds": round(report.seconds, 3),
         "offsets": report.offsets,
+        "truncated": [{"topic": t, "partition": p, "start": o} for t, p, o in report.truncated],
     }
     if json_output:
         _print_json(summary)

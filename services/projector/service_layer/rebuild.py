@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -63,6 +63,32 @@ class RebuildBusy(RuntimeError):
     """Another rebuild holds the lock."""
 
 
+class HistoryTruncated(RuntimeError):
+    """A source partition no longer starts at offset 0: a model rebuilt from it would
+    silently lack the events retention removed."""
+
+    def __init__(self, truncated: list[tuple[str, int, int]]):
+        where = "; ".join(f"{topic} partition {partition} starts at offset {start}" for topic, partition, start in truncated)
+        super().__init__(
+            f"history is truncated ({where}): a rebuild would drop the events before it and swap "
+            "the incomplete model in. Rerun with --allow-truncated to rebuild from what is left."
+        )
+        self.truncated = truncated
+
+
+def truncated_history(starts: dict[tuple[str, int], int]) -> list[tuple[str, int, int]]:
+    """(topic, partition, start) of every partition whose log starts above 0, sorted."""
+    return sorted((topic, partition, start) for (topic, partition), start in starts.items() if start > 0)
+
+
+# Reads where each partition's log starts now (a seam: tests stand in for retention).
+LogStarts = Callable[[Any, list[TopicPartition]], Awaitable[dict[TopicPartition, int]]]
+
+
+async def _beginning_offsets(consumer: Any, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    return await consumer.beginning_offsets(tps)
+
+
 @dataclass(frozen=True, slots=True)
 class RebuildReport:
     records: int
@@ -70,6 +96,8 @@ class RebuildReport:
     skipped: int
     seconds: float
     offsets: dict[str, int]
+    # (topic, partition, start) read from above 0 with --allow-truncated.
+    truncated: list[tuple[str, int, int]] = field(default_factory=list)
 
 
 Progress = Callable[[int, int | None], None]  # (records done, records known to exist)
@@ -87,7 +115,9 @@ class _Reader:
         self.positions: dict[tuple[str, int], int] = {}
         self.tps: list[TopicPartition] = []
 
-    async def start(self) -> None:
+    async def start(self, log_starts: LogStarts, allow_truncated: bool) -> list[tuple[str, int, int]]:
+        """Assign every partition at the start of its log; raises HistoryTruncated when
+        a log starts above 0, unless `allow_truncated` (then returns those partitions)."""
         await self.consumer.start()
         await self.producer.start()
         await self.consumer.topics()  # loads metadata for every topic
@@ -96,9 +126,15 @@ class _Reader:
             partitions = self.consumer.partitions_for_topic(topic) or set()
             self.tps.extend(TopicPartition(topic, p) for p in sorted(partitions))
         self.consumer.assign(self.tps)
+        starts = await log_starts(self.consumer, self.tps) if self.tps else {}
+        truncated = truncated_history({(tp.topic, tp.partition): offset for tp, offset in starts.items()})
+        if truncated and not allow_truncated:
+            raise HistoryTruncated(truncated)
         for tp in self.tps:
-            self.consumer.seek(tp, 0)
-            self.positions[(tp.topic, tp.partition)] = 0
+            start = starts.get(tp, 0)
+            self.consumer.seek(tp, start)
+            self.positions[(tp.topic, tp.partition)] = start
+        return truncated
 
     async def stop(self) -> None:
         await self.consumer.stop()
@@ -156,9 +192,14 @@ async def rebuild(
     max_records: int = 10_000,
     swap_drain_seconds: float = 2.0,
     before_swap: Callable[[], Awaitable[None]] | None = None,
+    allow_truncated: bool = False,
+    log_starts: LogStarts = _beginning_offsets,
 ) -> RebuildReport:
     """Rebuild into the shadow schema and swap it in; `before_swap` is a seam for
-    tests (run after the bulk phase, before the swap transaction)."""
+    tests (run after the bulk phase, before the swap transaction).
+
+    Refuses (HistoryTruncated, before anything is built) when a source partition's
+    log starts above offset 0 (retention removed events), unless `allow_truncated`."""
     database_url = settings.require_database()
     settings.require_kafka()
     started = time.monotonic()
@@ -176,8 +217,13 @@ async def rebuild(
         reader = _Reader(settings, max_records)
         try:
             await store.prepare()
-            await reader.start()
+            truncated = await reader.start(log_starts, allow_truncated)
+            if truncated:
+                log.warning("rebuilding from truncated history", partitions=[f"{t}:{p}@{o}" for t, p, o in truncated])
             await store.init_offsets(reader.positions)
+            if truncated:
+                # The shadow's offsets start where the logs do, not at 0.
+                await store.save_offsets({(t, p): o for t, p, o in truncated})
             records = events = skipped = 0
 
             def report() -> None:
@@ -216,7 +262,7 @@ async def rebuild(
         # Queries still reading the old tables finish first; the DROP waits for them.
         await admin.execute(_DROP_RETIRED)
         offsets = {f"{t}:{p}": o for (t, p), o in sorted(reader.positions.items())}
-        return RebuildReport(records, events, skipped, time.monotonic() - started, offsets)
+        return RebuildReport(records, events, skipped, time.monotonic() - started, offsets, truncated)
     finally:
         with contextlib.suppress(Exception):
             await admin.execute("SELECT pg_advisory_unlock_all()")
