@@ -12,7 +12,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from fulfil.config import Settings
 from fulfil.dlq import REDRIVEN_SUFFIX
-from schemas.registry import COMMANDS, DLQ_SUFFIX, base_topics
+from schemas.registry import ALLOCATIONS, COMMANDS, DLQ_SUFFIX, INVENTORY, ORDERS, base_topics
 
 Headers = list[tuple[str, bytes]] | tuple[()]
 
@@ -57,11 +57,17 @@ def all_topics(settings: Settings) -> list[str]:
     return [settings.topic(t) for t in topics + ledgers]
 
 
+# The projector's sources: `fulfil rebuild` folds them from offset 0 (and refuses
+# when retention has moved a start).
+REBUILD_SOURCES = frozenset({ALLOCATIONS, ORDERS, INVENTORY})
+
+
 def topic_configs(settings: Settings, topic: str) -> dict[str, str]:
     """Kept forever: the command log (a partition without a snapshot is folded from
-    offset 0) and the redrive ledgers (a forgotten entry would allow a second redrive)."""
+    offset 0), every source topic of a read-model rebuild, and the redrive ledgers
+    (a forgotten entry would allow a second redrive)."""
     base = topic.removeprefix(settings.fulfil_topic_prefix)
-    if base == COMMANDS or base.endswith(REDRIVEN_SUFFIX):
+    if base == COMMANDS or base in REBUILD_SOURCES or base.endswith(REDRIVEN_SUFFIX):
         return {"retention.ms": "-1"}
     return {}
 

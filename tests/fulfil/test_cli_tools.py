@@ -37,7 +37,7 @@ def test_topics_create_twice_is_harmless(settings, env_for_subprocess) -> None:
     assert sorted(again["existing"]) == sorted(created["created"])
 
 
-async def test_the_command_log_and_redrive_ledgers_are_kept_forever(settings) -> None:
+async def test_the_command_log_the_rebuild_sources_and_redrive_ledgers_are_kept_forever(settings) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
@@ -45,7 +45,11 @@ async def test_the_command_log_and_redrive_ledgers_are_kept_forever(settings) ->
     admin = AIOKafkaAdminClient(**settings.kafka_client_options())
     await admin.start()
     try:
-        names = [settings.topic(t) for t in ("allocator.commands.v1", "orders.v1.dlq.redriven", "orders.v1")]
+        names = [
+            settings.topic(t)
+            for t in ("allocator.commands.v1", "orders.v1.dlq.redriven", "orders.v1.dlq",
+                      "orders.v1", "inventory.v1", "allocations.v1")
+        ]  # fmt: skip
         answers = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
     finally:
         await admin.close()
@@ -54,7 +58,9 @@ async def test_the_command_log_and_redrive_ledgers_are_kept_forever(settings) ->
         for answer in answers for resource in answer.resources
     }
     assert retention[names[0]] == "-1" and retention[names[1]] == "-1"
-    assert retention[names[2]] != "-1", "inputs keep the cluster's retention"
+    assert retention[names[2]] != "-1", "dead letters keep the cluster's retention"
+    # `fulfil rebuild` folds the projector's sources from offset 0 (issue 12, defect 11).
+    assert [retention[n] for n in names[3:]] == ["-1", "-1", "-1"]
 
 
 async def test_publish_reports_bad_lines_and_publishes_good_ones(settings, env_for_subprocess, tmp_path) -> None:

@@ -1,10 +1,11 @@
 """The projector's read model, read-only: orders with lines still backordered.
 
-Tables (owned by services/projector): `orders(order_id PK, warehouse_id,
+Tables (owned by services/projector): `orders((warehouse_id, order_id) PK,
 customer_id, customer_email, customer_name, customer_locale, status,
 placed_at, updated_at, backordered_since)` and `order_lines(order_id,
 line_no, sku, quantity, allocated, backordered, reserved, rejected,
-cancelled, eta, unit_price, currency)`.
+cancelled, eta, unit_price, currency)`. An order is (warehouse_id, order_id): a
+split order (one order_id in two warehouses) is two orders, reminded apart.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ SELECT o.order_id, o.warehouse_id, o.customer_id, o.customer_email, o.customer_n
        l.line_no, l.sku, l.quantity, l.allocated, l.backordered, l.reserved, l.rejected,
        l.cancelled, l.eta, l.unit_price, l.currency
 FROM {orders} o
-JOIN {lines} l ON l.order_id = o.order_id
+JOIN {lines} l ON l.warehouse_id = o.warehouse_id AND l.order_id = o.order_id
 WHERE l.backordered > 0 AND o.customer_email IS NOT NULL
-ORDER BY o.order_id, l.line_no
+ORDER BY o.order_id, o.warehouse_id, l.line_no
 """
 
 _ORDER_FIELDS = ("order_id", "warehouse_id", "customer_id", "customer_email", "customer_name",
@@ -45,10 +46,11 @@ class ReadModel:
     async def backordered_orders(self) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
         """Each order with at least one backordered line, and those lines."""
         rows = await self.pool.fetch(self.query)
-        orders: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+        orders: dict[tuple[str, str], tuple[dict[str, Any], list[dict[str, Any]]]] = {}
         for r in rows:
-            entry = orders.get(r["order_id"])
+            key = (r["warehouse_id"], r["order_id"])
+            entry = orders.get(key)
             if entry is None:
-                entry = orders[r["order_id"]] = ({k: r[k] for k in _ORDER_FIELDS}, [])
+                entry = orders[key] = ({k: r[k] for k in _ORDER_FIELDS}, [])
             entry[1].append({k: r[k] for k in _LINE_FIELDS})
         return list(orders.values())

@@ -49,21 +49,32 @@ async def backlog(
     return [dict(r) for r in rows]
 
 
-async def order(conn: asyncpg.Connection, order_id: str) -> dict[str, Any] | None:
-    head = await conn.fetchrow(
+async def order(
+    conn: asyncpg.Connection, order_id: str, *, warehouse_id: str | None = None
+) -> list[dict[str, Any]]:
+    """Every warehouse's part of the order (a split order has one per warehouse),
+    ordered by warehouse; empty when unknown."""
+    heads = await conn.fetch(
         """SELECT order_id, warehouse_id, status, placed_at, updated_at, backordered_since
-           FROM orders WHERE order_id = $1""",
+           FROM orders WHERE order_id = $1 AND ($2::text IS NULL OR warehouse_id = $2)
+           ORDER BY warehouse_id""",
         order_id,
+        warehouse_id,
     )
-    if head is None:
-        return None
-    lines = await conn.fetch(
-        """SELECT line_no, sku, quantity, allocated, backordered, reserved, rejected, cancelled,
-                  eta, unit_price, currency
-           FROM order_lines WHERE order_id = $1 ORDER BY line_no""",
+    if not heads:
+        return []
+    lines: dict[str, list[dict[str, Any]]] = {}
+    for r in await conn.fetch(
+        """SELECT warehouse_id, line_no, sku, quantity, allocated, backordered, reserved, rejected,
+                  cancelled, eta, unit_price, currency
+           FROM order_lines WHERE order_id = $1 AND ($2::text IS NULL OR warehouse_id = $2)
+           ORDER BY warehouse_id, line_no""",
         order_id,
-    )
-    return {**dict(head), "lines": [dict(r) for r in lines]}
+        warehouse_id,
+    ):
+        line = dict(r)
+        lines.setdefault(line.pop("warehouse_id"), []).append(line)
+    return [{**dict(head), "lines": lines.get(head["warehouse_id"], [])} for head in heads]
 
 
 async def inbound(
@@ -128,18 +139,18 @@ async def deposits(conn: asyncpg.Connection, *, limit: int | None = None) -> dic
     totals = await conn.fetch(
         """SELECT currency, sum(backordered * unit_price) AS amount,
                   sum(backordered)::bigint AS backordered_units,
-                  count(DISTINCT order_id)::bigint AS orders
+                  count(DISTINCT (warehouse_id, order_id))::bigint AS orders
            FROM order_lines
            WHERE backordered > 0 AND unit_price IS NOT NULL
            GROUP BY currency ORDER BY currency"""
     )
     per_order = await conn.fetch(
-        """SELECT order_id, currency, sum(backordered * unit_price) AS amount,
+        """SELECT warehouse_id, order_id, currency, sum(backordered * unit_price) AS amount,
                   sum(backordered)::bigint AS backordered_units
            FROM order_lines
            WHERE backordered > 0 AND unit_price IS NOT NULL
-           GROUP BY order_id, currency
-           ORDER BY amount DESC, order_id, currency
+           GROUP BY warehouse_id, order_id, currency
+           ORDER BY amount DESC, order_id, warehouse_id, currency
            LIMIT $1""",
         limit,
     )

@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 
 from services.projector.adapters.migrate import check_schema_name
-from services.projector.domain.batch import Changes, Keys, Loaded
+from services.projector.domain.batch import Changes, Keys, LineKey, Loaded
 from services.projector.domain.events import Customer
 from services.projector.domain.inbounds import InboundLineState, InboundState
 from services.projector.domain.orders import LineState, OrderState
@@ -55,14 +55,14 @@ CREATE TEMP TABLE IF NOT EXISTS tmp_demand (
     warehouse_id text, order_id text, placed_at timestamptz, sku text, day date,
     quantity integer) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS tmp_positions (
-    warehouse_id text, sku text, available integer, reserved integer, incoming integer,
-    next_eta date, shortfall integer, position_at timestamptz) ON COMMIT DELETE ROWS;
+    warehouse_id text, sku text, available bigint, reserved bigint, incoming bigint,
+    next_eta date, shortfall bigint, position_at timestamptz) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS tmp_inbounds (
     warehouse_id text, inbound_id text, supplier text, original_eta date, current_eta date,
     scheduled_at timestamptz, updated_at timestamptz) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS tmp_inbound_lines (
-    warehouse_id text, inbound_id text, sku text, quantity_expected integer,
-    quantity_received integer, first_received_at timestamptz) ON COMMIT DELETE ROWS;
+    warehouse_id text, inbound_id text, sku text, quantity_expected bigint,
+    quantity_received bigint, first_received_at timestamptz) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS tmp_receipts (
     warehouse_id text, receipt_id text, inbound_id text, sku text, quantity integer,
     received_at timestamptz) ON COMMIT DELETE ROWS;
@@ -75,8 +75,7 @@ INSERT INTO orders AS o (order_id, warehouse_id, customer_id, customer_email, cu
 SELECT order_id, warehouse_id, customer_id, customer_email, customer_name, customer_locale,
     status, updated_at, backordered_since, backordered_ever, last_event_type, last_event_id
 FROM tmp_orders
-ON CONFLICT (order_id) DO UPDATE SET
-    warehouse_id = excluded.warehouse_id,
+ON CONFLICT (warehouse_id, order_id) DO UPDATE SET
     customer_id = excluded.customer_id,
     customer_email = excluded.customer_email,
     customer_name = excluded.customer_name,
@@ -94,8 +93,7 @@ INSERT INTO order_lines AS l (order_id, line_no, warehouse_id, sku, quantity, al
     backordered, reserved, rejected, cancelled, eta, unit_price, currency, reason,
     backordered_since, updated_at)
 SELECT * FROM tmp_lines
-ON CONFLICT (order_id, line_no) DO UPDATE SET
-    warehouse_id = excluded.warehouse_id,
+ON CONFLICT (warehouse_id, order_id, line_no) DO UPDATE SET
     sku = excluded.sku,
     quantity = excluded.quantity,
     allocated = excluded.allocated,
@@ -117,7 +115,7 @@ _UPSERT_PLACED = """
 INSERT INTO orders AS o (order_id, warehouse_id, customer_id, customer_email, customer_name,
     customer_locale, placed_at, updated_at)
 SELECT * FROM tmp_placed
-ON CONFLICT (order_id) DO UPDATE SET
+ON CONFLICT (warehouse_id, order_id) DO UPDATE SET
     placed_at = LEAST(o.placed_at, excluded.placed_at),
     customer_id = COALESCE(o.customer_id, excluded.customer_id),
     customer_email = COALESCE(o.customer_email, excluded.customer_email),
@@ -199,19 +197,24 @@ _INSERT_INBOUND_EVENTS = (
 )
 
 _LOCK_OFFSETS = """
-SELECT o.topic, o.partition, o.next_offset
+SELECT o.topic, o.partition, o.next_offset, o.applied_command_offset, o.applied_output_index
 FROM projector_offsets o
 JOIN unnest($1::text[], $2::integer[]) AS k (topic, partition) USING (topic, partition)
 ORDER BY o.topic, o.partition
 FOR UPDATE OF o
 """
 
+# A NULL position leaves the stored one (partitions whose records carry none).
 _SAVE_OFFSETS = """
-INSERT INTO projector_offsets AS o (topic, partition, next_offset, updated_at)
-SELECT topic, partition, next_offset, now()
-FROM unnest($1::text[], $2::integer[], $3::bigint[]) AS k (topic, partition, next_offset)
+INSERT INTO projector_offsets AS o (topic, partition, next_offset, updated_at,
+    applied_command_offset, applied_output_index)
+SELECT topic, partition, next_offset, now(), command_offset, output_index
+FROM unnest($1::text[], $2::integer[], $3::bigint[], $4::bigint[], $5::integer[])
+    AS k (topic, partition, next_offset, command_offset, output_index)
 ON CONFLICT (topic, partition) DO UPDATE SET
-    next_offset = excluded.next_offset, updated_at = excluded.updated_at
+    next_offset = excluded.next_offset, updated_at = excluded.updated_at,
+    applied_command_offset = COALESCE(excluded.applied_command_offset, o.applied_command_offset),
+    applied_output_index = COALESCE(excluded.applied_output_index, o.applied_output_index)
 """
 
 
@@ -288,21 +291,35 @@ class Store:
         )
         return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
 
-    async def lock_offsets(self, expected: dict[TopicPartitionKey, int]) -> None:
-        """Row-lock the batch's offsets; raise StalePositions unless they are `expected`."""
+    async def lock_offsets(self, expected: dict[TopicPartitionKey, int]) -> dict[TopicPartitionKey, tuple[int, int]]:
+        """Row-lock the batch's offsets; raise StalePositions unless they are `expected`.
+        Returns the last applied allocator position of the partitions that have one."""
         topics, parts = _unzip(sorted(expected), 2)
         rows = await self.conn.fetch(_LOCK_OFFSETS, topics, parts)
         stored = {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
         if any(stored.get(tp, 0) != offset for tp, offset in expected.items()):
             raise StalePositions(stored)
+        return {
+            (r["topic"], r["partition"]): (r["applied_command_offset"], r["applied_output_index"])
+            for r in rows
+            if r["applied_command_offset"] is not None
+        }
 
-    async def save_offsets(self, offsets: dict[TopicPartitionKey, int]) -> None:
+    async def save_offsets(
+        self,
+        offsets: dict[TopicPartitionKey, int],
+        applied: dict[TopicPartitionKey, tuple[int, int]] | None = None,
+    ) -> None:
+        """Next offsets, and the last allocator position applied per partition (if moved)."""
         items = sorted(offsets.items())
+        applied = applied or {}
         await self.conn.execute(
             _SAVE_OFFSETS,
             [tp[0] for tp, _ in items],
             [tp[1] for tp, _ in items],
             [offset for _, offset in items],
+            [applied[tp][0] if tp in applied else None for tp, _ in items],
+            [applied[tp][1] if tp in applied else None for tp, _ in items],
         )
 
     async def offsets(self) -> dict[TopicPartitionKey, int]:
@@ -314,13 +331,16 @@ class Store:
     async def load(self, keys: Keys) -> Loaded:
         loaded = Loaded()
         conn = self.conn
-        if keys.order_ids:
-            ids = list(keys.order_ids)
+        if keys.orders:
+            whs, ids = _unzip(keys.orders, 2)
             for r in await conn.fetch(
-                """SELECT order_id, warehouse_id, customer_id, customer_email, customer_name,
+                """SELECT o.warehouse_id, o.order_id, customer_id, customer_email, customer_name,
                           customer_locale, status, updated_at, backordered_since,
                           backordered_ever, last_event_type, last_event_id
-                   FROM orders WHERE order_id = ANY($1::text[])""",
+                   FROM orders o
+                   JOIN unnest($1::text[], $2::text[]) AS k (warehouse_id, order_id)
+                     USING (warehouse_id, order_id)""",
+                whs,
                 ids,
             ):
                 customer = (
@@ -328,7 +348,7 @@ class Store:
                     if r["customer_id"] is not None
                     else None
                 )
-                loaded.orders[r["order_id"]] = OrderState(
+                loaded.orders[(r["warehouse_id"], r["order_id"])] = OrderState(
                     order_id=r["order_id"],
                     warehouse_id=r["warehouse_id"],
                     customer=customer,
@@ -340,16 +360,20 @@ class Store:
                     last_event_id=r["last_event_id"],
                 )
             for r in await conn.fetch(
-                """SELECT order_id, line_no, sku, quantity, allocated, backordered, reserved,
-                          rejected, cancelled, eta, unit_price, currency, reason,
+                """SELECT l.warehouse_id, l.order_id, line_no, sku, quantity, allocated, backordered,
+                          reserved, rejected, cancelled, eta, unit_price, currency, reason,
                           backordered_since, updated_at
-                   FROM order_lines WHERE order_id = ANY($1::text[])""",
+                   FROM order_lines l
+                   JOIN unnest($1::text[], $2::text[]) AS k (warehouse_id, order_id)
+                     USING (warehouse_id, order_id)""",
+                whs,
                 ids,
             ):
-                order = loaded.orders.get(r["order_id"])
+                key = (r["warehouse_id"], r["order_id"])
+                order = loaded.orders.get(key)
                 if order is not None:
-                    order.lines[r["line_no"]] = LineState(*list(r.values())[1:])
-                    loaded.stored_lines.add((r["order_id"], r["line_no"]))
+                    order.lines[r["line_no"]] = LineState(*list(r.values())[2:])
+                    loaded.stored_lines.add((*key, r["line_no"]))
         if keys.inbounds:
             whs, inbound_ids = _unzip(keys.inbounds, 2)
             for r in await conn.fetch(
@@ -400,7 +424,7 @@ class Store:
         await self.conn.copy_records_to_table(table, records=rows)
         return True
 
-    async def write(self, changes: Changes, stored_lines: set[tuple[str, int]] | None = None) -> None:
+    async def write(self, changes: Changes, stored_lines: set[LineKey] | None = None) -> None:
         """Write the batch's row images. `stored_lines` (from `load`, same transaction)
         names the order lines that already exist: the others are copied straight
         into order_lines; without it every line goes through the upsert."""
@@ -419,7 +443,7 @@ class Store:
                     o.last_event_type, o.last_event_id,
                 ))
                 for ln in o.lines.values():
-                    new = stored_lines is not None and (o.order_id, ln.line_no) not in stored_lines
+                    new = stored_lines is not None and (o.warehouse_id, o.order_id, ln.line_no) not in stored_lines
                     (new_lines if new else lines).append((
                         o.order_id, ln.line_no, o.warehouse_id, ln.sku, ln.quantity,
                         ln.allocated, ln.backordered, ln.reserved, ln.rejected, ln.cancelled,

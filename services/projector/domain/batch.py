@@ -26,13 +26,17 @@ from .orders import OrderState, apply_order_event
 InboundKey = tuple[str, str]  # (warehouse_id, inbound_id)
 ReceiptKey = tuple[str, str]  # (warehouse_id, receipt_id)
 SkuKey = tuple[str, str]  # (warehouse_id, sku)
+# The allocator's key of an order: the same order_id in two warehouses (a split
+# order) is two orders.
+OrderKey = tuple[str, str]  # (warehouse_id, order_id)
+LineKey = tuple[str, str, int]  # (warehouse_id, order_id, line_no)
 
 
 @dataclass(frozen=True, slots=True)
 class Keys:
     """What the store must load before the batch can be folded."""
 
-    order_ids: frozenset[str]
+    orders: frozenset[OrderKey]
     inbounds: frozenset[InboundKey]
     receipts: frozenset[ReceiptKey]
     inbound_event_ids: frozenset[str]
@@ -40,14 +44,14 @@ class Keys:
 
 @dataclass(slots=True)
 class Loaded:
-    orders: dict[str, OrderState] = field(default_factory=dict)
+    orders: dict[OrderKey, OrderState] = field(default_factory=dict)
     inbounds: dict[InboundKey, InboundState] = field(default_factory=dict)
     counted_receipts: set[ReceiptKey] = field(default_factory=set)
     # Schedules and delays already applied: a re-delivered old schedule must not
     # move the ETA back (the allocator drops it by envelope id too).
     seen_inbound_events: set[str] = field(default_factory=set)
-    # (order_id, line_no) of the order lines already stored: the others are new rows.
-    stored_lines: set[tuple[str, int]] = field(default_factory=set)
+    # The order lines already stored: the others are new rows.
+    stored_lines: set[LineKey] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +87,13 @@ class Changes:
 
 
 def keys_of(events: list[Event]) -> Keys:
-    orders: set[str] = set()
+    orders: set[OrderKey] = set()
     inbounds: set[InboundKey] = set()
     receipts: set[ReceiptKey] = set()
     event_ids: set[str] = set()
     for event in events:
         if isinstance(event, OrderEvent):
-            orders.add(event.order_id)
+            orders.add((event.warehouse_id, event.order_id))
         elif isinstance(event, (InboundScheduled, ShipmentDelayed)):
             inbounds.add((event.warehouse_id, event.inbound_id))
             event_ids.add(event.event_id)
@@ -111,29 +115,31 @@ class BatchFold:
         self._counted = set(loaded.counted_receipts)
         self._seen_events = set(loaded.seen_inbound_events)
         self._new_event_ids: list[str] = []
-        self._changed_orders: dict[str, OrderState] = {}
+        self._changed_orders: dict[OrderKey, OrderState] = {}
         self._changed_inbounds: dict[InboundKey, InboundState] = {}
-        self._placements: dict[str, OrderPlaced] = {}
-        self._demand_orders: dict[tuple[str, str], OrderPlaced] = {}
+        self._placements: dict[OrderKey, OrderPlaced] = {}
+        self._demand_orders: dict[OrderKey, OrderPlaced] = {}
         self._positions: dict[SkuKey, StockPosition] = {}
         self._backlog_skus: dict[SkuKey, None] = {}
         self._receipts: list[StockReceived] = []
 
     def apply(self, event: Event) -> None:
         if isinstance(event, OrderEvent):
-            state = apply_order_event(self._orders.get(event.order_id), event)
-            self._orders[event.order_id] = self._changed_orders[event.order_id] = state
+            key = (event.warehouse_id, event.order_id)
+            state = apply_order_event(self._orders.get(key), event)
+            self._orders[key] = self._changed_orders[key] = state
             for line in event.lines:
                 self._backlog_skus[(event.warehouse_id, line.sku)] = None
         elif isinstance(event, StockPosition):
             self._positions[(event.warehouse_id, event.sku)] = event  # last one wins
         elif isinstance(event, OrderPlaced):
-            first = self._placements.get(event.order_id)
+            key = (event.warehouse_id, event.order_id)
+            first = self._placements.get(key)
             if first is None or event.placed_at < first.placed_at:
-                self._placements[event.order_id] = event
+                self._placements[key] = event
             # Demand counts an order once, whatever re-deliveries follow (the store
             # also skips orders counted by earlier batches).
-            self._demand_orders.setdefault((event.warehouse_id, event.order_id), event)
+            self._demand_orders.setdefault(key, event)
         elif isinstance(event, StockReceived):
             key = (event.warehouse_id, event.receipt_id)
             if key in self._counted:

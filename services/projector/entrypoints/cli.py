@@ -171,11 +171,22 @@ def db_migrate(json_output: JsonOption = False) -> None:
         typer.echo(f"schema {LIVE_SCHEMA} is up to date")
 
 
-def rebuild(json_output: JsonOption = False) -> None:
+def rebuild(
+    json_output: JsonOption = False,
+    allow_truncated: Annotated[
+        bool,
+        typer.Option(
+            "--allow-truncated",
+            help="Rebuild even when retention removed the start of a source topic (those events are lost).",
+        ),
+    ] = False,
+) -> None:
     """Rebuild every read model from offset 0 into a shadow schema, then swap it in.
 
     Queries keep being served from the live schema meanwhile, and a running
-    `fulfil projector` carries on from the rebuilt schema's offsets.
+    `fulfil projector` carries on from the rebuilt schema's offsets. Refuses
+    (exit 1) when a source topic no longer starts at offset 0, unless
+    --allow-truncated.
     """
     from rich.console import Console
     from rich.progress import (
@@ -186,7 +197,7 @@ def rebuild(json_output: JsonOption = False) -> None:
         TimeRemainingColumn,
     )
 
-    from services.projector.service_layer.rebuild import RebuildBusy
+    from services.projector.service_layer.rebuild import HistoryTruncated, RebuildBusy
     from services.projector.service_layer.rebuild import rebuild as run_rebuild
 
     settings = load_settings()
@@ -212,8 +223,8 @@ def rebuild(json_output: JsonOption = False) -> None:
             bar.update(task, completed=done, total=known, rate=done / elapsed, left=left)
 
         try:
-            report = asyncio.run(run_rebuild(settings, progress=progress))
-        except RebuildBusy as exc:
+            report = asyncio.run(run_rebuild(settings, progress=progress, allow_truncated=allow_truncated))
+        except (RebuildBusy, HistoryTruncated) as exc:
             typer.echo(f"fulfil: {exc}", err=True)
             raise typer.Exit(1) from None
     summary = {
@@ -222,6 +233,7 @@ def rebuild(json_output: JsonOption = False) -> None:
         "skipped": report.skipped,
         "seconds": round(report.seconds, 3),
         "offsets": report.offsets,
+        "truncated": [{"topic": t, "partition": p, "start": o} for t, p, o in report.truncated],
     }
     if json_output:
         _print_json(summary)
@@ -253,24 +265,31 @@ def backlog(
 
 def order(
     order_id: Annotated[str, typer.Argument(help="The order to show.")],
+    warehouse: WarehouseOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """One order: status and, per line, quantities by state and the current ETA."""
+    """One order: status and, per line, quantities by state and the current ETA.
+
+    A split order (the same order_id in several warehouses) has one part per
+    warehouse; every part is shown (`--json`: a list, one document per warehouse).
+    """
     from services.projector.adapters import queries
 
-    found = _query(lambda c: queries.order(c, order_id))
-    if found is None:
-        typer.echo(f"fulfil: order {order_id!r} not found", err=True)
+    parts = _query(lambda c: queries.order(c, order_id, warehouse_id=warehouse))
+    if not parts:
+        where = f" in warehouse {warehouse!r}" if warehouse is not None else ""
+        typer.echo(f"fulfil: order {order_id!r} not found{where}", err=True)
         raise typer.Exit(1)
     if json_output:
-        _print_json(found)
+        _print_json(parts)
         return
-    typer.echo(
-        f"order {found['order_id']} ({found['warehouse_id']}): {found['status']}"
-        f"; placed {_cell(found['placed_at'])}; updated {_cell(found['updated_at'])}"
-        + (f"; backordered since {_cell(found['backordered_since'])}" if found["backordered_since"] else "")
-    )
-    _print_table("lines", found["lines"], list(queries.LINE_FIELDS))
+    for found in parts:
+        typer.echo(
+            f"order {found['order_id']} ({found['warehouse_id']}): {found['status']}"
+            f"; placed {_cell(found['placed_at'])}; updated {_cell(found['updated_at'])}"
+            + (f"; backordered since {_cell(found['backordered_since'])}" if found["backordered_since"] else "")
+        )
+        _print_table("lines", found["lines"], list(queries.LINE_FIELDS))
 
 
 def inbound(

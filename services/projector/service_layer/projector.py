@@ -41,14 +41,19 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from fulfil import kafka
 from fulfil.config import Settings
+from fulfil.dlq import dead_letter_headers
 from fulfil.logs import get_logger
 from fulfil.metrics import Health, Progress, serving, watch_lag
 from schemas.registry import ALLOCATIONS, INVENTORY, ORDERS
 from services.projector.adapters import store as pg
 from services.projector.adapters.migrate import migrate
 from services.projector.adapters.store import StalePositions, Store
-from services.projector.service_layer.apply import Decoded, apply_batch, decode_batch_interleaved
-from services.projector.service_layer.resilience import BACKOFF, is_transient
+from services.projector.service_layer.apply import (
+    Decoded,
+    apply_isolating,
+    decode_batch_interleaved,
+)
+from services.projector.service_layer.resilience import BACKOFF, is_transient, poison_reason
 
 log = get_logger("projector")
 
@@ -111,6 +116,9 @@ class Projector:
         self.health_file = health_file
         self.connect_timeout = connect_timeout
         self.topics = [settings.topic(t) for t in INPUT_TOPICS]
+        # Records the read models cannot hold go here, named after the group.
+        self.dlq_topic = dead_letter_topic(self.group_id)
+        self.producer: Any = None
         self.lock = asyncio.Lock()
         self.positions: dict[tuple[str, int], int] = {}
         self.unpositioned: set[TopicPartition] = set()
@@ -129,6 +137,8 @@ class Projector:
         self.records = 0
         self.events = 0
         self.skipped = 0
+        self.duplicates = 0
+        self.quarantined = 0
         self.retries = 0
         self.repositions = 0
         self.started = asyncio.Event()
@@ -144,7 +154,9 @@ class Projector:
         await self._retrying(self._migrate, "migrate")
         with contextlib.suppress(Exception):
             # Best effort: Tansu would auto-create missing topics with 4 partitions.
-            await kafka.create_topics(self.settings, self.topics)
+            await kafka.create_topics(self.settings, [*self.topics, self.dlq_topic])
+        self.producer = kafka.producer(self.settings)
+        await self.producer.start()
         self.consumer = kafka.consumer(
             self.settings,
             group_id=self.group_id,
@@ -197,6 +209,8 @@ class Projector:
             lag_stop.set()
             await lag_watcher
             await self.consumer.stop()  # leaves the group: a successor takes over at once
+            with contextlib.suppress(Exception):
+                await self.producer.stop()
             if self.store is not None:
                 with contextlib.suppress(Exception):
                     await self.store.conn.close()
@@ -277,7 +291,9 @@ class Projector:
                     return  # fetched before a rewind: its records come again
                 store = await self._connected()
                 try:
-                    applied = await apply_batch(store, decoded, self.positions)
+                    applied = await apply_isolating(
+                        store, decoded, self.positions, lambda tp, offset, exc: self._quarantine(decoded, tp, offset, exc)
+                    )
                 except StalePositions as exc:
                     log.warning("stored offsets moved; re-reading them", partitions=len(exc.stored))
                     self._reposition_all()
@@ -288,10 +304,28 @@ class Projector:
                 self.batches += 1
                 self.records += applied.records
                 self.events += applied.events
+                self.duplicates += applied.duplicates
                 self.skipped += decoded.skipped
 
         with self.progress.batch():
             await self._retrying(attempt, "apply batch")
+
+    async def _quarantine(self, decoded: Decoded, tp: tuple[str, int], offset: int, exc: BaseException) -> None:
+        """Dead-letter one record the read models cannot hold, as it came, with the
+        reason in headers; returns once the broker has it (its offset is stored next)."""
+        record = decoded.source(tp, offset)
+        reason = poison_reason(exc)
+        headers = dead_letter_headers(
+            reason=reason, kind="unstorable", topic=tp[0], partition=tp[1], offset=offset,
+            stage="projector", original=getattr(record, "headers", ()),
+        )  # fmt: skip
+        sent = await self.producer.send(self.dlq_topic, record.value, key=getattr(record, "key", None), headers=headers)
+        await sent
+        self.quarantined += 1
+        # Where and why only: the value may hold customer data.
+        log.warning(
+            "record quarantined", topic=tp[0], partition=tp[1], offset=offset, reason=reason, dlq=self.dlq_topic
+        )
 
     # ------------------------------------------------------------ retries & health
 
@@ -389,6 +423,11 @@ class Projector:
         with tempfile.NamedTemporaryFile("wb", dir=self.health_file.parent, delete=False) as tmp:
             tmp.write(body + b"\n")
         os.replace(tmp.name, self.health_file)
+
+
+def dead_letter_topic(group_id: str) -> str:
+    """`<group>.dlq`: the group id already carries the environment's topic prefix."""
+    return f"{group_id}.dlq"
 
 
 def tune_gc() -> None:

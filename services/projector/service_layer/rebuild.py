@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -29,12 +29,19 @@ from aiokafka import TopicPartition
 
 from fulfil import kafka
 from fulfil.config import Settings
+from fulfil.dlq import dead_letter_headers
 from fulfil.logs import get_logger
 from services.projector.adapters import store as pg
 from services.projector.adapters.migrate import migrate
 from services.projector.adapters.store import Store
-from services.projector.service_layer.apply import apply_batch, decode_batch
-from services.projector.service_layer.projector import INPUT_TOPICS, LIVE_SCHEMA
+from services.projector.service_layer.apply import apply_isolating, decode_batch
+from services.projector.service_layer.projector import (
+    GROUP_ID,
+    INPUT_TOPICS,
+    LIVE_SCHEMA,
+    dead_letter_topic,
+)
+from services.projector.service_layer.resilience import poison_reason
 
 log = get_logger("projector.rebuild")
 
@@ -56,6 +63,32 @@ class RebuildBusy(RuntimeError):
     """Another rebuild holds the lock."""
 
 
+class HistoryTruncated(RuntimeError):
+    """A source partition no longer starts at offset 0: a model rebuilt from it would
+    silently lack the events retention removed."""
+
+    def __init__(self, truncated: list[tuple[str, int, int]]):
+        where = "; ".join(f"{topic} partition {partition} starts at offset {start}" for topic, partition, start in truncated)
+        super().__init__(
+            f"history is truncated ({where}): a rebuild would drop the events before it and swap "
+            "the incomplete model in. Rerun with --allow-truncated to rebuild from what is left."
+        )
+        self.truncated = truncated
+
+
+def truncated_history(starts: dict[tuple[str, int], int]) -> list[tuple[str, int, int]]:
+    """(topic, partition, start) of every partition whose log starts above 0, sorted."""
+    return sorted((topic, partition, start) for (topic, partition), start in starts.items() if start > 0)
+
+
+# Reads where each partition's log starts now (a seam: tests stand in for retention).
+LogStarts = Callable[[Any, list[TopicPartition]], Awaitable[dict[TopicPartition, int]]]
+
+
+async def _beginning_offsets(consumer: Any, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    return await consumer.beginning_offsets(tps)
+
+
 @dataclass(frozen=True, slots=True)
 class RebuildReport:
     records: int
@@ -63,6 +96,8 @@ class RebuildReport:
     skipped: int
     seconds: float
     offsets: dict[str, int]
+    # (topic, partition, start) read from above 0 with --allow-truncated.
+    truncated: list[tuple[str, int, int]] = field(default_factory=list)
 
 
 Progress = Callable[[int, int | None], None]  # (records done, records known to exist)
@@ -75,23 +110,36 @@ class _Reader:
         self.settings = settings
         self.max_records = max_records
         self.consumer = kafka.consumer(settings, group_id=None)
+        self.producer = kafka.producer(settings)
+        self.dlq_topic = dead_letter_topic(settings.topic(GROUP_ID))
         self.positions: dict[tuple[str, int], int] = {}
         self.tps: list[TopicPartition] = []
 
-    async def start(self) -> None:
+    async def start(self, log_starts: LogStarts, allow_truncated: bool) -> list[tuple[str, int, int]]:
+        """Assign every partition at the start of its log; raises HistoryTruncated when
+        a log starts above 0, unless `allow_truncated` (then returns those partitions)."""
         await self.consumer.start()
+        await self.producer.start()
         await self.consumer.topics()  # loads metadata for every topic
         for base in INPUT_TOPICS:
             topic = self.settings.topic(base)
             partitions = self.consumer.partitions_for_topic(topic) or set()
             self.tps.extend(TopicPartition(topic, p) for p in sorted(partitions))
         self.consumer.assign(self.tps)
+        starts = await log_starts(self.consumer, self.tps) if self.tps else {}
+        truncated = truncated_history({(tp.topic, tp.partition): offset for tp, offset in starts.items()})
+        if truncated and not allow_truncated:
+            raise HistoryTruncated(truncated)
         for tp in self.tps:
-            self.consumer.seek(tp, 0)
-            self.positions[(tp.topic, tp.partition)] = 0
+            start = starts.get(tp, 0)
+            self.consumer.seek(tp, start)
+            self.positions[(tp.topic, tp.partition)] = start
+        return truncated
 
     async def stop(self) -> None:
         await self.consumer.stop()
+        with contextlib.suppress(Exception):
+            await self.producer.stop()
 
     async def fetch(self, timeout_ms: int = 200) -> list[Any]:
         batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=self.max_records)
@@ -117,7 +165,20 @@ class _Reader:
 
 async def _apply(store: Store, reader: _Reader, records: list[Any], settings: Settings) -> tuple[int, int, int]:
     decoded = decode_batch(records, settings.fulfil_topic_prefix, settings.fulfil_max_message_bytes)
-    applied = await apply_batch(store, decoded, reader.positions)
+
+    async def quarantine(tp: tuple[str, int], offset: int, exc: BaseException) -> None:
+        # Also dead-lettered here: the live projector continues from the rebuilt
+        # offsets and may never have met this record. A record it did meet is on
+        # the dead-letter topic twice, with the same source headers.
+        record = decoded.source(tp, offset)
+        headers = dead_letter_headers(
+            reason=poison_reason(exc), kind="unstorable", topic=tp[0], partition=tp[1], offset=offset,
+            stage="projector", original=record.headers,
+        )  # fmt: skip
+        await (await reader.producer.send(reader.dlq_topic, record.value, key=record.key, headers=headers))
+        log.warning("record quarantined", topic=tp[0], partition=tp[1], offset=offset, dlq=reader.dlq_topic)
+
+    applied = await apply_isolating(store, decoded, reader.positions, quarantine)
     if applied is None:
         return 0, 0, 0
     reader.positions.update(applied.offsets)
@@ -131,9 +192,14 @@ async def rebuild(
     max_records: int = 10_000,
     swap_drain_seconds: float = 2.0,
     before_swap: Callable[[], Awaitable[None]] | None = None,
+    allow_truncated: bool = False,
+    log_starts: LogStarts = _beginning_offsets,
 ) -> RebuildReport:
     """Rebuild into the shadow schema and swap it in; `before_swap` is a seam for
-    tests (run after the bulk phase, before the swap transaction)."""
+    tests (run after the bulk phase, before the swap transaction).
+
+    Refuses (HistoryTruncated, before anything is built) when a source partition's
+    log starts above offset 0 (retention removed events), unless `allow_truncated`."""
     database_url = settings.require_database()
     settings.require_kafka()
     started = time.monotonic()
@@ -151,8 +217,13 @@ async def rebuild(
         reader = _Reader(settings, max_records)
         try:
             await store.prepare()
-            await reader.start()
+            truncated = await reader.start(log_starts, allow_truncated)
+            if truncated:
+                log.warning("rebuilding from truncated history", partitions=[f"{t}:{p}@{o}" for t, p, o in truncated])
             await store.init_offsets(reader.positions)
+            if truncated:
+                # The shadow's offsets start where the logs do, not at 0.
+                await store.save_offsets({(t, p): o for t, p, o in truncated})
             records = events = skipped = 0
 
             def report() -> None:
@@ -191,7 +262,7 @@ async def rebuild(
         # Queries still reading the old tables finish first; the DROP waits for them.
         await admin.execute(_DROP_RETIRED)
         offsets = {f"{t}:{p}": o for (t, p), o in sorted(reader.positions.items())}
-        return RebuildReport(records, events, skipped, time.monotonic() - started, offsets)
+        return RebuildReport(records, events, skipped, time.monotonic() - started, offsets, truncated)
     finally:
         with contextlib.suppress(Exception):
             await admin.execute("SELECT pg_advisory_unlock_all()")

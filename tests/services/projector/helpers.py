@@ -40,8 +40,8 @@ TABLES: dict[str, tuple[str, ...]] = {
     "daily_demand": ("warehouse_id", "sku", "day", "units"),
 }  # fmt: skip
 KEYS: dict[str, tuple[str, ...]] = {
-    "orders": ("order_id",),
-    "order_lines": ("order_id", "line_no"),
+    "orders": ("warehouse_id", "order_id"),
+    "order_lines": ("warehouse_id", "order_id", "line_no"),
     "sku_backlog": ("warehouse_id", "sku"),
     "inbounds": ("warehouse_id", "inbound_id"),
     "inbound_lines": ("warehouse_id", "inbound_id", "sku"),

@@ -33,14 +33,15 @@ def _status(lines: list[dict[str, Any]], ever: bool) -> str:
 
 def fold(inputs: list[Any], outputs: list[Any]) -> dict[str, Any]:
     """Tables as {table: {key: row}} from parsed input and allocation envelopes."""
-    orders: dict[str, dict[str, Any]] = {}
-    lines: dict[tuple[str, int], dict[str, Any]] = {}
-    ever: set[str] = set()
+    # Keyed like the allocator: (warehouse_id, order_id); lines add line_no.
+    orders: dict[tuple[str, str], dict[str, Any]] = {}
+    lines: dict[tuple[str, str, int], dict[str, Any]] = {}
+    ever: set[tuple[str, str]] = set()
     positions: dict[tuple[str, str], dict[str, Any]] = {}
     touched_skus: set[tuple[str, str]] = set()
 
     def order_row(order_id: str, wh: str) -> dict[str, Any]:
-        return orders.setdefault(order_id, {
+        return orders.setdefault((wh, order_id), {
             "order_id": order_id, "warehouse_id": wh, "customer_id": None,
             "customer_email": None, "customer_name": None, "customer_locale": None,
             "status": "pending", "placed_at": None, "updated_at": None,
@@ -61,11 +62,11 @@ def fold(inputs: list[Any], outputs: list[Any]) -> dict[str, Any]:
             continue
         row = order_row(d.order_id, d.warehouse_id)
         for ln in d.lines:
-            key = (d.order_id, ln.line_no)
+            key = (d.warehouse_id, d.order_id, ln.line_no)
             prev = lines.get(key)
             since = None
             if ln.backordered:
-                ever.add(d.order_id)
+                ever.add((d.warehouse_id, d.order_id))
                 since = prev["backordered_since"] if prev and prev["backordered"] else ev.occurred_at
             lines[key] = {
                 "order_id": d.order_id, "line_no": ln.line_no, "warehouse_id": d.warehouse_id,
@@ -164,10 +165,10 @@ def fold(inputs: list[Any], outputs: list[Any]) -> dict[str, Any]:
             (ib["current_eta"] - ib["original_eta"]).days if ib["original_eta"] is not None else None
         )
 
-    for order_id, row in orders.items():
-        own = [ln for (oid, _), ln in lines.items() if oid == order_id]
-        row["backordered_ever"] = order_id in ever
-        row["status"] = _status(own, order_id in ever)
+    for order_key, row in orders.items():
+        own = [ln for (wh, oid, _), ln in lines.items() if (wh, oid) == order_key]
+        row["backordered_ever"] = order_key in ever
+        row["status"] = _status(own, order_key in ever)
         open_since = [ln["backordered_since"] for ln in own if ln["backordered"]]
         row["backordered_since"] = min(open_since) if open_since else None
 
@@ -243,15 +244,16 @@ def deposits_query(tables: dict[str, Any]) -> dict[str, Any]:
                                                "backordered_units": 0, "orders": set()})
         t["amount"] += ln["backordered"] * ln["unit_price"]
         t["backordered_units"] += ln["backordered"]
-        t["orders"].add(ln["order_id"])
-        o = per_order.setdefault((ln["order_id"], ln["currency"]), {
-            "order_id": ln["order_id"], "currency": ln["currency"], "amount": Decimal(0),
+        t["orders"].add((ln["warehouse_id"], ln["order_id"]))
+        o = per_order.setdefault((ln["warehouse_id"], ln["order_id"], ln["currency"]), {
+            "warehouse_id": ln["warehouse_id"], "order_id": ln["order_id"],
+            "currency": ln["currency"], "amount": Decimal(0),
             "backordered_units": 0})  # fmt: skip
         o["amount"] += ln["backordered"] * ln["unit_price"]
         o["backordered_units"] += ln["backordered"]
     return {
         "totals": [{**t, "orders": len(t["orders"])} for _, t in sorted(totals.items())],
-        "orders": sorted(per_order.values(), key=lambda o: (-o["amount"], o["order_id"], o["currency"])),
+        "orders": sorted(per_order.values(), key=lambda o: (-o["amount"], o["order_id"], o["warehouse_id"], o["currency"])),
     }
 
 

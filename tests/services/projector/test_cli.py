@@ -115,14 +115,14 @@ async def test_json_shapes_of_every_query(projected) -> None:
     }]  # fmt: skip
     assert await _json(env, "backlog", "--warehouse", "WH9") == []
 
-    order = await _json(env, "order", "o-part")
+    (order,) = await _json(env, "order", "o-part")
     assert order["order_id"] == "o-part" and order["status"] == "partially_shipped"
     assert order["lines"] == [{
         "line_no": 1, "sku": "BEAN", "quantity": 5, "allocated": 2, "backordered": 3, "reserved": 0,
         "rejected": 0, "cancelled": 0, "eta": "2026-11-25", "unit_price": "9.50", "currency": "EUR",
     }]  # fmt: skip
     assert "ada@shop.example" not in orjson.dumps(order).decode()  # no PII for support queries
-    assert (await _json(env, "order", "o-0-0"))["status"] == "pending"  # placed, not allocated (here)
+    assert (await _json(env, "order", "o-0-0"))[0]["status"] == "pending"  # placed, not allocated (here)
 
     inbound = await _json(env, "inbound", "--as-of", AS_OF)
     assert [i["inbound_id"] for i in inbound] == ["in-fast", "in-slow", "in-late"]
@@ -144,8 +144,8 @@ async def test_json_shapes_of_every_query(projected) -> None:
     assert deposits == {
         "totals": [{"currency": "EUR", "amount": "123.50", "backordered_units": 13, "orders": 2}],
         "orders": [
-            {"order_id": "o-wait", "currency": "EUR", "amount": "95.00", "backordered_units": 10},
-            {"order_id": "o-part", "currency": "EUR", "amount": "28.50", "backordered_units": 3},
+            {"warehouse_id": "WH1", "order_id": "o-wait", "currency": "EUR", "amount": "95.00", "backordered_units": 10},
+            {"warehouse_id": "WH1", "order_id": "o-part", "currency": "EUR", "amount": "28.50", "backordered_units": 3},
         ],
     }
 
@@ -191,7 +191,7 @@ async def test_config_errors_exit_2_and_missing_schema_exits_1(pg_settings, env_
     result = await _cli(env_for_subprocess(pg_settings), "backlog", "--json")
     assert result.exit_code == 1 and "fulfil db migrate" in result.stderr
     result = await _cli(env_for_subprocess(pg_settings), "db", "migrate", "--json")
-    assert orjson.loads(result.stdout) == {"schema": "projection", "applied": ["0001_read_models"]}
+    assert orjson.loads(result.stdout) == {"schema": "projection", "applied": ["0001_read_models", "0002_warehouse_order_keys"]}
     assert await _json(env_for_subprocess(pg_settings), "backlog") == []
     assert os.environ.get("DATABASE_URL") != pg_settings.database_url  # CliRunner restored the env
 

@@ -36,7 +36,7 @@ async def _query_forever(url: str, order_id: str, as_of, stop: asyncio.Event, lo
                 for conn in (steady, fresh):
                     try:
                         backlog = await queries.backlog(conn, include_all=True)
-                        found = await queries.order(conn, order_id)
+                        (found, *_) = await queries.order(conn, order_id) or [None]
                         aging = await queries.aging(conn, as_of=as_of)
                         deposits = await queries.deposits(conn)
                         reorder = await queries.reorder(conn)

@@ -48,10 +48,10 @@ async def _check_queries(database_url: str, tables: dict, outputs: list) -> None
                     assert abs(a[key] - value) < 1e-6, (key, a, e)
                 else:
                     assert a[key] == value, (key, a, e)
-        for order_id, row in list(tables["orders"].items())[:25]:
-            found = await queries.order(conn, order_id)
-            assert found is not None and found["status"] == row["status"]
-            lines = sorted((k[1], v) for k, v in tables["order_lines"].items() if k[0] == order_id)
+        for (wh, order_id), row in list(tables["orders"].items())[:25]:
+            (found,) = await queries.order(conn, order_id, warehouse_id=wh)
+            assert found["status"] == row["status"]
+            lines = sorted((k[2], v) for k, v in tables["order_lines"].items() if k[:2] == (wh, order_id))
             assert [(ln["line_no"], ln["backordered"], ln["eta"]) for ln in found["lines"]] == [
                 (no, v["backordered"], v["eta"]) for no, v in lines
             ]
