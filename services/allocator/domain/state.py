@@ -1,4 +1,4 @@
-"""The allocator's state for one command partition: plain, picklable, lean.
+"""The allocator's state for one command partition: plain and lean.
 
 Everything here is owned by the fold in `rules.py`; nothing in this module
 does I/O or reads a clock. Memory grows with open orders, queued backorders,
@@ -8,10 +8,9 @@ statements): DESIGN §4 wants duplicates to change nothing however old they
 are, so those are never forgotten. Only envelope ids live in a
 `BoundedWindow` (FIFO), a cheap first filter in front of the business keys.
 
-Pickling: every class uses `__slots__`; the numerous ones (lines, orders,
-queue blocks) pickle their state as a plain tuple, which halves snapshot
-size and time. The default protocol (>= 2) handles shared references and
-cycles (line <-> order, line <-> queue entry).
+Snapshots are plain data (`plain.py`), never pickles. Every class uses
+`__slots__`; the numerous ones (lines, orders, queue blocks) still pickle
+their state as a plain tuple, for cheap in-process copies in tests.
 """
 
 from __future__ import annotations
