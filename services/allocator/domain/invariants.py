@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from .rules import _cover, _supply, order_etas
-from .state import TOMBSTONE, AllocatorState, BackorderQueue
+from .state import AllocatorState, BackorderQueue
 
 
 class InvariantViolation(AssertionError):
@@ -27,8 +27,10 @@ def invariant_problems(state: AllocatorState) -> list[str]:
         name = f"order {key}"
         if key != (order.warehouse_id, order.order_id):
             bad(f"{name}: stored under the wrong key")
-        if state.seen_orders.get(key) == TOMBSTONE:
+        if state.tombstones.has(*key):
             bad(f"{name}: open but tombstoned")
+        if state.closed_orders.has(*key):
+            bad(f"{name}: open but also closed")
         waiting = reserved = 0
         for line in order.lines:
             where = f"{name} line {line.line_no}"

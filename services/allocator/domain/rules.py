@@ -48,6 +48,29 @@ Choices the contract leaves open, made here:
 - A re-sent InboundScheduled is the inbound's full new definition: quantities
   are totals (already received units are not expected again) and SKUs it no
   longer lists are not coming.
+- Duplicates change nothing however old they are (DESIGN §4). The envelope-id
+  window is only a cheap first filter; the business keys are remembered for
+  ever: an `OrderPlaced` whose (warehouse, order_id) was ever placed (open or
+  closed) is ignored whatever its lines, as is a `StockReceived` /
+  `StockAdjusted` with a known (warehouse, receipt_id / adjustment_id).
+  `InboundScheduled`, `ShipmentDelayed` and `SkuPolicySet` have no id of
+  their own: each one is a *statement* about an inbound or a SKU that later
+  statements overrule, so re-applying an old one would undo the newer ones
+  (an old InboundScheduled re-sent after a delay would move the date back).
+  A statement is a duplicate when one with the same type, the same payload
+  and the same `occurred_at` was already seen for that inbound / SKU
+  (`statement_mark`). `occurred_at` is part of the identity because it is
+  when the publisher said it: a redelivery or an upstream retry carries the
+  original's, while the same payload stated anew (a delay retracted: the
+  original ETA again) is a new statement and is applied. A retry that
+  re-stamps `occurred_at` is applied again; that is harmless when it repeats
+  the latest statement (re-applying it is a no-op), and indistinguishable
+  from a real change otherwise. A ShipmentDelayed for an inbound not known
+  yet changes nothing but is remembered too, so that its re-delivery after
+  the InboundScheduled does not apply it late.
+- `OrderCancelled` needs no key of its own: a cancelled order is closed, and a
+  cancel of a never-placed order leaves a tombstone (until the placement,
+  which it rejects), both remembered for ever, so a repeat finds nothing to do.
 """
 
 from __future__ import annotations
@@ -56,7 +79,7 @@ import uuid
 from bisect import bisect_left
 from collections.abc import Callable
 from datetime import UTC, date, datetime
-from hashlib import sha1
+from hashlib import blake2b, sha1
 from typing import Any
 
 from schemas.contract import (
@@ -82,8 +105,6 @@ from schemas.contract import (
 )
 
 from .state import (
-    SEEN,
-    TOMBSTONE,
     AllocatorState,
     BackorderQueue,
     Inbound,
@@ -216,7 +237,7 @@ def decide(state: AllocatorState, command: Any) -> tuple[AllocatorState, list[En
     if handler is None:
         raise UnknownCommand(f"not an allocator input: {getattr(command, 'type', command)!r}")
     if command.id in state.seen_events:
-        return state, []
+        return state, []  # the cheap first filter; business keys catch the rest
     state.seen_events.add(command.id)
     ctx = _Ctx(state, command)
     handler(ctx, command.data)
@@ -360,14 +381,39 @@ def _sync_inbound(
 
 
 def _file_inbound(state: AllocatorState, inbound: Inbound) -> None:
-    """Keep open inbounds in state; closed ones only in the bounded window."""
+    """File an inbound as open or closed (fully received, kept for late receipts)."""
     key = (inbound.warehouse_id, inbound.inbound_id)
     if inbound.is_open():
         if key not in state.inbounds:
             state.inbounds[key] = inbound
+            state.closed_inbounds.pop(key, None)
     else:
-        if state.inbounds.pop(key, None) is not None or key not in state.closed_inbounds:
-            state.closed_inbounds.add(key, inbound)
+        state.inbounds.pop(key, None)
+        state.closed_inbounds[key] = inbound
+
+
+def statement_mark(env: Any) -> str:
+    """The identity of an inbound or SKU-policy statement: type, occurred_at and payload.
+
+    See the module docstring for why `occurred_at` belongs to it. A 128-bit
+    digest keeps what is stored for ever small; marks are only compared among
+    the few statements about one inbound or SKU.
+    """
+    content = repr((env.type, placed_micros(env.occurred_at), env.data.model_dump(mode="json")))
+    return blake2b(content.encode(), digest_size=16).hexdigest()
+
+
+def _first_statement(marks: dict[Any, list[str]], key: Any, env: Any) -> bool:
+    """Remember `env` as a statement about `key`; False if it was seen before."""
+    mark = statement_mark(env)
+    seen = marks.get(key)
+    if seen is None:
+        marks[key] = [mark]
+        return True
+    if mark in seen:
+        return False
+    seen.append(mark)
+    return True
 
 
 # ---------------------------------------------------------------- handlers
@@ -376,12 +422,10 @@ def _file_inbound(state: AllocatorState, inbound: Inbound) -> None:
 def _order_placed(ctx: _Ctx, data: Any) -> None:
     state = ctx.state
     wh = data.warehouse_id
-    key = (wh, data.order_id)
-    if key in state.orders:
-        return  # duplicate of an open order
-    seen = state.seen_orders.get(key)
-    if seen == SEEN:
-        return  # duplicate of a recently closed order
+    order_id = data.order_id
+    key = (wh, order_id)
+    if key in state.orders or state.closed_orders.has(wh, order_id):
+        return  # this order was placed before: a duplicate, whatever its lines
     complete = data.fulfilment_policy == "ship_complete"
     order = Order(
         data.order_id, wh, data.customer, complete, data.priority, placed_micros(data.placed_at)
@@ -390,9 +434,9 @@ def _order_placed(ctx: _Ctx, data: Any) -> None:
         order.lines.append(
             Line(order, item.line_no, item.sku, item.quantity, item.unit_price, item.currency)
         )
-    state.seen_orders.add(key, SEEN)
-
-    if seen == TOMBSTONE:
+    if state.tombstones.has(wh, order_id):
+        state.tombstones.discard(wh, order_id)
+        state.closed_orders.add(wh, order_id)
         for line in order.lines:
             line.rejected = line.quantity
             line.reason = "cancelled_before_placement"
@@ -442,6 +486,8 @@ def _order_placed(ctx: _Ctx, data: Any) -> None:
     if order.waiting or order.reserved:
         state.orders[key] = order
         ctx.eta_orders[order] = None
+    else:
+        state.closed_orders.add(wh, order_id)
 
 
 def _order_cancelled(ctx: _Ctx, data: Any) -> None:
@@ -449,8 +495,8 @@ def _order_cancelled(ctx: _Ctx, data: Any) -> None:
     key = (data.warehouse_id, data.order_id)
     order = state.orders.get(key)
     if order is None:
-        if key not in state.seen_orders:
-            state.seen_orders.add(key, TOMBSTONE)
+        if not state.closed_orders.has(*key):
+            state.tombstones.add(*key)
         return  # unknown (now tombstoned), already closed, or already tombstoned
     freed: dict[SkuState, None] = {}
     for line in order.lines:
@@ -488,10 +534,9 @@ def _order_cancelled(ctx: _Ctx, data: Any) -> None:
 def _stock_received(ctx: _Ctx, data: Any) -> None:
     state = ctx.state
     wh = data.warehouse_id
-    rkey = (wh, data.receipt_id)
-    if rkey in state.seen_receipts:
+    if state.seen_receipts.has(wh, data.receipt_id):
         return
-    state.seen_receipts.add(rkey)
+    state.seen_receipts.add(wh, data.receipt_id)
     sku = state.sku(wh, data.sku)
     sku.received_total += data.quantity
     ctx.touched[sku] = None
@@ -512,10 +557,9 @@ def _stock_received(ctx: _Ctx, data: Any) -> None:
 def _stock_adjusted(ctx: _Ctx, data: Any) -> None:
     state = ctx.state
     wh = data.warehouse_id
-    akey = (wh, data.adjustment_id)
-    if akey in state.seen_adjustments:
+    if state.seen_adjustments.has(wh, data.adjustment_id):
         return
-    state.seen_adjustments.add(akey)
+    state.seen_adjustments.add(wh, data.adjustment_id)
     sku = state.sku(wh, data.sku)
     ctx.touched[sku] = None
     delta = data.delta
@@ -534,6 +578,8 @@ def _stock_adjusted(ctx: _Ctx, data: Any) -> None:
 def _inbound_scheduled(ctx: _Ctx, data: Any) -> None:
     state = ctx.state
     wh = data.warehouse_id
+    if not _first_statement(state.inbound_events, (wh, data.inbound_id), ctx.env):
+        return
     ctx.cause_inbound = data.inbound_id
     inbound = state.inbound(wh, data.inbound_id)
     if inbound is None:
@@ -562,6 +608,8 @@ def _inbound_scheduled(ctx: _Ctx, data: Any) -> None:
 
 def _shipment_delayed(ctx: _Ctx, data: Any) -> None:
     state = ctx.state
+    if not _first_statement(state.inbound_events, (data.warehouse_id, data.inbound_id), ctx.env):
+        return
     inbound = state.inbound(data.warehouse_id, data.inbound_id)
     if inbound is None or inbound.eta == data.new_eta:
         return
@@ -575,6 +623,8 @@ def _shipment_delayed(ctx: _Ctx, data: Any) -> None:
 
 
 def _sku_policy_set(ctx: _Ctx, data: Any) -> None:
+    if not _first_statement(ctx.state.policy_events, (data.warehouse_id, data.sku), ctx.env):
+        return
     sku = ctx.state.sku(data.warehouse_id, data.sku)
     sku.backorderable = data.backorderable
     sku.discontinued = data.discontinued
@@ -776,7 +826,8 @@ def _finish(ctx: _Ctx) -> list[Envelope]:
 
     for order in ctx.maybe_closed:
         if not (order.waiting or order.reserved):
-            state.orders.pop((order.warehouse_id, order.order_id), None)
+            if state.orders.pop((order.warehouse_id, order.order_id), None) is not None:
+                state.closed_orders.add(order.warehouse_id, order.order_id)
 
     env = ctx.env
     outputs: list[Envelope] = []

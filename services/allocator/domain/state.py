@@ -1,14 +1,16 @@
-"""The allocator's state for one command partition: plain, picklable, lean.
+"""The allocator's state for one command partition: plain and lean.
 
 Everything here is owned by the fold in `rules.py`; nothing in this module
 does I/O or reads a clock. Memory grows with open orders, queued backorders,
-open inbound shipments and SKUs — never with history: every "have I seen
-this before" set is a `BoundedWindow` with deterministic FIFO eviction.
+open inbound shipments and SKUs, plus one compact entry per business key
+ever seen (closed order ids, receipt and adjustment ids, inbound and policy
+statements): DESIGN §4 wants duplicates to change nothing however old they
+are, so those are never forgotten. Only envelope ids live in a
+`BoundedWindow` (FIFO), a cheap first filter in front of the business keys.
 
-Pickling: every class uses `__slots__`; the numerous ones (lines, orders,
-queue blocks) pickle their state as a plain tuple, which halves snapshot
-size and time. The default protocol (>= 2) handles shared references and
-cycles (line <-> order, line <-> queue entry).
+Snapshots are plain data (`plain.py`), never pickles. Every class uses
+`__slots__`; the numerous ones (lines, orders, queue blocks) still pickle
+their state as a plain tuple, for cheap in-process copies in tests.
 """
 
 from __future__ import annotations
@@ -25,9 +27,6 @@ from schemas.contract import Customer
 DEFAULT_DEDUP_WINDOW = 100_000
 QUEUE_BLOCK = 64  # target entries per backorder-queue block (tests may lower it)
 
-# Values stored in the order-id window.
-SEEN = 1  # an order with this id was placed (it may be closed by now)
-TOMBSTONE = 2  # cancelled before it was placed: a later placement is rejected
 
 # A backorder queue entry: (-priority, placed_at in µs since the epoch, order_id, line_no, line).
 # The first four fields are unique within a queue, so the line itself is never compared.
@@ -74,6 +73,43 @@ class BoundedWindow:
 
     def keys(self) -> list[Any]:
         return list(self._order)
+
+
+class IdSet:
+    """Ids remembered for ever, grouped by scope (the warehouse).
+
+    One `set[str]` per warehouse: no tuple per key (a (wh, id) tuple would
+    cost more than the id itself), and the id string is usually shared with
+    the event or order that brought it.
+    """
+
+    __slots__ = ("by_scope",)
+
+    def __init__(self) -> None:
+        self.by_scope: dict[str, set[str]] = {}
+
+    def has(self, scope: str, key: str) -> bool:
+        ids = self.by_scope.get(scope)
+        return ids is not None and key in ids
+
+    def add(self, scope: str, key: str) -> None:
+        ids = self.by_scope.get(scope)
+        if ids is None:
+            ids = self.by_scope[scope] = set()
+        ids.add(key)
+
+    def discard(self, scope: str, key: str) -> None:
+        ids = self.by_scope.get(scope)
+        if ids is not None:
+            ids.discard(key)
+
+    def __len__(self) -> int:
+        return sum(len(ids) for ids in self.by_scope.values())
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        for scope, ids in self.by_scope.items():
+            for key in ids:
+                yield scope, key
 
 
 class Line:
@@ -494,10 +530,13 @@ class AllocatorState:
         "skus",
         "inbounds",
         "seen_events",
-        "seen_orders",
+        "closed_orders",
+        "tombstones",
         "seen_receipts",
         "seen_adjustments",
         "closed_inbounds",
+        "inbound_events",
+        "policy_events",
     )
 
     def __init__(self, dedup_window: int = DEFAULT_DEDUP_WINDOW) -> None:
@@ -505,11 +544,25 @@ class AllocatorState:
         self.orders: dict[OrderKey, Order] = {}  # open orders only
         self.skus: dict[SkuKey, SkuState] = {}
         self.inbounds: dict[tuple[str, str], Inbound] = {}  # open inbounds only
-        self.seen_events = BoundedWindow(dedup_window)  # envelope ids
-        self.seen_orders = BoundedWindow(dedup_window)  # OrderKey -> SEEN | TOMBSTONE
-        self.seen_receipts = BoundedWindow(dedup_window)  # (warehouse_id, receipt_id)
-        self.seen_adjustments = BoundedWindow(dedup_window)  # (warehouse_id, adjustment_id)
-        self.closed_inbounds = BoundedWindow(dedup_window)  # (wh, inbound_id) -> Inbound
+        self.seen_events = BoundedWindow(dedup_window)  # envelope ids: the cheap first filter
+        # Business keys, never forgotten (DESIGN §4). An order id is known while
+        # the order is open (`orders`) and for ever after in `closed_orders`.
+        self.closed_orders = IdSet()  # warehouse -> ids of placed orders no longer open
+        self.tombstones = IdSet()  # warehouse -> ids cancelled before they were placed
+        self.seen_receipts = IdSet()  # warehouse -> receipt ids
+        self.seen_adjustments = IdSet()  # warehouse -> adjustment ids
+        # Fully received inbounds: a late receipt or a re-schedule still finds them.
+        self.closed_inbounds: dict[tuple[str, str], Inbound] = {}
+        # Fingerprints of the inbound / SKU policy statements already taken into
+        # account (see rules.statement_mark): (wh, inbound_id) / (wh, sku) -> marks.
+        self.inbound_events: dict[tuple[str, str], list[str]] = {}
+        self.policy_events: dict[SkuKey, list[str]] = {}
+
+    def order_known(self, warehouse_id: str, order_id: str) -> bool:
+        """An order with this id was placed in this warehouse (open or closed)."""
+        return (warehouse_id, order_id) in self.orders or self.closed_orders.has(
+            warehouse_id, order_id
+        )
 
     def sku(self, warehouse_id: str, sku: str) -> SkuState:
         key = (warehouse_id, sku)
@@ -550,7 +603,11 @@ class AllocatorState:
             "skus": len(self.skus),
             "open_inbounds": len(self.inbounds),
             "seen_events": len(self.seen_events),
-            "seen_orders": len(self.seen_orders),
+            "closed_orders": len(self.closed_orders),
+            "tombstones": len(self.tombstones),
+            "seen_receipts": len(self.seen_receipts),
+            "seen_adjustments": len(self.seen_adjustments),
+            "closed_inbounds": len(self.closed_inbounds),
         }
 
 

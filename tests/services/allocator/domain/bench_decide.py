@@ -4,7 +4,7 @@
 
 1. folds a `mixed_stream(N)` through `decide` and reports commands/s;
 2. folds N orders (~5 % of them backordered) and reports the state's RSS
-   growth and pickled snapshot size.
+   growth and snapshot size (the snapshot store's file format).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import pickle
 import random
 import time
 from collections.abc import Iterator, Sequence
@@ -21,7 +20,9 @@ from typing import Any
 
 import psutil
 
+from services.allocator.adapters.snapshot_store import decode_snapshot, encode_snapshot
 from services.allocator.domain import check_invariants, decide, new_state
+from services.allocator.service_layer.partition import Snapshot
 
 from .builders import Events
 from .streams import mixed_stream
@@ -100,14 +101,15 @@ def orders_memory(orders: int, backordered: float = 0.05, seed: int = 1) -> dict
     check_invariants(state)
     after = process.memory_info().rss
     started = time.perf_counter()
-    snapshot = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+    snapshot = encode_snapshot(Snapshot(state))
     dumped = time.perf_counter() - started
     started = time.perf_counter()
-    pickle.loads(snapshot)
+    decode_snapshot(snapshot)
     loaded = time.perf_counter() - started
     return {
         "orders": orders,
         "open_orders": len(state.orders),
+        "closed_order_ids": len(state.closed_orders),
         "rss_growth_mb": round((after - before) / 2**20, 1),
         "rss_total_mb": round(after / 2**20, 1),
         "snapshot_mb": round(len(snapshot) / 2**20, 1),
