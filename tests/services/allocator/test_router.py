@@ -25,6 +25,10 @@ def _order(event_id: str) -> bytes:
     return orjson.dumps({**VALID["OrderPlaced"], "id": event_id})
 
 
+def _order_with(event_id: str, field: str, value: object) -> bytes:
+    return orjson.dumps({**VALID["OrderPlaced"], "id": event_id, "data": {**VALID["OrderPlaced"]["data"], field: value}})
+
+
 @pytest.fixture
 async def running_router(settings):
     await kafka.create_topics(settings)
@@ -67,6 +71,9 @@ async def test_undecodable_headers_are_dead_lettered_and_the_batch_around_them_i
     records.append((NOT_UTF8, _order("binary-key"), [("shop", b"ok")]))
     records.append((None, _order("null-header"), [("empty", None)]))
     records.append((b"wh-1", NOT_UTF8, []))
+    # Valid JSON the stores downstream could not hold: the contract stops it here (defect 3).
+    records.append((b"wh-1", _order_with("nul-name", "customer", {"customer_id": "c-1", "email": "a@b.example", "name": "Ann\x00"}), []))
+    records.append((b"wh-1", _order_with("year-one", "placed_at", "0001-01-01T00:00:00+14:00"), []))
     records += [(b"wh-1", _order(i), []) for i in good_ids[20:]]
     await _send_all(settings, records)
     health = running_router()
@@ -81,9 +88,9 @@ async def test_undecodable_headers_are_dead_lettered_and_the_batch_around_them_i
     records.append((b"wh-1", _order("later"), []))
     routed_ids = good_ids + ["binary-key", "null-header", "later"]
 
-    async def both_dead_lettered():
+    async def all_dead_lettered():
         letters = [r for rs in (await read_topic(settings, ORDERS + ".dlq")).values() for r in rs]
-        return letters if len(letters) >= 2 else None
+        return letters if len(letters) >= 4 else None
 
     async def committed_past_all():
         offsets = await committed_offsets(settings, settings.topic(ROUTER_GROUP), ORDERS)
@@ -95,16 +102,20 @@ async def test_undecodable_headers_are_dead_lettered_and_the_batch_around_them_i
     # Every good record exactly once, and nothing else.
     assert sorted(parse_input(r.value).id for r in commands) == sorted(routed_ids)
 
-    letters = await wait_for(both_dead_lettered, timeout=30, what="the undecodable records in the DLQ")
-    assert len(letters) == 2
+    letters = await wait_for(all_dead_lettered, timeout=30, what="the undecodable records in the DLQ")
+    assert len(letters) == 4
     for letter in letters:
         # A dead letter's own headers are text: any reader (FastStream's parser included) can open it.
         headers = {k: v.decode("utf-8") for k, v in letter.headers}
         assert headers[H_TOPIC] == settings.topic(ORDERS)
         assert int(headers[H_OFFSET]) >= 0
         assert headers[H_REASON]
+    reasons = {orjson.loads(letter.value)["id"]: dict(letter.headers)[H_REASON].decode()
+               for letter in letters if letter.value != NOT_UTF8}
+    assert "data.customer.name" in reasons["nul-name"]
+    assert "data.placed_at" in reasons["year-one"]
     by_kind = {dict(letter.headers)[H_KIND].decode(): letter for letter in letters}
-    assert set(by_kind) == {"bad_header", "bad_json"}
+    assert set(by_kind) == {"bad_header", "bad_json", "schema_violation"}
     header_letter = by_kind["bad_header"]
     assert header_letter.value == _order("bad-header")  # original bytes, untouched
     assert header_letter.key == b"wh-1"
