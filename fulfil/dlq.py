@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 # `<dlq topic>.redriven` records which dead letters were re-published, so a redrive happens once.
@@ -12,6 +13,10 @@ H_TOPIC = "fulfil-dlq-source-topic"
 H_PARTITION = "fulfil-dlq-source-partition"
 H_OFFSET = "fulfil-dlq-source-offset"
 H_STAGE = "fulfil-dlq-stage"
+# A source header whose value is not UTF-8 is kept as `fulfil-dlq-b64.<name>`: base64 of
+# its bytes. Every header of a dead letter is then text, so any reader (FastStream's
+# parser decodes them all) can open it; a redrive leaves it out, like every fulfil-dlq-*.
+H_B64_PREFIX = "fulfil-dlq-b64."
 
 MAX_REASON_BYTES = 2_000
 
@@ -19,8 +24,10 @@ MAX_REASON_BYTES = 2_000
 def dead_letter_headers(
     *, reason: str, kind: str, topic: str, partition: int, offset: int, stage: str, original: Any = ()
 ) -> list[tuple[str, bytes]]:
+    # Cut at a character boundary: a split multi-byte character would not be UTF-8.
+    reason_bytes = reason.encode("utf-8", "replace")[:MAX_REASON_BYTES].decode("utf-8", "ignore").encode()
     ours = [
-        (H_REASON, reason.encode("utf-8", "replace")[:MAX_REASON_BYTES]),
+        (H_REASON, reason_bytes),
         (H_KIND, kind.encode()),
         (H_TOPIC, topic.encode()),
         (H_PARTITION, str(partition).encode()),
@@ -28,4 +35,12 @@ def dead_letter_headers(
         (H_STAGE, stage.encode()),
     ]
     # Keep the producer's own headers, so a redrive can restore them.
-    return ours + [(k, v) for k, v in original or () if not k.startswith("fulfil-dlq-") and v is not None]
+    return ours + [_text_header(k, v) for k, v in original or () if not k.startswith("fulfil-dlq-") and v is not None]
+
+
+def _text_header(name: str, value: bytes) -> tuple[str, bytes]:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return H_B64_PREFIX + name, base64.b64encode(value)
+    return name, value

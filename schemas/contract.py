@@ -9,7 +9,7 @@ changing the meaning of a field needs a new `version` and new topics.
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Self
 
@@ -27,6 +27,21 @@ from pydantic import (
 MAX_QUANTITY = 1_000_000
 MAX_LINES_PER_ORDER = 500
 MAX_PRIORITY = 1_000
+# A sum of units per SKU (a stock position's available, backordered, incoming...) is
+# stored as PostgreSQL `bigint`. Every input moves at most MAX_QUANTITY units per
+# line, and a line costs at least ~40 bytes of log, so reaching 2**63 - 1 would take
+# ~9.2e12 maximal lines, ~370 TB of one warehouse's log for one SKU: no partition
+# gets there, so the bound holds without any cross-event check. 32 bits would not
+# (2,148 backordered maximal lines overflow them).
+MAX_UNITS = 2**63 - 1
+
+# Moments and dates are kept between these (UTC). The start is the Unix epoch: nothing
+# of this business happened before it, and µs-since-epoch keys stay non-negative. The
+# end leaves a thousand years for any date arithmetic downstream (an ETA plus a delay,
+# a reminder after N days) before Python's year-9999 limit; without it, year 1 at
+# +14:00 or year 9999 at -14:00 overflow the moment they are converted to UTC.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)  # exclusive
 
 # ISO 4217 active codes; a closed list beats a regex that accepts "XYZ".
 ISO_4217 = frozenset(
@@ -75,20 +90,68 @@ def _money(value: str) -> str:
     return value
 
 
-Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+def _in_range(value: datetime) -> datetime:
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:  # before year 1 or after year 9999 in UTC
+        utc = None
+    if utc is None or not EARLIEST <= utc < LATEST:
+        raise ValueError(_RANGE_MESSAGE)
+    return value
+
+
+def _day_in_range(value: date) -> date:
+    if not EARLIEST.date() <= value < LATEST.date():
+        raise ValueError(_RANGE_MESSAGE)
+    return value
+
+
+_RANGE_MESSAGE = f"must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d} (UTC, the end excluded)"
+
+# Control characters: C0, DEL and C1. PostgreSQL text cannot hold NUL at all; the
+# others in an id or a name are never meant and break logs, terminals and mail
+# headers. Checked by pattern (pydantic-core's regex, no Python per string), which
+# the JSON Schema files carry too. `_describe` words the errors.
+NO_CONTROLS = r"^[^\x00-\x1f\x7f-\x9f]*$"
+# Free text (reasons) may span lines: TAB, LF and CR are allowed there, nothing else.
+NO_CONTROLS_BUT_LINES = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
+NO_CONTROLS_NO_SPACES = r"^[^\s\x00-\x1f\x7f-\x9f]+$"
+
+Id = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128, pattern=NO_CONTROLS)
+]
+# One line of free text (names, suppliers).
+Name = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200, pattern=NO_CONTROLS)]
+# Free text that may span lines (reasons).
+Text = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500, pattern=NO_CONTROLS_BUT_LINES)
+]
 Sku = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=r"^\S+$")
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=NO_CONTROLS_NO_SPACES)
 ]
 Quantity = Annotated[int, Field(strict=True, ge=1, le=MAX_QUANTITY)]
-Count = Annotated[int, Field(strict=True, ge=0)]
+# A line's totals after an event: each is at most the line's quantity.
+LineCount = Annotated[int, Field(strict=True, ge=0, le=MAX_QUANTITY)]
+# A SKU's position: sums over many events, bounded by `bigint` (see MAX_UNITS).
+Units = Annotated[int, Field(strict=True, ge=0, le=MAX_UNITS)]
 Delta = Annotated[int, Field(strict=True, ge=-MAX_QUANTITY, le=MAX_QUANTITY)]
 LineNo = Annotated[int, Field(strict=True, ge=1, le=100_000)]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$"), AfterValidator(_known_currency)]
+# At most 15 integer digits and 4 decimals: exactly what `numeric(19, 4)` holds. One
+# order's total per currency (500 lines x 1,000,000 units x < 10**15) has at most 24
+# integer digits + 4 decimals = 28 significant digits: Python's default Decimal
+# context adds it up exactly, and `numeric` without a precision stores it.
 Money = Annotated[
     str,
     StringConstraints(pattern=r"^\d{1,15}(\.\d{1,4})?$"),
     AfterValidator(_money),
+]
+_RANGE_SCHEMA = {"formatMinimum": f"{EARLIEST:%Y-%m-%dT%H:%M:%SZ}", "formatExclusiveMaximum": f"{LATEST:%Y-%m-%dT%H:%M:%SZ}"}
+Timestamp = Annotated[AwareDatetime, AfterValidator(_in_range), Field(json_schema_extra=_RANGE_SCHEMA)]
+Day = Annotated[
+    date,
+    AfterValidator(_day_in_range),
+    Field(json_schema_extra={"formatMinimum": f"{EARLIEST:%Y-%m-%d}", "formatExclusiveMaximum": f"{LATEST:%Y-%m-%d}"}),
 ]
 Locale = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")]
 Email = Annotated[
@@ -149,7 +212,7 @@ def _layout(cls: type[Model]) -> tuple[dict[str, Any], frozenset[str]]:
 class Customer(Model):
     customer_id: Id
     email: Email
-    name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
+    name: Name | None = None
     locale: Locale | None = None
 
 
@@ -182,7 +245,7 @@ class OrderPlacedData(Model):
     lines: Annotated[list[OrderLine], Field(min_length=1, max_length=MAX_LINES_PER_ORDER)]
     fulfilment_policy: FulfilmentPolicy = "ship_partial"
     priority: Annotated[int, Field(strict=True, ge=-MAX_PRIORITY, le=MAX_PRIORITY)] = 0
-    placed_at: AwareDatetime
+    placed_at: Timestamp
 
     @model_validator(mode="after")
     def _unique_line_numbers(self) -> OrderPlacedData:
@@ -196,7 +259,7 @@ class OrderCancelledData(Model):
     order_id: Id
     warehouse_id: Id
     reason: Text
-    cancelled_at: AwareDatetime
+    cancelled_at: Timestamp
 
 
 class StockReceivedData(Model):
@@ -205,7 +268,7 @@ class StockReceivedData(Model):
     sku: Sku
     quantity: Quantity
     inbound_id: Id | None = None
-    received_at: AwareDatetime
+    received_at: Timestamp
 
 
 class StockAdjustedData(Model):
@@ -226,8 +289,10 @@ class InboundScheduledData(Model):
     inbound_id: Id
     warehouse_id: Id
     lines: Annotated[list[InboundLine], Field(min_length=1, max_length=MAX_LINES_PER_ORDER)]
-    eta: date
-    supplier: Text | None = None
+    eta: Day
+    supplier: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500, pattern=NO_CONTROLS)
+    ] | None = None
 
     @model_validator(mode="after")
     def _unique_skus(self) -> InboundScheduledData:
@@ -240,7 +305,7 @@ class InboundScheduledData(Model):
 class ShipmentDelayedData(Model):
     inbound_id: Id
     warehouse_id: Id
-    new_eta: date
+    new_eta: Day
     reason: Text
 
 
@@ -269,14 +334,14 @@ class AllocationLine(Model):
     line_no: LineNo
     sku: Sku
     quantity: Quantity
-    shipped: Count = 0
-    allocated: Count = 0
-    backordered: Count = 0
-    reserved: Count = 0
-    rejected: Count = 0
-    cancelled: Count = 0
-    eta: date | None = None
-    previous_eta: date | None = None
+    shipped: LineCount = 0
+    allocated: LineCount = 0
+    backordered: LineCount = 0
+    reserved: LineCount = 0
+    rejected: LineCount = 0
+    cancelled: LineCount = 0
+    eta: Day | None = None
+    previous_eta: Day | None = None
     reason: RejectReason | None = None
     unit_price: Money | None = None
     currency: Currency | None = None
@@ -306,10 +371,10 @@ class BackorderAllocatedData(OrderOutputData):
 
 
 class EtaChangeCause(Model):
-    event_type: str
+    event_type: Id
     event_id: Id
     inbound_id: Id | None = None
-    reason: str | None = None
+    reason: Text | None = None
 
 
 class BackorderEtaChangedData(OrderOutputData):
@@ -327,12 +392,12 @@ class OrderCancellationProcessedData(OrderOutputData):
 class StockPositionChangedData(Model):
     warehouse_id: Id
     sku: Sku
-    available: Count
-    backordered: Count
-    reserved: Count
-    incoming: Count
-    next_eta: date | None = None
-    shortfall: Count = 0
+    available: Units
+    backordered: Units
+    reserved: Units
+    incoming: Units
+    next_eta: Day | None = None
+    shortfall: Units = 0
 
 
 # ---------------------------------------------------------------- envelopes
@@ -342,7 +407,7 @@ class Envelope(Model):
     id: Id
     type: str
     version: Literal[1] = 1
-    occurred_at: AwareDatetime
+    occurred_at: Timestamp
     source: Id
     correlation_id: Id | None = None
     causation_id: Id | None = None

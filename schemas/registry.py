@@ -7,7 +7,14 @@ from typing import Annotated, Union
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from schemas.contract import INPUT_EVENTS, OUTPUT_EVENTS, Envelope
+from schemas.contract import (
+    INPUT_EVENTS,
+    NO_CONTROLS,
+    NO_CONTROLS_BUT_LINES,
+    NO_CONTROLS_NO_SPACES,
+    OUTPUT_EVENTS,
+    Envelope,
+)
 
 ORDERS = "orders.v1"
 INVENTORY = "inventory.v1"
@@ -59,6 +66,14 @@ _INPUT = _union(INPUT_EVENTS)
 _OUTPUT = _union(OUTPUT_EVENTS)
 
 
+# The contract's character patterns, worded for the reason header.
+_PATTERN_WORDS = {
+    NO_CONTROLS: "must not contain control characters",
+    NO_CONTROLS_BUT_LINES: "must not contain control characters other than tab and line breaks",
+    NO_CONTROLS_NO_SPACES: "must not contain whitespace or control characters",
+}
+
+
 class ContractError(ValueError):
     """A message that does not satisfy the contract; `reason` is one line."""
 
@@ -90,7 +105,12 @@ def _describe(exc: ValidationError) -> tuple[str, str]:
         first, _, rest = loc.partition(".")
         if first in REGISTRY and rest:
             loc = rest
-        parts.append(f"{loc}: {err['msg']}")
+        message = err["msg"]
+        if err["type"] == "string_pattern_mismatch":
+            message = _PATTERN_WORDS.get(err.get("ctx", {}).get("pattern"), message)
+        elif err["type"] == "value_error":
+            message = message.removeprefix("Value error, ")
+        parts.append(f"{loc}: {message}")
     more = exc.error_count() - 5
     if more > 0:
         parts.append(f"and {more} more")

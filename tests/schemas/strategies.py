@@ -10,20 +10,26 @@ ids = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_", min_size=1, max
 skus = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-", min_size=1, max_size=20)
 quantities = st.integers(1, 1_000_000)
 counts = st.integers(0, 1_000_000)
-texts = st.text(min_size=1, max_size=60).map(str.strip).filter(bool)
-offsets = st.sampled_from([UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-5, minutes=-30))])
+# Any printable text: the contract refuses control characters (Cc) and JSON lone surrogates (Cs).
+printable = st.characters(exclude_categories=("Cc", "Cs"))
+texts = st.text(printable, min_size=1, max_size=60).map(str.strip).filter(bool)
+offsets = st.sampled_from(
+    [UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-5, minutes=-30)),
+     timezone(timedelta(hours=14)), timezone(timedelta(hours=-12))]
+)
+# Close to both ends of the contract's range (1970-01-01 .. 9000-01-01 UTC), whatever the offset.
 timestamps = st.builds(
     lambda dt, tz: dt.replace(tzinfo=tz).isoformat(),
-    st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)),
+    st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(8999, 12, 30)),
     offsets,
 )
-dates = st.dates(min_value=date(2000, 1, 1), max_value=date(2100, 1, 1)).map(date.isoformat)
+dates = st.dates(min_value=date(1970, 1, 1), max_value=date(8999, 12, 31)).map(date.isoformat)
 money = st.decimals(min_value=0, max_value=100_000, places=2, allow_nan=False).map(str)
 currencies = st.sampled_from(["EUR", "USD", "GBP", "JPY", "CHF"])
 emails = st.builds(lambda u, d: f"{u}@{d}.example", st.from_regex(r"[a-z][a-z0-9]{0,10}(\.[a-z0-9]{1,5})?", fullmatch=True), st.from_regex(r"[a-z]{1,10}", fullmatch=True))
 customers = st.fixed_dictionaries(
     {"customer_id": ids, "email": emails},
-    optional={"name": st.text(max_size=40), "locale": st.sampled_from(["en", "de", "fr-CA"])},
+    optional={"name": st.text(printable, max_size=40), "locale": st.sampled_from(["en", "de", "fr-CA"])},
 )
 
 

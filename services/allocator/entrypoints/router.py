@@ -14,6 +14,7 @@ from typing import Any
 
 from faststream import AckPolicy, Context, FastStream
 from faststream.kafka import KafkaBroker
+from faststream.kafka.message import KafkaAckableMessage
 
 from fulfil import kafka
 from fulfil.config import Settings
@@ -31,6 +32,17 @@ ROUTER_GROUP = "fulfil-allocator-router"
 async def _raw_body(message: Any) -> Any:
     # The router forwards bytes untouched; FastStream's default JSON decode would be wasted work.
     return message.body
+
+
+def undecodable_header(headers: Any) -> str | None:
+    """The name of the first header whose value is not UTF-8 text, if any (a null value is fine)."""
+    for name, value in headers or ():
+        if value is not None:
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError:
+                return name
+    return None
 
 
 class RouterStats:
@@ -52,6 +64,21 @@ def build_router(
     # batches (one future per batch): FastStream's per-message publish costs
     # more than routing itself. FastStream still owns consumption and acks.
     producers: list[Any] = []  # created on startup: aiokafka clients need a running loop
+
+    async def parse_batch(records: tuple[Any, ...], _faststream_parser: Any) -> KafkaAckableMessage:
+        # FastStream's own batch parser decodes every header value as UTF-8: one
+        # that is not (or a null value) raises, FastStream logs it, neither acks
+        # nor rewinds, and the next batch's commit passes the whole batch
+        # unrouted. The router reads no input header, so the message carries
+        # none; `_route` checks each record's headers itself and dead-letters
+        # the record that fails, never its neighbours.
+        first, last = records[0], records[-1]
+        return KafkaAckableMessage(
+            raw_message=records,
+            body=[],
+            message_id=f"{first.offset}-{last.offset}-{first.timestamp}",
+            consumer=subscriber.consumer,
+        )
 
     lag_stop = asyncio.Event()
     lag_watchers: list[asyncio.Task[None]] = []
@@ -91,6 +118,7 @@ def build_router(
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         ack_policy=AckPolicy.NACK_ON_ERROR,
+        parser=parse_batch,
         decoder=_raw_body,
         title="allocator-router",
         description="Validate inputs and re-key them by warehouse_id onto the command log.",
@@ -110,6 +138,10 @@ def build_router(
             try:
                 if len(value) > max_bytes:
                     raise ContractError(f"message is {len(value)} bytes, more than the limit of {max_bytes}", "oversize")
+                if (name := undecodable_header(record.headers)) is not None:
+                    # Headers are text by contract: a binary one means a producer other
+                    # than the one the contract describes; its owner should see it.
+                    raise ContractError(f"header {name!r}: value is not UTF-8 text", "bad_header")
                 event = parse_input(value)
             except ContractError as exc:
                 log.warning("input dead-lettered", reason=exc.reason, kind=exc.kind, topic=record.topic,
@@ -152,6 +184,7 @@ def describe(broker: KafkaBroker, settings: Settings) -> None:
             settings.topic(source) + DLQ_SUFFIX,
             title=f"allocator-router:{source}{DLQ_SUFFIX}",
             description=f"Input from {source} that failed the contract (bad JSON, unknown type, "
-            "schema violation, oversize), with its original key.",
+            "schema violation, oversize, a header value that is not UTF-8), with its original "
+            "key and value bytes.",
             schema=DeadLetter,
         )
