@@ -30,18 +30,13 @@ def _record(offset: int, value: bytes, partition: int = 0):
 
 
 async def test_offsets_cover_every_record_and_bad_ones_are_dead_lettered() -> None:
-    dead: list[tuple[int, str]] = []
-
-    async def dead_letter(record, error):
-        dead.append((record.offset, error.kind))
-
     def render(notice, channel):
         if notice.order_id == "poison":
             raise KeyError("a template bug")
         return renderer()(notice, channel)
 
     store = FakeStore()
-    handler = BatchHandler(store, POLICY, render, FakeClock(), dead_letter=dead_letter)  # type: ignore[arg-type]
+    handler = BatchHandler(store, POLICY, render, FakeClock())  # type: ignore[arg-type]
     good = b.backordered("ord-1", b.customer())
     rejected = b.order_rejected("ord-2", b.customer())
     records = [
@@ -54,7 +49,8 @@ async def test_offsets_cover_every_record_and_bad_ones_are_dead_lettered() -> No
     await handler.handle(records)
     (call,) = store.calls
     assert call["offsets"] == {("allocations.v1", 0): 14, ("allocations.v1", 1): 5}
-    assert dead == [(11, "bad_json"), (12, "render_error")]
+    # Quarantined in the batch's own transaction, with the offsets.
+    assert [(d.offset, d.kind) for d in call["dead_letters"]] == [(11, "bad_json"), (12, "render_error")]
     assert sorted(call["event_ids"]) == sorted([good.id, rejected.id])  # no StockPositionChanged, no poison
     assert {(r.notice.order_id, r.channel) for r in call["plan"].inserts} == {
         ("ord-1", "email"), ("ord-1", "webhook"), ("ord-2", "email"), ("ord-2", "webhook")}
