@@ -7,6 +7,7 @@ as everywhere else (exit code 2 from the CLI).
 
 from __future__ import annotations
 
+import binascii
 import ssl
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -16,6 +17,26 @@ from pydantic import Field, FilePath, SecretStr, ValidationError, field_validato
 from fulfil.config import ConfigError, Settings, settings_error
 
 CHANNELS = ("email", "webhook")
+SECRET_PREFIX = "whsec_"
+
+
+def secret_key(secret: str) -> bytes:
+    """The webhook HMAC key WEBHOOK_SECRET stands for; ValueError for a malformed `whsec_` secret.
+
+    `whsec_<base64>` is the Standard Webhooks form (the key is the decoded bytes, as
+    their libraries read it); any other string is used as its UTF-8 bytes, which is
+    what existing deployments have (e.g. `openssl rand -hex 32`)."""
+    if secret.startswith(SECRET_PREFIX):
+        try:
+            key = binascii.a2b_base64(secret[len(SECRET_PREFIX):].encode() + b"==", strict_mode=False)
+        except binascii.Error:
+            raise ValueError("a whsec_ secret must be base64 after the prefix") from None
+        if not key:
+            raise ValueError("a whsec_ secret must not be empty")
+        return key
+    if not secret:
+        raise ValueError("the secret must not be empty")
+    return secret.encode()
 
 
 class NotifierSettings(Settings):
@@ -162,6 +183,11 @@ class NotifierSettings(Settings):
         if self.webhook_enabled and not self.webhook_secret:
             # Unsigned webhooks let anyone forge customer notifications downstream.
             raise ConfigError("WEBHOOK_SECRET is required when WEBHOOK_URL is set")
+        if self.webhook_secret:
+            try:
+                secret_key(self.webhook_secret.get_secret_value())
+            except ValueError as exc:
+                raise ConfigError(f"WEBHOOK_SECRET: {exc}") from None
         self._check_smtp()
         slowest = max(self.smtp_timeout_seconds, self.webhook_timeout_seconds)
         if self.fulfil_notifier_lease_seconds <= slowest:

@@ -168,12 +168,12 @@ def describe(broker: KafkaBroker, settings: NotifierSettings) -> None:
     )
 
 
-def channels_for(settings: NotifierSettings) -> list[Channel]:
+def channels_for(settings: NotifierSettings, clock: Clock) -> list[Channel]:
     channels: list[Channel] = []
     if settings.email_enabled:
         channels.append(EmailChannel(settings))
     if settings.webhook_enabled:
-        channels.append(WebhookChannel(settings))
+        channels.append(WebhookChannel(settings, clock.now))
     return channels
 
 
@@ -211,7 +211,7 @@ async def _run(settings: NotifierSettings, stop: asyncio.Event, clock: Clock | N
     render = renderer(settings.fulfil_notifier_message_id_domain)
 
     wakers = []
-    for channel in channels_for(settings):
+    for channel in channels_for(settings, runtime.clock):
         sender = ChannelSender(channel, store, settings, runtime.clock)
         runtime.senders.append(sender)
         wakers.append(sender.wake)
