@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from types import SimpleNamespace
 
 import orjson
 import pytest
@@ -311,7 +312,7 @@ def test_backoff_is_exponential_capped_and_jittered() -> None:
     from services.notifier.service_layer.sender import ChannelSender
 
     settings = load_notifier_settings(fulfil_notifier_backoff_initial_seconds=2, fulfil_notifier_backoff_max_seconds=60)
-    sender = ChannelSender(channel=None, store=None, settings=settings, clock=None)  # type: ignore[arg-type]
+    sender = ChannelSender(channel=SimpleNamespace(name="email"), store=None, settings=settings, clock=None)  # type: ignore[arg-type]
     first = [sender.delay(1) for _ in range(50)]
     assert all(2 <= d <= 4 for d in first) and len(set(first)) > 1  # jitter spreads a burst of failures
     assert all(8 <= sender.delay(3) <= 10 for _ in range(20))
