@@ -7,6 +7,7 @@ as everywhere else (exit code 2 from the CLI).
 
 from __future__ import annotations
 
+import binascii
 import ssl
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -16,6 +17,36 @@ from pydantic import Field, FilePath, SecretStr, ValidationError, field_validato
 from fulfil.config import ConfigError, Settings, settings_error
 
 CHANNELS = ("email", "webhook")
+SECRET_PREFIX = "whsec_"
+
+# A send is many waits, each bounded by the channel's timeout, not one. SMTP (aiosmtplib
+# applies SMTP_TIMEOUT_SECONDS to each): connect, greeting, EHLO, STARTTLS, TLS handshake,
+# EHLO again, AUTH (LOGIN: 3 exchanges), MAIL, RCPT, DATA, the message, QUIT. HTTP (httpx
+# applies WEBHOOK_TIMEOUT_SECONDS to each): pool, connect, write, read.
+SMTP_STEPS = 14
+HTTP_STEPS = 4
+# On top of the slowest channel's worst case: marking the row, clock skew between notifiers.
+LEASE_MARGIN_SECONDS = 5.0
+LEASE_MARGIN_FRACTION = 0.1
+
+
+def secret_key(secret: str) -> bytes:
+    """The webhook HMAC key WEBHOOK_SECRET stands for; ValueError for a malformed `whsec_` secret.
+
+    `whsec_<base64>` is the Standard Webhooks form (the key is the decoded bytes, as
+    their libraries read it); any other string is used as its UTF-8 bytes, which is
+    what existing deployments have (e.g. `openssl rand -hex 32`)."""
+    if secret.startswith(SECRET_PREFIX):
+        try:
+            key = binascii.a2b_base64(secret[len(SECRET_PREFIX):].encode() + b"==", strict_mode=False)
+        except binascii.Error:
+            raise ValueError("a whsec_ secret must be base64 after the prefix") from None
+        if not key:
+            raise ValueError("a whsec_ secret must not be empty")
+        return key
+    if not secret:
+        raise ValueError("the secret must not be empty")
+    return secret.encode()
 
 
 class NotifierSettings(Settings):
@@ -47,7 +78,8 @@ class NotifierSettings(Settings):
     fulfil_notifier_max_attempts: int = Field(default=24, ge=1, le=1_000)
     fulfil_notifier_backoff_initial_seconds: float = Field(default=2.0, gt=0, le=3_600)
     fulfil_notifier_backoff_max_seconds: float = Field(default=1_800.0, gt=0, le=86_400)
-    # A claimed row whose sender died is sent again after this (same Message-ID).
+    # A claimed row whose sender died is sent again after the lease (same Message-ID). The
+    # lease is derived from the channel timeouts (lease_seconds); this can only lengthen it.
     fulfil_notifier_lease_seconds: float = Field(default=120.0, gt=0, le=86_400)
     fulfil_notifier_poll_seconds: float = Field(default=1.0, gt=0, le=300)
     fulfil_notifier_concurrency: int = Field(default=8, ge=1, le=256)
@@ -162,14 +194,27 @@ class NotifierSettings(Settings):
         if self.webhook_enabled and not self.webhook_secret:
             # Unsigned webhooks let anyone forge customer notifications downstream.
             raise ConfigError("WEBHOOK_SECRET is required when WEBHOOK_URL is set")
+        if self.webhook_secret:
+            try:
+                secret_key(self.webhook_secret.get_secret_value())
+            except ValueError as exc:
+                raise ConfigError(f"WEBHOOK_SECRET: {exc}") from None
         self._check_smtp()
-        slowest = max(self.smtp_timeout_seconds, self.webhook_timeout_seconds)
-        if self.fulfil_notifier_lease_seconds <= slowest:
-            # A lease shorter than a send would hand an in-flight message to a second sender.
-            raise ConfigError(
-                f"FULFIL_NOTIFIER_LEASE_SECONDS ({self.fulfil_notifier_lease_seconds:g}) must be longer "
-                f"than SMTP_TIMEOUT_SECONDS / WEBHOOK_TIMEOUT_SECONDS ({slowest:g})"
-            )
+
+    def send_deadline_seconds(self, channel: str) -> float:
+        """The longest one send on `channel` may take; the sender cuts it off there."""
+        if channel == "email":
+            return self.smtp_timeout_seconds * SMTP_STEPS
+        return self.webhook_timeout_seconds * HTTP_STEPS
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a claimed row stays with its sender: past the worst-case send of every
+        channel (derived from their timeouts), so a slow but live send is never handed to a
+        second sender. FULFIL_NOTIFIER_LEASE_SECONDS only raises it."""
+        worst = max(self.send_deadline_seconds(c) for c in CHANNELS)
+        derived = worst * (1 + LEASE_MARGIN_FRACTION) + LEASE_MARGIN_SECONDS
+        return max(self.fulfil_notifier_lease_seconds, derived)
 
 
 def load_notifier_settings(**overrides: Any) -> NotifierSettings:

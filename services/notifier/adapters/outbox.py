@@ -6,7 +6,7 @@ clock (not the database's `now()`), so tests can drive time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,6 +33,26 @@ class Rendered:
 
 
 Renderer = Callable[[Notice, str], Rendered]
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """A consumed record the notifier cannot apply, bound for its dead-letter topic.
+
+    `reason` names types and fields, never values (it goes to headers and logs)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
+    kind: str
+    reason: str
+
+
+class _Rollback(Exception):
+    """Ends a probe transaction: nothing it wrote is kept."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +99,15 @@ SET next_offset = GREATEST(notifier_offsets.next_offset, EXCLUDED.next_offset),
 """
 
 
+_RECORD_DEAD_LETTER = """
+INSERT INTO notifier_dead_letters (
+    source_topic, source_partition, source_offset, record_key, record_value,
+    header_names, header_values, kind, reason, recorded_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+ON CONFLICT (source_topic, source_partition, source_offset) DO NOTHING
+"""
+
+
 class OutboxStore:
     def __init__(self, pool: asyncpg.Pool):
         self.pool = pool
@@ -102,47 +131,124 @@ class OutboxStore:
         render: Renderer,
         offsets: dict[tuple[str, int], int],
         now: datetime,
+        dead_letters: Sequence[Quarantined] = (),
     ) -> Plan:
-        """One transaction: load what the batch touches, plan, write rows and offsets."""
+        """One transaction: load what the batch touches, plan, write rows, dead letters and offsets."""
         async with self.pool.acquire() as conn, conn.transaction():
-            existing: set[Key] = set()
-            if event_ids:
-                for r in await conn.fetch(
-                    "SELECT event_id, channel FROM notifier_outbox WHERE event_id = ANY($1::text[])",
-                    event_ids,
-                ):
-                    existing.add((r["event_id"], r["channel"]))
-            held: dict[OrderKey, list[Row]] = {}
-            if order_keys:
-                warehouses, orders = zip(*sorted(order_keys), strict=True)
-                # FOR UPDATE: a sender claiming one of these rows waits for us (or
-                # skips it), so a notice is never folded while it is being sent.
-                for r in await conn.fetch(
-                    """
-                    SELECT o.id, o.channel, o.facts, o.next_attempt_at
-                    FROM notifier_outbox o
-                    JOIN unnest($1::text[], $2::text[]) AS k(warehouse_id, order_id)
-                      ON o.warehouse_id = k.warehouse_id AND o.order_id = k.order_id
-                    WHERE o.status = 'pending' AND o.kind = 'eta_changed' AND o.attempts = 0
-                    ORDER BY o.id
-                    FOR UPDATE OF o
-                    """,
-                    list(warehouses),
-                    list(orders),
-                ):
-                    notice = Notice.from_json(r["facts"])
-                    row = Row(channel=r["channel"], notice=notice, due=r["next_attempt_at"], row_id=r["id"])
-                    held.setdefault((notice.warehouse_id, notice.order_id, row.channel), []).append(row)
-            plan = planner(existing, held)
-            if plan.inserts:
-                await conn.executemany(_INSERT, [self._insert_args(row, render, now) for row in plan.inserts])
-            if plan.updates:
-                await conn.executemany(_UPDATE_HELD, [self._update_args(row, render, now) for row in plan.updates])
+            plan = await self._apply(conn, event_ids, order_keys, planner, render, now)
+            if dead_letters:
+                await conn.executemany(_RECORD_DEAD_LETTER, [
+                    (d.topic, d.partition, d.offset, d.key, d.value, [k.replace("\x00", "") for k, _ in d.headers],
+                     [v for _, v in d.headers], d.kind, d.reason.replace("\x00", ""), now)
+                    for d in dead_letters
+                ])
             if offsets:
                 await conn.executemany(
                     _SAVE_OFFSET, [(topic, partition, offset, now) for (topic, partition), offset in offsets.items()]
                 )
             return plan
+
+    async def probe(
+        self,
+        *,
+        event_ids: list[str],
+        order_keys: set[tuple[str, str]],
+        planner: Callable[[set[Key], dict[OrderKey, list[Row]]], Plan],
+        render: Renderer,
+        now: datetime,
+    ) -> Exception | None:
+        """Plan and write as `record` would, then roll back: None if it would go through,
+        else the error it raised (used to find the one record that breaks a batch)."""
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await self._apply(conn, event_ids, order_keys, planner, render, now)
+                raise _Rollback
+        except _Rollback:
+            return None
+        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
+            raise  # an outage, not an answer about these records
+        except Exception as exc:  # noqa: BLE001 - the caller classifies it
+            return exc
+
+    async def _apply(
+        self,
+        conn: Any,
+        event_ids: list[str],
+        order_keys: set[tuple[str, str]],
+        planner: Callable[[set[Key], dict[OrderKey, list[Row]]], Plan],
+        render: Renderer,
+        now: datetime,
+    ) -> Plan:
+        existing: set[Key] = set()
+        if event_ids:
+            for r in await conn.fetch(
+                "SELECT event_id, channel FROM notifier_outbox WHERE event_id = ANY($1::text[])",
+                event_ids,
+            ):
+                existing.add((r["event_id"], r["channel"]))
+        held: dict[OrderKey, list[Row]] = {}
+        if order_keys:
+            warehouses, orders = zip(*sorted(order_keys), strict=True)
+            # FOR UPDATE: a sender claiming one of these rows waits for us (or
+            # skips it), so a notice is never folded while it is being sent.
+            for r in await conn.fetch(
+                """
+                SELECT o.id, o.channel, o.facts, o.next_attempt_at
+                FROM notifier_outbox o
+                JOIN unnest($1::text[], $2::text[]) AS k(warehouse_id, order_id)
+                  ON o.warehouse_id = k.warehouse_id AND o.order_id = k.order_id
+                WHERE o.status = 'pending' AND o.kind = 'eta_changed' AND o.attempts = 0
+                ORDER BY o.id
+                FOR UPDATE OF o
+                """,
+                list(warehouses),
+                list(orders),
+            ):
+                notice = Notice.from_json(r["facts"])
+                row = Row(channel=r["channel"], notice=notice, due=r["next_attempt_at"], row_id=r["id"])
+                held.setdefault((notice.warehouse_id, notice.order_id, row.channel), []).append(row)
+        plan = planner(existing, held)
+        if plan.inserts:
+            await conn.executemany(_INSERT, [self._insert_args(row, render, now) for row in plan.inserts])
+        if plan.updates:
+            await conn.executemany(_UPDATE_HELD, [self._update_args(row, render, now) for row in plan.updates])
+        return plan
+
+    # ------------------------------------------------------------ dead letters
+
+    async def publish_dead_letters(
+        self, publish: Callable[[Quarantined], Awaitable[None]], now: datetime, limit: int = 100
+    ) -> int:
+        """Hand recorded, unpublished dead letters to `publish`, then mark them; returns how many.
+
+        The rows stay locked while they are published, so two notifier processes never
+        publish the same one; a crash between publishing and the commit publishes it again
+        (the source position in its headers tells the copies apart from new ones)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                """
+                SELECT source_topic, source_partition, source_offset, record_key, record_value,
+                       header_names, header_values, kind, reason
+                FROM notifier_dead_letters WHERE published_at IS NULL
+                ORDER BY recorded_at, source_topic, source_partition, source_offset
+                LIMIT $1
+                FOR UPDATE SKIP LOCKED
+                """,
+                limit,
+            )
+            for r in rows:
+                await publish(Quarantined(
+                    r["source_topic"], r["source_partition"], r["source_offset"], r["record_key"],
+                    r["record_value"], tuple(zip(r["header_names"], r["header_values"], strict=True)),
+                    r["kind"], r["reason"],
+                ))
+            if rows:
+                await conn.executemany(
+                    "UPDATE notifier_dead_letters SET published_at = $4 "
+                    "WHERE source_topic = $1 AND source_partition = $2 AND source_offset = $3",
+                    [(r["source_topic"], r["source_partition"], r["source_offset"], now) for r in rows],
+                )
+            return len(rows)
 
     @staticmethod
     def _insert_args(row: Row, render: Renderer, now: datetime) -> tuple[Any, ...]:

@@ -3,10 +3,18 @@
 Exactly one row per (event, channel): the unique key drops re-deliveries, and
 the offsets are stored with the rows, so a crash before the commit re-reads
 the batch and a crash after it resumes behind it. Sending is not done here:
-a slow or broken channel cannot slow consumption down. Records that break
-the contract (or that no template can render) go to `allocations.v1.dlq`;
-the dead letter is published before the commit, so a batch read again may
-dead-letter a record twice (same bytes, same headers).
+a slow or broken channel cannot slow consumption down.
+
+A record the notifier cannot apply is quarantined, never retried forever: it
+breaks the contract, no template renders it, or PostgreSQL refuses what it
+would store (SQLSTATE class 22: a NUL character, a value out of range, ...).
+When a whole batch is refused, the records are tried alone (bisecting, in
+transactions that are rolled back) to find the culprits; the rest is stored.
+Quarantined records are written to `notifier_dead_letters` in the batch's own
+transaction and published to `<group>.dlq` after the commit, so a batch read
+again (after a crash or an outage) publishes none of them a second time.
+An outage (connection lost) is not poison: the batch is retried, then handed
+back to be read again.
 """
 
 from __future__ import annotations
@@ -16,18 +24,25 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import asyncpg
+from jinja2 import TemplateError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
+from fulfil.dlq import dead_letter_headers
 from fulfil.logs import get_logger
 from schemas.registry import ContractError, parse_output
-from services.notifier.adapters.outbox import OutboxStore, Renderer
+from services.notifier.adapters.outbox import OutboxStore, Quarantined, Renderer
 from services.notifier.domain.decide import KIND_BY_EVENT, Policy, notice_for
-from services.notifier.domain.plan import Consumed, plan_batch
+from services.notifier.domain.plan import Consumed, Plan, plan_batch
 from services.notifier.service_layer.clock import Clock
 
 log = get_logger("notifier.consumer")
 
-DeadLetter = Callable[[Any, ContractError], Awaitable[None]]
+# Publishes one quarantined record to the dead-letter topic (raises when the broker is away).
+PublishDeadLetter = Callable[[Quarantined], Awaitable[None]]
+
+STAGE = "notifier"
+UNSTORABLE = "unstorable"
+RENDER_ERROR = "render_error"
 
 
 class BatchFailed(Exception):
@@ -43,7 +58,7 @@ class BatchHandler:
         clock: Clock,
         *,
         wakers: Iterable[asyncio.Event] = (),
-        dead_letter: DeadLetter | None = None,
+        publish_dead_letter: PublishDeadLetter | None = None,
         retry_seconds: float = 30.0,
     ):
         self.store = store
@@ -51,13 +66,16 @@ class BatchHandler:
         self.render = render
         self.clock = clock
         self.wakers = list(wakers)
-        self.dead_letter = dead_letter
+        self.publish_dead_letter = publish_dead_letter
         self.retry_seconds = retry_seconds
         self.records = 0
         self.rows = 0
+        self.quarantined = 0
 
     async def handle(self, records: Iterable[Any]) -> None:
         consumed: list[Consumed] = []
+        raw: dict[int, Any] = {}  # id(Consumed) → its record, for quarantining it later
+        dead: list[Quarantined] = []
         offsets: dict[tuple[str, int], int] = {}
         seen = 0
         for record in records:
@@ -68,54 +86,118 @@ class BatchHandler:
                 event = parse_output(record.value or b"")
             except ContractError as exc:
                 # The reason names fields, never values: safe to log.
-                log.warning("allocation event dead-lettered", reason=exc.reason, kind=exc.kind,
-                            topic=record.topic, partition=record.partition, offset=record.offset)
-                if self.dead_letter is not None:
-                    await self.dead_letter(record, exc)
+                dead.append(_quarantine(record, exc.kind, exc.reason))
                 continue
             problem = self._unrenderable(event)
             if problem is not None:
                 # One odd event must not stall everyone behind it: dead-letter it, visibly.
-                log.error("allocation event not renderable", error=problem, event_id=event.id,
-                          topic=record.topic, partition=record.partition, offset=record.offset)
-                if self.dead_letter is not None:
-                    await self.dead_letter(record, ContractError(f"notifier could not render it: {problem}", "render_error"))
+                dead.append(_quarantine(record, RENDER_ERROR, f"notifier could not render it: {problem}"))
                 continue
-            consumed.append(Consumed(event, record.topic, record.partition, record.offset))
-        relevant = [c for c in consumed if c.event.type in KIND_BY_EVENT]
-        event_ids = [c.event.id for c in relevant]
-        order_keys = {(c.event.data.warehouse_id, c.event.data.order_id) for c in relevant}  # type: ignore[attr-defined]
+            item = Consumed(event, record.topic, record.partition, record.offset)
+            raw[id(item)] = record
+            consumed.append(item)
 
         try:
-            async for attempt in AsyncRetrying(
-                # Only infrastructure trouble is retried here; after that the batch
-                # is handed back (nack) and read again.
-                retry=retry_if_exception(_transient),
-                stop=stop_after_delay(self.retry_seconds),
-                wait=wait_exponential_jitter(multiplier=0.2, max=5.0),
-                reraise=True,
-            ):
-                with attempt:
-                    now = self.clock.now()
-                    plan = await self.store.record(
-                        event_ids=event_ids,
-                        order_keys=order_keys,
-                        planner=lambda existing, held, now=now: plan_batch(
-                            consumed, existing=existing, held=held, policy=self.policy, now=now
-                        ),
-                        render=self.render,
-                        offsets=offsets,
-                        now=now,
-                    )
+            plan = await self._record(consumed, offsets, dead)
         except Exception as exc:
-            log.error("batch not recorded", error=type(exc).__name__, records=seen)
-            raise BatchFailed(type(exc).__name__) from None
+            if not _poison(exc):
+                log.error("batch not recorded", error=type(exc).__name__, records=seen)
+                raise BatchFailed(type(exc).__name__) from None
+            log.warning("batch refused, looking for the records that break it",
+                        error=type(exc).__name__, records=seen)
+            try:
+                culprits = await self._isolate(consumed)
+                if not culprits:
+                    raise BatchFailed(type(exc).__name__)
+                bad = {id(item) for item, _ in culprits}
+                consumed = [c for c in consumed if id(c) not in bad]
+                dead += [_quarantine(raw[id(item)], UNSTORABLE, f"notifier could not store it: {_describe(err)}")
+                         for item, err in culprits]
+                plan = await self._record(consumed, offsets, dead)
+            except BatchFailed:
+                log.error("batch not recorded", error=type(exc).__name__, records=seen)
+                raise
+            except Exception as again:
+                log.error("batch not recorded", error=type(again).__name__, records=seen)
+                raise BatchFailed(type(again).__name__) from None
+        for d in dead:
+            log.warning("allocation event quarantined", kind=d.kind, reason=d.reason, topic=d.topic,
+                        partition=d.partition, offset=d.offset)
         self.records += len(consumed)
         self.rows += len(plan.inserts)
+        self.quarantined += len(dead)
         if any(row.status == "pending" for row in plan.inserts) or plan.updates:
             for waker in self.wakers:
                 waker.set()
-        log.debug("batch recorded", events=len(consumed), rows=len(plan.inserts), folded=len(plan.updates))
+        log.debug("batch recorded", events=len(consumed), rows=len(plan.inserts), folded=len(plan.updates),
+                  quarantined=len(dead))
+        await self.publish_dead_letters()
+
+    async def publish_dead_letters(self) -> int:
+        """Publish what is recorded but not yet on the dead-letter topic (also what a crash
+        after an earlier commit left). The broker being away only delays it."""
+        if self.publish_dead_letter is None:
+            return 0
+        published = 0
+        try:
+            while n := await self.store.publish_dead_letters(self.publish_dead_letter, self.clock.now()):
+                published += n
+        except Exception as exc:  # noqa: BLE001 - retried after the next batch
+            log.warning("dead letters not published yet", error=type(exc).__name__)
+        return published
+
+    # ------------------------------------------------------------ internals
+
+    def _planner(self, consumed: list[Consumed], now: Any) -> Callable[..., Plan]:
+        return lambda existing, held: plan_batch(consumed, existing=existing, held=held, policy=self.policy, now=now)
+
+    @staticmethod
+    def _keys(consumed: list[Consumed]) -> tuple[list[str], set[tuple[str, str]]]:
+        relevant = [c for c in consumed if c.event.type in KIND_BY_EVENT]  # type: ignore[attr-defined]
+        event_ids = [c.event.id for c in relevant]  # type: ignore[attr-defined]
+        order_keys = {(c.event.data.warehouse_id, c.event.data.order_id) for c in relevant}  # type: ignore[attr-defined]
+        return event_ids, order_keys
+
+    async def _record(self, consumed: list[Consumed], offsets: dict[tuple[str, int], int],
+                      dead: list[Quarantined]) -> Plan:
+        event_ids, order_keys = self._keys(consumed)
+        async for attempt in AsyncRetrying(
+            # Only infrastructure trouble is retried here; after that the batch
+            # is handed back (nack) and read again.
+            retry=retry_if_exception(_transient),
+            stop=stop_after_delay(self.retry_seconds),
+            wait=wait_exponential_jitter(multiplier=0.2, max=5.0),
+            reraise=True,
+        ):
+            with attempt:
+                now = self.clock.now()
+                return await self.store.record(
+                    event_ids=event_ids, order_keys=order_keys, planner=self._planner(consumed, now),
+                    render=self.render, offsets=offsets, now=now, dead_letters=dead,
+                )
+        raise AssertionError("unreachable: AsyncRetrying reraises")
+
+    async def _isolate(self, consumed: list[Consumed]) -> list[tuple[Consumed, Exception]]:
+        """The records that fail alone with a poison error (bisecting the batch)."""
+        now = self.clock.now()
+
+        async def probe(items: list[Consumed]) -> Exception | None:
+            event_ids, order_keys = self._keys(items)
+            return await self.store.probe(event_ids=event_ids, order_keys=order_keys,
+                                          planner=self._planner(items, now), render=self.render, now=now)
+
+        async def failing(items: list[Consumed]) -> list[tuple[Consumed, Exception]]:
+            error = await probe(items)
+            if error is None:
+                return []
+            if not _poison(error):
+                raise error
+            if len(items) == 1:
+                return [(items[0], error)]
+            mid = len(items) // 2
+            return await failing(items[:mid]) + await failing(items[mid:])
+
+        return await failing(consumed) if consumed else []
 
     def _unrenderable(self, event: Any) -> str | None:
         """Render the event's messages once up front (pure; warms the render cache)."""
@@ -127,6 +209,28 @@ class BatchHandler:
         except Exception as exc:  # noqa: BLE001 - any template or data problem
             return type(exc).__name__
         return None
+
+
+def _quarantine(record: Any, kind: str, reason: str) -> Quarantined:
+    headers = dead_letter_headers(reason=reason, kind=kind, topic=record.topic, partition=record.partition,
+                                  offset=record.offset, stage=STAGE, original=record.headers)
+    return Quarantined(record.topic, record.partition, record.offset, record.key, record.value or b"",
+                       tuple(headers), kind, reason)
+
+
+def _describe(exc: Exception) -> str:
+    # Type and SQLSTATE only: PostgreSQL's message may quote the value (a customer's data).
+    state = getattr(exc, "sqlstate", None)
+    return f"{type(exc).__name__} (SQLSTATE {state})" if state else type(exc).__name__
+
+
+def _poison(exc: BaseException) -> bool:
+    """Bad data in some record, not an outage and not a bug: SQLSTATE class 22 (asyncpg
+    also raises DataError for an argument it cannot encode), or a value the planner or a
+    template cannot handle."""
+    if _transient(exc):
+        return False
+    return isinstance(exc, (asyncpg.DataError, ValueError, ArithmeticError, TemplateError))
 
 
 def _transient(exc: BaseException) -> bool:

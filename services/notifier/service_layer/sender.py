@@ -2,9 +2,11 @@
 
 Rows are claimed in small rounds (FOR UPDATE SKIP LOCKED, so several
 notifier processes can share the work), sent concurrently, then marked. A
-claim pushes the row's `next_attempt_at` out by a lease: if this process dies
-mid-send, the row becomes due again after the lease and is sent again with
-the same Message-ID / Idempotency-Key. A failed send backs off alone (capped
+claim pushes the row's `next_attempt_at` out by a lease longer than the
+worst-case send (derived from the channel timeouts; every send is cut off at
+its deadline), so a slow send is never claimed by a second sender; if this
+process dies mid-send, the row becomes due again after the lease and is sent
+again with the same Message-ID / webhook-id. A failed send backs off alone (capped
 exponential backoff with jitter, from tenacity, stored in the row), so one
 bad recipient or a channel outage never holds up other rows or the other
 channel; after FULFIL_NOTIFIER_MAX_ATTEMPTS the row is `failed`.
@@ -40,7 +42,10 @@ class ChannelSender:
         self.clock = clock
         self.wake = wake or asyncio.Event()
         self.max_attempts = settings.fulfil_notifier_max_attempts
-        self.lease = timedelta(seconds=settings.fulfil_notifier_lease_seconds)
+        # The lease outlasts the worst-case send (settings.lease_seconds), and the deadline
+        # makes that worst case real: a send still running at it is abandoned and retried.
+        self.lease = timedelta(seconds=settings.lease_seconds)
+        self.deadline = settings.send_deadline_seconds(channel.name)
         self.poll = settings.fulfil_notifier_poll_seconds
         self.concurrency = settings.fulfil_notifier_concurrency
         self.backoff = wait_exponential_jitter(
@@ -90,9 +95,12 @@ class ChannelSender:
 
     async def _deliver(self, row: Claimed) -> None:
         try:
-            await self.channel.send(row)
+            async with asyncio.timeout(self.deadline):
+                await self.channel.send(row)
         except DeliveryError as exc:
             await self._failed(row, exc.summary, exc.permanent)
+        except TimeoutError:
+            await self._failed(row, f"send took longer than its deadline ({self.deadline:g} s)", permanent=False)
         except Exception as exc:  # noqa: BLE001 - a channel bug must not stop the sender
             await self._failed(row, f"unexpected {type(exc).__name__}", permanent=False)
         else:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import asyncpg
+import pytest
+
 from schemas.registry import encode
 from services.notifier.domain.decide import Policy
-from services.notifier.service_layer.consumer import BatchHandler
+from services.notifier.service_layer.consumer import BatchFailed, BatchHandler
 from services.notifier.service_layer.messages import renderer
 from tests.services.notifier import builders as b
 from tests.services.notifier.conftest import FakeClock
@@ -30,18 +33,13 @@ def _record(offset: int, value: bytes, partition: int = 0):
 
 
 async def test_offsets_cover_every_record_and_bad_ones_are_dead_lettered() -> None:
-    dead: list[tuple[int, str]] = []
-
-    async def dead_letter(record, error):
-        dead.append((record.offset, error.kind))
-
     def render(notice, channel):
         if notice.order_id == "poison":
             raise KeyError("a template bug")
         return renderer()(notice, channel)
 
     store = FakeStore()
-    handler = BatchHandler(store, POLICY, render, FakeClock(), dead_letter=dead_letter)  # type: ignore[arg-type]
+    handler = BatchHandler(store, POLICY, render, FakeClock())  # type: ignore[arg-type]
     good = b.backordered("ord-1", b.customer())
     rejected = b.order_rejected("ord-2", b.customer())
     records = [
@@ -54,7 +52,28 @@ async def test_offsets_cover_every_record_and_bad_ones_are_dead_lettered() -> No
     await handler.handle(records)
     (call,) = store.calls
     assert call["offsets"] == {("allocations.v1", 0): 14, ("allocations.v1", 1): 5}
-    assert dead == [(11, "bad_json"), (12, "render_error")]
+    # Quarantined in the batch's own transaction, with the offsets.
+    assert [(d.offset, d.kind) for d in call["dead_letters"]] == [(11, "bad_json"), (12, "render_error")]
     assert sorted(call["event_ids"]) == sorted([good.id, rejected.id])  # no StockPositionChanged, no poison
     assert {(r.notice.order_id, r.channel) for r in call["plan"].inserts} == {
         ("ord-1", "email"), ("ord-1", "webhook"), ("ord-2", "email"), ("ord-2", "webhook")}
+
+
+async def test_an_outage_is_retried_then_handed_back_never_quarantined() -> None:
+    class DownStore(FakeStore):
+        probes = 0
+
+        async def record(self, **kw):
+            self.calls.append(kw)
+            raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+
+        async def probe(self, **kw):
+            self.probes += 1
+            return None
+
+    store = DownStore()
+    handler = BatchHandler(store, POLICY, renderer(), FakeClock(), retry_seconds=0.5)  # type: ignore[arg-type]
+    with pytest.raises(BatchFailed):
+        await handler.handle([_record(1, encode(b.backordered("ord-1", b.customer())))])
+    assert len(store.calls) > 1, "retried in place first"
+    assert store.probes == 0 and handler.quarantined == 0, "an outage is not poison: the batch is read again"

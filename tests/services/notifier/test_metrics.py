@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from fulfil import embedded, kafka
-from schemas.registry import ALLOCATIONS, DLQ_SUFFIX
+from schemas.registry import ALLOCATIONS
+from services.notifier.entrypoints.app import quarantine_topic
 from tests.kafka_helpers import publish, wait_for
 from tests.metrics_helpers import aget, samples, scrape
 from tests.services.notifier import builders as b
@@ -29,7 +30,7 @@ async def test_outbox_backlog_counters_and_dead_letters_on_metrics(notifier_sett
         text = await wait_for(email_waiting, timeout=60, what="two emails pending, no webhooks pending")
         topic = settings.topic(ALLOCATIONS)
         assert sum(samples(text, "fulfil_events_consumed_total", service="notifier", topic=topic)) == 3
-        assert samples(text, "fulfil_dead_letters_total", service="notifier", topic=topic + DLQ_SUFFIX,
+        assert samples(text, "fulfil_dead_letters_total", service="notifier", topic=quarantine_topic(settings),
                        reason="bad_json") == [1.0]
         assert samples(text, "fulfil_consumer_lag", service="notifier"), "lag reported per partition"
         assert (await aget(port, "/readyz"))[0] == 200, "a failing channel does not make consumption unready"

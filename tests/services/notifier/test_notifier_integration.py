@@ -286,7 +286,8 @@ async def test_malformed_allocation_records_go_to_the_dlq_and_the_rest_is_sent(
     import orjson
 
     from fulfil.dlq import H_KIND, H_REASON, H_STAGE
-    from schemas.registry import ALLOCATIONS, DLQ_SUFFIX
+    from schemas.registry import ALLOCATIONS
+    from services.notifier.entrypoints.app import NOTIFIER_GROUP
     from tests.kafka_helpers import read_topic
 
     settings = notifier_settings
@@ -302,7 +303,8 @@ async def test_malformed_allocation_records_go_to_the_dlq_and_the_rest_is_sent(
         await wait_for(sent, timeout=60, what="the good event's messages")
 
         async def dead_letters():
-            records = [r for rs in (await read_topic(settings, ALLOCATIONS + DLQ_SUFFIX)).values() for r in rs]
+            # The notifier's own dead-letter topic, named after its consumer group.
+            records = [r for rs in (await read_topic(settings, NOTIFIER_GROUP + ".dlq")).values() for r in rs]
             return len(records) == 2 and records
 
         records = await wait_for(dead_letters, timeout=30, what="two dead letters")

@@ -1,0 +1,1 @@
+DROP TABLE notifier_dead_letters;
