@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     # The idempotent producer: the broker drops a batch resent after a lost response.
     # On for Apache Kafka; the embedded broker (Tansu) cannot do it (`fulfil dev env` says false).
     kafka_enable_idempotence: bool = True
+    # How long a produce may wait for the broker before it fails (and the batch is redone).
+    kafka_request_timeout_ms: int = Field(default=30_000, ge=1_000, le=300_000)
 
     database_url: str | None = None
 

@@ -250,6 +250,7 @@ class AllocatorCore:
             if fold is not None and fold.commands_since_snapshot:
                 await self._snapshot(tp.partition, fold)
             self._forget(tp.partition)
+            fold = None  # the last reference to a released state must go before the collection
         self._collect_released()
 
     async def discard(self, partitions: list[TopicPartition]) -> None:
@@ -275,7 +276,12 @@ class AllocatorCore:
         mine = [tp for tp in partitions if tp.topic == self.commands]
         snapshots: dict[int, Snapshot] = {}
         for tp in mine:
-            loaded = await asyncio.to_thread(self.store.load, tp.partition)
+            try:
+                loaded = await asyncio.to_thread(self.store.load, tp.partition)
+            except Exception as exc:  # noqa: BLE001 - any unreadable snapshot: the log has it all
+                log.warning("snapshot unreadable; rebuilding the partition from the command log",
+                            partition=tp.partition, error=type(exc).__name__, detail=str(exc)[:200])
+                loaded = None
             snapshots[tp.partition] = loaded if loaded is not None else Snapshot(new_state())
         await self._check_log(snapshots)
         tails = await self._output_tails({p: s.output_offset for p, s in snapshots.items()})
@@ -313,13 +319,13 @@ class AllocatorCore:
             end = ends[TopicPartition(self.commands, partition)]
             if end <= snapshot.applied_offset:
                 self._refuse(partition, f"it is at command offset {snapshot.applied_offset}, the log ends at {end}")
-            out_end = ends[TopicPartition(self.allocations, partition)]
-            if out_end < snapshot.output_offset:
-                self._refuse(partition, f"it expects {snapshot.output_offset} outputs, the output log ends at {out_end}")
             if snapshot.applied_digest is not None:
                 record = await kafka.read_at(self.tail_reader, TopicPartition(self.commands, partition), snapshot.applied_offset)
                 if record is None or record_digest(record.value) != snapshot.applied_digest:
                     self._refuse(partition, f"the command at offset {snapshot.applied_offset} is not the one it was taken after")
+            out_end = ends[TopicPartition(self.allocations, partition)]
+            if out_end < snapshot.output_offset:
+                self._refuse(partition, f"it expects {snapshot.output_offset} outputs, the output log ends at {out_end}")
 
     def _refuse(self, partition: int, why: str) -> None:
         path = self.store.path(partition)
