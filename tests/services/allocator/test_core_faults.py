@@ -200,7 +200,7 @@ def _core_process(env: dict[str, str], state_dir: Path) -> Any:
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "fulfil", "allocator", "--stage", "core"],
-            env={**env, "FULFIL_STATE_DIR": str(state_dir), "FULFIL_LOG_LEVEL": "WARNING"},
+            env={**env, "FULFIL_STATE_DIR": str(state_dir), "FULFIL_LOG_LEVEL": os.environ.get("CORE_FAULTS_LOG_LEVEL", "WARNING")},
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
