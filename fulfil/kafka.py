@@ -238,7 +238,12 @@ class BatchSender:
                 await self._send(topic, partition, batch)
         self.open.clear()
         sent, self.sent = self.sent, []
-        results = await asyncio.gather(*(future for _, _, future, _ in sent))
+        # Wait for every batch even when one fails: a batch still in flight could land
+        # after the caller has re-read the log to recover, and be written twice.
+        results = await asyncio.gather(*(future for _, _, future, _ in sent), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
         ends: dict[tuple[str, int], int] = {}
         for (topic, partition, _, count), metadata in zip(sent, results, strict=True):
             self.landed.append((topic, partition, metadata.offset, count))
