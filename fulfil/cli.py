@@ -56,5 +56,9 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # an operator gets one line; FULFIL_DEBUG=1 shows the traceback
         if os.environ.get("FULFIL_DEBUG"):
             raise
+        code = getattr(exc, "exit_code", None)
+        if isinstance(code, int):  # a refusal that names its remedy (fulfil_platform.consumer.Refused)
+            typer.echo(f"fulfil: {exc}", err=True)
+            sys.exit(code)
         typer.echo(f"fulfil: error: {type(exc).__name__}: {exc}", err=True)
         sys.exit(1)

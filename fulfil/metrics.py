@@ -63,6 +63,11 @@ LAST_PROGRESS = Gauge(
     ["service"],
 )
 READY = Gauge("fulfil_ready", "1 when the component is ready (see /readyz), else 0.", ["service"])
+SNAPSHOTS_SKIPPED = Counter(
+    "fulfil_snapshots_skipped",
+    "Snapshots not written (full or read-only state directory); the service runs on, restarts re-read more.",
+    ["service", "error"],
+)
 OUTBOX = Gauge(
     "fulfil_outbox_messages", "Notifier outbox messages by channel and status.", ["channel", "status"]
 )

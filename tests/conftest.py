@@ -111,6 +111,7 @@ def settings(
         fulfil_partitions=3,
         kafka_session_timeout_ms=2000,
         kafka_heartbeat_interval_ms=300,
+        kafka_enable_idempotence=False,  # Tansu has no idempotent producer
         fulfil_state_dir=tmp_path,
     )
 

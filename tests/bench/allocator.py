@@ -55,6 +55,7 @@ def _settings(bootstrap: str, prefix: str, state_dir: Path) -> Settings:
         fulfil_partitions=6,
         kafka_session_timeout_ms=2000,
         kafka_heartbeat_interval_ms=300,
+        kafka_enable_idempotence=False,  # Tansu has no idempotent producer
         fulfil_state_dir=state_dir,
         fulfil_log_level="WARNING",
     )

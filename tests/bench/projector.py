@@ -106,6 +106,7 @@ async def bench_projector() -> list[tuple[str, dict[str, float]]]:
             fulfil_partitions=6,
             kafka_session_timeout_ms=2000,
             kafka_heartbeat_interval_ms=300,
+            kafka_enable_idempotence=False,  # Tansu has no idempotent producer
             fulfil_log_level="WARNING",
         )
         messages = allocation_events(EVENTS)

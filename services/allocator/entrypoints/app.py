@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 from typing import Literal
 
 from aiokafka.errors import KafkaError
@@ -12,6 +11,7 @@ from fulfil.config import Settings
 from fulfil.kafka import create_topics
 from fulfil.logs import get_logger
 from fulfil.metrics import Health, Progress, serving
+from fulfil_platform.consumer import stop_on_signals
 from services.allocator.entrypoints.core import AllocatorCore
 from services.allocator.entrypoints.router import build_router
 
@@ -32,13 +32,12 @@ async def run_allocator(
 
 
 async def _run(settings: Settings, stage: Stage, stop: asyncio.Event, health: Health) -> None:
+    with stop_on_signals(stop):
+        await _run_stages(settings, stage, stop, health)
+
+
+async def _run_stages(settings: Settings, stage: Stage, stop: asyncio.Event, health: Health) -> None:
     stall = settings.fulfil_ready_stall_seconds
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(signum, stop.set)
-        except (NotImplementedError, RuntimeError):  # not the main thread (tests)
-            pass
     # Topics must exist with FULFIL_PARTITIONS partitions before anyone
     # subscribes or produces: auto-created ones get another partition count.
     try:

@@ -54,12 +54,17 @@ def position_of(headers: Any) -> Position | None:
 @dataclass(slots=True)
 class Snapshot:
     """What a restart needs: the fold's state after `applied_offset` and where
-    the outputs of later commands start on the output partition."""
+    the outputs of later commands start on the output partition (plus what
+    identifies the log it was taken from)."""
 
     state: Any
     applied_offset: int = -1
     output_offset: int = 0
     format: int = SNAPSHOT_FORMAT
+    # Which log the snapshot belongs to: the broker's cluster id and a digest of the
+    # command at `applied_offset`. Recovery refuses a log that does not match them.
+    cluster_id: str | None = None
+    applied_digest: str | None = None
 
 
 @dataclass(slots=True)
