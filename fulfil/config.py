@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     # by default so groups form quickly; production clusters may raise it.
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000, le=300_000)
     kafka_heartbeat_interval_ms: int = Field(default=1_000, ge=100, le=60_000)
+    # How long a producer waits for the broker's answer before it retries or fails.
+    kafka_request_timeout_ms: int = Field(default=30_000, ge=1_000, le=300_000)
 
     database_url: str | None = None
 

@@ -26,7 +26,7 @@ def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
         "linger_ms": 5,
         "max_batch_size": 256 * 1024,
         "max_request_size": settings.fulfil_max_message_bytes + 64 * 1024,
-        "request_timeout_ms": 30_000,
+        "request_timeout_ms": settings.kafka_request_timeout_ms,
     }
     options.update(overrides)
     return AIOKafkaProducer(**settings.kafka_client_options(), **options)
