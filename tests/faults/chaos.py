@@ -69,6 +69,7 @@ FAULT_KINDS = (
 SESSION_TIMEOUT_MS = 2_000
 REQUEST_TIMEOUT_MS = 3_000
 CATCH_UP_SECONDS = float(os.environ.get("CHAOS_CATCH_UP_SECONDS", 300))
+PHASE_SECONDS = float(os.environ.get("CHAOS_PHASE_SECONDS", 240))
 
 
 class ChaosFailure(AssertionError):
@@ -489,7 +490,7 @@ class Chaos:
         async def routed() -> bool:
             return await self._router_past(phase.topic)
 
-        await poll(routed, timeout=240, interval=0.3, tick=self.services.supervise,
+        await poll(routed, timeout=PHASE_SECONDS, interval=0.3, tick=self.services.supervise,
                    what=f"the router to commit past the {phase.topic} phase")
 
     async def caught_up(self) -> bool:
@@ -629,12 +630,11 @@ async def environment(workdir: Path) -> AsyncIterator[tuple[ProxiedBroker, Postg
 
 
 async def run(faults: int, seed: int, events: int, chunks: int, workdir: Path,
-              postgres: Postgres | None = None) -> Summary:
+              kinds: tuple[str, ...] = FAULT_KINDS) -> Summary:
     """One chaos run; returns the summary (raises ChaosFailure only when the run could not finish)."""
     rng = random.Random(seed)
     summary = Summary(seed)
-    async with environment(workdir) as (proxied, own_postgres, smtp):
-        pg = postgres or own_postgres
+    async with environment(workdir) as (proxied, pg, smtp):
         settings = load_settings(
             kafka_bootstrap_servers=proxied.bootstrap,
             database_url=pg.url,
@@ -667,7 +667,7 @@ async def run(faults: int, seed: int, events: int, chunks: int, workdir: Path,
         services = Services(env, workdir / "logs", summary)
         chaos = Chaos(settings, proxied, pg, smtp, services, rng, summary, workdir)
         plan = phases(events, chunks, seed)
-        drawn = draw_faults(rng, faults)
+        drawn = draw_faults(rng, faults, kinds)
         per_phase: list[list[str]] = [[] for _ in plan]
         for kind in drawn:
             per_phase[rng.randrange(len(plan))].append(kind)
@@ -702,11 +702,15 @@ def main() -> int:
     seed = int(os.environ.get("CHAOS_SEED", random.SystemRandom().randrange(1_000_000)))
     events = int(os.environ.get("CHAOS_EVENTS", 6_000))
     chunks = int(os.environ.get("CHAOS_CHUNKS", max(10, faults // 4)))
+    kinds = tuple(k for k in os.environ.get("CHAOS_KINDS", ",".join(FAULT_KINDS)).split(",") if k)
+    if unknown := set(kinds) - set(FAULT_KINDS):
+        print(f"chaos: unknown fault kinds {sorted(unknown)}; known: {','.join(FAULT_KINDS)}", file=sys.stderr)
+        return 2
     print(f"chaos: seed {seed} (CHAOS_SEED={seed} repeats this run), {faults} faults, {events} events",
           file=sys.stderr, flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="fulfil-chaos-"))
     try:
-        summary = asyncio.run(run(faults, seed, events, chunks, workdir))
+        summary = asyncio.run(run(faults, seed, events, chunks, workdir, kinds))
     except ChaosFailure as exc:
         print(f"chaos: FAILED (seed {seed}): {exc}", file=sys.stderr)
         print(f"chaos run did not finish (seed {seed}); logs kept in {workdir}")
