@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 export LC_ALL ?= C.UTF-8
 
-.PHONY: run test bench lint schemas install clean
+.PHONY: run test bench chaos lint schemas install clean
 
 install: $(STAMP)
 
@@ -23,6 +23,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m tests.bench.run
+
+# Fault injection at full size against the real services (tests/faults/chaos.py);
+# knobs: CHAOS_FAULTS (120), CHAOS_SEED (random, printed), CHAOS_EVENTS, CHAOS_KINDS.
+chaos: $(STAMP)
+	$(PY) -m tests.faults.chaos
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
