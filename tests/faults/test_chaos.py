@@ -12,8 +12,6 @@ import signal
 import subprocess
 import sys
 
-import pytest
-
 from fulfil import kafka
 from fulfil.config import load_settings
 from schemas.registry import COMMANDS
@@ -27,10 +25,6 @@ from tests.kafka_helpers import TopicWatcher, committed_offsets, publish
 SEED = int(os.environ.get("CHAOS_SEED", 12))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 12 defects owned by other helpers: 2 (a non-UTF-8 header stalls the router: FastStream's "
-    "batch parser raises, the batch is redelivered forever), 6 (a planted pickle snapshot runs code), "
-    "5 (an unreadable snapshot escapes the rebalance listener)"))
 async def test_every_fault_kind_loses_nothing(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(chaos, "PHASE_SECONDS", 90.0)
     monkeypatch.setattr(chaos, "CATCH_UP_SECONDS", 120.0)
@@ -48,8 +42,6 @@ async def test_every_fault_kind_loses_nothing(tmp_path, monkeypatch) -> None:
     assert summary.messages_ok, detail
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 defect 4 (another helper): after broker data loss the "
-                   "core trusts its old snapshot instead of refusing with a clear message and exit code")
 async def test_after_broker_data_loss_the_core_refuses(tmp_path) -> None:
     with broker_behind_proxy() as proxied:
         settings = load_settings(
