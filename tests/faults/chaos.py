@@ -637,6 +637,7 @@ async def run(faults: int, seed: int, events: int, chunks: int, workdir: Path,
     async with environment(workdir) as (proxied, pg, smtp):
         settings = load_settings(
             kafka_bootstrap_servers=proxied.bootstrap,
+            kafka_enable_idempotence=False,
             database_url=pg.url,
             fulfil_topic_prefix=f"c{uuid.uuid4().hex[:6]}.",
             fulfil_partitions=3,
