@@ -341,12 +341,20 @@ class Chaos:
         self.proxied.proxy.cut()
 
     async def _fault_stall(self) -> None:
-        self.proxied.proxy.stall()
+        proxy = self.proxied.proxy
+        ended = proxy.ended()
+        proxy.stall()
         try:
-            # Past the request timeout, and past the session timeout: requests fail, groups rebalance.
-            await asyncio.sleep(max(REQUEST_TIMEOUT_MS, SESSION_TIMEOUT_MS) / 1000 + self.rng.uniform(0.5, 2.0))
+            # Until a client gave up on a request (past its request timeout it drops the
+            # connection), so the stall is a real outage for someone, not a hiccup.
+            async def a_client_gave_up() -> bool:
+                return proxy.ended() > ended
+
+            with contextlib.suppress(ChaosFailure):
+                await poll(a_client_gave_up, timeout=(REQUEST_TIMEOUT_MS + SESSION_TIMEOUT_MS) / 1000 * 3,
+                           interval=0.1, what="a client to give up on the stalled broker")
         finally:
-            self.proxied.proxy.resume()
+            proxy.resume()
 
     async def _fault_lost_response(self) -> None:
         self.proxied.proxy.drop_responses(PRODUCE, 1)
@@ -401,13 +409,24 @@ class Chaos:
             shutil.move(self.state_dir, aside)
         self.state_dir.parent.mkdir(parents=True, exist_ok=True)
         self.state_dir.write_bytes(b"not a directory\n")
+        before = await self._core_committed()
         self.services.start("allocator")
-        await asyncio.sleep(self.rng.uniform(2.0, 5.0))  # a random stretch of work without snapshots
+
+        async def worked() -> bool:
+            return await self._core_committed() > before
+
+        # Some commands folded while no snapshot can be written (none if no work is pending).
+        with contextlib.suppress(ChaosFailure):
+            await poll(worked, timeout=20, interval=0.2, what="the allocator to fold commands")
         self.services.kill("allocator")
         self.state_dir.unlink()
         if aside.exists():
             shutil.move(aside, self.state_dir)
         self.services.start("allocator")
+
+    async def _core_committed(self) -> int:
+        offsets = await committed_offsets(self.settings, self.settings.topic(CORE_GROUP), COMMANDS)
+        return sum(offsets.values())
 
     def _snapshots(self) -> list[Path]:
         if not self.state_dir.is_dir():

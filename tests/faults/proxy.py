@@ -65,6 +65,7 @@ class FaultProxy:
         self._flowing: asyncio.Event | None = None
         self._refusing = False
         self._drop_next: Counter[int] = Counter()  # api_key -> responses still to drop
+        self._ended = 0  # connections that ended, by either side or by a fault
 
     @property
     def address(self) -> str:
@@ -118,6 +119,10 @@ class FaultProxy:
 
     def connections(self) -> int:
         return self._call(self._count())
+
+    def ended(self) -> int:
+        """Connections ended so far: during a stall, a rise means a client gave up waiting."""
+        return self._ended
 
     # ------------------------------------------------------------------ loop side
 
@@ -179,6 +184,7 @@ class FaultProxy:
         finally:
             connection.close()
             self._connections.discard(connection)
+            self._ended += 1
 
     async def _frame(self, reader: asyncio.StreamReader) -> bytes:
         size = await reader.readexactly(4)

@@ -38,6 +38,7 @@ from tests.kafka_helpers import (
     wait_for,
 )
 from tests.services.allocator.domain.streams import mixed_stream
+from tests.services.allocator.test_takeover import Core, core_committed, owners
 
 
 async def _caught_up(settings: Settings) -> bool:
@@ -300,7 +301,13 @@ async def test_failed_flush_never_advances_a_snapshot_or_commit(proxied_settings
             await wait_for(feeding_done(feeding), timeout=60, what="commands published")
             progress_seen = await outputs.total()
             proxied_broker.proxy.stall()
-            await asyncio.sleep(4)  # a fault lasting past the 2 s request timeout, not a wait for a condition
+
+            async def flush_failed() -> bool:
+                # The failed produce bites when the runtime discards the batch's partitions
+                # (not ready until recovered, which needs the broker back) or the core dies.
+                return task.done() or not health.readiness()[0]
+
+            await wait_for(flush_failed, timeout=60, interval=0.05, what="the stalled produce to fail")
             proxied_broker.proxy.resume()
             restarts = 0
 
@@ -341,31 +348,51 @@ async def test_a_core_stopped_past_its_session_writes_nothing_the_new_owner_does
     env = {**env_for_subprocess(settings), "FULFIL_SNAPSHOT_EVERY": "500"}
     stream = mixed_stream(30_000, seed=9, warehouses=24, skus_per_warehouse=30)
     await publish(settings, stream[:2_000], topic=COMMANDS)
-    a = _core_process(env, tmp_path / "a")
-    b = None
+    # INFO: the "partition recovered" lines tell who owns which partition (owners()).
+    env = {**env, "FULFIL_LOG_LEVEL": "INFO", "FULFIL_LOG_FORMAT": "json"}
+    cores: list[Core] = []
     try:
+        a = Core("a", env, tmp_path / "a", tmp_path)
+        cores.append(a)
         await wait_for(lambda: _caught_up(settings), timeout=60, what="core a to catch up")
-        b = _core_process(env, tmp_path / "b")
-        await asyncio.sleep(6)  # let b join and take half the partitions (group join on Tansu takes seconds)
+        b = Core("b", env, tmp_path / "b", tmp_path)
+        cores.append(b)
+
+        async def split() -> list[int] | None:
+            assert a.alive() and b.alive(), f"a:\n{a.tail()}\nb:\n{b.tail()}"
+            now = owners(cores)
+            mine_b = [p for p, core in now.items() if core is b]
+            return mine_b if len(now) == 6 and mine_b and len(mine_b) < 6 else None
+
+        mine_b = await wait_for(split, timeout=60, what="the group to split the partitions")
+        before = await core_committed(settings)
         feeding = asyncio.create_task(publish(settings, stream[2_000:], topic=COMMANDS))
-        await asyncio.sleep(0.5)  # a random point inside b's work, not a wait for a condition
-        b.send_signal(signal.SIGSTOP)
-        await asyncio.sleep(6)  # past the 2 s session timeout: a takes over b's partitions
-        b.send_signal(signal.SIGCONT)
+
+        async def b_working() -> bool:
+            now = await core_committed(settings)
+            return any(now.get(p, 0) > before.get(p, 0) for p in mine_b)
+
+        await wait_for(b_working, timeout=60, interval=0.02, what="core b to fold new commands")
+        b.process.send_signal(signal.SIGSTOP)
+
+        async def a_took_over() -> bool:
+            assert a.alive(), a.tail()
+            return all(owners(cores).get(p) is a for p in range(6))
+
+        await wait_for(a_took_over, timeout=60, what="core a to take over b's partitions")
+        b.process.send_signal(signal.SIGCONT)
         await feeding
 
         async def done() -> bool:
-            assert a.poll() is None, _stderr(a)[-2000:]
+            assert a.alive(), a.tail()
             return await _caught_up(settings)
 
         await wait_for(done, timeout=180, interval=0.5, what="the cores to fold every command")
-        for process in (a, b):
-            process.send_signal(signal.SIGTERM)
-        for process in (a, b):
-            assert await _exit_of(process, 60) == 0, _stderr(process)[-2000:]
+        for core in cores:
+            core.process.send_signal(signal.SIGTERM)
+        for core in cores:
+            assert await _exit_of(core.process, 60) == 0, core.tail()
     finally:
-        for process in (a, b):
-            if process is not None and process.poll() is None:
-                process.kill()
-                process.wait()
+        for core in cores:
+            core.stop()
     _assert_exact(*await expected_and_actual(settings))
