@@ -43,6 +43,10 @@ What the runtime guarantees, in one place:
 - **Commit** to Kafka after the handler succeeded (`commit_offsets=True`):
   the positions for services whose positions live in Kafka, a courtesy for
   lag tooling for the others. A failed commit is logged, not retried.
+  `commit_interval` (seconds) spaces commits out: offsets wait until the
+  interval passed (checked after every poll, idle ones too) and are flushed
+  before a revoke and at stop. Only for services whose positions live
+  elsewhere: a crash loses the uncommitted ones.
 - **Graceful stop** (`stop` set, e.g. by `stop_on_signals` on SIGTERM or
   SIGINT): the batch in hand finishes, every held partition is released,
   the consumer leaves its group (a successor takes over at once); the
@@ -237,6 +241,7 @@ class ConsumerRuntime:
         max_unexpected_failures: int = 5,
         backoff_max: float = 10.0,
         poll_ms: int = 200,
+        commit_interval: float = 0.0,
     ):
         self.settings = settings
         self.name = name
@@ -252,6 +257,9 @@ class ConsumerRuntime:
         self.max_unexpected_failures = max_unexpected_failures
         self.backoff_max = backoff_max
         self.poll_ms = poll_ms
+        self.commit_interval = commit_interval
+        self.uncommitted: dict[TopicPartition, int] = {}
+        self.committed_at = float("-inf")
         self.consumer: Any = None
         # Held by a batch, a recovery, a revoke and `idle`: a partition changes hands only
         # between batches.
@@ -288,6 +296,9 @@ class ConsumerRuntime:
                 if batch:
                     async with self.lock:
                         await self._handle(batch)
+                if self.uncommitted:
+                    async with self.lock:
+                        await self._commit()
                 self._report()
                 self.ready.set()
                 if self.idle is not None:
@@ -297,6 +308,7 @@ class ConsumerRuntime:
             helpers_stop.set()
             await asyncio.gather(*helpers, return_exceptions=True)
             async with self.lock:
+                await self._commit(force=True)
                 held = list(self.expected)
                 self.expected.clear()
                 if held:
@@ -320,6 +332,7 @@ class ConsumerRuntime:
 
     async def _revoked(self, revoked: list[TopicPartition]) -> None:
         async with self.lock:  # the batch in flight finishes first
+            await self._commit(force=True)  # still a member of this generation
             held = [tp for tp in revoked if tp in self.expected]
             for tp in revoked:
                 self.expected.pop(tp, None)
@@ -458,13 +471,25 @@ class ConsumerRuntime:
                 self.expected[tp] = offset
         self.batches += 1
         self._succeeded()
-        if self.commit_offsets and nexts:
-            try:
-                await self.consumer.commit(nexts)
-            except (KafkaError, OSError) as exc:
-                # The batch's effects are complete; the group has moved on (rebalance) or
-                # the broker is away. The next owner starts from its own positions.
-                log.warning("offset commit failed", service=self.name, error=type(exc).__name__)
+        if self.commit_offsets:
+            self.uncommitted.update(nexts)
+
+    async def _commit(self, *, force: bool = False) -> None:
+        if not self.uncommitted:
+            return
+        if not force and time.monotonic() - self.committed_at < self.commit_interval:
+            return
+        offsets = {tp: offset for tp, offset in self.uncommitted.items() if tp in self.expected}
+        self.uncommitted.clear()
+        self.committed_at = time.monotonic()
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+        except (KafkaError, OSError) as exc:
+            # The batch's effects are complete; the group has moved on (rebalance) or
+            # the broker is away. The next owner starts from its own positions.
+            log.warning("offset commit failed", service=self.name, error=type(exc).__name__)
 
     async def _discard(self, tps: list[TopicPartition], delay: float) -> None:
         held = [tp for tp in tps if tp in self.expected]

@@ -9,7 +9,7 @@ from aiokafka import TopicPartition
 from fulfil import kafka
 from fulfil.metrics import Progress
 from fulfil_platform.consumer import Batch, ConsumerRuntime
-from tests.kafka_helpers import publish, wait_for
+from tests.kafka_helpers import committed_offsets, publish, wait_for
 
 TOPIC = "runtime.test.v1"
 
@@ -78,3 +78,43 @@ async def test_failed_recovery_is_not_ready_then_retried_and_a_failed_batch_is_r
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+async def test_commit_interval_defers_commits_and_a_graceful_stop_flushes_them(settings) -> None:
+    """Offsets wait for the interval (lag tooling only), and are not lost at a graceful stop."""
+    topic = settings.topic(TOPIC)
+    group = settings.topic("runtime-interval")
+    await kafka.create_topics(settings, [topic])
+    await publish(settings, [b"%d" % i for i in range(40)], topic=TOPIC)
+    seen: list[bytes] = []
+
+    async def handler(batch: Batch) -> None:
+        for records in batch.records.values():
+            seen.extend(r.value for r in records)
+
+    runtime = ConsumerRuntime(
+        settings, name="runtime-interval", topics=[topic], group_id=group,
+        positions=FlakyPositions(failures=0), handler=handler, progress=Progress("runtime-interval", 60.0),
+        commit_interval=3600.0,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(runtime.run(stop))
+    try:
+        async def first_batch_committed() -> bool:
+            assert not task.done(), task.exception()
+            return sum((await committed_offsets(settings, group, TOPIC)).values()) > 0
+
+        # The first commit is due at once; later batches wait an hour.
+        await wait_for(first_batch_committed, timeout=60, what="the first batch's commit")
+        first = await committed_offsets(settings, group, TOPIC)
+        await publish(settings, [b"%d" % i for i in range(40, 80)], topic=TOPIC)
+        await wait_for(lambda: _at_least(seen, 80), timeout=60, what="every record handled")
+        assert await committed_offsets(settings, group, TOPIC) == first, "inside the interval nothing is committed"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    assert sum((await committed_offsets(settings, group, TOPIC)).values()) == 80, "a graceful stop commits"
+
+
+async def _at_least(seen: list[bytes], n: int) -> bool:
+    return len(seen) >= n

@@ -114,6 +114,7 @@ class AllocatorCore:
             progress=self.progress,
             max_records=self.max_records,
             idle=self.maybe_snapshot,
+            commit_interval=self.settings.fulfil_commit_interval_ms / 1000,
         )
         waiter = asyncio.create_task(self._mark_ready())
         try:
