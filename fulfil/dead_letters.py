@@ -16,8 +16,16 @@ from aiokafka import TopicPartition
 
 from fulfil import kafka
 from fulfil.config import Settings
-from fulfil.dlq import H_KIND, H_OFFSET, H_PARTITION, H_REASON, H_TOPIC, REDRIVEN_SUFFIX
-from schemas.registry import COMMANDS, DLQ_SUFFIX, INVENTORY, ORDERS
+from fulfil.dlq import (
+    H_KIND,
+    H_OFFSET,
+    H_PARTITION,
+    H_REASON,
+    H_TOPIC,
+    QUARANTINE_TOPICS,
+    REDRIVEN_SUFFIX,
+)
+from schemas.registry import DLQ_SUFFIX, base_topics
 
 H_REDRIVEN_FROM = "fulfil-redriven-from"
 
@@ -69,7 +77,11 @@ class DeadLetter:
 
 
 def dlq_topics(settings: Settings) -> list[str]:
-    return [settings.topic(t) + DLQ_SUFFIX for t in (ORDERS, INVENTORY, COMMANDS)]
+    """The router's and core's `<topic>.dlq`, then the consumers' `<group>.dlq` quarantines.
+    A quarantined record's source header names the topic it came from, so a redrive
+    sends it back there like any other dead letter."""
+    routed = [t for t in base_topics() if t.endswith(DLQ_SUFFIX)]
+    return [settings.topic(t) for t in routed + list(QUARANTINE_TOPICS)]
 
 
 async def _read(settings: Settings, topic: str) -> list[Any]:

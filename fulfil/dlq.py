@@ -20,6 +20,11 @@ H_B64_PREFIX = "fulfil-dlq-b64."
 
 MAX_REASON_BYTES = 2_000
 
+# Behind the router's `<topic>.dlq`, the projector and the notifier quarantine what they
+# cannot apply to `<consumer group>.dlq` (before the topic prefix). The services name
+# them from their group ids; tests/fulfil/test_quarantine_cli.py keeps the two in step.
+QUARANTINE_TOPICS = ("fulfil-projector.dlq", "fulfil-notifier.dlq")
+
 
 def dead_letter_headers(
     *, reason: str, kind: str, topic: str, partition: int, offset: int, stage: str, original: Any = ()

@@ -34,6 +34,8 @@ def broker(settings: Settings) -> KafkaBroker:
         settings.require_kafka(),
         security=security(settings),
         acks="all",
+        # The same setting as fulfil.kafka.producer: this producer publishes dead letters.
+        enable_idempotence=settings.kafka_enable_idempotence,
         linger_ms=5,
         max_request_size=settings.fulfil_max_message_bytes + 64 * 1024,
         # Per-message INFO logs from the framework would dominate the hot path.

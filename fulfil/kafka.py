@@ -11,7 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 
 from fulfil.config import Settings
-from fulfil.dlq import REDRIVEN_SUFFIX
+from fulfil.dlq import QUARANTINE_TOPICS, REDRIVEN_SUFFIX
 from schemas.registry import ALLOCATIONS, COMMANDS, DLQ_SUFFIX, INVENTORY, ORDERS, base_topics
 
 Headers = list[tuple[str, bytes]] | tuple[()]
@@ -53,8 +53,9 @@ def consumer(settings: Settings, *topics: str, group_id: str | None, **overrides
 
 
 def all_topics(settings: Settings) -> list[str]:
-    """Every topic, the redrive ledgers of the DLQs included (clusters may not auto-create)."""
-    topics = base_topics()
+    """Every topic, the consumers' quarantines and the redrive ledgers of every DLQ
+    included (clusters may not auto-create)."""
+    topics = base_topics() + list(QUARANTINE_TOPICS)
     ledgers = [t + REDRIVEN_SUFFIX for t in topics if t.endswith(DLQ_SUFFIX)]
     return [settings.topic(t) for t in topics + ledgers]
 

@@ -271,3 +271,42 @@ def test_the_readme_quick_chain_works_and_leaves_nothing_behind(dev_env: dict[st
     assert started["started"] is True
     assert is_gone(started["broker"]["pid"]) and is_gone(started["postgres"]["pid"])
     assert embedded.postmaster_pid(Path(started["postgres"]["data_dir"])) is None
+
+
+def test_dev_down_clears_the_allocator_state_of_its_broker(dev_env: dict[str, str]) -> None:
+    """Issue 12, #4: the core's snapshots belong to the broker's log, which `fulfil dev
+    down` throws away (memory only); kept, they would make the core refuse (or skip
+    commands) on the next `dev up`. A real core writes them; `dev down` removes them."""
+    started = json.loads(fulfil(dev_env, "dev", "up", "--json").stdout)
+    env = {**dev_env, **eval_env(dev_env), "KAFKA_ENABLE_IDEMPOTENCE": "false",
+           "FULFIL_PARTITIONS": "3", "FULFIL_LOG_LEVEL": "WARNING"}  # fmt: skip
+    fulfil(env, "topics", "create")
+    fulfil(env, "publish", "examples/store.jsonl")
+    state = Path(dev_env["FULFIL_STATE_DIR"]) / embedded.ALLOCATOR_STATE
+    core = subprocess.Popen(
+        [sys.executable, "-m", "fulfil", "allocator"], env=env, cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        # The example's commands folded: the graceful stop then snapshots every partition.
+        embedded.wait_until(lambda: core.poll() is not None or _allocations(env) > 0, timeout=120,
+                            what="the allocator to write its first outputs")
+        assert core.poll() is None, core.communicate(timeout=10)[1][-2000:]
+        core.send_signal(signal.SIGTERM)
+        _, stderr = core.communicate(timeout=60)
+        assert core.returncode == 0, stderr[-2000:]
+    finally:
+        if core.poll() is None:
+            core.kill()
+            core.wait()
+    assert list(state.glob("*.snapshot")), f"no snapshot in {state}: {sorted(state.iterdir()) if state.exists() else None}"
+
+    fulfil(dev_env, "dev", "down")
+    assert is_gone(started["broker"]["pid"]) and is_gone(started["postgres"]["pid"])
+    assert not state.exists()
+
+
+def _allocations(env: dict[str, str]) -> int:
+    """Records on allocations.v1, read with `fulfil tail` (a real client, no group)."""
+    result = fulfil(env, "tail", "allocations.v1", "--json", check=False)
+    return len(result.stdout.splitlines()) if result.returncode == 0 else 0
