@@ -32,7 +32,7 @@ from aiokafka import TopicPartition
 from fulfil import kafka
 from fulfil.logs import get_logger
 from fulfil.metrics import OUTBOX, Health, Progress, serving
-from fulfil_platform.consumer import Batch, ConsumerRuntime, stop_on_signals
+from fulfil_platform.consumer import Batch, ConsumerRuntime, Handler, stop_on_signals
 from schemas.registry import ALLOCATIONS, DLQ_SUFFIX
 from services.notifier.adapters.channels import Channel
 from services.notifier.adapters.migrate import apply_migrations
@@ -112,7 +112,7 @@ class StoredPositions:
         pass
 
 
-def batch_handler(handler: BatchHandler, progress: Progress) -> Any:
+def batch_handler(handler: BatchHandler, progress: Progress) -> Handler:
     """The runtime's handler: one batch, one transaction (see BatchHandler)."""
 
     async def handle(batch: Batch) -> None:
