@@ -7,14 +7,15 @@ fresh generation.
 How it is built: one documentation KafkaBroker (made like production's,
 never connected, never started) receives
 
-- the real FastStream apps, built exactly as in production: the allocator
-  router (`build_router`) and the notifier (`build_app`), so their
-  subscribers' topics, titles and descriptions come from the code;
+- the real FastStream app, built exactly as in production: the allocator
+  router (`build_router`), so its subscribers' topics, titles and
+  descriptions come from the code;
 - each service's `describe(broker, settings)`, next to the service: what
   FastStream cannot see — the router's and the core's plain-aiokafka
-  publishes, the core's and the projector's raw aiokafka consumers, the
-  notifier's dead letters — declared as documentation-only subscribers and
-  publishers with their payload types (`events_on(topic)`, `DeadLetter`);
+  publishes, the consumers on the platform's runtime or raw aiokafka (core,
+  projector, notifier), the notifier's dead letters — declared as
+  documentation-only subscribers and publishers with their payload types
+  (`events_on(topic)`, `DeadLetter`);
 - the upstream producers of `orders.v1` / `inventory.v1`, which live outside
   this repository.
 
@@ -23,10 +24,9 @@ that broker. One normalisation follows, on the rendered document only:
 FastStream gives every endpoint a single message whose payload is a `oneOf`
 of the declared events; it becomes one named message per event
 (`#/components/messages/OrderPlaced`, …) with the event's schema as payload,
-shared by every channel that carries it. The router's and the notifier's
-handlers take raw batches, so FastStream knows no payload for them
-(`EmptyPayload`); their channels carry the messages documented for the same
-address. Topic names are the base names (`FULFIL_TOPIC_PREFIX` is empty
+shared by every channel that carries it. The router's handlers take raw
+batches, so FastStream knows no payload for them (`EmptyPayload`); their
+channels carry the messages documented for the same address. Topic names are the base names (`FULFIL_TOPIC_PREFIX` is empty
 here, whatever the environment says).
 """
 
@@ -147,7 +147,6 @@ def build_broker() -> Any:
     router.describe(broker, settings)
     core.describe(broker, settings)
     projector.describe(broker, settings)
-    notifier.build_app(settings, broker=broker)
     notifier.describe(broker, settings)
     return broker
 

@@ -52,9 +52,12 @@ ORDER_OUTPUT_TYPES = OUTPUT_TYPES - {"StockPositionChanged"}
 
 
 def base_topics() -> list[str]:
-    """Every topic the services use, without prefix, DLQs included."""
+    """The shared topics, without prefix: the four logs and the dead-letter topics of the
+    stages that check them (the router: orders, inventory; the core: commands). A consumer
+    that quarantines what it cannot apply (projector, notifier) writes to its own
+    `<group>.dlq` and creates it at start."""
     main = [ORDERS, INVENTORY, COMMANDS, ALLOCATIONS]
-    return main + [t + DLQ_SUFFIX for t in main]
+    return main + [t + DLQ_SUFFIX for t in (ORDERS, INVENTORY, COMMANDS)]
 
 
 def _union(models: tuple[type[Envelope], ...]) -> TypeAdapter:

@@ -23,6 +23,10 @@ from schemas.registry import (
     REGISTRY,
     base_topics,
 )
+from services.notifier.entrypoints.app import NOTIFIER_GROUP
+
+# Consumers that quarantine what they cannot apply name the topic after their group.
+GROUP_DEAD_LETTERS = (NOTIFIER_GROUP + DLQ_SUFFIX,)
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +138,11 @@ def test_every_topic_has_its_channels_and_events(document: dict[str, Any]) -> No
     by_address: dict[str, list[dict[str, Any]]] = {}
     for channel in document["channels"].values():
         by_address.setdefault(channel["address"], []).append(channel)
-    assert set(by_address) == set(base_topics())  # unprefixed, the .dlq topics included
+    # Unprefixed: the shared topics, the .dlq topics included, and the consumers' own
+    # quarantine topics, named after their groups.
+    assert set(base_topics()) | set(GROUP_DEAD_LETTERS) <= set(by_address)
+    assert {a for a in by_address if a not in base_topics()} <= {a for a in by_address if a.endswith(DLQ_SUFFIX)}
+    assert ALLOCATIONS + DLQ_SUFFIX not in by_address, "nobody dead-letters to allocations.v1.dlq"
     expected = {
         ORDERS: {n for n, s in REGISTRY.items() if s.topic == ORDERS},
         INVENTORY: {n for n, s in REGISTRY.items() if s.topic == INVENTORY},
@@ -155,11 +163,21 @@ def test_every_topic_has_producers_and_consumers(document: dict[str, Any]) -> No
         actions.setdefault(address, set()).add(operation["action"])
     for topic in (ORDERS, INVENTORY, COMMANDS, ALLOCATIONS):
         assert actions.get(topic) == {"send", "receive"}, topic
-        assert actions.get(topic + DLQ_SUFFIX) == {"send"}, topic + DLQ_SUFFIX
+    for topic in {a for a in actions if a.endswith(DLQ_SUFFIX)} | set(GROUP_DEAD_LETTERS):
+        assert actions.get(topic) == {"send"}, topic
+
+
+def test_the_notifier_documents_its_own_dead_letter_topic(document: dict[str, Any]) -> None:
+    sent = {
+        (name.split(":")[0], _resolve(document, op["channel"]["$ref"])["address"])
+        for name, op in document["operations"].items()
+        if op["action"] == "send"
+    }
+    assert ("notifier", NOTIFIER_GROUP + DLQ_SUFFIX) in sent
 
 
 def test_the_faststream_apps_are_in_the_document(document: dict[str, Any]) -> None:
-    # Built from the real router and notifier apps: their subscribers' titles name the operations.
+    # The router's real FastStream app and every service's describe(): titles name the operations.
     received = {
         (name.split(":")[0], _resolve(document, op["channel"]["$ref"])["address"])
         for name, op in document["operations"].items()

@@ -1,30 +1,38 @@
-"""`fulfil notifier`: the FastStream consumer, one sender per channel, the reminder scheduler.
+"""`fulfil notifier`: the consumer, one sender per channel, the reminder scheduler.
 
-Start: migrate the notifier's tables, join the consumer group (each assigned
-partition is moved to the offset stored in PostgreSQL with the outbox rows),
-start the senders and the reminder scheduler. Stop (SIGTERM/SIGINT): the
-consumer finishes its batch and commits, the senders finish their round and
-mark it, then everything closes and the process exits 0.
+The consumer runs on the shared consumer runtime (fulfil_platform.consumer):
+the runtime polls, pauses a partition until its position is recovered,
+backs off and reads a failed batch again, commits to Kafka and stops
+gracefully; the notifier supplies its positions and its batch handler.
+
+Positions live in PostgreSQL (`notifier_offsets`), written in the same
+transaction as the outbox rows; Kafka's committed offsets are only a
+courtesy for lag tooling (committed after the database). A partition with no
+stored offset starts from Kafka's committed offset, or from the beginning.
+When PostgreSQL cannot be asked, the partition is not consumed, `/readyz`
+says so, and recovery is retried with backoff.
+
+Start: migrate the notifier's tables, publish dead letters left over from a
+crash, join the consumer group, start the senders and the reminder
+scheduler. Stop (SIGTERM/SIGINT): the consumer finishes its batch and
+commits, the senders finish their round and mark it, then everything closes
+and the process exits 0.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-from aiokafka import ConsumerRebalanceListener, TopicPartition
-from faststream import AckPolicy, Context, FastStream
-from faststream.kafka import KafkaBroker
-from faststream.kafka.schemas import Topic
+from aiokafka import TopicPartition
 
-from fulfil.faststream_broker import broker as make_broker
-from fulfil.kafka import create_topics
+from fulfil import kafka
 from fulfil.logs import get_logger
-from fulfil.metrics import OUTBOX, Health, Progress, serving, watch_lag
+from fulfil.metrics import OUTBOX, Health, Progress, serving
+from fulfil_platform.consumer import Batch, ConsumerRuntime, Handler, stop_on_signals
 from schemas.registry import ALLOCATIONS, DLQ_SUFFIX
 from services.notifier.adapters.channels import Channel
 from services.notifier.adapters.migrate import apply_migrations
@@ -59,111 +67,83 @@ def quarantine_topic(settings: NotifierSettings) -> str:
 
 @dataclass
 class NotifierRuntime:
-    """What the FastStream handler and the rebalance listener need once started."""
+    """The running notifier's parts; returned (with its counters) after a clean stop."""
 
     settings: NotifierSettings
     clock: Clock
+    progress: Progress
     pool: asyncpg.Pool | None = None
     store: OutboxStore | None = None
     handler: BatchHandler | None = None
-    subscriber: Any = None
+    consumer: ConsumerRuntime | None = None
     senders: list[ChannelSender] = field(default_factory=list)
-    assigned: set[int] = field(default_factory=set)
-    progress: Progress | None = None
 
 
-# FastStream injects the raw message through this marker (a module-level singleton).
-_MESSAGE = Context("message")
+class StoredPositions:
+    """The runtime's position port: the next offsets stored with the outbox rows.
 
+    Nothing is kept in memory per partition, so release and discard have nothing
+    to do; a failed batch is simply read again from the stored offsets."""
 
-async def _raw_body(message: Any) -> Any:
-    # Records are parsed by the contract in the handler; FastStream's JSON decode would be wasted.
-    return message.body
-
-
-class _SeekToStoredOffsets(ConsumerRebalanceListener):
-    """On (re)assignment, continue where the outbox transaction says we are.
-
-    Kafka's committed offsets are only a courtesy for lag tooling (committed
-    after the database); PostgreSQL is the truth. A partition with no stored
-    offset starts from Kafka's committed offset, or from the beginning.
-    """
-
-    def __init__(self, runtime: NotifierRuntime, topic: str):
-        self.runtime = runtime
+    def __init__(self, store: OutboxStore, topic: str):
+        self.store = store
         self.topic = topic
+        self.runtime: ConsumerRuntime | None = None
 
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        self.runtime.assigned -= {tp.partition for tp in revoked if tp.topic == self.topic}
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        mine = [tp for tp in assigned if tp.topic == self.topic]
-        self.runtime.assigned |= {tp.partition for tp in mine}
-        store, subscriber = self.runtime.store, self.runtime.subscriber
-        if not mine or store is None or subscriber is None or subscriber.consumer is None:
-            return
-        stored = await store.stored_offsets(self.topic, [tp.partition for tp in mine])
-        for tp in mine:
+    async def recover(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        assert self.runtime is not None and self.runtime.consumer is not None
+        # PostgreSQL away: raised, and the runtime keeps the partitions paused and retries.
+        stored = await self.store.stored_offsets(self.topic, [tp.partition for tp in partitions])
+        offsets = {}
+        for tp in partitions:
             if tp.partition in stored:
-                subscriber.consumer.seek(TopicPartition(tp.topic, tp.partition), stored[tp.partition])
-        log.info("partitions assigned", partitions=sorted(tp.partition for tp in mine),
-                 stored_offsets={str(p): o for p, o in sorted(stored.items())})
+                offsets[tp] = stored[tp.partition]
+            else:
+                offsets[tp] = (await self.runtime.consumer.committed(tp)) or 0
+        log.info("partitions recovered", partitions=sorted(tp.partition for tp in partitions),
+                 offsets={str(tp.partition): o for tp, o in sorted(offsets.items(), key=lambda i: i[0].partition)},
+                 stored=sorted(stored))
+        return offsets
+
+    async def release(self, partitions: list[TopicPartition]) -> None:
+        pass
+
+    async def discard(self, partitions: list[TopicPartition]) -> None:
+        pass
 
 
-def build_app(settings: NotifierSettings, runtime: NotifierRuntime | None = None,
-              broker: KafkaBroker | None = None) -> tuple[FastStream, NotifierRuntime]:
-    """The FastStream app (importable without a database, e.g. for AsyncAPI docs)."""
-    runtime = runtime or NotifierRuntime(settings=settings, clock=SystemClock())
-    if runtime.progress is None:
-        runtime.progress = Progress("notifier", settings.fulfil_ready_stall_seconds)
-    progress = runtime.progress
-    broker = broker or make_broker(settings)
-    topic = settings.topic(ALLOCATIONS)
-    max_bytes = settings.fulfil_max_message_bytes
+def batch_handler(handler: BatchHandler, progress: Progress) -> Handler:
+    """The runtime's handler: one batch, one transaction (see BatchHandler)."""
 
-    subscriber = broker.subscriber(
-        Topic(topic, declare=False),  # topics are provisioned by `fulfil topics create`
-        batch=True,
-        group_id=group_id(settings),
-        auto_offset_reset="earliest",
-        max_records=settings.fulfil_notifier_batch_size,
-        batch_timeout_ms=200,
-        max_partition_fetch_bytes=max_bytes + 64 * 1024,
-        session_timeout_ms=settings.kafka_session_timeout_ms,
-        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
-        listener=_SeekToStoredOffsets(runtime, topic),
-        # Success: commit to Kafka too (after PostgreSQL). Failure: rewind and read again.
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        decoder=_raw_body,
+    async def handle(batch: Batch) -> None:
+        records = [record for records in batch.records.values() for record in records]
+        # A member evicted while stalled writes nothing: its rows would be the new owner's too.
+        await batch.fence()
+        await handler.handle(records)
+        progress.count_records(records)
+
+    return handle
+
+
+def describe(broker: Any, settings: NotifierSettings) -> None:
+    """Documentation only (`make asyncapi`): the notifier consumes with the platform's runtime
+    (raw aiokafka) and publishes dead letters with a plain producer, so FastStream cannot see
+    it; this declares both on a broker that is never started."""
+    from schemas.asyncapi import DeadLetter, events_on, receives
+
+    receives(
+        broker,
+        settings.topic(ALLOCATIONS),
         title="notifier",
-        description="Turn allocation events into customer messages (outbox in PostgreSQL).",
+        description="Turn allocation events into customer messages: one PostgreSQL transaction per "
+        "batch stores the outbox rows (one per event and channel) and the next offsets.",
+        payload=events_on(ALLOCATIONS),
     )
-
-    @subscriber
-    async def notify(_: list[Any], message: Any = _MESSAGE) -> None:
-        records = message.raw_message if isinstance(message.raw_message, tuple) else (message.raw_message,)
-        assert runtime.handler is not None, "run_notifier() wires the handler before starting"
-        with progress.batch():
-            progress.count_records(records)
-            await runtime.handler.handle(records)
-
-    runtime.subscriber = subscriber
-    return FastStream(broker), runtime
-
-
-def describe(broker: KafkaBroker, settings: NotifierSettings) -> None:
-    """Documentation only (`make asyncapi`): the dead letters `run_notifier` publishes with
-    `broker.publish`, which FastStream cannot document by itself. The broker is never started."""
-    from schemas.asyncapi import DeadLetter
-
-    # TODO(schemas owner): the notifier now dead-letters to quarantine_topic(settings)
-    # (`fulfil-notifier.dlq`), not allocations.v1.dlq; the AsyncAPI document, base_topics()
-    # and tests/schemas/test_asyncapi.py still expect the old address, so it is kept here
-    # until they move together (publisher address → quarantine_topic(settings)).
     broker.publisher(
-        settings.topic(ALLOCATIONS) + DLQ_SUFFIX,
-        title=f"notifier:{ALLOCATIONS}{DLQ_SUFFIX}",
-        description="Allocation events the notifier could not parse, with their original key.",
+        quarantine_topic(settings),
+        title=f"notifier:{NOTIFIER_GROUP}{DLQ_SUFFIX}",
+        description="Allocation events the notifier could not apply (contract, template or storage), "
+        "with their original key; published once each.",
         schema=DeadLetter,
     )
 
@@ -188,13 +168,16 @@ async def run_notifier(
 ) -> NotifierRuntime:
     """Run until SIGTERM/SIGINT (or `stop`); returns the runtime (counters) after a clean stop."""
     health = health or Health()
+    stop = stop or asyncio.Event()
     log.info("notifier configuration", settings=settings.loggable())
+    signals = stop_on_signals(stop) if handle_signals else contextlib.nullcontext()
     async with serving(health, settings.fulfil_metrics_host, settings.fulfil_metrics_port):
-        return await _run(settings, stop or asyncio.Event(), clock, ready, handle_signals, health)
+        with signals:
+            return await _run(settings, stop, clock, ready, health)
 
 
 async def _run(settings: NotifierSettings, stop: asyncio.Event, clock: Clock | None, ready: asyncio.Event | None,
-               handle_signals: bool, health: Health) -> NotifierRuntime:
+               health: Health) -> NotifierRuntime:
     settings.require_kafka()
     url = settings.require_database()
     settings.require_channels()
@@ -202,80 +185,83 @@ async def _run(settings: NotifierSettings, stop: asyncio.Event, clock: Clock | N
 
     progress = health.add(Progress("notifier", settings.fulfil_ready_stall_seconds))
     runtime = NotifierRuntime(settings=settings, clock=clock or SystemClock(), progress=progress)
-    app, runtime = build_app(settings, runtime)
-    broker = app.broker
-    assert broker is not None
     runtime.pool = pool = await asyncpg.create_pool(url, min_size=1, max_size=10)
-    store = runtime.store = OutboxStore(pool)
+    producer = kafka.producer(settings)
+    try:
+        await producer.start()
+        await _serve(runtime, producer, stop, ready)
+    finally:
+        stop.set()
+        await producer.stop()
+        await pool.close()
+        # Flat counter names: a key called "email" would be taken for an address by the redactor.
+        counts = {f"{s.channel.name}_{k}": getattr(s, k) for s in runtime.senders for k in ("sent", "failed")}
+        log.info("notifier stopped", events=runtime.handler.records if runtime.handler else 0, **counts)
+    return runtime
+
+
+def _wire(runtime: NotifierRuntime, producer: Any) -> ReminderScheduler:
+    """The handler, the consumer runtime and the senders, sharing one store."""
+    settings, progress = runtime.settings, runtime.progress
+    assert runtime.pool is not None
+    store = runtime.store = OutboxStore(runtime.pool)
     policy = Policy.from_settings(settings)
     render = renderer(settings.fulfil_notifier_message_id_domain)
-
-    wakers = []
-    for channel in channels_for(settings, runtime.clock):
-        sender = ChannelSender(channel, store, settings, runtime.clock)
-        runtime.senders.append(sender)
-        wakers.append(sender.wake)
-
+    runtime.senders = [ChannelSender(c, store, settings, runtime.clock) for c in channels_for(settings, runtime.clock)]
+    wakers = [sender.wake for sender in runtime.senders]
     dlq = quarantine_topic(settings)
 
     async def publish_dead_letter(letter: Quarantined) -> None:
-        await broker.publish(
-            letter.value, dlq, key=letter.key,
-            headers={k: v.decode("utf-8", "replace") for k, v in letter.headers},
-        )
+        await producer.send_and_wait(dlq, letter.value, key=letter.key, headers=list(letter.headers))
         progress.dead_lettered(dlq, letter.kind)
 
     runtime.handler = BatchHandler(store, policy, render, runtime.clock, wakers=wakers,
                                    publish_dead_letter=publish_dead_letter)
-    reminders = ReminderScheduler(ReadModel(pool, settings.fulfil_read_model_schema), store, policy,
-                                  render, runtime.clock, wakers=wakers)
+    topic = settings.topic(ALLOCATIONS)
+    positions = StoredPositions(store, topic)
+    runtime.consumer = positions.runtime = ConsumerRuntime(
+        settings, name="notifier", topics=[topic], group_id=group_id(settings), positions=positions,
+        handler=batch_handler(runtime.handler, progress), progress=progress,
+        max_records=settings.fulfil_notifier_batch_size, commit_offsets=True,
+    )
+    return ReminderScheduler(ReadModel(runtime.pool, settings.fulfil_read_model_schema), store, policy,
+                             render, runtime.clock, wakers=wakers)
 
-    tasks: list[asyncio.Task[Any]] = []
-    loop = asyncio.get_running_loop()
-    signals = []
-    for signum in (signal.SIGTERM, signal.SIGINT) if handle_signals else ():
-        try:
-            loop.add_signal_handler(signum, stop.set)
-            signals.append(signum)
-        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
-            pass
+
+async def _serve(runtime: NotifierRuntime, producer: Any, stop: asyncio.Event, ready: asyncio.Event | None) -> None:
+    settings = runtime.settings
+    reminders = _wire(runtime, producer)
+    assert runtime.handler is not None and runtime.consumer is not None and runtime.store is not None
+    # Clusters may not auto-create topics; ours is not in `fulfil topics create`'s list.
+    await kafka.create_topics(settings, [quarantine_topic(settings)])
+    # Dead letters recorded before a crash (committed, not yet published) go out now.
+    await runtime.handler.publish_dead_letters()
+    tasks = [
+        asyncio.create_task(runtime.consumer.run(stop), name="notifier-consumer"),
+        asyncio.create_task(_watch_outbox(runtime.store, [s.channel.name for s in runtime.senders], stop),
+                            name="notifier-outbox-metrics"),
+        *(asyncio.create_task(s.run(stop), name=f"notifier-sender-{s.channel.name}") for s in runtime.senders),
+    ]
+    if settings.fulfil_notifier_reminder_days > 0:
+        tasks.append(asyncio.create_task(
+            reminders.run(stop, settings.fulfil_notifier_reminder_check_seconds), name="notifier-reminders"))
+    joined = asyncio.create_task(runtime.consumer.ready.wait())
+    stopper = asyncio.create_task(stop.wait())
     try:
-        # Clusters may not auto-create topics; ours is not in `fulfil topics create`'s list.
-        await create_topics(settings, [dlq])
-        await broker.start()
-        # Dead letters recorded before a crash (committed, not yet published) go out now.
-        await runtime.handler.publish_dead_letters()
-        tasks.append(asyncio.create_task(
-            watch_lag(progress, lambda: runtime.subscriber.consumer, stop), name="notifier-lag"))
-        tasks.append(asyncio.create_task(
-            _watch_outbox(store, [s.channel.name for s in runtime.senders], stop), name="notifier-outbox-metrics"))
-        for sender in runtime.senders:
-            tasks.append(asyncio.create_task(sender.run(stop), name=f"notifier-sender-{sender.channel.name}"))
-        if settings.fulfil_notifier_reminder_days > 0:
-            tasks.append(asyncio.create_task(
-                reminders.run(stop, settings.fulfil_notifier_reminder_check_seconds), name="notifier-reminders"))
-        log.info("notifier started", channels=list(policy.channels), group=group_id(settings))
-        if ready is not None:
-            ready.set()
-        stopper = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        stop.set()
-        for task in done:
-            if task is not stopper and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+        await asyncio.wait([joined, stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        if joined.done():
+            log.info("notifier started", channels=[s.channel.name for s in runtime.senders], group=group_id(settings))
+            if ready is not None:
+                ready.set()
+            await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
     finally:
-        stop.set()
-        await broker.stop()  # waits for the batch in hand: rows and offsets commit together
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        await pool.close()
-        for signum in signals:
-            loop.remove_signal_handler(signum)
-        # Flat counter names: a key called "email" would be taken for an address by the redactor.
-        counts = {f"{s.channel.name}_{k}": getattr(s, k) for s in runtime.senders for k in ("sent", "failed")}
-        log.info("notifier stopped", events=runtime.handler.records, **counts)
-    return runtime
+        stop.set()  # the consumer finishes its batch (rows and offsets commit together), the senders their round
+        joined.cancel()
+        stopper.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+            raise result
 
 
 async def _watch_outbox(store: OutboxStore, channels: list[str], stop: asyncio.Event, interval: float = 5.0) -> None:

@@ -13,8 +13,9 @@ transactions that are rolled back) to find the culprits; the rest is stored.
 Quarantined records are written to `notifier_dead_letters` in the batch's own
 transaction and published to `<group>.dlq` after the commit, so a batch read
 again (after a crash or an outage) publishes none of them a second time.
-An outage (connection lost) is not poison: the batch is retried, then handed
-back to be read again.
+An outage (connection lost, PostgreSQL restarting) is not poison: the error
+is raised as it is, and the consumer runtime (fulfil_platform.consumer)
+classifies it, backs off and reads the batch again; nothing is retried here.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from typing import Any
 
 import asyncpg
 from jinja2 import TemplateError
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
 from fulfil.dlq import dead_letter_headers
 from fulfil.logs import get_logger
+from fulfil_platform.consumer import is_transient
 from schemas.registry import ContractError, parse_output
 from services.notifier.adapters.outbox import OutboxStore, Quarantined, Renderer
 from services.notifier.domain.decide import KIND_BY_EVENT, Policy, notice_for
@@ -59,7 +60,6 @@ class BatchHandler:
         *,
         wakers: Iterable[asyncio.Event] = (),
         publish_dead_letter: PublishDeadLetter | None = None,
-        retry_seconds: float = 30.0,
     ):
         self.store = store
         self.policy = policy
@@ -67,19 +67,36 @@ class BatchHandler:
         self.clock = clock
         self.wakers = list(wakers)
         self.publish_dead_letter = publish_dead_letter
-        self.retry_seconds = retry_seconds
         self.records = 0
         self.rows = 0
         self.quarantined = 0
 
     async def handle(self, records: Iterable[Any]) -> None:
+        """Record one batch (rows, dead letters and offsets in one transaction), then publish
+        its dead letters. Raises when nothing was recorded: the runtime reads the batch again."""
+        records = list(records)
+        consumed, raw, dead, offsets = self._decode(records)
+        plan, consumed, dead = await self._store(consumed, raw, dead, offsets, len(records))
+        for d in dead:
+            log.warning("allocation event quarantined", kind=d.kind, reason=d.reason, topic=d.topic,
+                        partition=d.partition, offset=d.offset)
+        self.records += len(consumed)
+        self.rows += len(plan.inserts)
+        self.quarantined += len(dead)
+        if any(row.status == "pending" for row in plan.inserts) or plan.updates:
+            for waker in self.wakers:
+                waker.set()
+        log.debug("batch recorded", events=len(consumed), rows=len(plan.inserts), folded=len(plan.updates),
+                  quarantined=len(dead))
+        await self.publish_dead_letters()
+
+    def _decode(self, records: list[Any]) -> tuple[list[Consumed], dict[int, Any], list[Quarantined],
+                                                   dict[tuple[str, int], int]]:
         consumed: list[Consumed] = []
         raw: dict[int, Any] = {}  # id(Consumed) → its record, for quarantining it later
         dead: list[Quarantined] = []
         offsets: dict[tuple[str, int], int] = {}
-        seen = 0
         for record in records:
-            seen += 1
             key = (record.topic, record.partition)
             offsets[key] = max(offsets.get(key, 0), record.offset + 1)
             try:
@@ -96,42 +113,40 @@ class BatchHandler:
             item = Consumed(event, record.topic, record.partition, record.offset)
             raw[id(item)] = record
             consumed.append(item)
+        return consumed, raw, dead, offsets
 
+    async def _store(self, consumed: list[Consumed], raw: dict[int, Any], dead: list[Quarantined],
+                     offsets: dict[tuple[str, int], int], seen: int) -> tuple[Plan, list[Consumed], list[Quarantined]]:
+        """Record the batch; when PostgreSQL refuses some records' data, quarantine those and
+        record the rest. An outage is raised as it is (the runtime backs off and reads the
+        batch again); anything else as BatchFailed (no message content inside)."""
         try:
-            plan = await self._record(consumed, offsets, dead)
+            return await self._record(consumed, offsets, dead), consumed, dead
         except Exception as exc:
-            if not _poison(exc):
-                log.error("batch not recorded", error=type(exc).__name__, records=seen)
-                raise BatchFailed(type(exc).__name__) from None
-            log.warning("batch refused, looking for the records that break it",
-                        error=type(exc).__name__, records=seen)
-            try:
-                culprits = await self._isolate(consumed)
-                if not culprits:
-                    raise BatchFailed(type(exc).__name__)
-                bad = {id(item) for item, _ in culprits}
-                consumed = [c for c in consumed if id(c) not in bad]
-                dead += [_quarantine(raw[id(item)], UNSTORABLE, f"notifier could not store it: {_describe(err)}")
-                         for item, err in culprits]
-                plan = await self._record(consumed, offsets, dead)
-            except BatchFailed:
-                log.error("batch not recorded", error=type(exc).__name__, records=seen)
+            if is_transient(exc):
                 raise
-            except Exception as again:
-                log.error("batch not recorded", error=type(again).__name__, records=seen)
-                raise BatchFailed(type(again).__name__) from None
-        for d in dead:
-            log.warning("allocation event quarantined", kind=d.kind, reason=d.reason, topic=d.topic,
-                        partition=d.partition, offset=d.offset)
-        self.records += len(consumed)
-        self.rows += len(plan.inserts)
-        self.quarantined += len(dead)
-        if any(row.status == "pending" for row in plan.inserts) or plan.updates:
-            for waker in self.wakers:
-                waker.set()
-        log.debug("batch recorded", events=len(consumed), rows=len(plan.inserts), folded=len(plan.updates),
-                  quarantined=len(dead))
-        await self.publish_dead_letters()
+            if not _poison(exc):
+                log.error("batch not recorded", error=_describe(exc), records=seen)
+                raise BatchFailed(_describe(exc)) from None
+            log.warning("batch refused, looking for the records that break it", error=_describe(exc), records=seen)
+            refused = exc
+        try:
+            culprits = await self._isolate(consumed)
+            if not culprits:
+                raise BatchFailed(_describe(refused))
+            bad = {id(item) for item, _ in culprits}
+            consumed = [c for c in consumed if id(c) not in bad]
+            dead = dead + [_quarantine(raw[id(item)], UNSTORABLE, f"notifier could not store it: {_describe(err)}")
+                           for item, err in culprits]
+            return await self._record(consumed, offsets, dead), consumed, dead
+        except BatchFailed:
+            log.error("batch not recorded", error=_describe(refused), records=seen)
+            raise
+        except Exception as again:
+            if is_transient(again):
+                raise
+            log.error("batch not recorded", error=_describe(again), records=seen)
+            raise BatchFailed(_describe(again)) from None
 
     async def publish_dead_letters(self) -> int:
         """Publish what is recorded but not yet on the dead-letter topic (also what a crash
@@ -161,21 +176,11 @@ class BatchHandler:
     async def _record(self, consumed: list[Consumed], offsets: dict[tuple[str, int], int],
                       dead: list[Quarantined]) -> Plan:
         event_ids, order_keys = self._keys(consumed)
-        async for attempt in AsyncRetrying(
-            # Only infrastructure trouble is retried here; after that the batch
-            # is handed back (nack) and read again.
-            retry=retry_if_exception(_transient),
-            stop=stop_after_delay(self.retry_seconds),
-            wait=wait_exponential_jitter(multiplier=0.2, max=5.0),
-            reraise=True,
-        ):
-            with attempt:
-                now = self.clock.now()
-                return await self.store.record(
-                    event_ids=event_ids, order_keys=order_keys, planner=self._planner(consumed, now),
-                    render=self.render, offsets=offsets, now=now, dead_letters=dead,
-                )
-        raise AssertionError("unreachable: AsyncRetrying reraises")
+        now = self.clock.now()
+        return await self.store.record(
+            event_ids=event_ids, order_keys=order_keys, planner=self._planner(consumed, now),
+            render=self.render, offsets=offsets, now=now, dead_letters=dead,
+        )
 
     async def _isolate(self, consumed: list[Consumed]) -> list[tuple[Consumed, Exception]]:
         """The records that fail alone with a poison error (bisecting the batch)."""
@@ -228,14 +233,6 @@ def _poison(exc: BaseException) -> bool:
     """Bad data in some record, not an outage and not a bug: SQLSTATE class 22 (asyncpg
     also raises DataError for an argument it cannot encode), or a value the planner or a
     template cannot handle."""
-    if _transient(exc):
+    if is_transient(exc):
         return False
     return isinstance(exc, (asyncpg.DataError, ValueError, ArithmeticError, TemplateError))
-
-
-def _transient(exc: BaseException) -> bool:
-    """Infrastructure trouble worth retrying in place (not a bug, not bad data)."""
-    return isinstance(exc, (OSError, asyncio.TimeoutError, ConnectionError, asyncpg.InterfaceError,
-                            asyncpg.CannotConnectNowError, asyncpg.ConnectionDoesNotExistError,
-                            asyncpg.TooManyConnectionsError, asyncpg.SerializationError,
-                            asyncpg.DeadlockDetectedError))

@@ -12,6 +12,7 @@ import asyncpg
 from aiokafka import TopicPartition
 
 from fulfil import kafka
+from fulfil.metrics import Health
 from schemas.registry import ALLOCATIONS
 from services.notifier.config import NotifierSettings
 from services.notifier.entrypoints.app import NotifierRuntime, run_notifier
@@ -20,10 +21,12 @@ EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 
 
 @asynccontextmanager
-async def running_notifier(settings: NotifierSettings, clock: Any = None) -> AsyncIterator[asyncio.Task[NotifierRuntime]]:
+async def running_notifier(settings: NotifierSettings, clock: Any = None,
+                           health: Health | None = None) -> AsyncIterator[asyncio.Task[NotifierRuntime]]:
     stop = asyncio.Event()
     ready = asyncio.Event()
-    task = asyncio.create_task(run_notifier(settings, stop, clock=clock, ready=ready, handle_signals=False))
+    task = asyncio.create_task(run_notifier(settings, stop, clock=clock, ready=ready, handle_signals=False,
+                                            health=health))
     ready_wait = asyncio.create_task(ready.wait())
     await asyncio.wait([task, ready_wait], timeout=60, return_when=asyncio.FIRST_COMPLETED)
     ready_wait.cancel()

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import asyncpg
 import pytest
 
+from fulfil_platform.consumer import is_transient
 from schemas.registry import encode
 from services.notifier.domain.decide import Policy
 from services.notifier.service_layer.consumer import BatchFailed, BatchHandler
@@ -59,7 +60,7 @@ async def test_offsets_cover_every_record_and_bad_ones_are_dead_lettered() -> No
         ("ord-1", "email"), ("ord-1", "webhook"), ("ord-2", "email"), ("ord-2", "webhook")}
 
 
-async def test_an_outage_is_retried_then_handed_back_never_quarantined() -> None:
+async def test_an_outage_is_handed_back_as_it_is_never_retried_here_never_quarantined() -> None:
     class DownStore(FakeStore):
         probes = 0
 
@@ -72,8 +73,22 @@ async def test_an_outage_is_retried_then_handed_back_never_quarantined() -> None
             return None
 
     store = DownStore()
-    handler = BatchHandler(store, POLICY, renderer(), FakeClock(), retry_seconds=0.5)  # type: ignore[arg-type]
-    with pytest.raises(BatchFailed):
+    handler = BatchHandler(store, POLICY, renderer(), FakeClock())  # type: ignore[arg-type]
+    with pytest.raises(asyncpg.ConnectionDoesNotExistError) as raised:
         await handler.handle([_record(1, encode(b.backordered("ord-1", b.customer())))])
-    assert len(store.calls) > 1, "retried in place first"
-    assert store.probes == 0 and handler.quarantined == 0, "an outage is not poison: the batch is read again"
+    # The consumer runtime backs off and reads the batch again (one retry policy, not two).
+    assert is_transient(raised.value)
+    assert len(store.calls) == 1, "not retried in place"
+    assert store.probes == 0 and handler.quarantined == 0, "an outage is not poison"
+
+
+async def test_a_bug_is_a_batch_failure_without_message_content() -> None:
+    class BrokenStore(FakeStore):
+        async def record(self, **kw):
+            raise asyncpg.UniqueViolationError('duplicate key value violates unique constraint, Key (x)=(Eve)')
+
+    handler = BatchHandler(BrokenStore(), POLICY, renderer(), FakeClock())  # type: ignore[arg-type]
+    with pytest.raises(BatchFailed) as raised:
+        await handler.handle([_record(1, encode(b.backordered("ord-1", b.customer())))])
+    assert not is_transient(raised.value), "counted as unexpected by the runtime (exit after repeated failures)"
+    assert "Eve" not in str(raised.value) and "UniqueViolationError" in str(raised.value)
