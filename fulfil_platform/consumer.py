@@ -54,17 +54,12 @@ What the runtime guarantees, in one place:
 - **Lag and health** through `fulfil.metrics.Progress` (lag watcher, batch
   timing, not-ready reasons).
 
-Porting the projector (offsets in PostgreSQL, same transaction as rows):
-`recover` = `store.init_offsets(...)` for the partitions (today's
-`Projector._position`); `release`/`discard` = forget `positions` for them;
-the handler = decode + `apply_batch` in one transaction, returning
-`applied.offsets` as TopicPartition -> offset; on `StalePositions` raise an
-exception (the runtime discards and re-recovers, i.e. re-reads offsets from
-PostgreSQL and re-seeks: today's `_reposition_all`). `commit_offsets=False`
-(or True as a courtesy). Its resilience.is_transient is subsumed here
-(SQLSTATE classes included). The interleaved decode/transaction pipelining
-can stay inside the handler. Pass `consumer_options` for its fetch sizes and
-`max_poll_interval_ms`.
+The projector (offsets in PostgreSQL, same transaction as rows) is ported:
+`recover` = `store.init_offsets(...)`; `release`/`discard` = forget its
+positions; the handler applies the batch in chunks (one transaction each,
+the next chunk decoded meanwhile) and raises `OffsetsMoved` (a `Fenced`) on
+`StalePositions`. When its database connection is lost its `idle` calls
+`recover_again()`: asynchronous commits may have been lost with it.
 
 Porting the notifier (outbox rows + offsets in one transaction): replace the
 FastStream subscriber with this runtime; `recover` = `store.stored_offsets`
@@ -507,6 +502,15 @@ class ConsumerRuntime:
         for tp in paused:
             self.unrecovered[tp] = retry_at
         self._report()
+
+    async def recover_again(self, partitions: list[TopicPartition] | None = None) -> None:
+        """Forget the held partitions' state (all of them when None) and recover them again,
+        as after a failed batch: for a service that learns outside a batch that its positions
+        may be stale (its database restarted and may have lost recent commits). Call it with
+        the lock held, i.e. from the handler or `idle`."""
+        held = list(self.expected) if partitions is None else [tp for tp in partitions if tp in self.expected]
+        if held:
+            await self._discard(held, 0.0)
 
     async def _fence(self, tps: list[TopicPartition], since: float) -> None:
         if any(tp not in self.expected for tp in tps):

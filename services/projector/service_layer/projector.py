@@ -1,25 +1,31 @@
 """`fulfil projector`: fold allocations.v1 and the inputs it needs into PostgreSQL.
 
-Raw aiokafka, not a FastStream subscriber, on purpose: the offsets live in
-PostgreSQL, and FastStream's consume loop (0.7) advances the in-memory fetch
-position even when the handler fails, offers no hook to pause fetching while
-PostgreSQL is down, and gives the rebalance listener no consumer to seek
-with before the database answers. Driving aiokafka directly (as the
-allocator core does) keeps those three guarantees in ~one screen of code.
+It runs on the platform's consumer runtime (fulfil_platform.consumer): the
+runtime polls, pauses partitions until they are recovered, retries failed
+batches with backoff, reports readiness and stops gracefully; the projector
+supplies its positions (offsets in PostgreSQL) and its batch handler.
 
-Exactly once: every batch is applied in one transaction that also stores
-the next offset per partition (service_layer.apply). On assignment the
-partitions are paused until their offsets are read from PostgreSQL, then
-sought to. Each transaction first row-locks and compares the stored offsets
-with this process's positions; if they differ (another instance, a commit
-whose acknowledgement was lost, or a `fulfil rebuild` that swapped the
-schema) nothing is written and the partitions are re-sought from the stored
-offsets. That one check is how a running projector learns about a rebuild.
+Exactly once: every chunk of a batch is applied in one transaction that also
+stores the next offset per partition (service_layer.apply). Recovering a
+partition reads its stored offset; the runtime seeks there. Each transaction
+first row-locks and compares the stored offsets with this process's
+positions; if they differ (another instance, a commit whose acknowledgement
+was lost, or a `fulfil rebuild` that swapped the schema) nothing is written,
+the batch fails as `OffsetsMoved` and the partitions are recovered again.
+That one check is how a running projector learns about a rebuild.
 
-Resilience: when PostgreSQL fails, the batch is kept, every partition is
-paused (the consumer keeps polling, so it stays in its group), and the
-transaction is retried with capped exponential backoff; `healthy` turns
-False (and the health file says so) until a transaction succeeds again.
+Positions are trusted only while the connection that stored them lives:
+commits are asynchronous (synchronous_commit=off), so a PostgreSQL crash may
+lose the last ones, rows and offsets together. When the connection is lost
+(a failed batch, or noticed between batches) every partition is recovered
+again from what PostgreSQL kept, so records whose commit was lost are applied
+again even when nothing new arrives on their partition.
+
+Failures: any failed batch is discarded whole and read again from Kafka once
+its partitions are recovered; PostgreSQL being away keeps them unrecovered
+(paused, `/readyz` fails, the health file says so) and recovery is retried
+with capped exponential backoff for as long as it takes. Unexpected errors
+are retried a few times in a row, then the projector stops with exit 1.
 """
 
 from __future__ import annotations
@@ -28,69 +34,55 @@ import asyncio
 import contextlib
 import gc
 import os
-import signal
 import tempfile
-import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import ConsumerRebalanceListener, TopicPartition
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
+from aiokafka import TopicPartition
+from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
-from fulfil import kafka
+from fulfil import kafka, yoyo_asyncpg
 from fulfil.config import Settings
 from fulfil.dlq import dead_letter_headers
 from fulfil.logs import get_logger
-from fulfil.metrics import Health, Progress, serving, watch_lag
+from fulfil.metrics import Health, Progress, serving
+from fulfil_platform.consumer import Batch, ConsumerRuntime, Fenced, is_transient, stop_on_signals
 from schemas.registry import ALLOCATIONS, INVENTORY, ORDERS
 from services.projector.adapters import store as pg
 from services.projector.adapters.migrate import migrate
-from services.projector.adapters.store import StalePositions, Store
+from services.projector.adapters.store import StalePositions, Store, TopicPartitionKey
 from services.projector.service_layer.apply import (
     Decoded,
     apply_isolating,
     decode_batch_interleaved,
 )
-from services.projector.service_layer.resilience import BACKOFF, is_transient, poison_reason
+from services.projector.service_layer.resilience import poison_reason
 
 log = get_logger("projector")
 
 GROUP_ID = "fulfil-projector"
 LIVE_SCHEMA = "projection"
 INPUT_TOPICS = (ALLOCATIONS, ORDERS, INVENTORY)
-# Unexpected (non-connection) database errors are retried a few times — a
+# Unexpected (non-connection) database errors are retried a few times in a row — a
 # schema swap can surface as one — then the projector stops with exit 1.
 MAX_UNEXPECTED_FAILURES = 5
-# Records per batch (one transaction): per-batch costs (round trips, commit,
-# statement planning) are shared by more events; ~100-200 ms of work each.
+# Records per transaction: per-transaction costs (round trips, commit, statement
+# planning) are shared by more events; ~100-200 ms of work each.
 MAX_RECORDS = 10_000
+# Transactions per poll: the next chunk is decoded while the previous one is in its
+# transaction (PostgreSQL works on one core while Python decodes on the other).
+CHUNKS_PER_POLL = 2
 FETCH_BYTES_PER_PARTITION = 4 * 1024 * 1024
+# Migrations at start, before the runtime takes over: 0.2 s doubling to 10 s, jittered.
+MIGRATE_BACKOFF = wait_exponential_jitter(multiplier=0.2, max=10.0, jitter=0.2)
 
 
-class _Stopping(Exception):
-    """Shutdown was requested while waiting for PostgreSQL."""
-
-
-class _Listener(ConsumerRebalanceListener):
-    def __init__(self, projector: Projector):
-        self.projector = projector
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        # Waits for an in-flight transaction: a partition is handed over only
-        # after its last batch has committed or rolled back.
-        async with self.projector.lock:
-            for tp in revoked:
-                self.projector.positions.pop((tp.topic, tp.partition), None)
-                self.projector.unpositioned.discard(tp)
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        # No seek yet: PostgreSQL may be down. Paused partitions fetch nothing
-        # until the main loop has read their offsets and sought to them.
-        if assigned:
-            self.projector.consumer.pause(*assigned)
-            self.projector.unpositioned.update(assigned)
+class OffsetsMoved(Fenced):
+    """The stored offsets are not this process's positions: nothing was written; the
+    partitions are recovered again from PostgreSQL (a rebuild, another instance)."""
 
 
 class Projector:
@@ -119,19 +111,13 @@ class Projector:
         # Records the read models cannot hold go here, named after the group.
         self.dlq_topic = dead_letter_topic(self.group_id)
         self.producer: Any = None
-        self.lock = asyncio.Lock()
-        self.positions: dict[tuple[str, int], int] = {}
-        self.unpositioned: set[TopicPartition] = set()
-        # Bumped whenever the consumer is sought back to `positions`: a batch
-        # fetched before that is stale (its records will be fetched again).
-        self.generation = 0
-        self.poll_lock = asyncio.Lock()
+        self.runtime: ConsumerRuntime | None = None
+        # Next offset per recovered partition, as stored by the last transaction.
+        self.positions: dict[TopicPartitionKey, int] = {}
         self.store: Store | None = None
-        self.consumer: Any = None
-        self.stop_event = asyncio.Event()
-        self.healthy = True
-        self.unhealthy_reason: str | None = None
-        self.unexpected_failures = 0
+        # A connection was lost: the positions may be ahead of what PostgreSQL kept.
+        self.suspect = False
+        self.written_health: tuple[bool, str | None] | None = None
         # Counters for operators and tests.
         self.batches = 0
         self.records = 0
@@ -141,74 +127,60 @@ class Projector:
         self.quarantined = 0
         self.retries = 0
         self.repositions = 0
-        self.started = asyncio.Event()
+
+    @property
+    def consumer(self) -> Any:
+        return self.runtime.consumer if self.runtime is not None else None
+
+    @property
+    def unhealthy_reason(self) -> str | None:
+        return self.progress.unhealthy_reason
+
+    @property
+    def healthy(self) -> bool:
+        return self.unhealthy_reason is None
 
     # ------------------------------------------------------------ run
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Run until `stop` is set (or SIGTERM/SIGINT in the main thread): the batch
-        in flight commits or rolls back, then the consumer leaves its group."""
-        if stop is not None:
-            self.stop_event = stop
-        self._write_health()
-        await self._retrying(self._migrate, "migrate")
+        """Run until `stop` is set: the batch in flight commits or rolls back, then the
+        consumer leaves its group."""
+        stop = stop or asyncio.Event()
+        self._sync_health()
+        if not await self._migrate(stop):
+            return
         with contextlib.suppress(Exception):
             # Best effort: Tansu would auto-create missing topics with 4 partitions.
             await kafka.create_topics(self.settings, [*self.topics, self.dlq_topic])
         self.producer = kafka.producer(self.settings)
         await self.producer.start()
-        self.consumer = kafka.consumer(
+        self.runtime = ConsumerRuntime(
             self.settings,
+            name="projector",
+            topics=self.topics,
             group_id=self.group_id,
-            # Paused while PostgreSQL is down we still poll, but leave room anyway.
-            max_poll_interval_ms=600_000,
-            # One fetch fills a whole batch even when one partition holds all the
-            # backlog (1 MB per partition capped batches at ~2.7 k events).
-            max_partition_fetch_bytes=max(
-                FETCH_BYTES_PER_PARTITION, self.settings.fulfil_max_message_bytes + 64 * 1024
-            ),
+            positions=self,
+            handler=self.handle,
+            progress=self.progress,
+            max_records=self.max_records * CHUNKS_PER_POLL,
+            # The offsets live in PostgreSQL; a Kafka commit per batch would only cost.
+            commit_offsets=False,
+            idle=self.idle,
+            max_unexpected_failures=MAX_UNEXPECTED_FAILURES,
+            consumer_options={
+                # Unrecovered partitions are paused while we keep polling; leave room anyway.
+                "max_poll_interval_ms": 600_000,
+                # One fetch fills a whole batch even when one partition holds all the
+                # backlog (1 MB per partition capped batches at ~2.7 k events).
+                "max_partition_fetch_bytes": max(
+                    FETCH_BYTES_PER_PARTITION, self.settings.fulfil_max_message_bytes + 64 * 1024
+                ),
+            },
         )
-        self.consumer.subscribe(self.topics, listener=_Listener(self))
-        await self.consumer.start()
-        lag_stop = asyncio.Event()
-        lag_watcher = asyncio.create_task(watch_lag(self.progress, lambda: self.consumer, lag_stop), name="projector-lag")
         log.info("projector started", schema=self.schema, topics=self.topics, group=self.group_id)
-        # One batch is decoded while the previous one is in its transaction:
-        # PostgreSQL works on one core while Python decodes on the other. The
-        # decoding yields every few records, so it fills each of the transaction's
-        # round trips rather than just the first one.
-        pending: asyncio.Task[None] | None = None
         try:
-            while not self.stop_event.is_set():
-                if self.unpositioned:
-                    pending = await self._settle(pending)
-                    await self._retrying(self._position, "read offsets")
-                generation = self.generation
-                async with self.poll_lock:
-                    batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
-                if batches:
-                    for records in batches.values():
-                        self.progress.consumed(records[0].topic, len(records))
-                    decoded = await decode_batch_interleaved(
-                        [r for records in batches.values() for r in records],
-                        self.settings.fulfil_topic_prefix,
-                        self.settings.fulfil_max_message_bytes,
-                    )
-                    pending = await self._settle(pending)
-                    pending = asyncio.create_task(self._apply(decoded, generation))
-                elif pending is not None and pending.done():
-                    pending = await self._settle(pending)
-                self.started.set()
-            pending = await self._settle(pending)  # graceful: the batch in flight commits
-        except _Stopping:
-            pass
+            await self.runtime.run(stop)
         finally:
-            if pending is not None:
-                with contextlib.suppress(_Stopping):
-                    await pending
-            lag_stop.set()
-            await lag_watcher
-            await self.consumer.stop()  # leaves the group: a successor takes over at once
             with contextlib.suppress(Exception):
                 await self.producer.stop()
             if self.store is not None:
@@ -216,20 +188,44 @@ class Projector:
                     await self.store.conn.close()
             log.info("projector stopped", batches=self.batches, events=self.events, skipped=self.skipped)
 
-    @staticmethod
-    async def _settle(task: asyncio.Task[None] | None) -> None:
-        """Wait for the batch in flight; its failure (if fatal) stops the projector."""
-        if task is not None:
-            await task
-        return None
+    async def _migrate(self, stop: asyncio.Event) -> bool:
+        """Migrate the schema, waiting out PostgreSQL being away; False if stopped meanwhile."""
+        unexpected = 0
 
-    async def _migrate(self) -> None:
-        applied = await asyncio.to_thread(migrate, self.database_url, self.schema)
-        if applied:
-            log.info("migrations applied", schema=self.schema, migrations=applied)
+        def retry(exc: BaseException) -> bool:
+            nonlocal unexpected
+            if is_transient(exc) or isinstance(exc, yoyo_asyncpg.OperationalError):
+                return True
+            unexpected += 1
+            return isinstance(exc, Exception) and unexpected < MAX_UNEXPECTED_FAILURES
+
+        async def wait(seconds: float) -> None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), seconds)
+
+        async for attempt in AsyncRetrying(wait=MIGRATE_BACKOFF, retry=retry_if_exception(retry), sleep=wait,
+                                           before_sleep=self._migrate_failed, reraise=True):
+            with attempt:
+                if stop.is_set():
+                    return False
+                applied = await asyncio.to_thread(migrate, self.database_url, self.schema)
+                if applied:
+                    log.info("migrations applied", schema=self.schema, migrations=applied)
+        self.progress.set_unhealthy(None)
+        self._sync_health()
+        return True
+
+    def _migrate_failed(self, state: Any) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        self.retries += 1
+        self.progress.set_unhealthy(f"migrate: {type(exc).__name__}")
+        self._sync_health()
+        log.warning("migrations failed; retrying", error=type(exc).__name__, detail=str(exc)[:200],
+                    attempt=state.attempt_number)
 
     async def _connected(self) -> Store:
         if self.store is None or self.store.conn.is_closed():
+            self._drop_connection()
             conn = await pg.connect(
                 self.database_url, self.schema, durable=False, timeout=self.connect_timeout
             )
@@ -242,77 +238,104 @@ class Projector:
             self.store = store
         return self.store
 
-    # ------------------------------------------------------------ positions
+    def _drop_connection(self) -> None:
+        """The next step opens a fresh connection; what the old one stored may be lost."""
+        if self.store is None:
+            return
+        store, self.store = self.store, None
+        self.suspect = True
+        if not store.conn.is_closed():
+            store.conn.terminate()
 
-    async def _position(self) -> None:
-        async with self.lock:
-            assigned = self.consumer.assignment()
-            wanted = [tp for tp in self.unpositioned if tp in assigned]
-            self.unpositioned.intersection_update(assigned)
-            if not wanted:
-                return
+    # ------------------------------------------------------------ positions (runtime port)
+
+    async def recover(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        try:
             store = await self._connected()
-            stored = await store.init_offsets((tp.topic, tp.partition) for tp in wanted)
-            for tp in wanted:
-                self.positions[(tp.topic, tp.partition)] = stored[(tp.topic, tp.partition)]
-                self.unpositioned.discard(tp)
-            self._rewind()
-            self.consumer.resume(*wanted)
-            log.info(
-                "partitions positioned",
-                partitions=sorted(f"{tp.topic}:{tp.partition}@{stored[(tp.topic, tp.partition)]}" for tp in wanted),
-            )
+            stored = await store.init_offsets((tp.topic, tp.partition) for tp in partitions)
+        except BaseException:
+            self.retries += 1
+            self._drop_connection()
+            raise
+        offsets = {}
+        for tp in partitions:
+            offsets[tp] = self.positions[(tp.topic, tp.partition)] = stored[(tp.topic, tp.partition)]
+        log.info("partitions positioned", partitions=sorted(f"{tp.topic}:{tp.partition}@{o}" for tp, o in offsets.items()))
+        return offsets
 
-    def _rewind(self) -> None:
-        """Seek every positioned partition to its applied position; batches fetched
-        before now are dropped (generation) and their records fetched again."""
-        for tp in self.consumer.assignment():
-            offset = self.positions.get((tp.topic, tp.partition))
-            if offset is not None:
-                self.consumer.seek(tp, offset)
-        self.generation += 1
+    async def release(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.positions.pop((tp.topic, tp.partition), None)
 
-    def _reposition_all(self) -> None:
-        """Forget every position: the main loop re-reads them from PostgreSQL."""
-        assigned = self.consumer.assignment()
-        self.positions.clear()
-        if assigned:
-            self.consumer.pause(*assigned)
-            self.unpositioned.update(assigned)
-        self.generation += 1
-        self.repositions += 1
+    async def discard(self, partitions: list[TopicPartition]) -> None:
+        await self.release(partitions)
+        if partitions:
+            self.retries += 1
+            self._drop_connection()
+
+    async def idle(self) -> None:
+        """Between batches: a lost connection makes every position suspect (see the module
+        docstring); recover them all again from what PostgreSQL kept."""
+        if self.store is not None and self.store.conn.is_closed():
+            self._drop_connection()
+        if self.suspect and self.runtime is not None:
+            self.suspect = False
+            if self.positions:
+                log.warning("database connection lost; recovering every partition from the stored offsets")
+                await self.runtime.recover_again()
+        self._sync_health()
 
     # ------------------------------------------------------------ batches
 
-    async def _apply(self, decoded: Decoded, generation: int) -> None:
-        async def attempt() -> None:
-            async with self.lock:
-                if generation != self.generation:
-                    return  # fetched before a rewind: its records come again
-                store = await self._connected()
-                try:
-                    applied = await apply_isolating(
-                        store, decoded, self.positions, lambda tp, offset, exc: self._quarantine(decoded, tp, offset, exc)
-                    )
-                except StalePositions as exc:
-                    log.warning("stored offsets moved; re-reading them", partitions=len(exc.stored))
-                    self._reposition_all()
-                    return
-                if applied is None:
-                    return
-                self.positions.update(applied.offsets)
-                self.batches += 1
-                self.records += applied.records
-                self.events += applied.events
-                self.duplicates += applied.duplicates
-                self.skipped += decoded.skipped
+    async def handle(self, batch: Batch) -> dict[TopicPartition, int]:
+        """Apply the batch in chunks of `max_records`, one transaction each; the next chunk
+        is decoded while the previous one is in its transaction."""
+        records = [record for got in batch.records.values() for record in got]
+        pending: asyncio.Task[None] | None = None
+        try:
+            for start in range(0, len(records), self.max_records):
+                chunk = records[start : start + self.max_records]
+                decoded = await decode_batch_interleaved(
+                    chunk, self.settings.fulfil_topic_prefix, self.settings.fulfil_max_message_bytes
+                )
+                if pending is not None:
+                    await pending
+                pending = asyncio.create_task(self._apply(batch, decoded, chunk))
+            if pending is not None:
+                await pending
+        finally:
+            if pending is not None and not pending.done():
+                with contextlib.suppress(Exception):
+                    await pending
+        return {tp: offset for tp in batch.records if (offset := self.positions.get((tp.topic, tp.partition))) is not None}
 
-        with self.progress.batch():
-            await self._retrying(attempt, "apply batch")
+    async def _apply(self, batch: Batch, decoded: Decoded, chunk: Sequence[Any]) -> None:
+        store = await self._connected()
+        try:
+            applied = await apply_isolating(
+                store, decoded, self.positions,
+                lambda tp, offset, exc: self._quarantine(batch, decoded, tp, offset, exc),
+            )  # fmt: skip
+        except StalePositions as exc:
+            self.repositions += 1
+            log.warning("stored offsets moved; re-reading them", partitions=len(exc.stored))
+            raise OffsetsMoved(str(exc)) from exc
+        if applied is None:
+            return
+        self.positions.update(applied.offsets)
+        self.progress.count_records(chunk)
+        self.batches += 1
+        self.records += applied.records
+        self.events += applied.events
+        self.duplicates += applied.duplicates
+        self.skipped += decoded.skipped
 
-    async def _quarantine(self, decoded: Decoded, tp: tuple[str, int], offset: int, exc: BaseException) -> None:
+    async def _quarantine(
+        self, batch: Batch, decoded: Decoded, tp: TopicPartitionKey, offset: int, exc: BaseException
+    ) -> None:
         """Dead-letter one record the read models cannot hold, as it came, with the
         reason in headers; returns once the broker has it (its offset is stored next)."""
+        await batch.fence()  # a member evicted while stalled must not dead-letter it too
         record = decoded.source(tp, offset)
         reason = poison_reason(exc)
         headers = dead_letter_headers(
@@ -322,102 +345,22 @@ class Projector:
         sent = await self.producer.send(self.dlq_topic, record.value, key=getattr(record, "key", None), headers=headers)
         await sent
         self.quarantined += 1
+        self.progress.dead_lettered(self.dlq_topic, "unstorable")
         # Where and why only: the value may hold customer data.
         log.warning(
             "record quarantined", topic=tp[0], partition=tp[1], offset=offset, reason=reason, dlq=self.dlq_topic
         )
 
-    # ------------------------------------------------------------ retries & health
+    # ------------------------------------------------------------ health file
 
-    async def _retrying(self, operation: Any, what: str) -> None:
-        retrying = AsyncRetrying(
-            wait=BACKOFF,
-            retry=retry_if_exception(self._should_retry),
-            sleep=self._wait_paused,
-            before_sleep=lambda state: self._on_failure(state, what),
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
-                if self.stop_event.is_set() and not self.healthy:
-                    raise _Stopping()
-                await operation()
-        self.unexpected_failures = 0
-        if not self.healthy:
-            self._set_health(True, None)
-            log.info("database step succeeded again; projection resumed")
-
-    def _should_retry(self, exc: BaseException) -> bool:
-        if isinstance(exc, _Stopping):
-            return False
-        if is_transient(exc):
-            return True
-        self.unexpected_failures += 1
-        return isinstance(exc, Exception) and self.unexpected_failures < MAX_UNEXPECTED_FAILURES
-
-    def _on_failure(self, state: RetryCallState, what: str) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        self.retries += 1
-        reason = f"{what}: {type(exc).__name__}"
-        if self.healthy:
-            self._set_health(False, reason)
-        wait = state.next_action.sleep if state.next_action else 0.0
-        log.warning(
-            "database step failed; consumption paused, retrying",
-            operation=what,
-            error=type(exc).__name__,
-            detail=str(exc)[:200],
-            attempt=state.attempt_number,
-            retry_in_s=round(wait, 2),
-        )
-        # The next attempt opens a fresh connection.
-        if self.store is not None:
-            store, self.store = self.store, None
-            if not store.conn.is_closed():
-                store.conn.terminate()
-
-    async def _wait_paused(self, seconds: float) -> None:
-        """Back off without consuming: every partition is paused, but the consumer
-        keeps polling so it stays in its group and rebalances still complete."""
-        consumer = self.consumer
-        if consumer is None:  # not subscribed yet (migrations at start)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop_event.wait(), seconds)
+    def _sync_health(self) -> None:
+        """Mirror readiness's failure reason into the health file, when it changed."""
+        state = (self.healthy, self.unhealthy_reason)
+        if self.health_file is None or state == self.written_health:
             return
-        assigned = consumer.assignment()
-        if assigned:
-            consumer.pause(*assigned)
-        deadline = time.monotonic() + seconds
-        try:
-            while not self.stop_event.is_set():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                async with self.poll_lock:
-                    fetched = await consumer.getmany(timeout_ms=int(min(left, 0.5) * 1000) or 1)
-                if fetched:  # paused, so never expected; but never skip records silently
-                    self._rewind()
-        finally:
-            ready = [tp for tp in consumer.assignment() if (tp.topic, tp.partition) in self.positions]
-            if ready:
-                consumer.resume(*ready)
-
-    def _set_health(self, healthy: bool, reason: str | None) -> None:
-        self.healthy = healthy
-        self.unhealthy_reason = reason
-        self.progress.set_unhealthy(None if healthy else reason)
-        self._write_health()
-
-    def _write_health(self) -> None:
-        if self.health_file is None:
-            return
+        self.written_health = state
         body = orjson.dumps(
-            {
-                "healthy": self.healthy,
-                "reason": self.unhealthy_reason,
-                "at": datetime.now(UTC).isoformat(),
-                "pid": os.getpid(),
-            }
+            {"healthy": state[0], "reason": state[1], "at": datetime.now(UTC).isoformat(), "pid": os.getpid()}
         )
         self.health_file.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("wb", dir=self.health_file.parent, delete=False) as tmp:
@@ -454,13 +397,10 @@ async def run_projector(
 ) -> None:
     """Run until SIGTERM/SIGINT (or `stop`)."""
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, stop.set)
     tune_gc()
     log.info("projector configuration", settings=settings.loggable())
     health = Health()
     progress = health.add(Progress("projector", settings.fulfil_ready_stall_seconds))
     async with serving(health, settings.fulfil_metrics_host, settings.fulfil_metrics_port):
-        await Projector(settings, health_file=health_file, max_records=max_records, progress=progress).run(stop)
+        with stop_on_signals(stop):
+            await Projector(settings, health_file=health_file, max_records=max_records, progress=progress).run(stop)

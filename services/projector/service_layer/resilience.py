@@ -1,39 +1,18 @@
-"""Which failures are worth waiting out, and the backoff used while waiting."""
+"""Which failures are caused by a record's data (quarantine it), and how to name them.
+
+Which failures are worth waiting out is the consumer runtime's one classifier,
+fulfil_platform.consumer.is_transient.
+"""
 
 from __future__ import annotations
 
 import asyncpg
-from aiokafka.errors import KafkaError
-from tenacity import wait_exponential_jitter
-
-from fulfil import yoyo_asyncpg
-
-# SQLSTATE classes that mean "the database is (temporarily) not there or busy":
-# 08 connection, 53 insufficient resources, 57 operator intervention (shutdown,
-# crash recovery), 40 rollback (serialization, deadlock), 55 lock not available.
-_TRANSIENT_CLASSES = frozenset({"08", "53", "57", "40", "55"})
-
-# Capped exponential backoff with jitter: 0.2 s, 0.4 s, ... up to 10 s.
-BACKOFF = wait_exponential_jitter(multiplier=0.2, max=10.0, jitter=0.2)
-
 
 # SQLSTATEs of one record's data that PostgreSQL will never store, however often
 # it is retried: class 22 (data exception: 22021 invalid byte sequence such as a
 # NUL, 22003 numeric out of range, 22008 datetime overflow, ...) and the
 # per-row integrity checks (23502 not null, 23514 check).
 _POISON_STATES = frozenset({"23502", "23514"})
-
-
-def is_transient(exc: BaseException) -> bool:
-    # A dead-letter publish that failed (broker away) is waited out like an outage.
-    if isinstance(exc, (OSError, TimeoutError, asyncpg.InterfaceError, KafkaError)):
-        return True
-    if isinstance(exc, asyncpg.PostgresError):
-        state = getattr(exc, "sqlstate", None) or ""
-        # Anything else (a rebuild's schema swap under a cached plan, a bug) is
-        # retried a few times by the caller, not forever.
-        return state[:2] in _TRANSIENT_CLASSES
-    return isinstance(exc, yoyo_asyncpg.OperationalError)
 
 
 def is_poison(exc: BaseException) -> bool:
