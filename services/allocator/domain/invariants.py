@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from .rules import _cover, _supply, order_etas
-from .state import AllocatorState, BackorderQueue
+from .eta import cover, order_etas, supply
+from .queue import BackorderQueue
+from .state import AllocatorState
 
 
 class InvariantViolation(AssertionError):
@@ -106,7 +107,7 @@ def invariant_problems(state: AllocatorState) -> list[str]:
         if incoming != sku.incoming:
             bad(f"{name}: incoming {sku.incoming} != inbounds' {incoming}")
         # ETAs from scratch.
-        supply = _supply(sku)
+        scheduled = supply(sku)
         cum = 0
         any_covered = False
         for entry in queue:
@@ -114,7 +115,7 @@ def invariant_problems(state: AllocatorState) -> list[str]:
             if line.qkey is not entry or line.waiting <= 0:
                 bad(f"{name}: queued line {entry[:4]} inconsistent")
             cum += line.waiting
-            eta = _cover(supply, cum)
+            eta = cover(scheduled, cum)
             any_covered = any_covered or eta is not None
             if line.raw_eta != eta:
                 bad(f"{name}: line {entry[:4]} raw ETA {line.raw_eta} != {eta}")

@@ -22,15 +22,14 @@ from typing import Any
 
 from schemas.contract import Customer
 
+from .queue import BackorderQueue, QueueBlock
 from .state import (
     AllocatorState,
-    BackorderQueue,
     BoundedWindow,
     IdSet,
     Inbound,
     Line,
     Order,
-    QueueBlock,
     SkuState,
 )
 

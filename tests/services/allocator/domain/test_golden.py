@@ -22,7 +22,7 @@ import pytest
 
 from schemas.registry import encode
 from services.allocator.domain import decide, new_state
-from services.allocator.domain import state as queue_module
+from services.allocator.domain import queue as queue_module
 from services.allocator.domain.plain import state_to_plain
 
 from .streams import mixed_stream
