@@ -56,14 +56,27 @@ _PLACEMENT_TYPES = frozenset({"OrderAllocated", "PartiallyShipped", "Backordered
 def report(ctx: Context) -> list[Record]:
     """The records to render, in order: what happened, then the ETAs that moved.
 
-    Fixes the lines each record reports and the ETAs reported from now on.
+    Fixes the lines each record reports and the ETAs reported from now on: a
+    BackorderEtaChanged reports an order's moved lines no other record reports.
     """
     records, reported = _select(ctx.records)
     for order in ctx.eta_orders:
-        rec = _eta_change(order, reported.get(order, {}))
-        if rec is not None:
+        changed: dict[Line, date | None] = {}
+        already = reported.get(order, _NOTHING)
+        for line, eta in zip(order.lines, order_etas(order), strict=True):
+            if eta != line.eta:
+                if line not in already:
+                    changed[line] = line.eta
+                line.eta = eta
+        if changed:
+            rec = Record("BackorderEtaChanged", order)
+            rec.lines = list(changed)
+            rec.previous = changed
             records.append(rec)
     return records
+
+
+_NOTHING: dict[Line, None] = {}
 
 
 def _select(recorded: list[Record]) -> tuple[list[Record], dict[Order, dict[Line, None]]]:
@@ -90,22 +103,6 @@ def _select(recorded: list[Record]) -> tuple[list[Record], dict[Order, dict[Line
         for line in lines:
             seen[line] = None
     return records, reported
-
-
-def _eta_change(order: Order, already: dict[Line, None]) -> Record | None:
-    """A BackorderEtaChanged for the order's moved lines no other record reports."""
-    changed: dict[Line, date | None] = {}
-    for line, eta in zip(order.lines, order_etas(order), strict=True):
-        if eta != line.eta:
-            if line not in already:
-                changed[line] = line.eta
-            line.eta = eta
-    if not changed:
-        return None
-    rec = Record("BackorderEtaChanged", order)
-    rec.lines = list(changed)
-    rec.previous = changed
-    return rec
 
 
 def render(ctx: Context, records: list[Record]) -> list[Envelope]:

@@ -110,9 +110,11 @@ def decide(state: AllocatorState, command: InputEvent) -> tuple[AllocatorState, 
     state.seen_events.add(command.id)
     ctx = Context(state, command)
     handler(ctx, command)
-    refresh(ctx)
+    if ctx.eta_skus:
+        refresh(ctx)
     records = report(ctx)
-    close_finished(ctx)
+    if ctx.maybe_closed:
+        close_finished(ctx)
     return state, render(ctx, records)
 
 
