@@ -238,12 +238,12 @@ def inbound_scheduled(ctx: Context, env: InboundScheduled) -> None:
             entry[0] = min(entry[0], entry[1])
             sync_inbound(ctx, inbound, sku_name, before)
     for sku_name, quantity in wanted.items():
-        entry = inbound.skus.get(sku_name)
+        known = inbound.skus.get(sku_name)
         before = inbound.remaining(sku_name)
-        if entry is None:
+        if known is None:
             inbound.skus[sku_name] = [quantity, 0]
         else:
-            entry[0] = quantity
+            known[0] = quantity
         sync_inbound(ctx, inbound, sku_name, before, eta_moved)
     file_inbound(state, inbound)
 

@@ -9,7 +9,7 @@ allocator: see `rules.py`.
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar
 
 from schemas.contract import (
     AllocationLine,
@@ -29,6 +29,7 @@ from schemas.contract import (
     OrderCancellationProcessedData,
     OrderRejected,
     OrderRejectedData,
+    OutputEvent,
     PartiallyShipped,
     PartiallyShippedData,
     StockPositionChanged,
@@ -40,7 +41,19 @@ from .eta import order_etas
 from .ids import SOURCE, output_id, shipment_id
 from .state import Line, Order, SkuState
 
-_ENVELOPES: dict[str, tuple[type[Envelope], type[Model]]] = {
+# The envelopes about one order (all outputs but StockPositionChanged).
+OrderOutput = (
+    OrderAllocated
+    | PartiallyShipped
+    | Backordered
+    | BackorderAllocated
+    | BackorderEtaChanged
+    | OrderRejected
+    | OrderCancellationProcessed
+)
+_E = TypeVar("_E", bound=Envelope)
+
+_ENVELOPES: dict[str, tuple[type[OrderOutput], type[Model]]] = {
     "OrderAllocated": (OrderAllocated, OrderAllocatedData),
     "PartiallyShipped": (PartiallyShipped, PartiallyShippedData),
     "Backordered": (Backordered, BackorderedData),
@@ -105,9 +118,9 @@ def _select(recorded: list[Record]) -> tuple[list[Record], dict[Order, dict[Line
     return records, reported
 
 
-def render(ctx: Context, records: list[Record]) -> list[Envelope]:
+def render(ctx: Context, records: list[Record]) -> list[OutputEvent]:
     """The envelopes: the records in order, then each changed stock position."""
-    outputs: list[Envelope] = []
+    outputs: list[OutputEvent] = []
     for rec in records:
         outputs.append(_render(ctx, rec, len(outputs)))
     if ctx.touched:
@@ -115,7 +128,7 @@ def render(ctx: Context, records: list[Record]) -> list[Envelope]:
     return outputs
 
 
-def _positions(ctx: Context, outputs: list[Envelope]) -> None:
+def _positions(ctx: Context, outputs: list[OutputEvent]) -> None:
     """StockPositionChanged for each touched SKU whose position moved, by (warehouse, sku)."""
     env = ctx.env
     for sku in sorted(ctx.touched, key=_sku_sort_key):
@@ -142,9 +155,7 @@ def _sku_sort_key(sku: SkuState) -> tuple[str, str]:
     return (sku.warehouse_id, sku.sku)
 
 
-def _envelope(
-    model: type[Envelope], kind: str, env: InputEvent, index: int, data: Model
-) -> Envelope:
+def _envelope(model: type[_E], kind: str, env: InputEvent, index: int, data: Model) -> _E:
     return model.trusted(
         id=output_id(env.id, index),
         type=kind,
@@ -157,7 +168,7 @@ def _envelope(
     )
 
 
-def _render(ctx: Context, rec: Record, index: int) -> Envelope:
+def _render(ctx: Context, rec: Record, index: int) -> OrderOutput:
     env = ctx.env
     order = rec.order
     shipped = rec.shipped

@@ -30,6 +30,8 @@ DEFAULT_DEDUP_WINDOW = 100_000
 
 OrderKey = tuple[str, str]  # (warehouse_id, order_id)
 SkuKey = tuple[str, str]  # (warehouse_id, sku)
+# A SKU's stock position: available, backordered, reserved, incoming, next_eta, shortfall.
+Position = tuple[int, int, int, int, date | None, int]
 
 
 class BoundedWindow:
@@ -166,10 +168,10 @@ class Line:
         """Open, unreleased units (reserved ones included), as outputs report them."""
         return self.waiting + self.reserved
 
-    def __getstate__(self) -> tuple:
+    def __getstate__(self) -> tuple[Any, ...]:
         return _line_state(self)
 
-    def __setstate__(self, state: tuple) -> None:
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
         (
             self.order,
             self.line_no,
@@ -237,10 +239,10 @@ class Order:
     def policy(self) -> str:
         return "ship_complete" if self.complete else "ship_partial"
 
-    def __getstate__(self) -> tuple:
+    def __getstate__(self) -> tuple[Any, ...]:
         return _order_state(self)
 
-    def __setstate__(self, state: tuple) -> None:
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
         (
             self.order_id,
             self.warehouse_id,
@@ -325,7 +327,7 @@ class SkuState:
         self.positive_adjusted_total = 0
         self.negative_adjusted_total = 0
         self.released_total = 0
-        self.last_position: tuple = (0, 0, 0, 0, None, 0)
+        self.last_position: Position = (0, 0, 0, 0, None, 0)
         # After the last ETA walk, some queued line had a date (else all are None).
         self.any_covered = False
 
@@ -344,7 +346,7 @@ class SkuState:
                 best = inbound.eta
         return best
 
-    def position(self) -> tuple:
+    def position(self) -> Position:
         return (
             self.available,
             self.waiting + self.reserved,
