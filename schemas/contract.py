@@ -413,61 +413,110 @@ class Envelope(Model):
     causation_id: Id | None = None
 
 
-def _envelope(name: str, data_model: type[Model], doc: str) -> type[Envelope]:
-    return type(
-        name,
-        (Envelope,),
-        {
-            "__annotations__": {"type": Literal[name], "data": data_model},  # type: ignore[valid-type]
-            "__doc__": doc,
-            "__module__": __name__,
-        },
-    )
+class OrderPlaced(Envelope):
+    """An upstream order system accepted an order."""
+
+    type: Literal["OrderPlaced"]
+    data: OrderPlacedData
 
 
-OrderPlaced = _envelope("OrderPlaced", OrderPlacedData, "An upstream order system accepted an order.")
-OrderCancelled = _envelope(
-    "OrderCancelled", OrderCancelledData, "Cancel every quantity not yet released to the warehouse."
-)
-StockReceived = _envelope("StockReceived", StockReceivedData, "Units arrived at a warehouse.")
-StockAdjusted = _envelope(
-    "StockAdjusted", StockAdjustedData, "A cycle count or damage changed on-hand units."
-)
-InboundScheduled = _envelope(
-    "InboundScheduled", InboundScheduledData, "A supplier shipment is expected on a date."
-)
-ShipmentDelayed = _envelope(
-    "ShipmentDelayed", ShipmentDelayedData, "An inbound supplier shipment is late."
-)
-SkuPolicySet = _envelope(
-    "SkuPolicySet", SkuPolicySetData, "Whether a SKU may be backordered or is discontinued."
-)
-OrderAllocated = _envelope(
-    "OrderAllocated", OrderAllocatedData, "Every line of an order is released now in one shipment."
-)
-PartiallyShipped = _envelope(
-    "PartiallyShipped",
-    PartiallyShippedData,
-    "What is available ships now; the remainder is backordered with per-line ETA.",
-)
-Backordered = _envelope("Backordered", BackorderedData, "Nothing ships now; lines wait for stock.")
-BackorderAllocated = _envelope(
-    "BackorderAllocated", BackorderAllocatedData, "Stock arrived for previously backordered units."
-)
-BackorderEtaChanged = _envelope(
-    "BackorderEtaChanged", BackorderEtaChangedData, "The expected ship date of lines moved."
-)
-OrderRejected = _envelope(
-    "OrderRejected", OrderRejectedData, "Lines that are out of stock and will not ship."
-)
-OrderCancellationProcessed = _envelope(
-    "OrderCancellationProcessed",
-    OrderCancellationProcessedData,
-    "What a cancellation released and what had already shipped.",
-)
-StockPositionChanged = _envelope(
-    "StockPositionChanged", StockPositionChangedData, "A SKU's stock position after a change."
-)
+class OrderCancelled(Envelope):
+    """Cancel every quantity not yet released to the warehouse."""
+
+    type: Literal["OrderCancelled"]
+    data: OrderCancelledData
+
+
+class StockReceived(Envelope):
+    """Units arrived at a warehouse."""
+
+    type: Literal["StockReceived"]
+    data: StockReceivedData
+
+
+class StockAdjusted(Envelope):
+    """A cycle count or damage changed on-hand units."""
+
+    type: Literal["StockAdjusted"]
+    data: StockAdjustedData
+
+
+class InboundScheduled(Envelope):
+    """A supplier shipment is expected on a date."""
+
+    type: Literal["InboundScheduled"]
+    data: InboundScheduledData
+
+
+class ShipmentDelayed(Envelope):
+    """An inbound supplier shipment is late."""
+
+    type: Literal["ShipmentDelayed"]
+    data: ShipmentDelayedData
+
+
+class SkuPolicySet(Envelope):
+    """Whether a SKU may be backordered or is discontinued."""
+
+    type: Literal["SkuPolicySet"]
+    data: SkuPolicySetData
+
+
+class OrderAllocated(Envelope):
+    """Every line of an order is released now in one shipment."""
+
+    type: Literal["OrderAllocated"]
+    data: OrderAllocatedData
+
+
+class PartiallyShipped(Envelope):
+    """What is available ships now; the remainder is backordered with per-line ETA."""
+
+    type: Literal["PartiallyShipped"]
+    data: PartiallyShippedData
+
+
+class Backordered(Envelope):
+    """Nothing ships now; lines wait for stock."""
+
+    type: Literal["Backordered"]
+    data: BackorderedData
+
+
+class BackorderAllocated(Envelope):
+    """Stock arrived for previously backordered units."""
+
+    type: Literal["BackorderAllocated"]
+    data: BackorderAllocatedData
+
+
+class BackorderEtaChanged(Envelope):
+    """The expected ship date of lines moved."""
+
+    type: Literal["BackorderEtaChanged"]
+    data: BackorderEtaChangedData
+
+
+class OrderRejected(Envelope):
+    """Lines that are out of stock and will not ship."""
+
+    type: Literal["OrderRejected"]
+    data: OrderRejectedData
+
+
+class OrderCancellationProcessed(Envelope):
+    """What a cancellation released and what had already shipped."""
+
+    type: Literal["OrderCancellationProcessed"]
+    data: OrderCancellationProcessedData
+
+
+class StockPositionChanged(Envelope):
+    """A SKU's stock position after a change."""
+
+    type: Literal["StockPositionChanged"]
+    data: StockPositionChangedData
+
 
 INPUT_EVENTS: tuple[type[Envelope], ...] = (
     OrderPlaced,
@@ -488,3 +537,27 @@ OUTPUT_EVENTS: tuple[type[Envelope], ...] = (
     OrderCancellationProcessed,
     StockPositionChanged,
 )
+
+# The same sets as discriminated unions on `type`: what `parse_input` / `parse_output`
+# return, so a type checker sees each member's `data` (the wire format is unchanged).
+InputEvent = Annotated[
+    OrderPlaced
+    | OrderCancelled
+    | StockReceived
+    | StockAdjusted
+    | InboundScheduled
+    | ShipmentDelayed
+    | SkuPolicySet,
+    Field(discriminator="type"),
+]
+OutputEvent = Annotated[
+    OrderAllocated
+    | PartiallyShipped
+    | Backordered
+    | BackorderAllocated
+    | BackorderEtaChanged
+    | OrderRejected
+    | OrderCancellationProcessed
+    | StockPositionChanged,
+    Field(discriminator="type"),
+]

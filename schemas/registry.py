@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Union
+from typing import Annotated, TypeVar, Union
 
 from pydantic import Field, TypeAdapter, ValidationError
 
@@ -14,6 +14,8 @@ from schemas.contract import (
     NO_CONTROLS_NO_SPACES,
     OUTPUT_EVENTS,
     Envelope,
+    InputEvent,
+    OutputEvent,
 )
 
 ORDERS = "orders.v1"
@@ -65,8 +67,10 @@ def _union(models: tuple[type[Envelope], ...]) -> TypeAdapter:
 
 
 _ANY = _union(INPUT_EVENTS + OUTPUT_EVENTS)
-_INPUT = _union(INPUT_EVENTS)
-_OUTPUT = _union(OUTPUT_EVENTS)
+_INPUT: TypeAdapter[InputEvent] = TypeAdapter(InputEvent)
+_OUTPUT: TypeAdapter[OutputEvent] = TypeAdapter(OutputEvent)
+
+_T = TypeVar("_T")
 
 
 # The contract's character patterns, worded for the reason header.
@@ -120,7 +124,7 @@ def _describe(exc: ValidationError) -> tuple[str, str]:
     return "; ".join(parts), kind
 
 
-def _parse(adapter: TypeAdapter, raw: bytes | str) -> Envelope:
+def _parse(adapter: TypeAdapter[_T], raw: bytes | str) -> _T:
     if len(raw) > MAX_MESSAGE_BYTES:
         raise ContractError(
             f"message is {len(raw)} bytes, more than the limit of {MAX_MESSAGE_BYTES}", "oversize"
@@ -137,11 +141,11 @@ def parse_event(raw: bytes | str) -> Envelope:
     return _parse(_ANY, raw)
 
 
-def parse_input(raw: bytes | str) -> Envelope:
+def parse_input(raw: bytes | str) -> InputEvent:
     return _parse(_INPUT, raw)
 
 
-def parse_output(raw: bytes | str) -> Envelope:
+def parse_output(raw: bytes | str) -> OutputEvent:
     return _parse(_OUTPUT, raw)
 
 

@@ -3,21 +3,14 @@
     state = new_state()
     state, outputs = decide(state, command)   # command: a parsed input envelope
 
-No clock, no randomness, no I/O. See `rules.py` for the rules.
+No clock, no randomness, no I/O. See `rules.py` for the rules and for the
+modules that apply them.
 """
 
+from .eta import order_etas
+from .ids import NAMESPACE, SOURCE, output_id, placed_micros, shipment_id
 from .invariants import InvariantViolation, check_invariants, invariant_problems
-from .rules import (
-    NAMESPACE,
-    SOURCE,
-    UnknownCommand,
-    decide,
-    fold,
-    order_etas,
-    output_id,
-    placed_micros,
-    shipment_id,
-)
+from .rules import UnknownCommand, decide, fold
 from .state import (
     DEFAULT_DEDUP_WINDOW,
     AllocatorState,

@@ -22,15 +22,14 @@ from typing import Any
 
 from schemas.contract import Customer
 
+from .queue import BackorderQueue, QueueBlock
 from .state import (
     AllocatorState,
-    BackorderQueue,
     BoundedWindow,
     IdSet,
     Inbound,
     Line,
     Order,
-    QueueBlock,
     SkuState,
 )
 
@@ -94,7 +93,7 @@ def _inbound(inbound: Inbound) -> list[Any]:
 def _queue(queue: BackorderQueue) -> list[Any]:
     blocks = []
     for block in queue.blocks:
-        refs = []
+        refs: list[str | int] = []
         for entry in block.entries:
             line = entry[4]
             refs.append(entry[2])  # order_id (the SKU's warehouse is the order's)
@@ -104,8 +103,8 @@ def _queue(queue: BackorderQueue) -> list[Any]:
 
 
 def _sku(sku: SkuState) -> list[Any]:
-    position = list(sku.last_position)
-    position[4] = _day(position[4])
+    position: list[Any] = list(sku.last_position)
+    position[4] = _day(sku.last_position[4])
     return [
         sku.warehouse_id,
         sku.sku,

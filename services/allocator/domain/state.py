@@ -1,6 +1,6 @@
 """The allocator's state for one command partition: plain and lean.
 
-Everything here is owned by the fold in `rules.py`; nothing in this module
+Everything here is owned by the fold (`rules.decide`); nothing in this module
 does I/O or reads a clock. Memory grows with open orders, queued backorders,
 open inbound shipments and SKUs, plus one compact entry per business key
 ever seen (closed order ids, receipt and adjustment ids, inbound and policy
@@ -15,24 +15,23 @@ their state as a plain tuple, for cheap in-process copies in tests.
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Iterator
 from datetime import date
 from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from schemas.contract import Customer
 
+if TYPE_CHECKING:
+    from .queue import BackorderQueue, QueueEntry
+
 DEFAULT_DEDUP_WINDOW = 100_000
-QUEUE_BLOCK = 64  # target entries per backorder-queue block (tests may lower it)
 
-
-# A backorder queue entry: (-priority, placed_at in µs since the epoch, order_id, line_no, line).
-# The first four fields are unique within a queue, so the line itself is never compared.
-QueueEntry = tuple[int, int, str, int, "Line"]
 OrderKey = tuple[str, str]  # (warehouse_id, order_id)
 SkuKey = tuple[str, str]  # (warehouse_id, sku)
+# A SKU's stock position: available, backordered, reserved, incoming, next_eta, shortfall.
+Position = tuple[int, int, int, int, date | None, int]
 
 
 class BoundedWindow:
@@ -169,10 +168,10 @@ class Line:
         """Open, unreleased units (reserved ones included), as outputs report them."""
         return self.waiting + self.reserved
 
-    def __getstate__(self) -> tuple:
+    def __getstate__(self) -> tuple[Any, ...]:
         return _line_state(self)
 
-    def __setstate__(self, state: tuple) -> None:
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
         (
             self.order,
             self.line_no,
@@ -240,10 +239,10 @@ class Order:
     def policy(self) -> str:
         return "ship_complete" if self.complete else "ship_partial"
 
-    def __getstate__(self) -> tuple:
+    def __getstate__(self) -> tuple[Any, ...]:
         return _order_state(self)
 
-    def __setstate__(self, state: tuple) -> None:
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
         (
             self.order_id,
             self.warehouse_id,
@@ -288,156 +287,6 @@ class Inbound:
         return any(scheduled > received for scheduled, received in self.skus.values())
 
 
-class QueueBlock:
-    """A sorted run of queue entries with the sum of their lines' waiting units.
-
-    `dirty`: a line was added, removed or changed here since the last ETA walk.
-    """
-
-    __slots__ = ("entries", "waiting", "dirty")
-
-    def __init__(self, entries: list[QueueEntry], waiting: int) -> None:
-        self.entries = entries
-        self.waiting = waiting
-        self.dirty = False
-
-    def __getstate__(self) -> tuple:
-        return _block_state(self)
-
-    def __setstate__(self, state: tuple) -> None:
-        self.entries, self.waiting, self.dirty = state
-
-
-_block_state = attrgetter(*QueueBlock.__slots__)
-
-
-class BackorderQueue:
-    """The backorder queue of one SKU: entries sorted by (-priority, placed_at, order_id, line_no).
-
-    A list of blocks (sorted lists of about `load` entries) with per-block
-    sums of waiting units: O(log n + load) insert and remove, O(1) head, and
-    an ETA walk that skips whole blocks whose dates cannot have changed.
-    Callers keep `block.waiting` in step with the lines' `waiting` through
-    `add`, `remove`, `take_head`.
-    """
-
-    __slots__ = ("load", "blocks", "maxes", "size", "touched")
-
-    def __init__(self, load: int | None = None) -> None:
-        self.load = max(2, load or QUEUE_BLOCK)
-        self.blocks: list[QueueBlock] = []
-        self.maxes: list[QueueEntry] = []  # last entry of each block, for bisect
-        self.size = 0
-        self.touched: list[QueueBlock] = []  # dirty blocks (may hold dropped ones)
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __bool__(self) -> bool:
-        return self.size > 0
-
-    def __iter__(self) -> Iterator[QueueEntry]:
-        for block in self.blocks:
-            yield from block.entries
-
-    def head(self) -> QueueEntry:
-        return self.blocks[0].entries[0]
-
-    def tail(self) -> QueueEntry:
-        return self.maxes[-1]
-
-    def _touch(self, block: QueueBlock) -> None:
-        if not block.dirty:
-            block.dirty = True
-            self.touched.append(block)
-
-    def clean(self) -> None:
-        """Forget what changed (after the ETAs were brought up to date)."""
-        for block in self.touched:
-            block.dirty = False
-        self.touched.clear()
-
-    def add(self, entry: QueueEntry, waiting: int) -> None:
-        self.size += 1
-        blocks = self.blocks
-        if not blocks:
-            block = QueueBlock([entry], waiting)
-            blocks.append(block)
-            self.maxes.append(entry)
-            self._touch(block)
-            return
-        index = bisect_left(self.maxes, entry)
-        if index == len(blocks):
-            index -= 1
-        block = blocks[index]
-        insort(block.entries, entry)
-        block.waiting += waiting
-        self.maxes[index] = block.entries[-1]
-        self._touch(block)
-        if len(block.entries) > 2 * self.load:
-            self._split(index)
-
-    def remove(self, entry: QueueEntry, waiting: int) -> None:
-        """Remove `entry`, whose line still counted `waiting` units in its block."""
-        index = bisect_left(self.maxes, entry)
-        block = self.blocks[index]
-        entries = block.entries
-        position = bisect_left(entries, entry)
-        if entries[position] is not entry:
-            raise KeyError(entry[:4])
-        del entries[position]
-        block.waiting -= waiting
-        self.size -= 1
-        self._shrunk(index)
-
-    def take_head(self, units: int, done: bool) -> None:
-        """The head line got `units`; `done`: it waits no more and leaves the queue."""
-        block = self.blocks[0]
-        block.waiting -= units
-        if done:
-            del block.entries[0]
-            self.size -= 1
-            self._shrunk(0)
-        else:
-            self._touch(block)
-
-    def clear(self) -> None:
-        self.blocks.clear()
-        self.maxes.clear()
-        self.touched.clear()
-        self.size = 0
-
-    def _shrunk(self, index: int) -> None:
-        blocks = self.blocks
-        block = blocks[index]
-        if not block.entries:
-            del blocks[index]
-            del self.maxes[index]
-            return
-        self.maxes[index] = block.entries[-1]
-        self._touch(block)
-        if len(block.entries) < self.load // 2 and index + 1 < len(blocks):
-            following = blocks.pop(index + 1)
-            del self.maxes[index + 1]
-            block.entries.extend(following.entries)
-            block.waiting += following.waiting
-            self.maxes[index] = block.entries[-1]
-            if len(block.entries) > 2 * self.load:
-                self._split(index)
-
-    def _split(self, index: int) -> None:
-        block = self.blocks[index]
-        half = len(block.entries) // 2
-        upper = QueueBlock(block.entries[half:], 0)
-        del block.entries[half:]
-        upper.waiting = sum(entry[4].waiting for entry in upper.entries)
-        block.waiting -= upper.waiting
-        self.blocks.insert(index + 1, upper)
-        self.maxes[index] = block.entries[-1]
-        self.maxes.insert(index + 1, upper.entries[-1])
-        self._touch(block)
-        self._touch(upper)
-
 
 class SkuState:
     """Stock position, backorder queue and scheduled supply of one (warehouse, sku)."""
@@ -478,7 +327,7 @@ class SkuState:
         self.positive_adjusted_total = 0
         self.negative_adjusted_total = 0
         self.released_total = 0
-        self.last_position: tuple = (0, 0, 0, 0, None, 0)
+        self.last_position: Position = (0, 0, 0, 0, None, 0)
         # After the last ETA walk, some queued line had a date (else all are None).
         self.any_covered = False
 
@@ -497,7 +346,7 @@ class SkuState:
                 best = inbound.eta
         return best
 
-    def position(self) -> tuple:
+    def position(self) -> Position:
         return (
             self.available,
             self.waiting + self.reserved,
@@ -554,7 +403,7 @@ class AllocatorState:
         # Fully received inbounds: a late receipt or a re-schedule still finds them.
         self.closed_inbounds: dict[tuple[str, str], Inbound] = {}
         # Fingerprints of the inbound / SKU policy statements already taken into
-        # account (see rules.statement_mark): (wh, inbound_id) / (wh, sku) -> marks.
+        # account (see ids.statement_mark): (wh, inbound_id) / (wh, sku) -> marks.
         self.inbound_events: dict[tuple[str, str], list[str]] = {}
         self.policy_events: dict[SkuKey, list[str]] = {}
 

@@ -20,7 +20,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precon
 
 from schemas.registry import encode, parse_output
 from services.allocator.domain import check_invariants, decide, new_state
-from services.allocator.domain import state as state_module
+from services.allocator.domain import queue as queue_module
 from services.allocator.domain.plain import state_from_plain, state_to_plain
 
 from .builders import START, Events
@@ -235,12 +235,12 @@ def test_random_streams_keep_every_invariant_and_replay_identically(
     plan: list[tuple], snapshot_every: int, block: int
 ) -> None:
     events = build(plan)
-    default = state_module.QUEUE_BLOCK
-    state_module.QUEUE_BLOCK = block  # tiny blocks: splits and merges all the time
+    default = queue_module.QUEUE_BLOCK
+    queue_module.QUEUE_BLOCK = block  # tiny blocks: splits and merges all the time
     try:
         first = run_checked(events)
     finally:
-        state_module.QUEUE_BLOCK = default
+        queue_module.QUEUE_BLOCK = default
     assert run_plain(events, snapshot_every) == first  # and block size changes nothing
 
 
@@ -325,8 +325,8 @@ class AllocatorMachine(RuleBasedStateMachine):
         super().__init__()
         self.ev = Events(prefix="m")
         self.dedup_window = 40  # small, so that eviction happens too
-        self.default_block = state_module.QUEUE_BLOCK
-        state_module.QUEUE_BLOCK = 2  # tiny queue blocks: splits and merges all the time
+        self.default_block = queue_module.QUEUE_BLOCK
+        queue_module.QUEUE_BLOCK = 2  # tiny queue blocks: splits and merges all the time
         self.checker = Checker(self.dedup_window)
         self.log: list[Any] = []
         self.count = 0
@@ -438,7 +438,7 @@ class AllocatorMachine(RuleBasedStateMachine):
         self.checker.check_reported()
 
     def teardown(self):
-        state_module.QUEUE_BLOCK = self.default_block
+        queue_module.QUEUE_BLOCK = self.default_block
         if self.log:
             replayed = run_plain(self.log, snapshot_every=5, dedup_window=self.dedup_window)
             assert replayed == self.checker.encoded

@@ -627,9 +627,9 @@ def test_bounded_window_evicts_oldest_first_and_pickles() -> None:
 
 
 def test_long_queue_in_small_blocks_keeps_order_and_dates(monkeypatch: pytest.MonkeyPatch) -> None:
-    from services.allocator.domain import state as state_module
+    from services.allocator.domain import queue as queue_module
 
-    monkeypatch.setattr(state_module, "QUEUE_BLOCK", 3)
+    monkeypatch.setattr(queue_module, "QUEUE_BLOCK", 3)
     alloc = Allocator()  # checks every invariant (ETAs from scratch too) after each command
     alloc.schedule("IN1", "WH1", [("A", 40)], D1)
     alloc.schedule("IN2", "WH1", [("A", 40)], D2)

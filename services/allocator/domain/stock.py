@@ -1,0 +1,126 @@
+"""Stock movements shared by the handlers: units becoming free, fills, releases, supply.
+
+Each records on the command's `Context` what it touched; none renders anything.
+"""
+
+from __future__ import annotations
+
+from .context import Context, Record
+from .queue import serve_head
+from .state import AllocatorState, Inbound, Order, SkuState
+
+
+def shelve(sku: SkuState, units: int) -> None:
+    """Units are back on the shelf: like any unit becoming free, they pay a shortfall first."""
+    pay = min(sku.shortfall, units)
+    if pay:
+        sku.shortfall -= pay
+        units -= pay
+    sku.available += units
+
+
+def add_stock(ctx: Context, sku: SkuState, quantity: int) -> None:
+    """Units become free: pay down a shortfall first, then fill the queue."""
+    shelve(sku, quantity)
+    ctx.touched[sku] = None
+    fill(ctx, sku)
+
+
+def fill(ctx: Context, sku: SkuState) -> None:
+    """Give available units to the queue strictly in order, head first.
+
+    A ship_partial line ships what it gets at once; a ship_complete line
+    holds it as a reservation until its order is covered (`settle`).
+    """
+    if sku.available <= 0 or not sku.waiting:
+        return
+    queue = sku.queue
+    assert queue is not None
+    while sku.available > 0 and queue:
+        line, take = serve_head(sku, queue)
+        order = line.order
+        if order.complete:
+            line.reserved += take
+            order.reserved += take
+            sku.reserved += take
+            ctx.shipment(order)  # keeps queue order among this command's outputs
+            ctx.complete_check[order] = None
+        else:
+            line.allocated += take
+            sku.released_total += take
+            shipped = ctx.shipment(order).shipped
+            shipped[line] = shipped.get(line, 0) + take
+            ctx.maybe_closed[order] = None
+        ctx.eta_orders[order] = None
+    ctx.queue_changed(sku)
+    ctx.touched[sku] = None
+
+
+def release(ctx: Context, order: Order, rec: Record) -> None:
+    """Ship every reserved unit of a covered ship_complete order."""
+    skus = ctx.state.skus
+    shipped = rec.shipped
+    for line in order.lines:
+        units = line.reserved
+        if units:
+            sku = skus[(order.warehouse_id, line.sku)]
+            line.reserved = 0
+            line.allocated += units
+            sku.reserved -= units
+            sku.released_total += units
+            shipped[line] = shipped.get(line, 0) + units
+            ctx.touched[sku] = None
+    order.reserved = 0
+    ctx.eta_orders[order] = None
+    ctx.maybe_closed[order] = None
+
+
+def settle(ctx: Context) -> None:
+    """Ship ship_complete orders that became fully covered during this command."""
+    if not ctx.complete_check:
+        return
+    for order in ctx.complete_check:
+        if order.waiting == 0:
+            if order.reserved:
+                release(ctx, order, ctx.shipment(order))
+            ctx.maybe_closed[order] = None
+    ctx.complete_check.clear()
+
+
+def sync_inbound(
+    ctx: Context, inbound: Inbound, sku_name: str, before: int, eta_moved: bool = False
+) -> None:
+    """Book a change of one inbound line's remaining quantity (or date) on its SKU."""
+    after = inbound.remaining(sku_name)
+    if before == after and not (eta_moved and after):
+        return
+    sku = ctx.state.sku(inbound.warehouse_id, sku_name)
+    if after:
+        sku.inbounds[inbound.inbound_id] = inbound
+    else:
+        sku.inbounds.pop(inbound.inbound_id, None)
+    sku.incoming += after - before
+    ctx.touched[sku] = None
+    if sku.waiting:
+        ctx.queue_changed(sku)
+
+
+def file_inbound(state: AllocatorState, inbound: Inbound) -> None:
+    """File an inbound as open or closed (fully received, kept for late receipts)."""
+    key = (inbound.warehouse_id, inbound.inbound_id)
+    if inbound.is_open():
+        if key not in state.inbounds:
+            state.inbounds[key] = inbound
+            state.closed_inbounds.pop(key, None)
+    else:
+        state.inbounds.pop(key, None)
+        state.closed_inbounds[key] = inbound
+
+
+def close_finished(ctx: Context) -> None:
+    """Orders with nothing left waiting or reserved leave the open set; their ids stay known."""
+    state = ctx.state
+    for order in ctx.maybe_closed:
+        if not (order.waiting or order.reserved):
+            if state.orders.pop((order.warehouse_id, order.order_id), None) is not None:
+                state.closed_orders.add(order.warehouse_id, order.order_id)
