@@ -302,17 +302,12 @@ def _classify(
     plan: TracePlan, located: Located, wanted: set[str], inputs: Inputs, record: Record, found: tuple[bool, bool]
 ) -> None:
     hit, inbound = found
-    if not (hit or inbound):
-        return
-    doc = _loads(record.value or b"")
-    data = doc.get("data") if doc is not None else None
-    if doc is None or not isinstance(data, dict) or data.get("warehouse_id") != located.warehouse_id:
+    doc = _warehouse_doc(record, located.warehouse_id) if hit or inbound else None
+    if doc is None:
         return
     event_id = doc.get("id")
-    if doc.get("type") in ORDER_INPUTS and data.get("order_id") == plan.order_id:
-        hit = True
-    elif event_id not in wanted:
-        hit = False
+    # The bytes only suggested it: a hit is the order's own input or a wanted id.
+    hit = _is_own(plan, doc) or (hit and event_id in wanted)
     if record.topic == plan.topic(COMMANDS):
         if hit or inbound:
             inputs.commands.setdefault(event_id, []).append((record.offset, doc, record))
@@ -322,6 +317,18 @@ def _classify(
         inputs.inventory.setdefault(event_id, []).append((record, doc))
     elif inbound:
         inputs.inbound.append((record, doc))
+
+
+def _warehouse_doc(record: Record, warehouse_id: str | None) -> dict[str, Any] | None:
+    """The record's envelope if it is one of the warehouse's."""
+    doc = _loads(record.value or b"")
+    data = doc.get("data") if doc is not None else None
+    return doc if isinstance(data, dict) and data.get("warehouse_id") == warehouse_id else None
+
+
+def _is_own(plan: TracePlan, doc: dict[str, Any]) -> bool:
+    data = doc.get("data")
+    return doc.get("type") in ORDER_INPUTS and isinstance(data, dict) and data.get("order_id") == plan.order_id
 
 
 # ---------------------------------------------------------------- assembly
@@ -339,17 +346,23 @@ def _inputs(plan: TracePlan, located: Located, inputs: Inputs, wanted: set[str])
     for event_id, copies in inputs.commands.items():
         copies.sort(key=lambda copy: copy[0])
         offsets = [offset for offset, _, _ in copies]
-        if event_id in by_id:
-            for entry in by_id[event_id]:
-                entry.command_offsets = offsets
-            continue
-        _, doc, record = copies[0]
-        is_own = doc.get("type") in ORDER_INPUTS and (doc.get("data") or {}).get("order_id") == plan.order_id
-        if is_own or event_id in wanted:  # else an inbound event: see _inbounds
-            entry = _entry(record, doc, "order" if is_own else "cause")
-            entry.command_offsets = offsets
+        if event_id not in by_id:
+            entry = _command_entry(plan, copies[0], wanted)
+            if entry is None:
+                continue  # an inbound event: see _inbounds
             by_id[event_id] = [entry]
+        for entry in by_id[event_id]:
+            entry.command_offsets = offsets
     return [entry for group in by_id.values() for entry in group]
+
+
+def _command_entry(plan: TracePlan, copy: tuple[int, dict[str, Any], Record], wanted: set[str]) -> Entry | None:
+    """An input seen only on the command log (not routed from orders/inventory read here)."""
+    _, doc, record = copy
+    is_own = _is_own(plan, doc)
+    if not (is_own or doc.get("id") in wanted):
+        return None
+    return _entry(record, doc, "order" if is_own else "cause")
 
 
 def _inbound_ids(inputs: list[Entry], outputs: list[Entry]) -> set[str]:
