@@ -76,7 +76,17 @@ class Matcher:
     def search(self, raw: bytes) -> bool:
         if self.pattern is not None:
             return self.pattern.search(raw) is not None
-        return any(raw.find(needle) != -1 for needle in self.needles)
+        return any(needle in raw for needle in self.needles)
+
+    def select(self, records: Iterable[Record]) -> list[Record]:
+        """The records whose value matches (the scan's hot loop: one C call per record)."""
+        if self.pattern is not None:
+            search = self.pattern.search
+            return [r for r in records if r.value is not None and search(r.value) is not None]
+        if len(self.needles) == 1:
+            needle = self.needles[0]
+            return [r for r in records if r.value is not None and needle in r.value]
+        return [r for r in records if r.value is not None and self.search(r.value)]
 
 
 def quoted(text: str) -> list[bytes]:

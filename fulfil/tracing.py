@@ -66,8 +66,7 @@ class _Scan:
         try:
             async for chunk in read_chunks(self.consumer, dict.fromkeys(tps, 0), max_records=50_000):
                 for tp, records in chunk.items():
-                    search = matcher(tp.topic).search
-                    self.kept += [r for r in records if r.value is not None and search(r.value)]
+                    self.kept += matcher(tp.topic).select(records)
                     done += len(records)
                 self.progress(name, done, self._expected(tps))
         except TimeoutError as exc:
