@@ -12,6 +12,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from fulfil.config import Settings
 from fulfil.dlq import QUARANTINE_TOPICS, REDRIVEN_SUFFIX
+from fulfil_platform.topic_reader import read_all
 from schemas.registry import ALLOCATIONS, COMMANDS, DLQ_SUFFIX, INVENTORY, ORDERS, base_topics
 
 Headers = list[tuple[str, bytes]] | tuple[()]
@@ -115,33 +116,9 @@ async def read_ranges(
     timeout_ms: int = 200,
     deadline_s: float = 30.0,
 ) -> dict[TopicPartition, list[Any]]:
-    """Every record of each partition from its start offset to the log end.
-
-    Tansu's ListOffsets(latest) can be wrong after batched produce, so the end
-    is taken from the high watermark of fetch responses instead; until a fetch
-    has answered for a partition its end is unknown and we keep fetching (up
-    to `deadline_s` without progress). All partitions are read together.
-    """
-    consumer_.assign(list(starts))
-    for tp, start in starts.items():
-        consumer_.seek(tp, start)
-    records: dict[TopicPartition, list[Any]] = {tp: [] for tp in starts}
-    pending = set(starts)
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + deadline_s
-    while pending:
-        batch = await consumer_.getmany(*pending, timeout_ms=timeout_ms, max_records=10_000)
-        for tp, got in batch.items():
-            records[tp].extend(got)
-        if batch:
-            give_up = loop.time() + deadline_s
-        for tp in list(pending):
-            highwater = consumer_.highwater(tp)
-            if highwater is not None and not batch.get(tp) and await consumer_.position(tp) >= highwater:
-                pending.discard(tp)
-        if pending and loop.time() > give_up:
-            raise TimeoutError(f"no fetch response for {sorted(map(str, pending))} in {deadline_s}s")
-    return records
+    """Every record of each partition from its start offset to the log end
+    (ends from fetch high watermarks: see fulfil_platform.topic_reader)."""
+    return await read_all(consumer_, starts, timeout_ms=timeout_ms, deadline_s=deadline_s)
 
 
 async def cluster_id(settings: Settings) -> str | None:

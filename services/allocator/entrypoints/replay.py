@@ -17,6 +17,7 @@ from aiokafka import TopicPartition
 
 from fulfil import kafka
 from fulfil.config import Settings
+from fulfil_platform.topic_reader import read_partition
 from schemas.registry import ALLOCATIONS, COMMANDS
 from services.allocator.service_layer.partition import PartitionFold, position_of
 
@@ -63,39 +64,39 @@ class ReplayReport:
         return next((p.divergence for p in self.partitions if p.divergence), None)
 
 
-class _Chunks:
-    """Reads a partition forward in large fetches; `next()` hands out one record."""
+class _Stream:
+    """One partition read forward in large fetches; `next()` hands out one record."""
 
-    def __init__(self, consumer: Any, tp: TopicPartition, end: int | None = None):
-        self.consumer, self.tp, self.end = consumer, tp, end
+    def __init__(self, consumer: Any, tp: TopicPartition):
+        self.chunks = read_partition(consumer, tp, 0, timeout_ms=100, max_records=50_000)
         self.buffer: deque[Any] = deque()
-        self.position = 0
-        self.exhausted = False
-        self.started = False
 
     async def chunk(self) -> list[Any]:
-        """The next fetched records, [] at the end of the log (or of `end`)."""
-        if not self.started:  # each reader follows one partition at a time: assign once
-            self.consumer.assign([self.tp])
-            self.consumer.seek(self.tp, self.position)
-            self.started = True
-        while True:
-            if self.end is not None and self.position >= self.end:
-                return []
-            highwater = self.consumer.highwater(self.tp)
-            if highwater is not None and self.position >= highwater:
-                return []  # known end of log: do not wait for a fetch that brings nothing
-            batch = await self.consumer.getmany(self.tp, timeout_ms=100, max_records=50_000)
-            records = [r for r in batch.get(self.tp, ()) if self.end is None or r.offset < self.end]
-            if records:
-                self.position = records[-1].offset + 1
-                return records
+        """The next fetched records, [] at the end of the log."""
+        return await anext(self.chunks, [])
 
     async def next(self) -> Any | None:
-        if not self.buffer and not self.exhausted:
+        if not self.buffer:
             self.buffer.extend(await self.chunk())
-            self.exhausted = not self.buffer
         return self.buffer.popleft() if self.buffer else None
+
+
+@dataclass
+class _Run:
+    """What the partitions of one replay share: the readers, the progress count."""
+
+    settings: Settings
+    commands_reader: Any
+    outputs_reader: Any
+    from_offset: int
+    verify: bool
+    progress: Callable[[int, int], None] | None
+    ends: dict[int, int] = field(default_factory=dict)
+    done: int = 0
+
+    def report(self) -> None:
+        if self.progress:
+            self.progress(self.done, max(sum(self.ends.values()), self.done))
 
 
 async def replay(
@@ -118,79 +119,64 @@ async def replay(
     try:
         # Log ends come from fetch high watermarks as the partitions are read
         # (Tansu's ListOffsets is unreliable); the progress total grows with them.
-        ends: dict[int, int] = {}
-        done = 0
+        run = _Run(settings, commands_reader, outputs_reader, from_offset, verify, progress)
         for p in wanted:
-            part = PartitionReport(p)
-            report.partitions.append(part)
-            fold = PartitionFold(p)
-            outputs = (
-                _Chunks(outputs_reader, TopicPartition(settings.topic(ALLOCATIONS), p))
-                if verify
-                else None
-            )
-            commands_tp = TopicPartition(settings.topic(COMMANDS), p)
-            commands = _Chunks(commands_reader, commands_tp)
-            while part.divergence is None and (chunk := await commands.chunk()):
-                ends[p] = commands_reader.highwater(commands_tp) or 0
-                for command in chunk:
-                    emissions, _ = fold.apply(command.offset, command.value)
-                    part.commands += 1
-                    part.outputs += len(emissions)
-                    done += 1
-                    if outputs is None:
-                        continue
-                    for emission in emissions:
-                        # Most outputs are already fetched: skip the coroutine for those.
-                        actual = outputs.buffer.popleft() if outputs.buffer else await outputs.next()
-                        if command.offset < from_offset:
-                            continue
-                        if actual is None:
-                            part.divergence = Divergence(
-                                p,
-                                command.offset,
-                                emission.index,
-                                None,
-                                emission.value,
-                                None,
-                                "output missing from allocations",
-                            )
-                            break
-                        if actual.value != emission.value or position_of(actual.headers) != (
-                            command.offset,
-                            emission.index,
-                        ):
-                            part.divergence = Divergence(
-                                p,
-                                command.offset,
-                                emission.index,
-                                actual.offset,
-                                emission.value,
-                                actual.value,
-                                "output differs from the re-folded one",
-                            )
-                            break
-                        part.verified += 1
-                    if part.divergence:
-                        break
-                if progress:
-                    progress(done, max(sum(ends.values()), done))
-            if outputs is not None and part.divergence is None:
-                extra = await outputs.next()
-                if extra is not None:
-                    position = position_of(extra.headers) or (-1, -1)
-                    part.divergence = Divergence(
-                        p,
-                        position[0],
-                        position[1],
-                        extra.offset,
-                        None,
-                        extra.value,
-                        "output on allocations that the command log does not produce",
-                    )
-            if progress:
-                progress(done, max(sum(ends.values()), done))
+            report.partitions.append(await _replay_partition(run, p))
     finally:
         await commands_reader.stop()
         await outputs_reader.stop()
     return report
+
+
+async def _replay_partition(run: _Run, p: int) -> PartitionReport:
+    part = PartitionReport(p)
+    fold = PartitionFold(p)
+    outputs = _Stream(run.outputs_reader, TopicPartition(run.settings.topic(ALLOCATIONS), p)) if run.verify else None
+    commands_tp = TopicPartition(run.settings.topic(COMMANDS), p)
+    commands = _Stream(run.commands_reader, commands_tp)
+    while part.divergence is None and (chunk := await commands.chunk()):
+        run.ends[p] = run.commands_reader.highwater(commands_tp) or 0
+        for command in chunk:
+            emissions, _ = fold.apply(command.offset, command.value)
+            part.commands += 1
+            part.outputs += len(emissions)
+            run.done += 1
+            if outputs is not None:
+                part.divergence = await _compare(part, command, emissions, outputs, run.from_offset)
+            if part.divergence:
+                break
+        run.report()
+    if outputs is not None and part.divergence is None:
+        part.divergence = _extra(p, await outputs.next())
+    run.report()
+    return part
+
+
+async def _compare(part: PartitionReport, command: Any, emissions: list[Any], outputs: _Stream, from_offset: int) -> Divergence | None:
+    """The n-th regenerated output against the n-th record of the output partition."""
+    p = part.partition
+    for emission in emissions:
+        # Most outputs are already fetched: skip the coroutine for those.
+        actual = outputs.buffer.popleft() if outputs.buffer else await outputs.next()
+        if command.offset < from_offset:
+            continue
+        if actual is None:
+            return Divergence(p, command.offset, emission.index, None, emission.value, None, "output missing from allocations")
+        if actual.value != emission.value or position_of(actual.headers) != (command.offset, emission.index):
+            return Divergence(
+                p, command.offset, emission.index, actual.offset, emission.value, actual.value,
+                "output differs from the re-folded one",
+            )
+        part.verified += 1
+    return None
+
+
+def _extra(p: int, extra: Any | None) -> Divergence | None:
+    """An output left over once every command was folded."""
+    if extra is None:
+        return None
+    position = position_of(extra.headers) or (-1, -1)
+    return Divergence(
+        p, position[0], position[1], extra.offset, None, extra.value,
+        "output on allocations that the command log does not produce",
+    )
