@@ -42,7 +42,14 @@ from aiokafka.errors import KafkaError
 
 from fulfil import embedded, invariants, kafka
 from fulfil.config import Settings, load_settings
-from schemas.registry import ALLOCATIONS, COMMANDS, INVENTORY, ORDERS, parse_output
+from schemas.registry import (
+    ALLOCATIONS,
+    COMMANDS,
+    INVENTORY,
+    ORDER_OUTPUT_TYPES,
+    ORDERS,
+    parse_output,
+)
 from services.allocator.entrypoints.core import CORE_GROUP
 from services.allocator.entrypoints.router import ROUTER_GROUP
 from services.projector.service_layer.projector import LIVE_SCHEMA
@@ -93,6 +100,7 @@ class Summary:
     unexpected_exits: Counter[str] = field(default_factory=Counter)
     exit_tails: dict[str, str] = field(default_factory=dict)
     lost_examples: list[str] = field(default_factory=list)
+    reminders: int = 0
 
     @property
     def ok(self) -> bool:
@@ -112,7 +120,7 @@ class Summary:
         )
 
     def details(self) -> str:
-        parts = [f"seed {self.seed}; targets {dict(self.targets)}"]
+        parts = [f"seed {self.seed}; targets {dict(self.targets)}; reminder rows {self.reminders}"]
         if self.lost_examples:
             parts.append(f"lost e.g. {self.lost_examples}")
         if self.read_model_problems:
@@ -594,16 +602,29 @@ class Chaos:
 
     async def _check_messages(self, oracle: Oracle) -> None:
         from services.notifier.domain.decide import KIND_BY_EVENT
+        from services.notifier.domain.model import REMINDER_EVENT_TYPE
 
         conn = await asyncpg.connect(self.postgres.url)
         try:
-            rows = await conn.fetch("SELECT event_id, channel, status FROM notifier_outbox")
+            rows = await conn.fetch(
+                "SELECT event_id, channel, status, event_type, warehouse_id, order_id FROM notifier_outbox")
         finally:
             await conn.close()
         problems = self.summary.message_problems
         per_event: dict[tuple[str, str], list[str]] = defaultdict(list)
+        # Reminders come from the read model and the wall clock (the workload's orders are
+        # weeks old), so the oracle cannot list them; they must at least be for orders it
+        # backordered. Every other row must be for an allocation event the oracle has.
+        backordered = {(o.data.warehouse_id, o.data.order_id) for o in oracle.outputs
+                       if o.type in ORDER_OUTPUT_TYPES and any(x.backordered for x in o.data.lines)}
+        reminders = [r for r in rows if r["event_type"] == REMINDER_EVENT_TYPE]
+        strays = {(r["warehouse_id"], r["order_id"]) for r in reminders} - backordered
+        if strays:
+            problems.append(f"{len(strays)} orders reminded that the oracle never backordered, e.g. {sorted(strays)[:2]}")
+        self.summary.reminders = len(reminders)
         for r in rows:
-            per_event[(r["event_id"], r["channel"])].append(r["status"])
+            if r["event_type"] != REMINDER_EVENT_TYPE:
+                per_event[(r["event_id"], r["channel"])].append(r["status"])
         doubled = [k for k, v in per_event.items() if len(v) > 1]
         if doubled:
             problems.append(f"{len(doubled)} (event, channel) with more than one outbox row, e.g. {doubled[:2]}")
