@@ -40,6 +40,7 @@ from fulfil.dlq import dead_letter_headers
 from fulfil.logs import get_logger
 from fulfil.metrics import SNAPSHOTS_SKIPPED, Progress
 from fulfil_platform.consumer import Batch, ConsumerRuntime, Refused
+from fulfil_platform.unanswered_produce import fail_unanswered_produces
 from schemas.registry import ALLOCATIONS, COMMANDS, DLQ_SUFFIX
 from services.allocator.adapters.snapshot_store import SnapshotStore
 from services.allocator.domain import new_state
@@ -102,6 +103,9 @@ class AllocatorCore:
         self.cluster_id = await kafka.cluster_id(self.settings)
         self.tail_reader = kafka.consumer(self.settings, group_id=None)
         self.producer = kafka.producer(self.settings)
+        if not self.settings.kafka_enable_idempotence:
+            # A resent batch would land twice; a failed one is rebuilt from the output tail.
+            fail_unanswered_produces(self.producer)
         await self.producer.start()
         await self.tail_reader.start()
         self.runtime = ConsumerRuntime(
