@@ -14,12 +14,14 @@ on the output topic. It also refuses to run on a command log that no longer
 matches the snapshot (broker data loss, a re-created topic): exit code 3
 and the remedy, rather than silently skipping new commands.
 
-Outputs are deterministic (ids are uuid5 of the input id), and consumers of
-`allocations.v1` ignore an output id they have already applied: that is what
-makes a resent produce batch (a lost produce response without the
-idempotent producer) harmless. The core notices such a resend (its outputs
-land later than the output partition's end it knows) and rebuilds the
-partition, so it never writes on from a wrong position.
+Outputs are deterministic (ids are uuid5 of the input id). Without the
+idempotent producer, the core's producer does not resend a batch that got no
+answer (it may have been written): the flush fails and the partition is
+rebuilt from the snapshot and the output tail (fulfil_platform.unanswered_produce).
+Should outputs still land elsewhere than the partition's end the core knows
+(an evicted member wrote, a request was applied late), it rebuilds the
+partition, so it never writes on from a wrong position; consumers of
+`allocations.v1` ignore an output id they have already applied.
 """
 
 from __future__ import annotations
