@@ -623,8 +623,7 @@ class Chaos:
             problems.append(f"{len(strays)} orders reminded that the oracle never backordered, e.g. {sorted(strays)[:2]}")
         self.summary.reminders = len(reminders)
         for r in rows:
-            if r["event_type"] != REMINDER_EVENT_TYPE:
-                per_event[(r["event_id"], r["channel"])].append(r["status"])
+            per_event[(r["event_id"], r["channel"])].append(r["status"])
         doubled = [k for k, v in per_event.items() if len(v) > 1]
         if doubled:
             problems.append(f"{len(doubled)} (event, channel) with more than one outbox row, e.g. {doubled[:2]}")
@@ -632,7 +631,8 @@ class Chaos:
         if set(statuses) - {"sent", "superseded", "dropped", "skipped"}:
             problems.append(f"outbox statuses {dict(statuses)}")
         noticed = {o.id for o in oracle.outputs if o.type in KIND_BY_EVENT}
-        emailed = {e for (e, c) in per_event if c == "email"}
+        reminder_ids = {r["event_id"] for r in reminders}
+        emailed = {e for (e, c) in per_event if c == "email" and e not in reminder_ids}
         if noticed - emailed:
             problems.append(f"{len(noticed - emailed)} allocation events without an email row, e.g. {sorted(noticed - emailed)[:2]}")
         if emailed - oracle.output_ids:
