@@ -32,7 +32,7 @@ from aiokafka import TopicPartition
 from fulfil import kafka
 from fulfil.logs import get_logger
 from fulfil.metrics import OUTBOX, Health, Progress, serving
-from fulfil_platform.consumer import Batch, ConsumerRuntime, Handler, stop_on_signals
+from fulfil_platform.consumer import Batch, ConsumerRuntime, Handler, stop_on_signals, wait_out
 from schemas.registry import ALLOCATIONS, DLQ_SUFFIX
 from services.notifier.adapters.channels import Channel
 from services.notifier.adapters.migrate import apply_migrations
@@ -181,14 +181,14 @@ async def _run(settings: NotifierSettings, stop: asyncio.Event, clock: Clock | N
     settings.require_kafka()
     url = settings.require_database()
     settings.require_channels()
-    await apply_migrations(url)
-
     progress = health.add(Progress("notifier", settings.fulfil_ready_stall_seconds))
     runtime = NotifierRuntime(settings=settings, clock=clock or SystemClock(), progress=progress)
-    runtime.pool = pool = await asyncpg.create_pool(url, min_size=1, max_size=10)
-    producer = kafka.producer(settings)
+    # Starting while PostgreSQL restarts or the broker is away waits, it does not exit.
+    started = await wait_out(lambda: _connect(settings, url), stop, what="notifier start")
+    if started is None:
+        return runtime
+    runtime.pool, producer = pool, producer = started
     try:
-        await producer.start()
         await _serve(runtime, producer, stop, ready)
     finally:
         stop.set()
@@ -198,6 +198,22 @@ async def _run(settings: NotifierSettings, stop: asyncio.Event, clock: Clock | N
         counts = {f"{s.channel.name}_{k}": getattr(s, k) for s in runtime.senders for k in ("sent", "failed")}
         log.info("notifier stopped", events=runtime.handler.records if runtime.handler else 0, **counts)
     return runtime
+
+
+async def _connect(settings: NotifierSettings, url: str) -> tuple[asyncpg.Pool, Any]:
+    """Migrations, the pool, the producer and the dead-letter topic: all or nothing."""
+    await apply_migrations(url)
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=10)
+    producer = kafka.producer(settings)
+    try:
+        await producer.start()
+        # Clusters may not auto-create topics; ours is not in `fulfil topics create`'s list.
+        await kafka.create_topics(settings, [quarantine_topic(settings)])
+    except BaseException:
+        await producer.stop()
+        await pool.close()
+        raise
+    return pool, producer
 
 
 def _wire(runtime: NotifierRuntime, producer: Any) -> ReminderScheduler:
@@ -232,8 +248,6 @@ async def _serve(runtime: NotifierRuntime, producer: Any, stop: asyncio.Event, r
     settings = runtime.settings
     reminders = _wire(runtime, producer)
     assert runtime.handler is not None and runtime.consumer is not None and runtime.store is not None
-    # Clusters may not auto-create topics; ours is not in `fulfil topics create`'s list.
-    await kafka.create_topics(settings, [quarantine_topic(settings)])
     # Dead letters recorded before a crash (committed, not yet published) go out now.
     await runtime.handler.publish_dead_letters()
     tasks = [

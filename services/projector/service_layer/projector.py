@@ -42,14 +42,19 @@ from typing import Any
 
 import orjson
 from aiokafka import TopicPartition
-from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
-from fulfil import kafka, yoyo_asyncpg
+from fulfil import kafka
 from fulfil.config import Settings
 from fulfil.dlq import dead_letter_headers
 from fulfil.logs import get_logger
 from fulfil.metrics import Health, Progress, serving
-from fulfil_platform.consumer import Batch, ConsumerRuntime, Fenced, is_transient, stop_on_signals
+from fulfil_platform.consumer import (
+    Batch,
+    ConsumerRuntime,
+    Fenced,
+    stop_on_signals,
+    wait_out,
+)
 from schemas.registry import ALLOCATIONS, INVENTORY, ORDERS
 from services.projector.adapters import store as pg
 from services.projector.adapters.migrate import migrate
@@ -76,8 +81,6 @@ MAX_RECORDS = 10_000
 # transaction (PostgreSQL works on one core while Python decodes on the other).
 CHUNKS_PER_POLL = 2
 FETCH_BYTES_PER_PARTITION = 4 * 1024 * 1024
-# Migrations at start, before the runtime takes over: 0.2 s doubling to 10 s, jittered.
-MIGRATE_BACKOFF = wait_exponential_jitter(multiplier=0.2, max=10.0, jitter=0.2)
 
 
 class OffsetsMoved(Fenced):
@@ -190,38 +193,24 @@ class Projector:
 
     async def _migrate(self, stop: asyncio.Event) -> bool:
         """Migrate the schema, waiting out PostgreSQL being away; False if stopped meanwhile."""
-        unexpected = 0
 
-        def retry(exc: BaseException) -> bool:
-            nonlocal unexpected
-            if is_transient(exc) or isinstance(exc, yoyo_asyncpg.OperationalError):
-                return True
-            unexpected += 1
-            return isinstance(exc, Exception) and unexpected < MAX_UNEXPECTED_FAILURES
+        async def migrate_once() -> bool:
+            applied = await asyncio.to_thread(migrate, self.database_url, self.schema)
+            if applied:
+                log.info("migrations applied", schema=self.schema, migrations=applied)
+            return True
 
-        async def wait(seconds: float) -> None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), seconds)
-
-        async for attempt in AsyncRetrying(wait=MIGRATE_BACKOFF, retry=retry_if_exception(retry), sleep=wait,
-                                           before_sleep=self._migrate_failed, reraise=True):
-            with attempt:
-                if stop.is_set():
-                    return False
-                applied = await asyncio.to_thread(migrate, self.database_url, self.schema)
-                if applied:
-                    log.info("migrations applied", schema=self.schema, migrations=applied)
+        if not await wait_out(migrate_once, stop, what="migrations", max_unexpected=MAX_UNEXPECTED_FAILURES,
+                              on_retry=self._migrate_failed):
+            return False
         self.progress.set_unhealthy(None)
         self._sync_health()
         return True
 
-    def _migrate_failed(self, state: Any) -> None:
-        exc = state.outcome.exception() if state.outcome else None
+    def _migrate_failed(self, exc: BaseException, attempt: int) -> None:
         self.retries += 1
         self.progress.set_unhealthy(f"migrate: {type(exc).__name__}")
         self._sync_health()
-        log.warning("migrations failed; retrying", error=type(exc).__name__, detail=str(exc)[:200],
-                    attempt=state.attempt_number)
 
     async def _connected(self) -> Store:
         if self.store is None or self.store.conn.is_closed():

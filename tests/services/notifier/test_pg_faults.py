@@ -21,7 +21,7 @@ import pytest
 
 from fulfil import embedded, kafka
 from fulfil.metrics import Health
-from services.notifier.entrypoints.app import group_id
+from services.notifier.entrypoints.app import group_id, run_notifier
 from tests.faults.chaos import Postgres, private_postgres
 from tests.kafka_helpers import publish, wait_for
 from tests.services.notifier import builders as b
@@ -173,3 +173,38 @@ async def test_a_failed_recovery_is_not_ready_and_retried_until_postgres_is_back
         await wait_for(lambda: sent(len(first) + len(second)), timeout=90, what="the messages behind the outage")
         await wait_for(lambda: _ready(health), timeout=30, what="/readyz ready again")
     _assert_once_per_channel(await _rows(pg.url), first + second, smtp_server, webhook_receiver)
+
+
+async def test_started_while_postgres_is_down_it_waits_and_then_sends(
+    settings, own_postgres, smtp_server, webhook_receiver, captured_logs
+) -> None:
+    """A notifier (re)started by its orchestrator while PostgreSQL restarts must wait for
+    it, not exit 1: an exit loop stalls every message behind the orchestrator's back-off."""
+    pg = own_postgres
+    notifier = notifier_settings_for(settings, pg.url, smtp_url=smtp_server.url, webhook_url=webhook_receiver.url,
+                                     webhook_secret=WEBHOOK_SECRET)
+    await kafka.create_topics(notifier)
+    events = _events("late-db", 8)
+    await publish(notifier, events)
+    await asyncio.to_thread(embedded.stop_postgres, pg.handle)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_notifier(notifier, stop, handle_signals=False, health=Health()))
+    try:
+        async def retried() -> bool:
+            assert not task.done(), task
+            return captured_logs.getvalue().count("notifier start failed; retrying") >= 2
+
+        await wait_for(retried, timeout=60, interval=0.05, what="the start to be retried while PostgreSQL is down")
+        pg.handle = await asyncio.to_thread(
+            embedded.start_postgres, pg.handle.data_dir, port=pg.handle.port, log_path=pg.handle.log_path)
+
+        async def sent() -> bool:
+            assert not task.done(), task
+            rows = await _rows(pg.url)
+            return len(rows) == 2 * len(events) and all(r["status"] == "sent" for r in rows)
+
+        await wait_for(sent, timeout=90, what="the messages once PostgreSQL is back")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+    _assert_once_per_channel(await _rows(pg.url), events, smtp_server, webhook_receiver)
