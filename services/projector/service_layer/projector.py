@@ -44,12 +44,12 @@ import orjson
 from aiokafka import TopicPartition
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
-from fulfil import kafka, yoyo_asyncpg
-from fulfil.config import Settings
-from fulfil.dlq import dead_letter_headers
-from fulfil.logs import get_logger
-from fulfil.metrics import Health, Progress, serving
+from fulfil_platform import kafka, yoyo_asyncpg
+from fulfil_platform.config import Settings
 from fulfil_platform.consumer import Batch, ConsumerRuntime, Fenced, is_transient, stop_on_signals
+from fulfil_platform.dead_letter_writer import dead_letter_headers
+from fulfil_platform.logs import get_logger
+from fulfil_platform.metrics import Health, Progress, serving
 from schemas.registry import ALLOCATIONS, INVENTORY, ORDERS
 from services.projector.adapters import store as pg
 from services.projector.adapters.migrate import migrate

@@ -14,9 +14,9 @@ from typing import Any
 import orjson
 from aiokafka import TopicPartition
 
-from fulfil import kafka
-from fulfil.config import Settings
-from fulfil.dlq import (
+from fulfil_platform import kafka
+from fulfil_platform.config import Settings
+from fulfil_platform.dead_letter_writer import (
     H_KIND,
     H_OFFSET,
     H_PARTITION,
