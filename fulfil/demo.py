@@ -109,7 +109,7 @@ async def _ends(settings: Settings, consumer: Any, base: str) -> dict[int, int]:
     return {tp.partition: end for tp, end in (await kafka.log_ends(consumer, tps)).items()}
 
 
-async def _query(database_url: str, query: Callable[[asyncpg.Connection], Awaitable[T]], missing: T) -> T:
+async def _read(database_url: str, query: Callable[[asyncpg.Connection], Awaitable[T]], missing: T) -> T:
     """One read query of a service's own query module; `missing` while PostgreSQL or the table is not there."""
     try:
         conn = await asyncpg.connect(database_url)
@@ -148,12 +148,12 @@ async def _observe(settings: Settings, progress: Progress, mail: MailSink) -> bo
     finally:
         await consumer.stop()
     allocations = settings.topic(ALLOCATIONS)
-    projector = await _query(settings.database_url, projector_queries.live_offsets, {})
-    notifier = await _query(settings.database_url, notifier_queries.stored_offsets, {})
+    projector = await _read(settings.database_url, projector_queries.live_offsets, {})
+    notifier = await _read(settings.database_url, notifier_queries.stored_offsets, {})
     progress.projected = sum(v for (t, _), v in projector.items() if t == allocations)
     progress.notified = sum(v for (t, _), v in notifier.items() if t == allocations)
     progress.emails = mail.count
-    progress.unsent = await _query(settings.database_url, notifier_queries.pending_count, -1)
+    progress.unsent = await _read(settings.database_url, notifier_queries.pending_count, -1)
     routed = await _committed(settings, settings.topic("fulfil-allocator-router"), ORDERS) + await _committed(
         settings, settings.topic("fulfil-allocator-router"), INVENTORY
     )

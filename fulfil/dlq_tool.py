@@ -1,4 +1,6 @@
-"""Dead-letter operations: list, show, and redrive back to the source topic.
+"""`fulfil dlq`: the operator tool over dead letters: list, show, and redrive back to the source topic.
+
+The services write them (fulfil_platform/dead_letter_writer.py names the headers).
 
 A redrive re-publishes the original bytes (same event id, so the allocator's
 deduplication makes a repeat harmless) and records itself on

@@ -1,5 +1,8 @@
 """Apply a directory of SQL migrations with yoyo-migrations, over asyncpg.
 
+The plumbing under each service's own `adapters/migrate.py`, which names its
+migrations directory, schema and history table.
+
 yoyo runs on the asyncpg DB-API facade (fulfil_platform.yoyo_asyncpg), so the project
 needs no second PostgreSQL driver. Everything here is synchronous: async
 callers run `apply` in a thread.
