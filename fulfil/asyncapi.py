@@ -40,12 +40,12 @@ from urllib.parse import quote, unquote
 
 import orjson
 
-import schemas
 from fulfil_platform.asyncapi_docs import events_on
+from schemas import registry
 from schemas.registry import INVENTORY, ORDERS
 
-# The generated document lives with the contract it describes; its generator is a tool.
-ASYNCAPI = Path(schemas.__file__).with_name("asyncapi.json")
+# The generated document lives with the contract it describes (schemas/); its generator is a tool.
+ASYNCAPI = Path(registry.__file__).with_name("asyncapi.json")
 
 TITLE = "fulfil events"
 VERSION = "1.0.0"

@@ -37,5 +37,5 @@ async def stored_offsets(conn: asyncpg.Connection) -> dict[tuple[str, int], int]
 
 
 async def pending_count(conn: asyncpg.Connection) -> int:
-    """Outbox messages not yet sent (nor given up). Raises before the notifier has migrated."""
+    """Outbox messages still pending (not yet sent). Raises before the notifier has migrated."""
     return int(await conn.fetchval(_PENDING))
