@@ -34,10 +34,11 @@ lint: $(STAMP)
 
 schemas: $(STAMP)
 	$(PY) -m schemas.export
+	$(PY) -m fulfil.asyncapi
 
 .PHONY: asyncapi
 asyncapi: $(STAMP)
-	$(PY) -m schemas.asyncapi
+	$(PY) -m fulfil.asyncapi
 
 clean:
 	rm -rf $(VENV) .fulfil .pytest_cache .hypothesis

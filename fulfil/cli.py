@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from fulfil.config import ConfigError
+from fulfil_platform.config import ConfigError
 
 app = typer.Typer(
     name="fulfil",
@@ -29,11 +29,6 @@ def _register() -> None:
     app.add_typer(cli_dev.dev_app, name="dev")
     for module in (cli_tools, cli_ops, cli_sim, notifier_cli, projector_cli):
         module.register(app)
-
-
-def fail_usage(message: str) -> typer.Exit:
-    typer.echo(f"fulfil: {message}", err=True)
-    return typer.Exit(2)
 
 
 SERVICES = frozenset({"allocator", "projector", "notifier"})

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from fulfil import embedded
-from fulfil.config import load_settings
+from fulfil_platform.config import load_settings
 
 dev_app = typer.Typer(
     help=(

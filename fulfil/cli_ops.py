@@ -12,10 +12,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from fulfil.config import load_settings
-from fulfil.logs import redact_pii
+from fulfil.cli_common import JsonOption
+from fulfil_platform.config import load_settings
+from fulfil_platform.logs import redact_pii
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 dlq_app = typer.Typer(help="List, show and redrive dead letters.", no_args_is_help=True)
 console = Console()
 err = Console(stderr=True)
@@ -89,7 +89,7 @@ def replay(
 @dlq_app.command("list")
 def dlq_list(json_output: JsonOption = False) -> None:
     """Dead letters per source topic with reason counts, then each one."""
-    from fulfil.dead_letters import counts, dead_letters, redriven_refs
+    from fulfil.dlq_tool import counts, dead_letters, redriven_refs
 
     settings = load_settings()
     letters = asyncio.run(dead_letters(settings))
@@ -111,7 +111,7 @@ def dlq_list(json_output: JsonOption = False) -> None:
 @dlq_app.command("show")
 def dlq_show(ref: Annotated[str, typer.Argument(help="TOPIC:PARTITION:OFFSET of the dead letter, as `dlq list` shows.")], json_output: JsonOption = False) -> None:
     """One dead letter: its headers and original bytes."""
-    from fulfil.dead_letters import dead_letters, select
+    from fulfil.dlq_tool import dead_letters, select
 
     found = select(asyncio.run(dead_letters(load_settings())), ref=ref)
     if not found:
@@ -138,7 +138,7 @@ def dlq_redrive(
     json_output: JsonOption = False,
 ) -> None:
     """Send dead letters back to their source topic after the cause was fixed (once each)."""
-    from fulfil.dead_letters import dead_letters, redrive, select
+    from fulfil.dlq_tool import dead_letters, redrive, select
 
     if not (ref or kind or event_type or all_):
         raise typer.BadParameter("say which: a REF, --kind, --type or --all")

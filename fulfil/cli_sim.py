@@ -18,10 +18,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.tree import Tree
 
-from fulfil.config import load_settings
+from fulfil.cli_common import JsonOption, fail_usage
+from fulfil_platform.config import load_settings
 from schemas.registry import COMMANDS
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 console = Console()
 err = Console(stderr=True)
 
@@ -43,7 +43,7 @@ def _progress(disable: bool) -> Progress:
 async def _publish(settings: Any, records: Any, on_progress: Any, rate: float = 0) -> dict[str, int]:
     from aiokafka.errors import KafkaError
 
-    from fulfil import kafka
+    from fulfil_platform import kafka
 
     try:  # declared topics keep FULFIL_PARTITIONS; auto-created ones would not
         await kafka.create_topics(settings)
@@ -92,7 +92,6 @@ def simulate(
     Writes JSONL to --out, publishes with --publish, or writes JSONL to stdout.
     A summary goes to stdout (--json: one JSON document) unless stdout carries the JSONL.
     """
-    from fulfil.cli import fail_usage
     from fulfil.simulation import START, generate
 
     if out is not None and publish:

@@ -10,8 +10,8 @@ from typing import Annotated
 import orjson
 import typer
 
-from fulfil.config import load_settings
-from fulfil.logs import configure_logging
+from fulfil_platform.config import load_settings
+from fulfil_platform.logs import configure_logging
 
 topics_app = typer.Typer(help="Manage the Kafka topics of the service.", no_args_is_help=True)
 
@@ -21,7 +21,7 @@ def topics_create(
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON document.")] = False,
 ) -> None:
     """Create every topic (inputs, commands, allocations, dead letters); idempotent."""
-    from fulfil.kafka import create_topics
+    from fulfil_platform.kafka import create_topics
 
     settings = load_settings()
     created, existing = asyncio.run(create_topics(settings))

@@ -19,10 +19,11 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from aiokafka import TopicPartition
@@ -32,9 +33,10 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from fulfil import embedded, kafka
-from fulfil.config import Settings, load_settings
-from fulfil.invariants import InvariantReport, check
+from fulfil import embedded
+from fulfil.log_audit import InvariantReport, check
+from fulfil_platform import kafka
+from fulfil_platform.config import Settings, load_settings
 from schemas.registry import (
     ALLOCATIONS,
     COMMANDS,
@@ -45,7 +47,10 @@ from schemas.registry import (
     parse_input,
     parse_output,
 )
+from services.notifier.adapters import queries as notifier_queries
+from services.projector.adapters import queries as projector_queries
 
+T = TypeVar("T")
 SERVICES = ("allocator", "projector", "notifier")
 CHUNK = 250  # events published before waiting for the router
 OBSERVE_SECONDS = 0.5  # refresh of the per-service counters and lags
@@ -104,15 +109,16 @@ async def _ends(settings: Settings, consumer: Any, base: str) -> dict[int, int]:
     return {tp.partition: end for tp, end in (await kafka.log_ends(consumer, tps)).items()}
 
 
-async def _stored_offsets(database_url: str, sql: str) -> dict[tuple[str, int], int]:
+async def _read(database_url: str, query: Callable[[asyncpg.Connection], Awaitable[T]], missing: T) -> T:
+    """One read query of a service's own query module; `missing` while PostgreSQL or the table is not there."""
     try:
         conn = await asyncpg.connect(database_url)
     except (OSError, asyncpg.PostgresError):
-        return {}
+        return missing
     try:
-        return {(r[0], r[1]): r[2] for r in await conn.fetch(sql)}
+        return await query(conn)
     except asyncpg.PostgresError:  # the service has not migrated yet
-        return {}
+        return missing
     finally:
         await conn.close()
 
@@ -142,15 +148,12 @@ async def _observe(settings: Settings, progress: Progress, mail: MailSink) -> bo
     finally:
         await consumer.stop()
     allocations = settings.topic(ALLOCATIONS)
-    projector = await _stored_offsets(settings.database_url, "SELECT topic, partition, next_offset FROM projection.projector_offsets")
-    notifier = await _stored_offsets(settings.database_url, "SELECT topic, partition, next_offset FROM notifier_offsets")
+    projector = await _read(settings.database_url, projector_queries.live_offsets, {})
+    notifier = await _read(settings.database_url, notifier_queries.stored_offsets, {})
     progress.projected = sum(v for (t, _), v in projector.items() if t == allocations)
     progress.notified = sum(v for (t, _), v in notifier.items() if t == allocations)
     progress.emails = mail.count
-    pending = await _stored_offsets(
-        settings.database_url, "SELECT 'pending', 0, count(*) FROM notifier_outbox WHERE status = 'pending'"
-    )
-    progress.unsent = sum(pending.values()) if pending else -1
+    progress.unsent = await _read(settings.database_url, notifier_queries.pending_count, -1)
     routed = await _committed(settings, settings.topic("fulfil-allocator-router"), ORDERS) + await _committed(
         settings, settings.topic("fulfil-allocator-router"), INVENTORY
     )

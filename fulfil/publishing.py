@@ -6,8 +6,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fulfil.config import Settings
-from fulfil.kafka import producer
+from fulfil_platform.config import Settings
+from fulfil_platform.kafka import producer
 from schemas.registry import ContractError, parse_event, spec_for
 
 

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 from aiokafka import TopicPartition
 
-from fulfil import kafka
-from fulfil.config import Settings
+from fulfil_platform import kafka
+from fulfil_platform.config import Settings
 from fulfil_platform.topic_reader import read_chunks
 
 

@@ -32,11 +32,18 @@ from typing import Any, Protocol
 import orjson
 from aiokafka.partitioner import DefaultPartitioner
 
-from fulfil.dlq import H_KIND, H_OFFSET, H_PARTITION, H_REASON, H_STAGE, H_TOPIC
-from fulfil.kafka import header
 from fulfil.trace_model import Entry, Trace, parse_time
+from fulfil_platform.dead_letter_writer import (
+    H_KIND,
+    H_OFFSET,
+    H_PARTITION,
+    H_REASON,
+    H_STAGE,
+    H_TOPIC,
+)
+from fulfil_platform.kafka import header
+from schemas.allocation_headers import H_COMMAND_OFFSET, H_OUTPUT_INDEX
 from schemas.registry import ALLOCATIONS, COMMANDS, DLQ_SUFFIX, INVENTORY, ORDERS
-from services.allocator.service_layer.partition import H_COMMAND_OFFSET, H_OUTPUT_INDEX
 
 ORDER_INPUTS = frozenset({"OrderPlaced", "OrderCancelled"})
 INBOUND_MARKERS = (b'"InboundScheduled"', b'"ShipmentDelayed"')

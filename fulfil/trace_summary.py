@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from fulfil.logs import redact_pii
+from fulfil_platform.logs import redact_pii
 
 if TYPE_CHECKING:
     from fulfil.trace_model import Entry

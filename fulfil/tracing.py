@@ -18,8 +18,6 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from fulfil import kafka
-from fulfil.config import Settings
 from fulfil.trace_build import (
     TRACED_TOPICS,
     Matcher,
@@ -33,6 +31,8 @@ from fulfil.trace_build import (
 )
 from fulfil.trace_model import Entry, Trace
 from fulfil.trace_summary import redact, summarize
+from fulfil_platform import kafka
+from fulfil_platform.config import Settings
 from fulfil_platform.topic_reader import read_chunks
 from schemas.registry import ALLOCATIONS, DLQ_SUFFIX, ORDERS
 

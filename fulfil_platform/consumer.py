@@ -51,7 +51,7 @@ What the runtime guarantees, in one place:
   SIGINT): the batch in hand finishes, every held partition is released,
   the consumer leaves its group (a successor takes over at once); the
   caller returns normally and the process exits 0.
-- **Lag and health** through `fulfil.metrics.Progress` (lag watcher, batch
+- **Lag and health** through `fulfil_platform.metrics.Progress` (lag watcher, batch
   timing, not-ready reasons).
 
 The projector (offsets in PostgreSQL, same transaction as rows) is ported:
@@ -96,10 +96,10 @@ from aiokafka.errors import (
 )
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential_jitter
 
-from fulfil import kafka
-from fulfil.config import Settings
-from fulfil.logs import get_logger
-from fulfil.metrics import Progress, watch_lag
+from fulfil_platform import kafka
+from fulfil_platform.config import Settings
+from fulfil_platform.logs import get_logger
+from fulfil_platform.metrics import Progress, watch_lag
 
 log = get_logger("platform.consumer")
 

@@ -22,7 +22,7 @@ import asyncpg
 import pytest
 
 from fulfil import embedded
-from fulfil.config import Settings, load_settings
+from fulfil_platform.config import Settings, load_settings
 
 
 def _backend() -> str:

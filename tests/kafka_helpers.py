@@ -10,8 +10,9 @@ from typing import Any, TypeVar
 
 from aiokafka import TopicPartition
 
-from fulfil import invariants, kafka
-from fulfil.config import Settings
+from fulfil import log_audit
+from fulfil_platform import kafka
+from fulfil_platform.config import Settings
 from schemas.contract import Envelope
 from schemas.registry import COMMANDS, ContractError, encode, parse_input, parse_output, spec_for
 from services.allocator.service_layer.partition import PartitionFold
@@ -106,7 +107,7 @@ async def expected_and_actual(settings: Settings) -> tuple[dict[int, list[bytes]
         for record in records:
             with contextlib.suppress(ContractError):
                 inputs.append(parse_input(record.value))
-    report = invariants.check(inputs, [parse_output(v) for values in actual.values() for v in values])
+    report = log_audit.check(inputs, [parse_output(v) for values in actual.values() for v in values])
     assert report.ok, f"{len(report.problems)} invariant violations, e.g. {report.problems[:5]}"
     return expected, actual
 

@@ -1,4 +1,4 @@
-"""The notifier's settings: the shared ones (fulfil.config.Settings) plus its own.
+"""The notifier's settings: the shared ones (fulfil_platform.config.Settings) plus its own.
 
 Every notifier-only variable starts with `FULFIL_NOTIFIER_` (SMTP details with
 `SMTP_`, like the shared `SMTP_URL`). An invalid value is one ConfigError line,
@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator
 
-from fulfil.config import ConfigError, Settings, settings_error
+from fulfil_platform.config import ConfigError, Settings, settings_error
 
 CHANNELS = ("email", "webhook")
 SECRET_PREFIX = "whsec_"

@@ -32,8 +32,9 @@ import psutil
 from aiokafka import TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
-from fulfil import embedded, kafka
-from fulfil.config import Settings, load_settings
+from fulfil import embedded
+from fulfil_platform import kafka
+from fulfil_platform.config import Settings, load_settings
 from schemas.registry import ALLOCATIONS, COMMANDS, INVENTORY, ORDERS, encode, spec_for
 from services.allocator.entrypoints.core import CORE_GROUP, AllocatorCore
 from services.allocator.entrypoints.replay import replay

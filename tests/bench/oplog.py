@@ -37,10 +37,11 @@ import orjson
 import structlog
 from aiokafka import TopicPartition
 
-from fulfil import embedded, kafka
-from fulfil.config import Settings
-from fulfil.logs import configure_logging
+from fulfil import embedded
 from fulfil.simulation import simulate_records
+from fulfil_platform import kafka
+from fulfil_platform.config import Settings
+from fulfil_platform.logs import configure_logging
 from schemas.registry import ALLOCATIONS
 from tests.bench.allocator import _publish_all, _settings, running_allocator
 from tests.conftest import settings_as_env

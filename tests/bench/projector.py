@@ -19,8 +19,9 @@ from pathlib import Path
 
 import asyncpg
 
-from fulfil import embedded, kafka
-from fulfil.config import Settings, load_settings
+from fulfil import embedded
+from fulfil_platform import kafka
+from fulfil_platform.config import Settings, load_settings
 from schemas.registry import ALLOCATIONS, INVENTORY, ORDERS, encode, spec_for
 from services.allocator.domain import fold
 from services.projector.service_layer.projector import Projector, tune_gc

@@ -28,7 +28,7 @@ import pytest
 import yaml
 from pydantic import AliasChoices
 
-from fulfil.config import Settings
+from fulfil_platform.config import Settings
 from services.notifier.config import NotifierSettings
 
 ROOT = Path(__file__).resolve().parents[2]

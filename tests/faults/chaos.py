@@ -40,8 +40,9 @@ from typing import Any
 import asyncpg
 from aiokafka.errors import KafkaError
 
-from fulfil import embedded, invariants, kafka
-from fulfil.config import Settings, load_settings
+from fulfil import embedded, log_audit
+from fulfil_platform import kafka
+from fulfil_platform.config import Settings, load_settings
 from schemas.registry import (
     ALLOCATIONS,
     COMMANDS,
@@ -566,7 +567,7 @@ class Chaos:
         if unexpected:
             summary.invariant_problems.append(f"{len(unexpected)} outputs the oracle does not have, e.g. {sorted(unexpected)[:3]}")
         unique = list({o.id: o for o in outputs}.values())
-        report = invariants.check(oracle.inputs, unique)
+        report = log_audit.check(oracle.inputs, unique)
         summary.invariant_problems.extend(report.problems)
         summary.planted_code_ran = self.marker.exists()
         await self._check_read_model(oracle)

@@ -12,8 +12,8 @@ import signal
 import subprocess
 import sys
 
-from fulfil import kafka
-from fulfil.config import load_settings
+from fulfil_platform import kafka
+from fulfil_platform.config import load_settings
 from schemas.registry import COMMANDS
 from services.allocator.entrypoints.core import CORE_GROUP
 from tests.conftest import settings_as_env

@@ -6,7 +6,7 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
-from fulfil import kafka
+from fulfil_platform import kafka
 from tests.faults.proxy import PRODUCE
 from tests.kafka_helpers import wait_for
 

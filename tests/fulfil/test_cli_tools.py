@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 from aiokafka import TopicPartition
 
-from fulfil import kafka
+from fulfil_platform import kafka
 from schemas.registry import base_topics
 from tests.schemas.test_contract import VALID
 

@@ -11,7 +11,7 @@ import orjson
 from rich.console import Console
 
 from fulfil.demo import invariant_check
-from fulfil.kafka import create_topics
+from fulfil_platform.kafka import create_topics
 from schemas.registry import ALLOCATIONS, encode
 from services.allocator.domain import decide, new_state
 from tests.kafka_helpers import publish
@@ -53,7 +53,7 @@ def _processes_mentioning(path) -> list[int]:
 
 async def test_demo_exits_1_when_an_invariant_fails_and_stops_everything(tmp_path, monkeypatch) -> None:
     from fulfil import demo
-    from fulfil.invariants import InvariantReport
+    from fulfil.log_audit import InvariantReport
 
     async def failing_check(settings):
         return InvariantReport(lines_checked=1, problems=["order o-1 line 1: 2 != ordered 1"])

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from fulfil import embedded
-from fulfil.config import Settings
+from fulfil_platform.config import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

@@ -2,7 +2,7 @@ import io
 
 import orjson
 
-from fulfil.logs import bind_event, configure_logging, get_logger, unbind_event
+from fulfil_platform.logs import bind_event, configure_logging, get_logger, unbind_event
 from schemas.registry import parse_input
 from tests.schemas.test_contract import VALID_ORDER
 

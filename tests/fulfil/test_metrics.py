@@ -12,9 +12,10 @@ import pytest
 from aiokafka import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from fulfil import embedded, kafka
-from fulfil.config import ConfigError
-from fulfil.metrics import Health, MetricsServer, Progress, serving
+from fulfil import embedded
+from fulfil_platform import kafka
+from fulfil_platform.config import ConfigError
+from fulfil_platform.metrics import Health, MetricsServer, Progress, serving
 from schemas.registry import COMMANDS, INVENTORY, ORDERS
 from services.allocator.entrypoints.core import AllocatorCore
 from tests.kafka_helpers import publish, wait_for

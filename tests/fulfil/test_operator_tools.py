@@ -10,10 +10,11 @@ from contextlib import asynccontextmanager
 import orjson
 from aiokafka.partitioner import DefaultPartitioner
 
-from fulfil import kafka
+from fulfil_platform import kafka
+from schemas.allocation_headers import output_headers
 from schemas.registry import ALLOCATIONS, COMMANDS, ORDERS, encode, parse_input, parse_output
 from services.allocator.entrypoints.app import run_allocator
-from services.allocator.service_layer.partition import PartitionFold, output_headers
+from services.allocator.service_layer.partition import PartitionFold
 from tests.kafka_helpers import committed_offsets, publish, read_topic, wait_for
 from tests.schemas.test_contract import VALID
 from tests.services.allocator.domain.streams import mixed_stream

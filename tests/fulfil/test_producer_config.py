@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from fulfil import embedded, kafka
-from fulfil.config import Settings, load_settings
-from fulfil.faststream_broker import broker as faststream_broker
+from fulfil import embedded
+from fulfil_platform import kafka
+from fulfil_platform.config import Settings, load_settings
+from fulfil_platform.faststream_broker import broker as faststream_broker
 
 
 def _settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import orjson
 
-from fulfil import dlq, kafka
-from fulfil.dead_letters import H_REDRIVEN_FROM
+from fulfil.dlq_tool import H_REDRIVEN_FROM
+from fulfil_platform import dead_letter_writer, kafka
 from schemas.registry import ALLOCATIONS
 from services.notifier.entrypoints.app import quarantine_topic
 from services.projector.service_layer.projector import GROUP_ID, dead_letter_topic
@@ -42,7 +42,7 @@ def test_topics_create_makes_the_quarantine_topics_and_their_ledgers(settings, e
     created = set(orjson.loads(result.stdout)["created"])
     for base in (PROJECTOR_DLQ, NOTIFIER_DLQ):
         assert settings.topic(base) in created
-        assert settings.topic(base + dlq.REDRIVEN_SUFFIX) in created
+        assert settings.topic(base + dead_letter_writer.REDRIVEN_SUFFIX) in created
 
 
 async def _quarantined_by_the_projector(settings) -> bytes:
@@ -64,7 +64,7 @@ async def _quarantined_by_the_projector(settings) -> bytes:
 async def _quarantined_by_the_notifier(settings) -> bytes:
     """A letter as the notifier writes one (the same header function), on its topic."""
     value = b'{"type": "OrderAllocated", "id": "notifier-poison"'
-    headers = dlq.dead_letter_headers(
+    headers = dead_letter_writer.dead_letter_headers(
         reason="bad_json: unexpected end of data", kind="unparseable", topic=settings.topic(ALLOCATIONS),
         partition=1, offset=7, stage="notifier", original=[("fulfil-event-type", b"OrderAllocated")],
     )  # fmt: skip
@@ -107,7 +107,7 @@ async def test_dlq_list_show_and_redrive_cover_the_quarantine_topics(
     assert shown.returncode == 0, shown.stderr
     document = orjson.loads(shown.stdout)
     assert document["original"].encode() == projector_poison
-    assert document["headers"][dlq.H_STAGE] == "projector"
+    assert document["headers"][dead_letter_writer.H_STAGE] == "projector"
 
     for letter, value in ((projector_letter, projector_poison), (notifier_letter, notifier_poison)):
         first = fulfil("dlq", "redrive", letter["ref"], "--json", env=env)

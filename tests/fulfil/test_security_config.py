@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from faststream.security import SASLPlaintext, SASLScram512
 
-from fulfil import kafka
-from fulfil.config import ConfigError, Settings, load_settings
-from fulfil.faststream_broker import security
+from fulfil_platform import kafka
+from fulfil_platform.config import ConfigError, Settings, load_settings
+from fulfil_platform.faststream_broker import security
 from tests.kafka_helpers import wait_for
 
 SASL_PASSWORD = "kafka-pw-7fQ2xL9"
@@ -207,7 +207,7 @@ async def test_a_running_service_never_logs_its_secrets(settings, env_for_subpro
 def test_an_invalid_url_setting_is_reported_without_its_credentials() -> None:
     """Every service loads these settings: a URL its pattern refuses (here: a password
     with an unencoded '/' and a space) must not be echoed with the password."""
-    from fulfil.config import ConfigError, load_settings
+    from fulfil_platform.config import ConfigError, load_settings
 
     with pytest.raises(ConfigError) as info:
         load_settings(smtp_url="smtp://mailer:top/se cret@mail.example:99999")
@@ -217,7 +217,7 @@ def test_an_invalid_url_setting_is_reported_without_its_credentials() -> None:
 
 
 def test_log_masking_covers_passwords_with_unencoded_characters() -> None:
-    from fulfil.config import mask_url_password
+    from fulfil_platform.config import mask_url_password
 
     masked = mask_url_password("connecting to postgresql://app:pa/ss@db.internal:5432/fulfil now")
     assert masked == "connecting to postgresql://app:***@db.internal:5432/fulfil now"

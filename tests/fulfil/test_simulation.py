@@ -11,7 +11,7 @@ from datetime import date, datetime, timedelta
 import orjson
 import pytest
 
-from fulfil.invariants import check
+from fulfil.log_audit import check
 from fulfil.simulation import START, generate, simulate, simulate_records
 from schemas.registry import REGISTRY, ContractError, parse_input
 from services.allocator.domain import decide, new_state

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from fulfil import kafka
+from fulfil_platform import kafka
 from schemas.registry import ALLOCATIONS, COMMANDS, INVENTORY, ORDERS, parse_output
 from services.allocator.entrypoints.app import run_allocator
 from services.notifier.adapters.migrate import apply_migrations

@@ -7,11 +7,11 @@ from typing import Any
 
 import orjson
 
-from fulfil.dlq import H_KIND, H_OFFSET, H_PARTITION, H_REASON, H_TOPIC
 from fulfil.trace_build import Rec, TracePlan, build_trace, partition_for
 from fulfil.trace_summary import summarize
+from fulfil_platform.dead_letter_writer import H_KIND, H_OFFSET, H_PARTITION, H_REASON, H_TOPIC
+from schemas.allocation_headers import H_COMMAND_OFFSET, H_OUTPUT_INDEX
 from schemas.registry import ALLOCATIONS, COMMANDS, DLQ_SUFFIX, INVENTORY, ORDERS
-from services.allocator.service_layer.partition import H_COMMAND_OFFSET, H_OUTPUT_INDEX
 
 ORDER = "ord-1"
 WH = "wh-a"

@@ -6,9 +6,9 @@ import asyncio
 
 from aiokafka import TopicPartition
 
-from fulfil import kafka
-from fulfil.metrics import Progress
+from fulfil_platform import kafka
 from fulfil_platform.consumer import Batch, ConsumerRuntime
+from fulfil_platform.metrics import Progress
 from tests.kafka_helpers import committed_offsets, publish, wait_for
 
 TOPIC = "runtime.test.v1"

@@ -6,7 +6,7 @@ import asyncio
 
 from aiokafka import TopicPartition
 
-from fulfil import kafka
+from fulfil_platform import kafka
 from fulfil_platform.topic_reader import read_all, read_chunks, read_partition
 
 TOPIC = "reader.test.v1"

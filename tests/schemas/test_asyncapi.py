@@ -11,7 +11,7 @@ from urllib.parse import unquote
 import pytest
 from jsonschema import Draft7Validator
 
-from schemas import asyncapi
+from fulfil import asyncapi
 from schemas.registry import (
     ALLOCATIONS,
     COMMANDS,

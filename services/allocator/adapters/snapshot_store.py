@@ -36,7 +36,7 @@ from typing import Any
 
 import orjson
 
-from fulfil.logs import get_logger
+from fulfil_platform.logs import get_logger
 from services.allocator.domain.plain import state_from_plain, state_to_plain
 from services.allocator.service_layer import partition as _partition
 from services.allocator.service_layer.partition import Snapshot

@@ -7,11 +7,11 @@ from typing import Literal
 
 from aiokafka.errors import KafkaError
 
-from fulfil.config import Settings
-from fulfil.kafka import create_topics
-from fulfil.logs import get_logger
-from fulfil.metrics import Health, Progress, serving
+from fulfil_platform.config import Settings
 from fulfil_platform.consumer import stop_on_signals
+from fulfil_platform.kafka import create_topics
+from fulfil_platform.logs import get_logger
+from fulfil_platform.metrics import Health, Progress, serving
 from services.allocator.entrypoints.core import AllocatorCore
 from services.allocator.entrypoints.router import build_router
 

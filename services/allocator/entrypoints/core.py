@@ -36,23 +36,18 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 
-from fulfil import kafka
-from fulfil.config import Settings
-from fulfil.dlq import dead_letter_headers
-from fulfil.logs import get_logger
-from fulfil.metrics import SNAPSHOTS_SKIPPED, Progress
+from fulfil_platform import kafka
+from fulfil_platform.config import Settings
 from fulfil_platform.consumer import Batch, ConsumerRuntime, Refused
+from fulfil_platform.dead_letter_writer import dead_letter_headers
+from fulfil_platform.logs import get_logger
+from fulfil_platform.metrics import SNAPSHOTS_SKIPPED, Progress
 from fulfil_platform.unanswered_produce import fail_unanswered_produces
+from schemas.allocation_headers import output_headers, position_of
 from schemas.registry import ALLOCATIONS, COMMANDS, DLQ_SUFFIX
 from services.allocator.adapters.snapshot_store import SnapshotStore
 from services.allocator.domain import new_state
-from services.allocator.service_layer.partition import (
-    NOTHING_WRITTEN,
-    PartitionFold,
-    Snapshot,
-    output_headers,
-    position_of,
-)
+from services.allocator.service_layer.partition import NOTHING_WRITTEN, PartitionFold, Snapshot
 
 log = get_logger("allocator.core")
 
@@ -370,7 +365,7 @@ class OutputMoved(KafkaError):
 def describe(broker: Any, settings: Settings) -> None:
     """Documentation only (`make asyncapi`): the core drives aiokafka itself (offsets, snapshots),
     so FastStream cannot see it; this declares its topics on a broker that is never started."""
-    from schemas.asyncapi import DeadLetter, events_on, receives
+    from fulfil_platform.asyncapi_docs import DeadLetter, events_on, receives
 
     receives(
         broker,

@@ -15,11 +15,12 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from fulfil import kafka
-from fulfil.config import Settings
+from fulfil_platform import kafka
+from fulfil_platform.config import Settings
 from fulfil_platform.topic_reader import read_partition
+from schemas.allocation_headers import position_of
 from schemas.registry import ALLOCATIONS, COMMANDS
-from services.allocator.service_layer.partition import PartitionFold, position_of
+from services.allocator.service_layer.partition import PartitionFold
 
 
 @dataclass

@@ -16,12 +16,12 @@ from faststream import AckPolicy, Context, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaAckableMessage
 
-from fulfil import kafka
-from fulfil.config import Settings
-from fulfil.dlq import dead_letter_headers
-from fulfil.faststream_broker import broker as make_broker
-from fulfil.logs import get_logger
-from fulfil.metrics import Progress, watch_lag
+from fulfil_platform import kafka
+from fulfil_platform.config import Settings
+from fulfil_platform.dead_letter_writer import dead_letter_headers
+from fulfil_platform.faststream_broker import broker as make_broker
+from fulfil_platform.logs import get_logger
+from fulfil_platform.metrics import Progress, watch_lag
 from schemas.registry import COMMANDS, DLQ_SUFFIX, INVENTORY, ORDERS, ContractError, parse_input
 
 log = get_logger("allocator.router")
@@ -170,7 +170,7 @@ def build_router(
 def describe(broker: KafkaBroker, settings: Settings) -> None:
     """Documentation only (`make asyncapi`): what the router publishes through its plain
     aiokafka producer, which FastStream cannot see. The broker given is never started."""
-    from schemas.asyncapi import DeadLetter, events_on
+    from fulfil_platform.asyncapi_docs import DeadLetter, events_on
 
     broker.publisher(
         settings.topic(COMMANDS),

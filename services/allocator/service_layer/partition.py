@@ -13,42 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from schemas.allocation_headers import Position
 from schemas.contract import Envelope
 from schemas.registry import ContractError, encode, parse_input
 from services.allocator.domain import decide, new_state
 
-H_COMMAND_PARTITION = "fulfil-command-partition"
-H_COMMAND_OFFSET = "fulfil-command-offset"
-H_OUTPUT_INDEX = "fulfil-output-index"
-
-Position = tuple[int, int]  # (command offset, output index)
 NOTHING_WRITTEN: Position = (-1, -1)
 SNAPSHOT_FORMAT = 1  # bump when the state's shape changes: old snapshots are then ignored
-
-
-def output_headers(partition: int, offset: int, index: int, event: Envelope) -> list[tuple[str, bytes]]:
-    return [
-        (H_COMMAND_PARTITION, str(partition).encode()),
-        (H_COMMAND_OFFSET, str(offset).encode()),
-        (H_OUTPUT_INDEX, str(index).encode()),
-        ("fulfil-event-type", event.type.encode()),
-    ]
-
-
-def position_of(headers: Any) -> Position | None:
-    # Called for every output record by recovery and replay: no dict per record.
-    offset = index = None
-    for key, value in headers or ():
-        if key == H_COMMAND_OFFSET:
-            offset = value
-        elif key == H_OUTPUT_INDEX:
-            index = value
-    if offset is None or index is None:
-        return None
-    try:
-        return int(offset), int(index)
-    except ValueError:
-        return None
 
 
 @dataclass(slots=True)

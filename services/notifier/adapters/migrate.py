@@ -1,6 +1,6 @@
 """The notifier's schema migrations, with yoyo-migrations over asyncpg.
 
-Runs on the shared yoyo plumbing (fulfil.migrations), whose job is synchronous,
+Runs on the shared yoyo plumbing (fulfil_platform.yoyo_runner), whose job is synchronous,
 so `apply_migrations` runs it on a worker thread and works from inside any
 running event loop.
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from fulfil.migrations import apply
+from fulfil_platform.yoyo_runner import apply
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 MIGRATION_TABLE = "_yoyo_notifier_migration"

@@ -1,4 +1,4 @@
-"""Read queries over the notifier's own tables, for operator tools (`fulfil trace`).
+"""Read queries over the notifier's own tables, for operator tools (`fulfil trace`, `fulfil demo`).
 
 Tools ask here instead of running SQL on the notifier's tables: the columns
 they may see are chosen by the notifier, and never include the rendered
@@ -18,6 +18,8 @@ FROM notifier_outbox
 WHERE warehouse_id = $1 AND order_id = $2
 ORDER BY created_at, id
 """
+_STORED_OFFSETS = "SELECT topic, partition, next_offset FROM notifier_offsets"
+_PENDING = "SELECT count(*) FROM notifier_outbox WHERE status = 'pending'"
 
 
 async def order_notifications(conn: asyncpg.Connection, warehouse_id: str, order_id: str) -> list[dict[str, Any]] | None:
@@ -26,3 +28,14 @@ async def order_notifications(conn: asyncpg.Connection, warehouse_id: str, order
     if await conn.fetchval("SELECT to_regclass('notifier_outbox')") is None:
         return None
     return [dict(row) for row in await conn.fetch(_ORDER_NOTIFICATIONS, warehouse_id, order_id)]
+
+
+async def stored_offsets(conn: asyncpg.Connection) -> dict[tuple[str, int], int]:
+    """How far the notifier has handled each (topic, partition): its next offset.
+    Raises asyncpg's UndefinedTableError before the notifier has migrated."""
+    return {(r[0], r[1]): r[2] for r in await conn.fetch(_STORED_OFFSETS)}
+
+
+async def pending_count(conn: asyncpg.Connection) -> int:
+    """Outbox messages still pending (not yet sent). Raises before the notifier has migrated."""
+    return int(await conn.fetchval(_PENDING))

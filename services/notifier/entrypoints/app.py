@@ -29,10 +29,10 @@ from typing import Any
 import asyncpg
 from aiokafka import TopicPartition
 
-from fulfil import kafka
-from fulfil.logs import get_logger
-from fulfil.metrics import OUTBOX, Health, Progress, serving
+from fulfil_platform import kafka
 from fulfil_platform.consumer import Batch, ConsumerRuntime, Handler, stop_on_signals, wait_out
+from fulfil_platform.logs import get_logger
+from fulfil_platform.metrics import OUTBOX, Health, Progress, serving
 from schemas.registry import ALLOCATIONS, DLQ_SUFFIX
 from services.notifier.adapters.channels import Channel
 from services.notifier.adapters.migrate import apply_migrations
@@ -129,7 +129,7 @@ def describe(broker: Any, settings: NotifierSettings) -> None:
     """Documentation only (`make asyncapi`): the notifier consumes with the platform's runtime
     (raw aiokafka) and publishes dead letters with a plain producer, so FastStream cannot see
     it; this declares both on a broker that is never started."""
-    from schemas.asyncapi import DeadLetter, events_on, receives
+    from fulfil_platform.asyncapi_docs import DeadLetter, events_on, receives
 
     receives(
         broker,

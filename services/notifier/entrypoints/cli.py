@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from fulfil.logs import configure_logging
+from fulfil_platform.logs import configure_logging
 from services.notifier.config import CHANNELS, load_notifier_settings
 
 notifications_app = typer.Typer(

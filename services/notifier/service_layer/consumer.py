@@ -27,9 +27,9 @@ from typing import Any
 import asyncpg
 from jinja2 import TemplateError
 
-from fulfil.dlq import dead_letter_headers
-from fulfil.logs import get_logger
 from fulfil_platform.consumer import is_transient
+from fulfil_platform.dead_letter_writer import dead_letter_headers
+from fulfil_platform.logs import get_logger
 from schemas.registry import ContractError, parse_output
 from services.notifier.adapters.outbox import OutboxStore, Quarantined, Renderer
 from services.notifier.domain.decide import KIND_BY_EVENT, Policy, notice_for

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 import asyncpg
 
-from fulfil.logs import get_logger
+from fulfil_platform.logs import get_logger
 from services.notifier.adapters.outbox import OutboxStore, Renderer
 from services.notifier.adapters.read_model import ReadModel
 from services.notifier.domain.decide import Policy, reminder_notice

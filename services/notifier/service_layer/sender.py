@@ -19,7 +19,7 @@ from datetime import timedelta
 
 from tenacity import RetryCallState, wait_exponential_jitter
 
-from fulfil.logs import get_logger
+from fulfil_platform.logs import get_logger
 from services.notifier.adapters.channels import Channel, DeliveryError
 from services.notifier.adapters.outbox import Claimed, OutboxStore
 from services.notifier.config import NotifierSettings

@@ -1,6 +1,6 @@
 """Apply the projector's SQL migrations to one schema with yoyo-migrations.
 
-Runs on the shared yoyo plumbing (fulfil.migrations), synchronously: async
+Runs on the shared yoyo plumbing (fulfil_platform.yoyo_runner), synchronously: async
 callers run `migrate` in a thread. Each schema keeps its own yoyo history
 (yoyo's tables live in the schema it migrates), so the rebuild's shadow schema
 is migrated from scratch and swapped in with a complete history, and the
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fulfil.migrations import apply, check_schema_name
+from fulfil_platform.yoyo_runner import apply, check_schema_name
 
 __all__ = ["MIGRATIONS_DIR", "check_schema_name", "migrate"]
 

@@ -235,3 +235,16 @@ async def reorder(
             )
         out.append(item)
     return out
+
+
+# Schema-qualified, so any connection will do: "projection" is the live schema
+# (service_layer/projector.py LIVE_SCHEMA).
+_LIVE_OFFSETS = "SELECT topic, partition, next_offset FROM projection.projector_offsets"
+
+
+async def live_offsets(conn: asyncpg.Connection) -> dict[tuple[str, int], int]:
+    """How far the live projection has applied each (topic, partition): its next offset.
+
+    For tools that watch progress (`fulfil demo`); raises asyncpg's
+    UndefinedTableError before the projector has migrated."""
+    return {(r[0], r[1]): r[2] for r in await conn.fetch(_LIVE_OFFSETS)}

@@ -1,4 +1,4 @@
-"""The projector in the AsyncAPI document (`make asyncapi`, schemas/asyncapi.py).
+"""The projector in the AsyncAPI document (`make asyncapi`, fulfil/asyncapi.py).
 
 The projector drives aiokafka itself (offsets live in PostgreSQL), so
 FastStream cannot see it: `describe` declares what it reads, documentation
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fulfil.config import Settings
+from fulfil_platform.config import Settings
 from schemas.registry import ALLOCATIONS
 from services.projector.service_layer.projector import INPUT_TOPICS
 
@@ -22,7 +22,7 @@ _INPUTS = "Count demand and inbound shipments for the same inputs the allocator 
 
 
 def describe(broker: Any, settings: Settings) -> None:
-    from schemas.asyncapi import events_on, receives
+    from fulfil_platform.asyncapi_docs import events_on, receives
 
     for topic in INPUT_TOPICS:
         receives(

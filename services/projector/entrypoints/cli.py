@@ -22,8 +22,8 @@ from typing import Annotated, Any, TypeVar
 import orjson
 import typer
 
-from fulfil.config import load_settings
-from fulfil.logs import configure_logging
+from fulfil_platform.config import load_settings
+from fulfil_platform.logs import configure_logging
 
 T = TypeVar("T")
 

@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fulfil.logs import get_logger
+from fulfil_platform.logs import get_logger
+from schemas.allocation_headers import Position, position_of
 from schemas.registry import ALLOCATIONS
-from services.allocator.service_layer.partition import Position, position_of
 from services.projector.adapters.decode import Skip, decoder_for
 from services.projector.adapters.store import Store, TopicPartitionKey
 from services.projector.domain.batch import fold_batch, keys_of

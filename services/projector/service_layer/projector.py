@@ -43,18 +43,12 @@ from typing import Any
 import orjson
 from aiokafka import TopicPartition
 
-from fulfil import kafka
-from fulfil.config import Settings
-from fulfil.dlq import dead_letter_headers
-from fulfil.logs import get_logger
-from fulfil.metrics import Health, Progress, serving
-from fulfil_platform.consumer import (
-    Batch,
-    ConsumerRuntime,
-    Fenced,
-    stop_on_signals,
-    wait_out,
-)
+from fulfil_platform import kafka
+from fulfil_platform.config import Settings
+from fulfil_platform.consumer import Batch, ConsumerRuntime, Fenced, stop_on_signals, wait_out
+from fulfil_platform.dead_letter_writer import dead_letter_headers
+from fulfil_platform.logs import get_logger
+from fulfil_platform.metrics import Health, Progress, serving
 from schemas.registry import ALLOCATIONS, INVENTORY, ORDERS
 from services.projector.adapters import store as pg
 from services.projector.adapters.migrate import migrate

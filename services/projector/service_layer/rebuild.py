@@ -27,10 +27,10 @@ from typing import Any
 import asyncpg
 from aiokafka import TopicPartition
 
-from fulfil import kafka
-from fulfil.config import Settings
-from fulfil.dlq import dead_letter_headers
-from fulfil.logs import get_logger
+from fulfil_platform import kafka
+from fulfil_platform.config import Settings
+from fulfil_platform.dead_letter_writer import dead_letter_headers
+from fulfil_platform.logs import get_logger
 from services.projector.adapters import store as pg
 from services.projector.adapters.migrate import migrate
 from services.projector.adapters.store import Store

@@ -8,8 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from fulfil import kafka
-from fulfil.dlq import H_KIND, H_OFFSET, H_REASON, H_TOPIC
+from fulfil_platform import kafka
+from fulfil_platform.dead_letter_writer import H_KIND, H_OFFSET, H_REASON, H_TOPIC
 from schemas.registry import ALLOCATIONS, COMMANDS, INVENTORY, ORDERS, parse_input, parse_output
 from services.allocator.entrypoints.app import run_allocator
 from tests.kafka_helpers import (

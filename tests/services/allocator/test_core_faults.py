@@ -23,10 +23,11 @@ import orjson
 import pytest
 from aiokafka import TopicPartition
 
-from fulfil import invariants, kafka
-from fulfil.config import Settings
-from fulfil.metrics import SNAPSHOTS_SKIPPED, Health
+from fulfil import log_audit
+from fulfil_platform import kafka
+from fulfil_platform.config import Settings
 from fulfil_platform.consumer import EXIT_REFUSED, Refused
+from fulfil_platform.metrics import SNAPSHOTS_SKIPPED, Health
 from schemas.registry import ALLOCATIONS, COMMANDS, ContractError, parse_input, parse_output
 from services.allocator.entrypoints.app import run_allocator
 from services.allocator.entrypoints.core import CORE_GROUP, AllocatorCore
@@ -104,7 +105,7 @@ async def _assert_repeats_identical_and_applied_once_exact(settings: Settings) -
         for record in records:
             with contextlib.suppress(ContractError):
                 inputs.append(parse_input(record.value))
-    report = invariants.check(inputs, [parse_output(v) for values in applied.values() for v in values])
+    report = log_audit.check(inputs, [parse_output(v) for values in applied.values() for v in values])
     assert report.ok, f"{len(report.problems)} invariant violations, e.g. {report.problems[:5]}"
     assert applied == {p: expected.get(p, []) for p in applied}  # in order, per partition
 

@@ -12,7 +12,7 @@ from collections import Counter
 
 import orjson
 
-from fulfil import kafka
+from fulfil_platform import kafka
 from schemas.registry import ALLOCATIONS, COMMANDS, INVENTORY, ORDERS
 from services.allocator.entrypoints.core import CORE_GROUP
 from services.allocator.entrypoints.router import ROUTER_GROUP

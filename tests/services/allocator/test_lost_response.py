@@ -20,12 +20,12 @@ from collections import Counter
 
 import orjson
 
-from fulfil import kafka
-from fulfil.config import Settings
-from fulfil.metrics import Health
+from fulfil_platform import kafka
+from fulfil_platform.config import Settings
+from fulfil_platform.metrics import Health
+from schemas.allocation_headers import position_of
 from schemas.registry import ALLOCATIONS, COMMANDS, INVENTORY, ORDERS, parse_output
 from services.allocator.entrypoints.app import run_allocator
-from services.allocator.service_layer.partition import position_of
 from tests.faults.proxy import PRODUCE
 from tests.kafka_helpers import fold_command_log, publish, read_topic, wait_for
 from tests.services.allocator.domain.streams import mixed_stream

@@ -9,9 +9,16 @@ import orjson
 import pytest
 from aiokafka import TopicPartition
 
-from fulfil import kafka
-from fulfil.dlq import H_KIND, H_OFFSET, H_REASON, H_TOPIC, MAX_REASON_BYTES, dead_letter_headers
-from fulfil.metrics import Health
+from fulfil_platform import kafka
+from fulfil_platform.dead_letter_writer import (
+    H_KIND,
+    H_OFFSET,
+    H_REASON,
+    H_TOPIC,
+    MAX_REASON_BYTES,
+    dead_letter_headers,
+)
+from fulfil_platform.metrics import Health
 from schemas.registry import COMMANDS, ORDERS, parse_input
 from services.allocator.entrypoints.app import run_allocator
 from services.allocator.entrypoints.router import ROUTER_GROUP

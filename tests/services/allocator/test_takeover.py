@@ -45,11 +45,11 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
-from fulfil import kafka
-from fulfil.config import Settings
+from fulfil_platform import kafka
+from fulfil_platform.config import Settings
+from schemas.allocation_headers import position_of
 from schemas.registry import ALLOCATIONS, COMMANDS, encode
 from services.allocator.entrypoints.core import CORE_GROUP
-from services.allocator.service_layer.partition import position_of
 from tests.kafka_helpers import (
     TopicWatcher,
     committed_offsets,

@@ -25,8 +25,8 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from fulfil import embedded
-from fulfil.config import Settings
-from fulfil.logs import configure_logging
+from fulfil_platform.config import Settings
+from fulfil_platform.logs import configure_logging
 from services.notifier.config import NotifierSettings, load_notifier_settings
 
 WEBHOOK_SECRET = "test-webhook-secret"

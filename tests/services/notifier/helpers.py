@@ -11,8 +11,8 @@ from typing import Any
 import asyncpg
 from aiokafka import TopicPartition
 
-from fulfil import kafka
-from fulfil.metrics import Health
+from fulfil_platform import kafka
+from fulfil_platform.metrics import Health
 from schemas.registry import ALLOCATIONS
 from services.notifier.config import NotifierSettings
 from services.notifier.entrypoints.app import NotifierRuntime, run_notifier

@@ -11,7 +11,7 @@ from collections import defaultdict
 from datetime import date
 from pathlib import Path
 
-from fulfil import kafka
+from fulfil_platform import kafka
 from tests.kafka_helpers import publish, wait_for
 from tests.services.notifier import builders as b
 from tests.services.notifier.conftest import WEBHOOK_SECRET, notifier_settings_for

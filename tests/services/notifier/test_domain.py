@@ -289,7 +289,7 @@ def test_reminder_periods_and_ids_are_deterministic() -> None:
 
 @pytest.mark.parametrize("template", ["https://x.example/cancel", "https://x.example/{order}/c", "ftp://x/{order_id}"])
 def test_bad_cancel_url_templates_are_configuration_errors(template) -> None:
-    from fulfil.config import ConfigError
+    from fulfil_platform.config import ConfigError
     from services.notifier.config import load_notifier_settings
 
     with pytest.raises(ConfigError, match="FULFIL_CANCEL_URL_TEMPLATE"):
@@ -297,7 +297,7 @@ def test_bad_cancel_url_templates_are_configuration_errors(template) -> None:
 
 
 def test_a_webhook_without_secret_is_a_configuration_error() -> None:
-    from fulfil.config import ConfigError
+    from fulfil_platform.config import ConfigError
     from services.notifier.config import load_notifier_settings
 
     with pytest.raises(ConfigError, match="WEBHOOK_SECRET is required"):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fulfil import embedded, kafka
+from fulfil import embedded
+from fulfil_platform import kafka
 from schemas.registry import ALLOCATIONS
 from services.notifier.entrypoints.app import quarantine_topic
 from tests.kafka_helpers import publish, wait_for

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from fulfil import kafka
+from fulfil_platform import kafka
 from tests.kafka_helpers import publish, wait_for
 from tests.services.notifier import builders as b
 from tests.services.notifier.conftest import FakeClock, notifier_settings_for
@@ -285,7 +285,7 @@ async def test_malformed_allocation_records_go_to_the_dlq_and_the_rest_is_sent(
 ) -> None:
     import orjson
 
-    from fulfil.dlq import H_KIND, H_REASON, H_STAGE
+    from fulfil_platform.dead_letter_writer import H_KIND, H_REASON, H_STAGE
     from schemas.registry import ALLOCATIONS
     from services.notifier.entrypoints.app import NOTIFIER_GROUP
     from tests.kafka_helpers import read_topic

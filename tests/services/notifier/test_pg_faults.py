@@ -19,8 +19,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from fulfil import embedded, kafka
-from fulfil.metrics import Health
+from fulfil import embedded
+from fulfil_platform import kafka
+from fulfil_platform.metrics import Health
 from services.notifier.entrypoints.app import group_id, run_notifier
 from tests.faults.chaos import Postgres, private_postgres
 from tests.kafka_helpers import publish, wait_for

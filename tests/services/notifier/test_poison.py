@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
-from fulfil import kafka
-from fulfil.dlq import H_OFFSET, H_REASON, H_STAGE
+from fulfil_platform import kafka
+from fulfil_platform.dead_letter_writer import H_OFFSET, H_REASON, H_STAGE
 from schemas.registry import ALLOCATIONS
 from services.notifier.entrypoints.app import NOTIFIER_GROUP
 from tests.kafka_helpers import publish, read_topic, wait_for

@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from fulfil import kafka
+from fulfil_platform import kafka
 from schemas.registry import ALLOCATIONS, DLQ_SUFFIX
 from services.notifier.entrypoints.app import NOTIFIER_GROUP
 from tests.kafka_helpers import publish, read_topic, wait_for

@@ -21,8 +21,8 @@ from urllib.parse import quote
 import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from fulfil import kafka
-from fulfil.config import ConfigError
+from fulfil_platform import kafka
+from fulfil_platform.config import ConfigError
 from services.notifier.adapters.channels import DeliveryError
 from services.notifier.adapters.outbox import Claimed
 from services.notifier.adapters.smtp import EmailChannel

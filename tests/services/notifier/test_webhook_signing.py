@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from fulfil.config import ConfigError
+from fulfil_platform.config import ConfigError
 from services.notifier.adapters.channels import DeliveryError
 from services.notifier.adapters.outbox import Claimed
 from services.notifier.adapters.webhook import WebhookChannel

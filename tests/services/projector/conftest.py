@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fulfil.config import Settings
+from fulfil_platform.config import Settings
 
 
 @pytest.fixture

@@ -13,8 +13,9 @@ from typing import Any
 
 import asyncpg
 
-from fulfil import embedded, kafka
-from fulfil.config import Settings
+from fulfil import embedded
+from fulfil_platform import kafka
+from fulfil_platform.config import Settings
 from schemas.registry import ALLOCATIONS, INVENTORY, ORDERS
 from services.allocator.domain import fold as allocator_fold
 from services.projector.service_layer.projector import LIVE_SCHEMA, Projector

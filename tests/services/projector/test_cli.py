@@ -216,7 +216,7 @@ async def test_logs_carry_no_customer_data(pg_settings) -> None:
 
     import structlog
 
-    from fulfil.logs import configure_logging
+    from fulfil_platform.logs import configure_logging
 
     inputs, outputs = worked_example()
     await publish_scenario(pg_settings, inputs, outputs)

@@ -15,7 +15,7 @@ import copy
 import asyncpg
 import orjson
 
-from fulfil import dlq
+from fulfil_platform import dead_letter_writer
 from schemas.registry import ALLOCATIONS, ORDERS
 from tests.kafka_helpers import publish, read_topic
 from tests.services.projector import reference
@@ -99,12 +99,12 @@ async def test_poison_records_are_quarantined_and_the_good_ones_applied(pg_setti
     for record in letters:
         headers = dict(record.headers)
         ids.add(orjson.loads(record.value)["id"])
-        assert headers[dlq.H_KIND] == b"unstorable"
-        assert headers[dlq.H_STAGE] == b"projector"
-        assert headers[dlq.H_REASON]
-        assert headers[dlq.H_TOPIC] in (pg_settings.topic(ALLOCATIONS).encode(), pg_settings.topic(ORDERS).encode())
-        assert int(headers[dlq.H_OFFSET]) >= 0
-        assert b"Ada" not in headers[dlq.H_REASON]  # the reason names the problem, not the data
+        assert headers[dead_letter_writer.H_KIND] == b"unstorable"
+        assert headers[dead_letter_writer.H_STAGE] == b"projector"
+        assert headers[dead_letter_writer.H_REASON]
+        assert headers[dead_letter_writer.H_TOPIC] in (pg_settings.topic(ALLOCATIONS).encode(), pg_settings.topic(ORDERS).encode())
+        assert int(headers[dead_letter_writer.H_OFFSET]) >= 0
+        assert b"Ada" not in headers[dead_letter_writer.H_REASON]  # the reason names the problem, not the data
     assert ids == {doc["id"] for _, doc in poisons}
 
     # A restart starts after them: nothing quarantined twice, later records applied.

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from fulfil import kafka
-from fulfil.config import Settings
+from fulfil_platform import kafka
+from fulfil_platform.config import Settings
 from schemas.registry import ALLOCATIONS
 from services.projector.service_layer.projector import INPUT_TOPICS
 from services.projector.service_layer.rebuild import HistoryTruncated, rebuild, truncated_history

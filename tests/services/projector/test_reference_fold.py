@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
-from fulfil import kafka
+from fulfil_platform import kafka
 from schemas.registry import ALLOCATIONS, INVENTORY, ORDERS
 from services.projector.adapters import queries
 from services.projector.adapters import store as pg

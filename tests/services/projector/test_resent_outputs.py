@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 
-from fulfil import kafka
+from fulfil_platform import kafka
+from schemas.allocation_headers import output_headers
 from schemas.registry import ALLOCATIONS, INVENTORY, ORDERS, encode, spec_for
-from services.allocator.service_layer.partition import output_headers
 from tests.kafka_helpers import publish
 from tests.services.projector import reference
 from tests.services.projector.helpers import (

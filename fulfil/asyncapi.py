@@ -15,7 +15,7 @@ never connected, never started) receives
   publishes, the consumers on the platform's runtime or raw aiokafka (core,
   projector, notifier), the notifier's dead letters — declared as
   documentation-only subscribers and publishers with their payload types
-  (`events_on(topic)`, `DeadLetter`);
+  (`events_on(topic)`, `DeadLetter`, from fulfil_platform/asyncapi_docs.py);
 - the upstream producers of `orders.v1` / `inventory.v1`, which live outside
   this repository.
 
@@ -35,16 +35,17 @@ from __future__ import annotations
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Any
 from urllib.parse import quote, unquote
 
 import orjson
-from pydantic import ConfigDict, Field, RootModel
 
-from fulfil.dlq import H_KIND, H_OFFSET, H_PARTITION, H_REASON, H_STAGE, H_TOPIC
-from schemas.registry import COMMANDS, INPUT_TYPES, INVENTORY, ORDERS, REGISTRY
+from fulfil_platform.asyncapi_docs import events_on
+from schemas import registry
+from schemas.registry import INVENTORY, ORDERS
 
-ASYNCAPI = Path(__file__).parent / "asyncapi.json"
+# The generated document lives with the contract it describes (schemas/); its generator is a tool.
+ASYNCAPI = Path(registry.__file__).with_name("asyncapi.json")
 
 TITLE = "fulfil events"
 VERSION = "1.0.0"
@@ -58,50 +59,6 @@ DESCRIPTION = (
 DOC_BOOTSTRAP = "localhost:9092"
 
 _EMPTY_PAYLOAD = "EmptyPayload"  # what FastStream documents for the raw-batch handlers
-
-
-class DeadLetter(RootModel[bytes]):
-    model_config = ConfigDict(
-        title="DeadLetter",
-        json_schema_extra={
-            "description": (
-                "The original message bytes, unchanged: they failed the contract. Kafka headers "
-                f"say why and where from: {H_REASON} (one line), {H_KIND}, {H_TOPIC}, "
-                f"{H_PARTITION}, {H_OFFSET}, {H_STAGE}; the producer's own headers are kept "
-                "for a redrive (`fulfil dlq redrive`)."
-            )
-        },
-    )
-
-
-def events_on(topic: str) -> Any:
-    """The payload type of a base topic: the discriminated union of the registry's events on it.
-
-    `allocator.commands.v1` carries every input, re-keyed by the router.
-    """
-    if topic == COMMANDS:
-        models = [spec.model for name, spec in REGISTRY.items() if name in INPUT_TYPES]
-    else:
-        models = [spec.model for spec in REGISTRY.values() if spec.topic == topic]
-    if not models:
-        raise ValueError(f"no event type travels on {topic}")
-    if len(models) == 1:
-        return models[0]
-    return Annotated[Union[tuple(models)], Field(discriminator="type")]  # noqa: UP007
-
-
-def receives(broker: Any, topic: str, *, title: str, description: str, payload: Any) -> None:
-    """Declare a documentation-only subscriber: a raw aiokafka consumer of `topic`.
-
-    The handler exists for its signature (FastStream documents the payload
-    from it); the documentation broker is never started, so it never runs.
-    """
-
-    async def documented(event: Any) -> None:
-        raise AssertionError("documentation only")
-
-    documented.__annotations__ = {"event": payload, "return": None}
-    broker.subscriber(topic, title=title, description=description)(documented)
 
 
 def _upstream(broker: Any) -> None:
@@ -135,7 +92,7 @@ def _documentation_settings() -> Any:
 
 def build_broker() -> Any:
     """The documentation broker: the real apps plus every service's documentation-only declarations."""
-    from fulfil.faststream_broker import broker as make_broker
+    from fulfil_platform.faststream_broker import broker as make_broker
     from services.allocator.entrypoints import core, router
     from services.notifier.entrypoints import app as notifier
     from services.projector.entrypoints import asyncapi as projector

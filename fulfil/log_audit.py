@@ -1,4 +1,8 @@
-"""The guarantees of DESIGN.md §5, recomputed from the topics alone.
+"""The guarantees of DESIGN.md §5, recomputed from the topics alone: an audit of the logs.
+
+A tool, not the allocator's own checks on its state
+(services/allocator/domain/invariants.py): this one trusts nothing but what
+is on the topics.
 
 Pure: given the parsed inputs and the outputs on allocations.v1, report every
 line whose quantities do not add up, every SKU that released more than it

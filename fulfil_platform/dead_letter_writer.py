@@ -1,4 +1,9 @@
-"""Dead letters: the original bytes plus headers that say why and where from."""
+"""Dead-letter writing: a dead letter is the original bytes plus headers that say why and where from.
+
+Every service that dead-letters a record attaches `dead_letter_headers(...)`;
+the operator tool that lists, shows and redrives them (fulfil/dlq_tool.py)
+reads the same header names back.
+"""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fulfil.invariants import check
+from fulfil.log_audit import check
 from schemas.registry import encode, parse_output
 from services.allocator.domain import decide, new_state
 from tests.services.allocator.domain.streams import mixed_stream

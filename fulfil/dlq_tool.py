@@ -1,4 +1,6 @@
-"""Dead-letter operations: list, show, and redrive back to the source topic.
+"""`fulfil dlq`: the operator tool over dead letters: list, show, and redrive back to the source topic.
+
+The services write them (fulfil_platform/dead_letter_writer.py names the headers).
 
 A redrive re-publishes the original bytes (same event id, so the allocator's
 deduplication makes a repeat harmless) and records itself on
@@ -14,9 +16,9 @@ from typing import Any
 import orjson
 from aiokafka import TopicPartition
 
-from fulfil import kafka
-from fulfil.config import Settings
-from fulfil.dlq import (
+from fulfil_platform import kafka
+from fulfil_platform.config import Settings
+from fulfil_platform.dead_letter_writer import (
     H_KIND,
     H_OFFSET,
     H_PARTITION,

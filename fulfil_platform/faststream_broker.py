@@ -8,7 +8,7 @@ import ssl
 from faststream.kafka import KafkaBroker
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
-from fulfil.config import Settings
+from fulfil_platform.config import Settings
 
 
 def security(settings: Settings) -> BaseSecurity | None:
@@ -34,7 +34,7 @@ def broker(settings: Settings) -> KafkaBroker:
         settings.require_kafka(),
         security=security(settings),
         acks="all",
-        # The same setting as fulfil.kafka.producer: this producer publishes dead letters.
+        # The same setting as fulfil_platform.kafka.producer: this producer publishes dead letters.
         enable_idempotence=settings.kafka_enable_idempotence,
         linger_ms=5,
         max_request_size=settings.fulfil_max_message_bytes + 64 * 1024,

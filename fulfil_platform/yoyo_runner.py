@@ -1,6 +1,9 @@
 """Apply a directory of SQL migrations with yoyo-migrations, over asyncpg.
 
-yoyo runs on the asyncpg DB-API facade (fulfil.yoyo_asyncpg), so the project
+The plumbing under each service's own `adapters/migrate.py`, which names its
+migrations directory, schema and history table.
+
+yoyo runs on the asyncpg DB-API facade (fulfil_platform.yoyo_asyncpg), so the project
 needs no second PostgreSQL driver. Everything here is synchronous: async
 callers run `apply` in a thread.
 
@@ -23,7 +26,7 @@ from yoyo.backends.core.postgresql import PostgresqlBackend
 from yoyo.connections import parse_uri
 from yoyo.migrations import MigrationList, default_migration_table
 
-from fulfil import yoyo_asyncpg
+from fulfil_platform import yoyo_asyncpg
 
 DEFAULT_MIGRATION_TABLE = default_migration_table
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")

@@ -30,8 +30,8 @@ from aiokafka import TopicPartition
 from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
-from fulfil.config import ConfigError
-from fulfil.logs import get_logger
+from fulfil_platform.config import ConfigError
+from fulfil_platform.logs import get_logger
 
 log = get_logger("metrics")
 

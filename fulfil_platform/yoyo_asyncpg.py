@@ -3,7 +3,7 @@
 yoyo drives a synchronous DB-API driver; the project ships only asyncpg. Each
 facade connection owns a private event loop and runs asyncpg on it, so
 callers run migrations on a worker thread, never on a running loop. Only what
-yoyo's PostgreSQL backend uses is implemented (see fulfil.migrations).
+yoyo's PostgreSQL backend uses is implemented (see fulfil_platform.yoyo_runner).
 """
 
 from __future__ import annotations

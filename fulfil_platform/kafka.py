@@ -10,8 +10,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 
-from fulfil.config import Settings
-from fulfil.dlq import QUARANTINE_TOPICS, REDRIVEN_SUFFIX
+from fulfil_platform.config import Settings
+from fulfil_platform.dead_letter_writer import QUARANTINE_TOPICS, REDRIVEN_SUFFIX
 from fulfil_platform.topic_reader import read_all
 from schemas.registry import ALLOCATIONS, COMMANDS, DLQ_SUFFIX, INVENTORY, ORDERS, base_topics
 

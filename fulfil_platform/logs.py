@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from fulfil.config import mask_url_password
+from fulfil_platform.config import mask_url_password
 
 REDACTED = "[redacted]"
 # Keys whose values are personal data wherever they appear.
