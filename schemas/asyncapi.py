@@ -42,7 +42,7 @@ import orjson
 from pydantic import ConfigDict, Field, RootModel
 
 from fulfil.dlq import H_KIND, H_OFFSET, H_PARTITION, H_REASON, H_STAGE, H_TOPIC
-from schemas.registry import COMMANDS, INPUT_TYPES, INVENTORY, ORDERS, REGISTRY
+from schemas.registry import COMMAND_TYPES, COMMANDS, INVENTORY, ORDERS, REGISTRY
 
 ASYNCAPI = Path(__file__).parent / "asyncapi.json"
 
@@ -77,10 +77,11 @@ class DeadLetter(RootModel[bytes]):
 def events_on(topic: str) -> Any:
     """The payload type of a base topic: the discriminated union of the registry's events on it.
 
-    `allocator.commands.v1` carries every input, re-keyed by the router.
+    `allocator.commands.v1` carries every input, re-keyed by the router, and the
+    allocator's internal commands (ClockTicked).
     """
     if topic == COMMANDS:
-        models = [spec.model for name, spec in REGISTRY.items() if name in INPUT_TYPES]
+        models = [spec.model for name, spec in REGISTRY.items() if name in COMMAND_TYPES]
     else:
         models = [spec.model for spec in REGISTRY.values() if spec.topic == topic]
     if not models:
