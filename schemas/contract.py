@@ -397,7 +397,8 @@ class PartiallyShippedData(OrderOutputData):
 class BackorderedData(OrderOutputData):
     # `reservation_lost`: a negative stock adjustment took units this (ship_complete)
     # order held; the lines report them as backordered again, with their ETA.
-    reason: Literal["insufficient_stock", "ship_complete_hold", "reservation_lost"]
+    # `pre_order`: the SKU is not released yet; nothing ships before its release date.
+    reason: Literal["insufficient_stock", "ship_complete_hold", "reservation_lost", "pre_order"]
 
 
 class BackorderAllocatedData(OrderOutputData):

@@ -92,7 +92,7 @@ DATA: dict[str, st.SearchStrategy] = {
     "OrderAllocated": st.fixed_dictionaries({**order_output, "shipment_id": ids}),
     "PartiallyShipped": st.fixed_dictionaries({**order_output, "shipment_id": ids}),
     "Backordered": st.fixed_dictionaries(
-        {**order_output, "reason": st.sampled_from(["insufficient_stock", "ship_complete_hold", "reservation_lost"])}
+        {**order_output, "reason": st.sampled_from(["insufficient_stock", "ship_complete_hold", "reservation_lost", "pre_order"])}
     ),
     "BackorderAllocated": st.fixed_dictionaries({**order_output, "shipment_id": ids}),
     "BackorderEtaChanged": st.fixed_dictionaries(

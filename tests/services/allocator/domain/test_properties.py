@@ -189,11 +189,14 @@ class Checker:
                 assert last.backordered == 0 and last.eta is None  # closed lines say so
         for (wh, sku_name), sku in state.skus.items():
             assert self.shipped[wh, sku_name] == sku.released_total
-            assert sku.released_total <= sku.received_total + sku.positive_adjusted_total
+            # Negative adjustments taken from stock: all but the shortfall still unpaid.
+            taken = sku.negative_adjusted_total - sku.shortfall
+            assert sku.released_total <= sku.received_total + sku.positive_adjusted_total - taken
             assert sku.available >= 0
             last = self.positions.get((wh, sku_name))
+            position = sku.position(state.today, state.grace_days)
             if last is None:
-                assert sku.position() == (0, 0, 0, 0, None, 0)
+                assert position == (0, 0, 0, 0, None, 0, None)
             else:
                 assert (last.available, last.backordered, last.reserved, last.incoming) == (
                     sku.available,
@@ -202,6 +205,7 @@ class Checker:
                     sku.incoming,
                 )
                 assert (last.next_eta, last.shortfall) == (sku.next_eta(), sku.shortfall)
+                assert last.promise_eta == position[6]
 
 
 def run_checked(events: list[Any]) -> list[bytes]:
