@@ -251,6 +251,8 @@ def stock_adjusted(ctx: Context, env: StockAdjusted) -> None:
         sku.negative_adjusted_total += units
         take = units if units < sku.available else sku.available
         sku.available -= take
+        if take and sku.waiting:
+            ctx.queue_changed(sku)  # held stock (pre-orders) dated some of them
         missing = units - take
         if missing and sku.reserved:
             missing = take_reservations(ctx, sku, missing)

@@ -32,7 +32,10 @@ def fill(ctx: Context, sku: SkuState) -> None:
     A ship_partial line ships what it gets at once; a ship_complete line
     holds it as a reservation until its order is covered (`settle`).
     """
-    if sku.available <= 0 or not sku.waiting or sku.held(ctx.state.today):
+    if sku.available <= 0 or not sku.waiting:
+        return
+    if sku.held(ctx.state.today):
+        ctx.queue_changed(sku)  # held stock dates the pre-orders
         return
     queue = sku.queue
     assert queue is not None
