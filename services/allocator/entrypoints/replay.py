@@ -19,7 +19,8 @@ from fulfil import kafka
 from fulfil.config import Settings
 from fulfil_platform.topic_reader import read_partition
 from schemas.registry import ALLOCATIONS, COMMANDS
-from services.allocator.service_layer.partition import PartitionFold, position_of
+from services.allocator.domain import new_state
+from services.allocator.service_layer.partition import PartitionFold, Snapshot, position_of
 
 
 @dataclass
@@ -130,7 +131,8 @@ async def replay(
 
 async def _replay_partition(run: _Run, p: int) -> PartitionReport:
     part = PartitionReport(p)
-    fold = PartitionFold(p)
+    grace = run.settings.fulfil_overdue_grace_days
+    fold = PartitionFold(p, Snapshot(new_state(grace_days=grace)))
     outputs = _Stream(run.outputs_reader, TopicPartition(run.settings.topic(ALLOCATIONS), p)) if run.verify else None
     commands_tp = TopicPartition(run.settings.topic(COMMANDS), p)
     commands = _Stream(run.commands_reader, commands_tp)
