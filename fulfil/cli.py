@@ -23,11 +23,12 @@ def _register() -> None:
     # Sub-apps live beside the code they drive; importing here keeps `--help` fast
     # enough and the module graph acyclic.
     from fulfil import cli_dev, cli_ops, cli_sim, cli_tools
+    from services.allocator.entrypoints import clock_cli
     from services.notifier.entrypoints import cli as notifier_cli
     from services.projector.entrypoints import cli as projector_cli
 
     app.add_typer(cli_dev.dev_app, name="dev")
-    for module in (cli_tools, cli_ops, cli_sim, notifier_cli, projector_cli):
+    for module in (cli_tools, cli_ops, cli_sim, notifier_cli, projector_cli, clock_cli):
         module.register(app)
 
 

@@ -6,7 +6,9 @@ is on the topics.
 
 Pure: given the parsed inputs and the outputs on allocations.v1, report every
 line whose quantities do not add up, every SKU that released more than it
-received, and any output id written twice. The demo runs it after every run;
+received (plus positive adjustments, minus the negative adjustments taken from
+stock: all of them but the shortfall the last stock position still reports),
+and any output id written twice. The demo runs it after every run;
 tests feed it corrupted outputs to prove it can fail.
 """
 
@@ -41,11 +43,25 @@ def check(inputs: Iterable[Envelope], outputs: Iterable[Envelope]) -> InvariantR
             for line in event.data.lines:
                 ordered.setdefault((event.data.order_id, line.line_no), line.quantity)
     supply: Counter[tuple[str, str]] = Counter()
+    shrunk: Counter[tuple[str, str]] = Counter()
+    receipts: set[tuple[str, str]] = set()
+    adjustments: set[tuple[str, str]] = set()
     for event in inputs:
+        # Business keys, as the allocator dedups them: a re-sent receipt adds nothing.
         if event.type == "StockReceived":
+            if (event.data.warehouse_id, event.data.receipt_id) in receipts:
+                continue
+            receipts.add((event.data.warehouse_id, event.data.receipt_id))
             supply[(event.data.warehouse_id, event.data.sku)] += event.data.quantity
-        elif event.type == "StockAdjusted" and event.data.delta > 0:
-            supply[(event.data.warehouse_id, event.data.sku)] += event.data.delta
+        elif event.type == "StockAdjusted":
+            if (event.data.warehouse_id, event.data.adjustment_id) in adjustments:
+                continue
+            adjustments.add((event.data.warehouse_id, event.data.adjustment_id))
+            if event.data.delta > 0:
+                supply[(event.data.warehouse_id, event.data.sku)] += event.data.delta
+            else:
+                shrunk[(event.data.warehouse_id, event.data.sku)] -= event.data.delta
+    shortfall: dict[tuple[str, str], int] = {}
 
     latest: dict[tuple[str, int], int] = {}
     released: Counter[tuple[str, str]] = Counter()
@@ -53,6 +69,8 @@ def check(inputs: Iterable[Envelope], outputs: Iterable[Envelope]) -> InvariantR
     for out in outputs:
         report.outputs += 1
         ids[out.id] += 1
+        if out.type == "StockPositionChanged":
+            shortfall[(out.data.warehouse_id, out.data.sku)] = out.data.shortfall
         if out.type not in ORDER_OUTPUT_TYPES:
             continue
         for line in out.data.lines:
@@ -77,9 +95,11 @@ def check(inputs: Iterable[Envelope], outputs: Iterable[Envelope]) -> InvariantR
         report.problems.append(f"order {order_id} line {line_no}: no allocation decision was published")
     for key, units in sorted(released.items()):
         report.skus_checked += 1
-        if units > supply[key]:
+        taken = shrunk[key] - shortfall.get(key, 0)  # negative adjustments taken from stock
+        if units > supply[key] - taken:
             report.problems.append(
-                f"sku {key[1]} in {key[0]}: released {units} units, more than the {supply[key]} received or added"
+                f"sku {key[1]} in {key[0]}: released {units} units, more than the {supply[key]} received "
+                f"or added less the {taken} adjusted away"
             )
     for event_id, count in ids.items():
         if count > 1:

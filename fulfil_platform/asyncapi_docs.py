@@ -21,7 +21,7 @@ from fulfil_platform.dead_letter_writer import (
     H_STAGE,
     H_TOPIC,
 )
-from schemas.registry import COMMANDS, INPUT_TYPES, REGISTRY
+from schemas.registry import COMMAND_TYPES, COMMANDS, REGISTRY
 
 
 class DeadLetter(RootModel[bytes]):
@@ -41,10 +41,11 @@ class DeadLetter(RootModel[bytes]):
 def events_on(topic: str) -> Any:
     """The payload type of a base topic: the discriminated union of the registry's events on it.
 
-    `allocator.commands.v1` carries every input, re-keyed by the router.
+    `allocator.commands.v1` carries every input, re-keyed by the router, and the
+    allocator's internal commands (ClockTicked).
     """
     if topic == COMMANDS:
-        models = [spec.model for name, spec in REGISTRY.items() if name in INPUT_TYPES]
+        models = [spec.model for name, spec in REGISTRY.items() if name in COMMAND_TYPES]
     else:
         models = [spec.model for spec in REGISTRY.values() if spec.topic == topic]
     if not models:

@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     fulfil_metrics_host: str = Field(default="0.0.0.0", min_length=1, max_length=255)  # noqa: S104 - probes come from outside the container
     # /readyz fails when a consumer has lag and made no progress for this long.
     fulfil_ready_stall_seconds: float = Field(default=60.0, gt=0, le=86_400)
+    # `fulfil allocator` writes a ClockTicked on every command partition this often
+    # (0: never; then ticks come from `fulfil clock tick` only).
+    fulfil_clock_tick_seconds: float = Field(default=60.0, ge=0, le=86_400)
+    # An inbound past its ETA plus this many days, with units still to come, is overdue.
+    fulfil_overdue_grace_days: int = Field(default=2, ge=0, le=365)
 
     smtp_url: str | None = Field(default=None, pattern=r"^smtps?://[^\s/]+(:\d+)?/?$")
     smtp_from: str = "orders@shop.example"

@@ -309,16 +309,48 @@ class ShipmentDelayedData(Model):
     reason: Text
 
 
+class InboundCancelledData(Model):
+    """The not-yet-received rest of an inbound will not arrive (PO cancelled or closed short)."""
+
+    inbound_id: Id
+    warehouse_id: Id
+    reason: Text
+    cancelled_at: Timestamp
+
+
+BackorderMode = Literal["any", "covered_only"]
+
+
 class SkuPolicySetData(Model):
+    """A SKU's policy, stated in full: fields left out take their defaults (backorderable,
+    not discontinued, no backorder limit, `any`, released)."""
+
     warehouse_id: Id
     sku: Sku
     backorderable: bool = True
     discontinued: bool = False
+    # Most units that may wait in the backorder queue; beyond it a line is rejected
+    # (reason `backorder_limit`). None: no limit.
+    backorder_limit: Annotated[int, Field(strict=True, ge=0, le=MAX_UNITS)] | None = None
+    # `covered_only`: a backorder is accepted only for units a scheduled inbound covers
+    # (reason `not_covered` for the rest), so every accepted backorder has a date.
+    backorder_mode: BackorderMode = "any"
+    # Before this date orders for the SKU are pre-orders: accepted, never shipped
+    # before it (stock received early is held), ETA never before it.
+    release_date: Day | None = None
+
+
+class ClockTickedData(Model):
+    """The allocator core's only notion of time (internal: allocator.commands.v1 only)."""
+
+    now: Timestamp
 
 
 # ---------------------------------------------------------------- outputs
 
-RejectReason = Literal["not_backorderable", "discontinued", "cancelled_before_placement"]
+RejectReason = Literal[
+    "not_backorderable", "discontinued", "cancelled_before_placement", "backorder_limit", "not_covered"
+]
 
 
 class AllocationLine(Model):
@@ -363,7 +395,10 @@ class PartiallyShippedData(OrderOutputData):
 
 
 class BackorderedData(OrderOutputData):
-    reason: Literal["insufficient_stock", "ship_complete_hold"]
+    # `reservation_lost`: a negative stock adjustment took units this (ship_complete)
+    # order held; the lines report them as backordered again, with their ETA.
+    # `pre_order`: the SKU is not released yet; nothing ships before its release date.
+    reason: Literal["insufficient_stock", "ship_complete_hold", "reservation_lost", "pre_order"]
 
 
 class BackorderAllocatedData(OrderOutputData):
@@ -396,8 +431,12 @@ class StockPositionChangedData(Model):
     backordered: Units
     reserved: Units
     incoming: Units
+    # The earliest open inbound's ETA, whoever its units are promised to.
     next_eta: Day | None = None
     shortfall: Units = 0
+    # The date a new order's unit beyond `available` would get, after everything
+    # already queued (None: no scheduled inbound covers it, or its date is overdue).
+    promise_eta: Day | None = None
 
 
 # ---------------------------------------------------------------- envelopes
@@ -456,10 +495,24 @@ class ShipmentDelayed(Envelope):
 
 
 class SkuPolicySet(Envelope):
-    """Whether a SKU may be backordered or is discontinued."""
+    """Whether a SKU may be backordered (and how much), is discontinued or not released yet."""
 
     type: Literal["SkuPolicySet"]
     data: SkuPolicySetData
+
+
+class InboundCancelled(Envelope):
+    """The rest of an inbound shipment will not arrive."""
+
+    type: Literal["InboundCancelled"]
+    data: InboundCancelledData
+
+
+class ClockTicked(Envelope):
+    """Today, for the allocator core (internal: written on allocator.commands.v1 only)."""
+
+    type: Literal["ClockTicked"]
+    data: ClockTickedData
 
 
 class OrderAllocated(Envelope):
@@ -526,7 +579,11 @@ INPUT_EVENTS: tuple[type[Envelope], ...] = (
     InboundScheduled,
     ShipmentDelayed,
     SkuPolicySet,
+    InboundCancelled,
 )
+# Commands that only the allocator itself writes onto allocator.commands.v1: the router
+# never accepts them from orders.v1 / inventory.v1.
+INTERNAL_COMMANDS: tuple[type[Envelope], ...] = (ClockTicked,)
 OUTPUT_EVENTS: tuple[type[Envelope], ...] = (
     OrderAllocated,
     PartiallyShipped,
@@ -547,7 +604,21 @@ InputEvent = Annotated[
     | StockAdjusted
     | InboundScheduled
     | ShipmentDelayed
-    | SkuPolicySet,
+    | SkuPolicySet
+    | InboundCancelled,
+    Field(discriminator="type"),
+]
+# What the allocator core folds: every input plus its internal commands.
+Command = Annotated[
+    OrderPlaced
+    | OrderCancelled
+    | StockReceived
+    | StockAdjusted
+    | InboundScheduled
+    | ShipmentDelayed
+    | SkuPolicySet
+    | InboundCancelled
+    | ClockTicked,
     Field(discriminator="type"),
 ]
 OutputEvent = Annotated[

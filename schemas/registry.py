@@ -9,10 +9,12 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from schemas.contract import (
     INPUT_EVENTS,
+    INTERNAL_COMMANDS,
     NO_CONTROLS,
     NO_CONTROLS_BUT_LINES,
     NO_CONTROLS_NO_SPACES,
     OUTPUT_EVENTS,
+    Command,
     Envelope,
     InputEvent,
     OutputEvent,
@@ -32,9 +34,12 @@ class EventSpec:
     type: str
     model: type[Envelope]
     topic: str
-    key_field: str = "warehouse_id"
+    # None: no key; the writer picks the partition (ClockTicked goes to every one).
+    key_field: str | None = "warehouse_id"
 
-    def key(self, event: Envelope) -> bytes:
+    def key(self, event: Envelope) -> bytes | None:
+        if self.key_field is None:
+            return None
         return getattr(event.data, self.key_field).encode()  # type: ignore[attr-defined]
 
 
@@ -44,10 +49,16 @@ REGISTRY: dict[str, EventSpec] = {}
 for _model in INPUT_EVENTS:
     _name = _model.__name__
     REGISTRY[_name] = EventSpec(_name, _model, ORDERS if _name in _ORDER_TYPES else INVENTORY)
+for _model in INTERNAL_COMMANDS:
+    REGISTRY[_model.__name__] = EventSpec(_model.__name__, _model, COMMANDS, key_field=None)
 for _model in OUTPUT_EVENTS:
     REGISTRY[_model.__name__] = EventSpec(_model.__name__, _model, ALLOCATIONS)
 
+# Upstream inputs (orders.v1, inventory.v1): what the router accepts.
 INPUT_TYPES = frozenset(m.__name__ for m in INPUT_EVENTS)
+INTERNAL_TYPES = frozenset(m.__name__ for m in INTERNAL_COMMANDS)
+# Everything on allocator.commands.v1: the inputs, re-keyed, and the internal commands.
+COMMAND_TYPES = INPUT_TYPES | INTERNAL_TYPES
 OUTPUT_TYPES = frozenset(m.__name__ for m in OUTPUT_EVENTS)
 # Allocation events about one order (everything on allocations.v1 but stock positions).
 ORDER_OUTPUT_TYPES = OUTPUT_TYPES - {"StockPositionChanged"}
@@ -66,8 +77,9 @@ def _union(models: tuple[type[Envelope], ...]) -> TypeAdapter:
     return TypeAdapter(Annotated[Union[models], Field(discriminator="type")])  # noqa: UP007
 
 
-_ANY = _union(INPUT_EVENTS + OUTPUT_EVENTS)
+_ANY = _union(INPUT_EVENTS + INTERNAL_COMMANDS + OUTPUT_EVENTS)
 _INPUT: TypeAdapter[InputEvent] = TypeAdapter(InputEvent)
+_COMMAND: TypeAdapter[Command] = TypeAdapter(Command)
 _OUTPUT: TypeAdapter[OutputEvent] = TypeAdapter(OutputEvent)
 
 _T = TypeVar("_T")
@@ -143,6 +155,11 @@ def parse_event(raw: bytes | str) -> Envelope:
 
 def parse_input(raw: bytes | str) -> InputEvent:
     return _parse(_INPUT, raw)
+
+
+def parse_command(raw: bytes | str) -> Command:
+    """An allocator command: an input or an internal command (ClockTicked)."""
+    return _parse(_COMMAND, raw)
 
 
 def parse_output(raw: bytes | str) -> OutputEvent:

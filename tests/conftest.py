@@ -109,6 +109,7 @@ def settings(
         database_url=database_url,
         fulfil_topic_prefix=topic_prefix,
         fulfil_partitions=3,
+        fulfil_clock_tick_seconds=0,  # tests tick by hand: the wall clock would move their dates
         kafka_session_timeout_ms=2000,
         kafka_heartbeat_interval_ms=300,
         kafka_enable_idempotence=False,  # Tansu has no idempotent producer

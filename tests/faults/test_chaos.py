@@ -45,7 +45,7 @@ async def test_every_fault_kind_loses_nothing(tmp_path, monkeypatch) -> None:
 async def test_after_broker_data_loss_the_core_refuses(tmp_path) -> None:
     with broker_behind_proxy() as proxied:
         settings = load_settings(
-            kafka_bootstrap_servers=proxied.bootstrap, fulfil_topic_prefix="loss.", fulfil_partitions=3,
+            kafka_bootstrap_servers=proxied.bootstrap, fulfil_topic_prefix="loss.", fulfil_partitions=3, fulfil_clock_tick_seconds=0,
             kafka_enable_idempotence=False,
             kafka_session_timeout_ms=2_000, kafka_heartbeat_interval_ms=300, fulfil_state_dir=tmp_path,
         )

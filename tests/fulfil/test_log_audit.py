@@ -60,3 +60,33 @@ def test_an_output_written_twice_fails() -> None:
     outputs = _fold(events)
     report = check(events, outputs + outputs[3:4])
     assert any("written 2 times" in p for p in report.problems)
+
+
+def test_shipping_units_adjusted_away_fails() -> None:
+    """Released <= received + positive adjustments - negative adjustments taken from
+    stock: three units received and counted as damaged can never ship."""
+    from schemas.contract import BackorderAllocated
+    from tests.services.allocator.domain.builders import Events
+
+    ev = Events(prefix="inv")
+    events = [
+        ev.stock_received("WH1", "A", 3),
+        ev.order_placed("o1", "WH1", [("A", 3), ("B", 1)], policy="ship_complete"),
+        ev.stock_adjusted("WH1", "A", -3),
+    ]
+    outputs = _fold(events)
+    assert [o.type for o in outputs if o.type == "Backordered"] == ["Backordered", "Backordered"]
+    assert check(events, outputs).ok
+
+    def ship_the_damaged_units(doc):
+        doc["type"] = "BackorderAllocated"
+        doc["data"]["shipment_id"] = "forged"
+        doc["data"].pop("reason")
+        doc["data"]["lines"][0].update(shipped=3, allocated=3, backordered=0, reserved=0)
+
+    lost = [o for o in outputs if o.type == "Backordered"][-1]
+    assert lost.data.reason == "reservation_lost"
+    forged = lost.model_dump(mode="json")
+    ship_the_damaged_units(forged)
+    report = check(events, [*outputs, BackorderAllocated.model_validate(forged)])
+    assert any("adjusted away" in p for p in report.problems), report.problems

@@ -79,10 +79,21 @@ DATA: dict[str, st.SearchStrategy] = {
         optional={"supplier": texts},
     ),
     "ShipmentDelayed": st.fixed_dictionaries({"inbound_id": ids, "warehouse_id": ids, "new_eta": dates, "reason": texts}),
-    "SkuPolicySet": st.fixed_dictionaries({"warehouse_id": ids, "sku": skus, "backorderable": st.booleans(), "discontinued": st.booleans()}),
+    "SkuPolicySet": st.fixed_dictionaries(
+        {"warehouse_id": ids, "sku": skus, "backorderable": st.booleans(), "discontinued": st.booleans()},
+        optional={
+            "backorder_limit": st.none() | counts,
+            "backorder_mode": st.sampled_from(["any", "covered_only"]),
+            "release_date": st.none() | dates,
+        },
+    ),
+    "InboundCancelled": st.fixed_dictionaries({"inbound_id": ids, "warehouse_id": ids, "reason": texts, "cancelled_at": timestamps}),
+    "ClockTicked": st.fixed_dictionaries({"now": timestamps}),
     "OrderAllocated": st.fixed_dictionaries({**order_output, "shipment_id": ids}),
     "PartiallyShipped": st.fixed_dictionaries({**order_output, "shipment_id": ids}),
-    "Backordered": st.fixed_dictionaries({**order_output, "reason": st.sampled_from(["insufficient_stock", "ship_complete_hold"])}),
+    "Backordered": st.fixed_dictionaries(
+        {**order_output, "reason": st.sampled_from(["insufficient_stock", "ship_complete_hold", "reservation_lost", "pre_order"])}
+    ),
     "BackorderAllocated": st.fixed_dictionaries({**order_output, "shipment_id": ids}),
     "BackorderEtaChanged": st.fixed_dictionaries(
         {**order_output, "cause": st.fixed_dictionaries({"event_type": st.just("ShipmentDelayed"), "event_id": ids}, optional={"inbound_id": ids})}
@@ -91,7 +102,7 @@ DATA: dict[str, st.SearchStrategy] = {
     "OrderCancellationProcessed": st.fixed_dictionaries({**order_output, "reason": texts}),
     "StockPositionChanged": st.fixed_dictionaries(
         {"warehouse_id": ids, "sku": skus, "available": counts, "backordered": counts, "reserved": counts, "incoming": counts},
-        optional={"next_eta": st.none() | dates, "shortfall": counts},
+        optional={"next_eta": st.none() | dates, "shortfall": counts, "promise_eta": st.none() | dates},
     ),
 }
 

@@ -14,9 +14,9 @@ from jsonschema import Draft7Validator
 from fulfil import asyncapi
 from schemas.registry import (
     ALLOCATIONS,
+    COMMAND_TYPES,
     COMMANDS,
     DLQ_SUFFIX,
-    INPUT_TYPES,
     INVENTORY,
     ORDERS,
     OUTPUT_TYPES,
@@ -123,7 +123,7 @@ def test_payload_schemas_are_valid(document: dict[str, Any]) -> None:
 def test_every_event_type_is_a_message_with_its_payload_schema(document: dict[str, Any]) -> None:
     messages = document["components"]["messages"]
     assert set(REGISTRY) <= set(messages), f"missing messages: {sorted(set(REGISTRY) - set(messages))}"
-    assert set(REGISTRY) == INPUT_TYPES | OUTPUT_TYPES
+    assert set(REGISTRY) == COMMAND_TYPES | OUTPUT_TYPES
     for name, spec in REGISTRY.items():
         payload = _resolve(document, messages[name]["payload"]["$ref"])
         assert payload["type"] == "object", name
@@ -146,7 +146,7 @@ def test_every_topic_has_its_channels_and_events(document: dict[str, Any]) -> No
     expected = {
         ORDERS: {n for n, s in REGISTRY.items() if s.topic == ORDERS},
         INVENTORY: {n for n, s in REGISTRY.items() if s.topic == INVENTORY},
-        COMMANDS: set(INPUT_TYPES),
+        COMMANDS: set(COMMAND_TYPES),
         ALLOCATIONS: set(OUTPUT_TYPES),
     }
     assert expected[ORDERS] == {"OrderPlaced", "OrderCancelled"}

@@ -8,15 +8,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.contract import INPUT_EVENTS, OUTPUT_EVENTS
+from schemas.contract import INPUT_EVENTS, INTERNAL_COMMANDS, OUTPUT_EVENTS
 from schemas.registry import (
     ALLOCATIONS,
+    COMMANDS,
+    INTERNAL_TYPES,
     INVENTORY,
     MAX_MESSAGE_BYTES,
     ORDERS,
     REGISTRY,
     ContractError,
     encode,
+    parse_command,
     parse_event,
     parse_input,
     parse_output,
@@ -28,7 +31,8 @@ ALL_TYPES = sorted(REGISTRY)
 
 
 def test_every_event_type_has_a_strategy_and_a_topic() -> None:
-    assert set(DATA) == set(ALL_TYPES) == {m.__name__ for m in INPUT_EVENTS + OUTPUT_EVENTS}
+    assert set(DATA) == set(ALL_TYPES) == {m.__name__ for m in INPUT_EVENTS + INTERNAL_COMMANDS + OUTPUT_EVENTS}
+    assert {REGISTRY[m.__name__].topic for m in INTERNAL_COMMANDS} == {COMMANDS}
     assert {REGISTRY[t].topic for t in ("OrderPlaced", "OrderCancelled")} == {ORDERS}
     assert {REGISTRY[m.__name__].topic for m in INPUT_EVENTS} == {ORDERS, INVENTORY}
     assert {REGISTRY[m.__name__].topic for m in OUTPUT_EVENTS} == {ALLOCATIONS}
@@ -45,7 +49,10 @@ def test_round_trip(event_type: str, data: st.DataObject) -> None:
     again = parse_event(encode(event))
     assert again == event
     assert encode(again) == encode(event)
-    assert spec_for(event).key(event) == event.data.warehouse_id.encode()
+    if event_type in INTERNAL_TYPES:
+        assert spec_for(event).key(event) is None  # written to every command partition
+    else:
+        assert spec_for(event).key(event) == event.data.warehouse_id.encode()
 
 
 def _base(event_type: str) -> dict:
@@ -411,3 +418,23 @@ def test_bad_output_is_rejected_with_a_reason_naming_the_field(event_type, path,
     with pytest.raises(ContractError) as info:
         parse_output(_json(_mutate(VALID_OUTPUTS[event_type], path, value)))
     assert expected in info.value.reason
+
+
+def test_clock_ticks_are_commands_never_inputs() -> None:
+    tick = envelopes("ClockTicked").example()
+    raw = orjson.dumps(tick)
+    assert parse_command(raw).type == "ClockTicked"
+    with pytest.raises(ContractError) as caught:
+        parse_input(raw)  # what the router accepts from orders.v1 / inventory.v1
+    assert caught.value.kind == "unknown_type"
+
+
+def test_sku_policy_and_stock_position_extensions_are_optional() -> None:
+    policy = parse_event(orjson.dumps({**_base("SkuPolicySet"), "data": {"warehouse_id": "W", "sku": "S"}}))
+    assert (policy.data.backorder_limit, policy.data.backorder_mode, policy.data.release_date) == (None, "any", None)
+    with pytest.raises(ContractError):
+        parse_event(orjson.dumps({**_base("SkuPolicySet"), "data": {"warehouse_id": "W", "sku": "S", "backorder_mode": "some"}}))
+    with pytest.raises(ContractError):
+        parse_event(orjson.dumps({**_base("SkuPolicySet"), "data": {"warehouse_id": "W", "sku": "S", "backorder_limit": -1}}))
+    position = {"warehouse_id": "W", "sku": "S", "available": 0, "backordered": 0, "reserved": 0, "incoming": 0}
+    assert parse_event(orjson.dumps({**_base("StockPositionChanged"), "data": position})).data.promise_eta is None

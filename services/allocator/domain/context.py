@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from schemas.contract import InputEvent
+from schemas.contract import Command
 
 from .state import AllocatorState, Line, Order, SkuState
 
@@ -43,9 +43,10 @@ class Context:
         "maybe_closed",
         "cause_inbound",
         "cause_reason",
+        "pre_orders",
     )
 
-    def __init__(self, state: AllocatorState, env: InputEvent) -> None:
+    def __init__(self, state: AllocatorState, env: Command) -> None:
         self.state = state
         self.env = env
         self.records: list[Record] = []
@@ -59,6 +60,7 @@ class Context:
         self.maybe_closed: dict[Order, None] = {}
         self.cause_inbound: str | None = None
         self.cause_reason: str | None = None
+        self.pre_orders: dict[Order, None] = {}  # orders placed with a line of an unreleased SKU
 
     def record(self, kind: str, order: Order, reason: str | None = None) -> Record:
         rec = Record(kind, order, reason)

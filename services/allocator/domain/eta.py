@@ -1,9 +1,21 @@
 """The ETA walk: when each waiting line can expect its units from scheduled supply.
 
 A line's raw ETA is the ETA of the inbound covering its last waiting unit,
-queue order first, so raw ETAs never decrease along a queue. What the
-customer is told (`order_etas`) follows from the raw ETAs of the order's
-lines and its policy.
+queue order first. What the customer is told (`order_etas`) follows from the
+raw ETAs of the order's lines and its policy.
+
+Time comes from the log only (`AllocatorState.today`, moved by ClockTicked):
+
+- no date is ever before today: an inbound a little late (within the grace)
+  is expected today;
+- an inbound past its ETA plus the grace with units still to come is
+  overdue: the lines it covers have no date (None) until a delay notice or
+  a receipt gives one back;
+- a SKU not released yet (pre-orders) has its stock on hand held: it is the
+  first supply, dated the release date, and no date is before that.
+
+Without an overdue inbound, dates never decrease along a queue (the walk
+skips untouched blocks); with one, the walk visits every line.
 """
 
 from __future__ import annotations
@@ -11,18 +23,22 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable
 from datetime import date
+from itertools import accumulate
 
 from .context import Context
 from .queue import QueueBlock, QueueEntry
 from .state import Line, Order, SkuState
 
-Supply = list[tuple[date, str, int]]  # (eta, inbound_id, remaining units), soonest first
+# (date to tell or None if overdue, inbound_id or "" for held stock, units), in walk order
+Supply = list[tuple[date | None, str, int]]
 Mark = Callable[[Order], object]  # called with each order whose raw ETAs moved
 
 
 def refresh(ctx: Context) -> None:
     """Bring the raw ETAs of every SKU this command changed up to date; mark moved orders."""
     mark = ctx.eta_orders.setdefault
+    today = ctx.state.today
+    grace = ctx.state.grace_days
     for sku, appended in ctx.eta_skus.items():
         queue = sku.queue
         if (
@@ -31,22 +47,41 @@ def refresh(ctx: Context) -> None:
             and queue is not None
             and queue.tail() is appended.qkey
         ):
-            _recompute_tail(sku, appended, mark)
+            _recompute_tail(sku, appended, mark, today, grace)
         else:
-            recompute_sku_etas(sku, mark)
+            recompute_sku_etas(sku, mark, today, grace)
 
 
-def supply(sku: SkuState) -> Supply:
-    """The SKU's open inbounds' remaining units, soonest first."""
+def supply(sku: SkuState, today: date | None = None, grace_days: int = 0) -> Supply:
+    """What the SKU's queue can expect, in walk order: held stock first (pre-orders, dated
+    the release date), then the open inbounds' remaining units by (ETA, inbound_id).
+
+    Each entry's date is the inbound's ETA, but never before today nor (not released
+    yet) before the release date; None for an overdue inbound.
+    """
     name = sku.sku
-    return sorted(
-        (inbound.eta, inbound_id, inbound.remaining(name))
+    floor = today
+    entries: Supply = []
+    if sku.held(today):
+        floor = sku.release_date
+        if sku.available:
+            entries.append((floor, "", sku.available))
+    if not sku.inbounds:
+        return entries
+    for eta, inbound_id, remaining, inbound in sorted(
+        (inbound.eta, inbound_id, inbound.remaining(name), inbound)
         for inbound_id, inbound in sku.inbounds.items()
-    )
+    ):
+        if today is not None and inbound.overdue(today, grace_days):
+            told: date | None = None
+        else:
+            told = eta if floor is None or eta >= floor else floor
+        entries.append((told, inbound_id, remaining))
+    return entries
 
 
 def cover(scheduled: Supply, units: int) -> date | None:
-    """ETA of the `units`-th unit of scheduled supply (None if not scheduled)."""
+    """Date of the `units`-th unit of scheduled supply (None if not scheduled or overdue)."""
     for eta, _inbound_id, remaining in scheduled:
         units -= remaining
         if units <= 0:
@@ -54,7 +89,25 @@ def cover(scheduled: Supply, units: int) -> date | None:
     return None
 
 
-def recompute_sku_etas(sku: SkuState, mark: Mark) -> None:
+def promise(sku: SkuState, today: date | None, grace_days: int) -> date | None:
+    """The date a new order's unit beyond `available` would get, after everything queued."""
+    if not sku.inbounds and sku.release_date is None:
+        return None
+    return cover(supply(sku, today, grace_days), sku.waiting + 1)
+
+
+def coverable(sku: SkuState, units: int, today: date | None, grace_days: int) -> int:
+    """How many of `units` new waiting units would get a date (their last one dated)."""
+    scheduled = supply(sku, today, grace_days)
+    if cover(scheduled, sku.waiting + units) is not None:
+        return units
+    total = sum(entry[2] for entry in scheduled)
+    if total > sku.waiting and cover(scheduled, total) is not None:
+        return min(units, total - sku.waiting)
+    return 0
+
+
+def recompute_sku_etas(sku: SkuState, mark: Mark, today: date | None = None, grace_days: int = 0) -> None:
     """Walk the queue against scheduled supply; update lines' raw ETAs.
 
     A block nobody touched since the last walk whose first and last lines
@@ -66,21 +119,19 @@ def recompute_sku_etas(sku: SkuState, mark: Mark) -> None:
         if queue is not None:
             queue.clean()
         return
-    total = sku.incoming
-    if total == 0 and not sku.any_covered:
+    scheduled = supply(sku, today, grace_days) if (sku.incoming or sku.release_date) else []
+    if not scheduled and not sku.any_covered:
         queue.clean()  # no dates before, none now
         return
-    ends: list[int] = []  # cumulative scheduled units at the end of each inbound
-    etas: list[date] = []
-    supplied = 0
-    for eta, _inbound_id, remaining in supply(sku):
-        supplied += remaining
-        ends.append(supplied)
-        etas.append(eta)
+    # cumulative scheduled units at the end of each entry, and the entry's date
+    ends: list[int] = list(accumulate(entry[2] for entry in scheduled))
+    etas: list[date | None] = [entry[0] for entry in scheduled]
+    total = ends[-1] if ends else 0
+    monotonic = None not in etas  # an overdue inbound breaks the order of dates
     any_covered = False
     cum = 0  # units waiting ahead of the current block
     for block in queue.blocks:
-        if not block.dirty:
+        if not block.dirty and monotonic:
             kept = _kept_dates(block, cum, total, ends, etas)
             if kept is not None:
                 cum += block.waiting
@@ -93,7 +144,7 @@ def recompute_sku_etas(sku: SkuState, mark: Mark) -> None:
 
 
 def _kept_dates(
-    block: QueueBlock, cum: int, total: int, ends: list[int], etas: list[date]
+    block: QueueBlock, cum: int, total: int, ends: list[int], etas: list[date | None]
 ) -> bool | None:
     """None if an untouched block's dates may have moved; else whether they are dates."""
     entries = block.entries
@@ -110,7 +161,7 @@ def _kept_dates(
 
 
 def _walk_block(
-    entries: list[QueueEntry], cum: int, total: int, ends: list[int], etas: list[date], mark: Mark
+    entries: list[QueueEntry], cum: int, total: int, ends: list[int], etas: list[date | None], mark: Mark
 ) -> tuple[int, bool]:
     """Date every line of a block; return the units waiting up to its end and if any is dated."""
     covered = False
@@ -119,7 +170,7 @@ def _walk_block(
         cum += line.waiting
         if cum <= total:
             eta = etas[bisect_left(ends, cum)]
-            covered = True
+            covered = covered or eta is not None
         else:
             eta = None
         if line.raw_eta != eta:
@@ -128,9 +179,13 @@ def _walk_block(
     return cum, covered
 
 
-def _recompute_tail(sku: SkuState, line: Line, mark: Mark) -> None:
+def _recompute_tail(sku: SkuState, line: Line, mark: Mark, today: date | None, grace_days: int) -> None:
     """Only `line` was appended at the queue tail since the last walk."""
-    eta = cover(supply(sku), sku.waiting) if sku.incoming else None
+    eta = (
+        cover(supply(sku, today, grace_days), sku.waiting)
+        if (sku.incoming or sku.release_date)
+        else None
+    )
     if line.raw_eta != eta:
         line.raw_eta = eta
         mark(line.order)

@@ -9,9 +9,12 @@ each order, without rendering: `outputs.py` renders once the command is done.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, date
 from typing import Any
 
 from schemas.contract import (
+    ClockTicked,
+    InboundCancelled,
     InboundScheduled,
     OrderCancelled,
     OrderPlaced,
@@ -23,10 +26,20 @@ from schemas.contract import (
 )
 
 from .context import Context
+from .eta import coverable
 from .ids import first_statement, placed_micros
 from .queue import dequeue, drain, enqueue
 from .state import Inbound, Line, Order, SkuState
-from .stock import add_stock, file_inbound, fill, release, settle, shelve, sync_inbound
+from .stock import (
+    add_stock,
+    file_inbound,
+    fill,
+    release,
+    settle,
+    shelve,
+    sync_inbound,
+    take_reservations,
+)
 
 # ---------------------------------------------------------------- orders
 
@@ -79,13 +92,16 @@ def _take_stock(ctx: Context, order: Order) -> tuple[list[Line], dict[Line, int]
     Returns the rejected lines and what each ship_partial line ships now.
     """
     state = ctx.state
+    today = state.today
     complete = order.complete
     rejected: list[Line] = []
     shipped: dict[Line, int] = {}
     for line in order.lines:
         sku = state.sku(order.warehouse_id, line.sku)
-        # available is 0 whenever the SKU has waiters, so a new line never jumps the queue.
-        take = line.quantity if line.quantity < sku.available else sku.available
+        held = sku.held(today)  # a pre-order: nothing ships before the release date
+        # available is 0 whenever the SKU has waiters (unless held), so a new line never
+        # jumps the queue.
+        take = 0 if held else line.quantity if line.quantity < sku.available else sku.available
         rest = line.quantity - take
         if take:
             sku.available -= take
@@ -100,15 +116,36 @@ def _take_stock(ctx: Context, order: Order) -> tuple[list[Line], dict[Line, int]
                 shipped[line] = take
         if not rest:
             continue
-        if sku.discontinued or not sku.backorderable:
+        if sku.discontinued or not (sku.backorderable or held):
             line.rejected = rest
             line.reason = "discontinued" if sku.discontinued else "not_backorderable"
             rejected.append(line)
-        else:
-            at_tail = enqueue(sku, line, rest)
+            continue
+        accept, reason = _acceptable(ctx, sku, rest)
+        if accept < rest:
+            line.rejected = rest - accept
+            line.reason = reason
+            rejected.append(line)
+        if accept:
+            if held:
+                ctx.pre_orders[order] = None
+            at_tail = enqueue(sku, line, accept)
             ctx.queue_changed(sku, line if at_tail else None)
             ctx.touched[sku] = None
     return rejected, shipped
+
+
+def _acceptable(ctx: Context, sku: SkuState, units: int) -> tuple[int, str | None]:
+    """How many of `units` may wait in `sku`'s queue, and why not the rest."""
+    accept, reason = units, None
+    limit = sku.backorder_limit
+    if limit is not None and sku.waiting + accept > limit:
+        accept, reason = max(0, limit - sku.waiting), "backorder_limit"
+    if sku.covered_only and accept:
+        covered = coverable(sku, accept, ctx.state.today, ctx.state.grace_days)
+        if covered < accept:
+            accept, reason = covered, "not_covered"
+    return accept, reason
 
 
 def _record_placement(
@@ -118,14 +155,16 @@ def _record_placement(
         ctx.record("OrderRejected", order).lines = rejected
     if order.complete:
         if order.waiting:
-            ctx.record("Backordered", order, "ship_complete_hold")
+            reason = "pre_order" if order in ctx.pre_orders else "ship_complete_hold"
+            ctx.record("Backordered", order, reason)
         elif order.reserved:
             release(ctx, order, ctx.record("OrderAllocated", order))
     elif order.waiting:
         if shipped:
             ctx.record("PartiallyShipped", order).shipped = shipped
         else:
-            ctx.record("Backordered", order, "insufficient_stock")
+            reason = "pre_order" if order in ctx.pre_orders else "insufficient_stock"
+            ctx.record("Backordered", order, reason)
     elif shipped:
         ctx.record("OrderAllocated", order).shipped = shipped
 
@@ -187,6 +226,8 @@ def stock_received(ctx: Context, env: StockReceived) -> None:
                 entry[1] += data.quantity
                 sync_inbound(ctx, inbound, data.sku, before)
                 file_inbound(state, inbound)
+                if state.today is not None and inbound.overdue(state.today, state.grace_days):
+                    _rebase(ctx, inbound, state.today)
     add_stock(ctx, sku, data.quantity)
     settle(ctx)
 
@@ -210,7 +251,21 @@ def stock_adjusted(ctx: Context, env: StockAdjusted) -> None:
         sku.negative_adjusted_total += units
         take = units if units < sku.available else sku.available
         sku.available -= take
-        sku.shortfall += units - take
+        if take and sku.waiting:
+            ctx.queue_changed(sku)  # held stock (pre-orders) dated some of them
+        missing = units - take
+        if missing and sku.reserved:
+            missing = take_reservations(ctx, sku, missing)
+        sku.shortfall += missing
+
+
+def _rebase(ctx: Context, inbound: Inbound, today: date) -> None:
+    """An overdue inbound is arriving after all: what is still to come is expected today."""
+    inbound.eta = today
+    for sku_name in inbound.skus:
+        remaining = inbound.remaining(sku_name)
+        if remaining:
+            sync_inbound(ctx, inbound, sku_name, remaining, eta_moved=True)
 
 
 # ---------------------------------------------------------------- statements
@@ -265,13 +320,78 @@ def shipment_delayed(ctx: Context, env: ShipmentDelayed) -> None:
             sync_inbound(ctx, inbound, sku_name, remaining, eta_moved=True)
 
 
+def inbound_cancelled(ctx: Context, env: InboundCancelled) -> None:
+    """The rest of an inbound will not arrive: its remaining units leave the supply."""
+    data = env.data
+    state = ctx.state
+    if not first_statement(state.inbound_events, (data.warehouse_id, data.inbound_id), env):
+        return
+    inbound = state.inbound(data.warehouse_id, data.inbound_id)
+    if inbound is None:
+        return
+    ctx.cause_inbound = data.inbound_id
+    for sku_name, entry in inbound.skus.items():
+        before = inbound.remaining(sku_name)
+        if before:
+            entry[0] = entry[1]
+            sync_inbound(ctx, inbound, sku_name, before)
+    file_inbound(state, inbound)
+
+
+def clock_ticked(ctx: Context, env: ClockTicked) -> None:
+    """Today moves forward (never back): dates before it move to it, inbounds past their
+    grace lose their date, SKUs reaching their release date ship what they held."""
+    state = ctx.state
+    today = env.data.now.astimezone(UTC).date()
+    before = state.today
+    if before is not None and today <= before:
+        return
+    state.today = today
+    grace = state.grace_days
+    went_overdue = sorted(
+        inbound.inbound_id
+        for inbound in state.inbounds.values()
+        if inbound.overdue(today, grace) and not inbound.overdue(before, grace)
+    )
+    if went_overdue:
+        ctx.cause_reason = "inbound_overdue"
+        if len(went_overdue) == 1:
+            ctx.cause_inbound = went_overdue[0]
+    for sku in state.skus.values():
+        if sku.inbounds or sku.release_date is not None:
+            ctx.touched[sku] = None  # promise_eta may move
+            if sku.waiting:
+                ctx.queue_changed(sku)
+    for key in list(state.release_pending):
+        sku = state.skus[key]
+        if not sku.held(today):
+            del state.release_pending[key]
+            fill(ctx, sku)
+    settle(ctx)
+
+
 def sku_policy_set(ctx: Context, env: SkuPolicySet) -> None:
     data = env.data
-    if not first_statement(ctx.state.policy_events, (data.warehouse_id, data.sku), env):
+    state = ctx.state
+    if not first_statement(state.policy_events, (data.warehouse_id, data.sku), env):
         return
-    sku = ctx.state.sku(data.warehouse_id, data.sku)
+    sku = state.sku(data.warehouse_id, data.sku)
     sku.backorderable = data.backorderable
     sku.discontinued = data.discontinued
+    sku.backorder_limit = data.backorder_limit
+    sku.covered_only = data.backorder_mode == "covered_only"
+    if sku.release_date != data.release_date:
+        sku.release_date = data.release_date
+        ctx.touched[sku] = None
+        if sku.waiting:
+            ctx.queue_changed(sku)
+        if sku.held(state.today):
+            state.release_pending[sku.key] = None
+        else:
+            state.release_pending.pop(sku.key, None)
+            if not data.discontinued:
+                fill(ctx, sku)
+                settle(ctx)
     if not (data.discontinued and sku.waiting):
         return
     # Discontinued: waiting (accepted but unfilled) units will never come.
@@ -298,4 +418,6 @@ HANDLERS: dict[str, Callable[[Context, Any], None]] = {
     "InboundScheduled": inbound_scheduled,
     "ShipmentDelayed": shipment_delayed,
     "SkuPolicySet": sku_policy_set,
+    "InboundCancelled": inbound_cancelled,
+    "ClockTicked": clock_ticked,
 }

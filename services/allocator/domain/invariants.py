@@ -84,9 +84,16 @@ def _order_problems(
         bad(f"{name}: closed order kept in state")
     if order.complete and waiting == 0 and reserved:
         bad(f"{name}: ship_complete order fully covered but not shipped")
+    today = state.today
     for line, eta in zip(order.lines, order_etas(order), strict=True):
         if line.eta != eta:
             bad(f"{name} line {line.line_no}: reported ETA {line.eta} != {eta}")
+        if line.eta is not None and today is not None and line.eta < today:
+            bad(f"{name} line {line.line_no}: ETA {line.eta} is before today {today}")
+        if line.waiting and line.eta is not None:
+            sku = state.skus.get((order.warehouse_id, line.sku))
+            if sku is not None and sku.held(today) and line.eta < sku.release_date:  # type: ignore[operator]
+                bad(f"{name} line {line.line_no}: pre-order ETA {line.eta} before the release date")
 
 
 def _line_problems(
@@ -121,34 +128,40 @@ def _sku_problems(
     state: AllocatorState, key: tuple[str, str], sku: SkuState, tally: _Tally, problems: list[str]
 ) -> None:
     name = f"sku {key}"
-    _stock_problems(name, key, sku, tally, problems)
+    _stock_problems(name, key, sku, tally, problems, sku.held(state.today))
+    if sku.held(state.today) != (key in state.release_pending):
+        problems.append(f"{name}: held {sku.held(state.today)} but release pending {key in state.release_pending}")
     queue = list(sku.queue) if sku.queue is not None else []
     if sku.queue is not None:
         problems.extend(f"{name}: {p}" for p in _queue_problems(sku.queue))
     _queued_line_problems(name, key, queue, tally, problems)
     _incoming_problems(name, state, sku, problems)
-    _eta_problems(name, sku, queue, problems)
-    if sku.position() != sku.last_position:
-        problems.append(
-            f"{name}: position {sku.position()} not reported (last {sku.last_position})"
-        )
+    _eta_problems(name, state, sku, queue, problems)
+    position = sku.position(state.today, state.grace_days)
+    if position != sku.last_position:
+        problems.append(f"{name}: position {position} not reported (last {sku.last_position})")
 
 
 def _stock_problems(
-    name: str, key: tuple[str, str], sku: SkuState, tally: _Tally, problems: list[str]
+    name: str, key: tuple[str, str], sku: SkuState, tally: _Tally, problems: list[str], held: bool
 ) -> None:
     bad = problems.append
     if sku.available < 0 or sku.shortfall < 0:
         bad(f"{name}: negative available/shortfall")
-    if sku.available and sku.waiting:
+    if sku.available and sku.waiting and not held:
         bad(f"{name}: {sku.available} available while {sku.waiting} units wait")
     if sku.waiting != tally.waiting.get(key, 0):
         bad(f"{name}: waiting {sku.waiting} != lines' {tally.waiting.get(key, 0)}")
     if sku.reserved != tally.reserved.get(key, 0):
         bad(f"{name}: reserved {sku.reserved} != lines' {tally.reserved.get(key, 0)}")
     inflow = sku.received_total + sku.positive_adjusted_total
-    if sku.released_total > inflow:
-        bad(f"{name}: released {sku.released_total} > received + adjusted {inflow}")
+    # Negative adjustments taken from stock: all of them but the shortfall still unpaid.
+    taken = sku.negative_adjusted_total - sku.shortfall
+    if sku.released_total > inflow - taken:
+        bad(
+            f"{name}: released {sku.released_total} > received + positive adjustments "
+            f"- negative adjustments taken from stock {inflow - taken}"
+        )
     booked = sku.available + sku.reserved + sku.released_total
     expected = inflow - sku.negative_adjusted_total + sku.shortfall
     if booked != expected:
@@ -184,9 +197,11 @@ def _incoming_problems(name: str, state: AllocatorState, sku: SkuState, problems
         problems.append(f"{name}: incoming {sku.incoming} != inbounds' {incoming}")
 
 
-def _eta_problems(name: str, sku: SkuState, queue: list[QueueEntry], problems: list[str]) -> None:
+def _eta_problems(
+    name: str, state: AllocatorState, sku: SkuState, queue: list[QueueEntry], problems: list[str]
+) -> None:
     """The raw ETAs, recomputed from scratch (no block skipping)."""
-    scheduled = supply(sku)
+    scheduled = supply(sku, state.today, state.grace_days)
     cum = 0
     any_covered = False
     for entry in queue:

@@ -19,9 +19,9 @@ from schemas.contract import (
     BackorderedData,
     BackorderEtaChanged,
     BackorderEtaChangedData,
+    Command,
     Envelope,
     EtaChangeCause,
-    InputEvent,
     Model,
     OrderAllocated,
     OrderAllocatedData,
@@ -82,7 +82,11 @@ def report(ctx: Context) -> list[Record]:
                     changed[line] = line.eta
                 line.eta = eta
         if changed:
-            rec = Record("BackorderEtaChanged", order)
+            # Lines that lost their date to the clock: an inbound became overdue.
+            reason = ctx.cause_reason
+            if reason == "inbound_overdue" and all(line.eta is not None for line in changed):
+                reason = None  # only moved to today
+            rec = Record("BackorderEtaChanged", order, reason)
             rec.lines = list(changed)
             rec.previous = changed
             records.append(rec)
@@ -132,10 +136,10 @@ def _positions(ctx: Context, outputs: list[OutputEvent]) -> None:
     """StockPositionChanged for each touched SKU whose position moved, by (warehouse, sku)."""
     env = ctx.env
     for sku in sorted(ctx.touched, key=_sku_sort_key):
-        position = sku.position()
+        position = sku.position(ctx.state.today, ctx.state.grace_days)
         if position != sku.last_position:
             sku.last_position = position
-            available, backordered, reserved, incoming, next_eta, shortfall = position
+            available, backordered, reserved, incoming, next_eta, shortfall, promise_eta = position
             data = StockPositionChangedData.trusted(
                 warehouse_id=sku.warehouse_id,
                 sku=sku.sku,
@@ -145,6 +149,7 @@ def _positions(ctx: Context, outputs: list[OutputEvent]) -> None:
                 incoming=incoming,
                 next_eta=next_eta,
                 shortfall=shortfall,
+                promise_eta=promise_eta,
             )
             outputs.append(
                 _envelope(StockPositionChanged, "StockPositionChanged", env, len(outputs), data)
@@ -155,7 +160,7 @@ def _sku_sort_key(sku: SkuState) -> tuple[str, str]:
     return (sku.warehouse_id, sku.sku)
 
 
-def _envelope(model: type[_E], kind: str, env: InputEvent, index: int, data: Model) -> _E:
+def _envelope(model: type[_E], kind: str, env: Command, index: int, data: Model) -> _E:
     return model.trusted(
         id=output_id(env.id, index),
         type=kind,
@@ -210,6 +215,6 @@ def _render(ctx: Context, rec: Record, index: int) -> OrderOutput:
             event_type=env.type,
             event_id=env.id,
             inbound_id=ctx.cause_inbound,
-            reason=ctx.cause_reason,
+            reason=rec.reason if ctx.env.type == "ClockTicked" else ctx.cause_reason,
         )
     return _envelope(model, kind, env, index, data_model.trusted(**fields))

@@ -33,7 +33,7 @@ from .state import (
     SkuState,
 )
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2  # 2: today, release dates, backorder limits and modes, promise_eta
 
 _to_day = date.toordinal
 _from_day = date.fromordinal
@@ -105,11 +105,15 @@ def _queue(queue: BackorderQueue) -> list[Any]:
 def _sku(sku: SkuState) -> list[Any]:
     position: list[Any] = list(sku.last_position)
     position[4] = _day(sku.last_position[4])
+    position[6] = _day(sku.last_position[6])
     return [
         sku.warehouse_id,
         sku.sku,
         sku.backorderable,
         sku.discontinued,
+        sku.backorder_limit,
+        sku.covered_only,
+        _day(sku.release_date),
         sku.available,
         sku.shortfall,
         sku.waiting,
@@ -141,6 +145,9 @@ def state_to_plain(state: AllocatorState) -> dict[str, Any]:
     return {
         "format": STATE_FORMAT,
         "dedup_window": state.dedup_window,
+        "grace_days": state.grace_days,
+        "today": _day(state.today),
+        "release_pending": [[wh, name] for wh, name in state.release_pending],
         "seen_events": [window.maxlen, window.keys()],
         "orders": [_order(order) for order in state.orders.values()],
         "inbounds": [_inbound(inbound) for inbound in state.inbounds.values()],
@@ -275,6 +282,9 @@ def _load_sku(
         name,
         backorderable,
         discontinued,
+        backorder_limit,
+        covered_only,
+        release_date,
         available,
         shortfall,
         waiting,
@@ -292,6 +302,9 @@ def _load_sku(
     sku = SkuState(_str(wh), _str(name))
     sku.backorderable = _bool(backorderable)
     sku.discontinued = _bool(discontinued)
+    sku.backorder_limit = None if backorder_limit is None else _int(backorder_limit)
+    sku.covered_only = _bool(covered_only)
+    sku.release_date = _date(None if release_date is None else _int(release_date))
     sku.available = _int(available)
     sku.shortfall = _int(shortfall)
     sku.waiting = _int(waiting)
@@ -304,7 +317,7 @@ def _load_sku(
     sku.positive_adjusted_total = _int(positive_adjusted_total)
     sku.negative_adjusted_total = _int(negative_adjusted_total)
     sku.released_total = _int(released_total)
-    available_, backordered, reserved_, incoming_, next_eta, shortfall_ = position
+    available_, backordered, reserved_, incoming_, next_eta, shortfall_, promise_eta = position
     sku.last_position = (
         _int(available_),
         _int(backordered),
@@ -312,6 +325,7 @@ def _load_sku(
         _int(incoming_),
         _date(next_eta),
         _int(shortfall_),
+        _date(promise_eta),
     )
     sku.any_covered = _bool(any_covered)
     return sku
@@ -338,7 +352,11 @@ def _load_marks(raw: list[Any]) -> dict[tuple[str, str], list[str]]:
 def state_from_plain(plain: dict[str, Any]) -> AllocatorState:
     if plain.get("format") != STATE_FORMAT:
         raise ValueError(f"state format {plain.get('format')!r}, expected {STATE_FORMAT}")
-    state = AllocatorState(_int(plain["dedup_window"]))
+    state = AllocatorState(_int(plain["dedup_window"]), _int(plain["grace_days"]))
+    today = plain["today"]
+    state.today = None if today is None else _from_day(_int(today))
+    for wh, name in plain["release_pending"]:
+        state.release_pending[_str(wh), _str(name)] = None
     maxlen, keys = plain["seen_events"]
     window = state.seen_events = BoundedWindow(_int(maxlen))
     for key in keys:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, timedelta
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
@@ -27,11 +27,15 @@ if TYPE_CHECKING:
     from .queue import BackorderQueue, QueueEntry
 
 DEFAULT_DEDUP_WINDOW = 100_000
+# Days past its ETA an inbound with units still to come keeps a credible date
+# (FULFIL_OVERDUE_GRACE_DAYS; the entrypoint passes it in, the domain reads no setting).
+DEFAULT_OVERDUE_GRACE_DAYS = 2
 
 OrderKey = tuple[str, str]  # (warehouse_id, order_id)
 SkuKey = tuple[str, str]  # (warehouse_id, sku)
-# A SKU's stock position: available, backordered, reserved, incoming, next_eta, shortfall.
-Position = tuple[int, int, int, int, date | None, int]
+# A SKU's stock position: available, backordered, reserved, incoming, next_eta, shortfall,
+# promise_eta.
+Position = tuple[int, int, int, int, date | None, int, date | None]
 
 
 class BoundedWindow:
@@ -286,6 +290,9 @@ class Inbound:
     def is_open(self) -> bool:
         return any(scheduled > received for scheduled, received in self.skus.values())
 
+    def overdue(self, today: date | None, grace_days: int) -> bool:
+        """Today is past the ETA plus the grace (whether units are still to come is the caller's)."""
+        return today is not None and today > self.eta + timedelta(days=grace_days)
 
 
 class SkuState:
@@ -296,6 +303,9 @@ class SkuState:
         "sku",
         "backorderable",
         "discontinued",
+        "backorder_limit",
+        "covered_only",
+        "release_date",
         "available",
         "shortfall",
         "waiting",
@@ -316,6 +326,9 @@ class SkuState:
         self.sku = sku
         self.backorderable = True
         self.discontinued = False
+        self.backorder_limit: int | None = None  # most units that may wait in the queue
+        self.covered_only = False  # backorder_mode == "covered_only"
+        self.release_date: date | None = None  # pre-orders until then
         self.available = 0  # on hand, not committed to any order
         self.shortfall = 0  # negative adjustments that found nothing available to take
         self.waiting = 0  # sum of queued lines' waiting units
@@ -327,7 +340,7 @@ class SkuState:
         self.positive_adjusted_total = 0
         self.negative_adjusted_total = 0
         self.released_total = 0
-        self.last_position: Position = (0, 0, 0, 0, None, 0)
+        self.last_position: Position = (0, 0, 0, 0, None, 0, None)
         # After the last ETA walk, some queued line had a date (else all are None).
         self.any_covered = False
 
@@ -339,14 +352,22 @@ class SkuState:
     def backordered(self) -> int:
         return self.waiting + self.reserved
 
+    def held(self, today: date | None) -> bool:
+        """Not released yet: stock on hand is held for the release date (pre-orders)."""
+        release = self.release_date
+        return release is not None and (today is None or today < release)
+
     def next_eta(self) -> date | None:
+        """The earliest open inbound's ETA, whoever its units are promised to."""
         best = None
         for inbound in self.inbounds.values():
             if best is None or inbound.eta < best:
                 best = inbound.eta
         return best
 
-    def position(self) -> Position:
+    def position(self, today: date | None = None, grace_days: int = DEFAULT_OVERDUE_GRACE_DAYS) -> Position:
+        from .eta import promise  # eta.py builds on this module
+
         return (
             self.available,
             self.waiting + self.reserved,
@@ -354,6 +375,7 @@ class SkuState:
             self.incoming,
             self.next_eta() if self.inbounds else None,
             self.shortfall,
+            promise(self, today, grace_days),
         )
 
     def queued_lines(self) -> list[Line]:
@@ -375,6 +397,9 @@ class AllocatorState:
 
     __slots__ = (
         "dedup_window",
+        "grace_days",
+        "today",
+        "release_pending",
         "orders",
         "skus",
         "inbounds",
@@ -388,8 +413,13 @@ class AllocatorState:
         "policy_events",
     )
 
-    def __init__(self, dedup_window: int = DEFAULT_DEDUP_WINDOW) -> None:
+    def __init__(
+        self, dedup_window: int = DEFAULT_DEDUP_WINDOW, grace_days: int = DEFAULT_OVERDUE_GRACE_DAYS
+    ) -> None:
         self.dedup_window = dedup_window
+        self.grace_days = grace_days  # a parameter of the rules, not state the log builds
+        self.today: date | None = None  # the latest ClockTicked's date (UTC); None before one
+        self.release_pending: dict[SkuKey, None] = {}  # SKUs with a release date not reached
         self.orders: dict[OrderKey, Order] = {}  # open orders only
         self.skus: dict[SkuKey, SkuState] = {}
         self.inbounds: dict[tuple[str, str], Inbound] = {}  # open inbounds only
@@ -434,8 +464,11 @@ class AllocatorState:
 
     def position(self, warehouse_id: str, sku: str) -> dict[str, Any]:
         state = self.skus.get((warehouse_id, sku)) or SkuState(warehouse_id, sku)
-        available, backordered, reserved, incoming, next_eta, shortfall = state.position()
+        available, backordered, reserved, incoming, next_eta, shortfall, promise_eta = state.position(
+            self.today, self.grace_days
+        )
         return {
+            "promise_eta": promise_eta,
             "available": available,
             "backordered": backordered,
             "reserved": reserved,
@@ -460,5 +493,7 @@ class AllocatorState:
         }
 
 
-def new_state(dedup_window: int = DEFAULT_DEDUP_WINDOW) -> AllocatorState:
-    return AllocatorState(dedup_window)
+def new_state(
+    dedup_window: int = DEFAULT_DEDUP_WINDOW, grace_days: int = DEFAULT_OVERDUE_GRACE_DAYS
+) -> AllocatorState:
+    return AllocatorState(dedup_window, grace_days)

@@ -6,8 +6,8 @@ Each records on the command's `Context` what it touched; none renders anything.
 from __future__ import annotations
 
 from .context import Context, Record
-from .queue import serve_head
-from .state import AllocatorState, Inbound, Order, SkuState
+from .queue import dequeue, enqueue, serve_head
+from .state import AllocatorState, Inbound, Line, Order, SkuState
 
 
 def shelve(sku: SkuState, units: int) -> None:
@@ -34,6 +34,9 @@ def fill(ctx: Context, sku: SkuState) -> None:
     """
     if sku.available <= 0 or not sku.waiting:
         return
+    if sku.held(ctx.state.today):
+        ctx.queue_changed(sku)  # held stock dates the pre-orders
+        return
     queue = sku.queue
     assert queue is not None
     while sku.available > 0 and queue:
@@ -54,6 +57,45 @@ def fill(ctx: Context, sku: SkuState) -> None:
         ctx.eta_orders[order] = None
     ctx.queue_changed(sku)
     ctx.touched[sku] = None
+
+
+def take_reservations(ctx: Context, sku: SkuState, units: int) -> int:
+    """Shrinkage beyond `available`: take up to `units` reserved units of `sku` from the
+    back of the queue (lowest priority, latest placed first). Those lines wait again at
+    their place in the queue; each order is told (Backordered, `reservation_lost`).
+    Returns the units still missing (a shortfall)."""
+    holders: list[Line] = [
+        line
+        for order in ctx.state.orders.values()
+        if order.reserved and order.warehouse_id == sku.warehouse_id
+        for line in order.lines
+        if line.reserved and line.sku == sku.sku
+    ]
+    holders.sort(
+        key=lambda ln: (-ln.order.priority, ln.order.placed_us, ln.order.order_id, ln.line_no),
+        reverse=True,
+    )
+    per_order: dict[Order, list[Line]] = {}
+    for line in holders:
+        if not units:
+            break
+        take = min(line.reserved, units)
+        units -= take
+        order = line.order
+        line.reserved -= take
+        order.reserved -= take
+        sku.reserved -= take
+        waiting = dequeue(sku, line) if line.waiting else 0
+        enqueue(sku, line, waiting + take)
+        per_order.setdefault(order, []).append(line)
+        ctx.eta_orders[order] = None
+    if per_order:
+        ctx.queue_changed(sku)
+        for order, lines in per_order.items():
+            ctx.record("Backordered", order, "reservation_lost").lines = sorted(
+                lines, key=lambda ln: ln.line_no
+            )
+    return units
 
 
 def release(ctx: Context, order: Order, rec: Record) -> None:

@@ -14,6 +14,7 @@ from fulfil_platform.logs import get_logger
 from fulfil_platform.metrics import Health, Progress, serving
 from services.allocator.entrypoints.core import AllocatorCore
 from services.allocator.entrypoints.router import build_router
+from services.allocator.service_layer.clock import run_clock
 
 log = get_logger("allocator")
 
@@ -49,8 +50,11 @@ async def _run_stages(settings: Settings, stage: Stage, stop: asyncio.Event, hea
         router_app, _ = build_router(settings, progress=health.add(Progress("allocator-router", stall)))
         await router_app.start()
     core_task = None
+    clock_task = None
     if stage in ("all", "core"):
         core_task = asyncio.create_task(AllocatorCore(settings, progress=health.add(Progress("allocator-core", stall))).run(stop), name="allocator-core")
+        # Today reaches the core only through its log: tick it on a wall-clock schedule.
+        clock_task = asyncio.create_task(run_clock(settings, stop), name="allocator-clock")
     log.info("allocator started", stage=stage)
     try:
         waiters = [asyncio.create_task(stop.wait())]
@@ -58,6 +62,10 @@ async def _run_stages(settings: Settings, stage: Stage, stop: asyncio.Event, hea
             waiters.append(core_task)
         done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         stop.set()
+        if clock_task is not None:
+            for failure in await asyncio.gather(clock_task, return_exceptions=True):
+                if isinstance(failure, Exception):
+                    log.warning("allocator clock stopped", error=type(failure).__name__)
         if core_task is not None:
             await core_task  # re-raises a core failure after a clean shutdown attempt
     finally:

@@ -284,7 +284,11 @@ class AllocatorCore:
                 log.warning("snapshot unreadable; rebuilding the partition from the command log",
                             partition=tp.partition, error=type(exc).__name__, detail=str(exc)[:200])
                 loaded = None
-            snapshots[tp.partition] = loaded if loaded is not None else Snapshot(new_state())
+            if loaded is None:
+                loaded = Snapshot(new_state(grace_days=self.settings.fulfil_overdue_grace_days))
+            else:  # a rule parameter, not log state: the configured one applies from here on
+                loaded.state.grace_days = self.settings.fulfil_overdue_grace_days
+            snapshots[tp.partition] = loaded
         await self._check_log(snapshots)
         tails = await self._output_tails({p: s.output_offset for p, s in snapshots.items()})
         for tp in mine:

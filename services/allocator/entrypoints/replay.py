@@ -20,7 +20,8 @@ from fulfil_platform.config import Settings
 from fulfil_platform.topic_reader import read_partition
 from schemas.allocation_headers import position_of
 from schemas.registry import ALLOCATIONS, COMMANDS
-from services.allocator.service_layer.partition import PartitionFold
+from services.allocator.domain import new_state
+from services.allocator.service_layer.partition import PartitionFold, Snapshot
 
 
 @dataclass
@@ -131,7 +132,8 @@ async def replay(
 
 async def _replay_partition(run: _Run, p: int) -> PartitionReport:
     part = PartitionReport(p)
-    fold = PartitionFold(p)
+    grace = run.settings.fulfil_overdue_grace_days
+    fold = PartitionFold(p, Snapshot(new_state(grace_days=grace)))
     outputs = _Stream(run.outputs_reader, TopicPartition(run.settings.topic(ALLOCATIONS), p)) if run.verify else None
     commands_tp = TopicPartition(run.settings.topic(COMMANDS), p)
     commands = _Stream(run.commands_reader, commands_tp)

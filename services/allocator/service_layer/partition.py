@@ -15,7 +15,7 @@ from typing import Any
 
 from schemas.allocation_headers import Position
 from schemas.contract import Envelope
-from schemas.registry import ContractError, encode, parse_input
+from schemas.registry import ContractError, encode, parse_command
 from services.allocator.domain import decide, new_state
 
 NOTHING_WRITTEN: Position = (-1, -1)
@@ -70,7 +70,7 @@ class PartitionFold:
         self.snapshot.applied_offset = offset
         self.commands_since_snapshot += 1
         try:
-            command = parse_input(raw)
+            command = parse_command(raw)
         except ContractError as exc:
             return [], exc
         self.snapshot.state, outputs = decide(self.snapshot.state, command)

@@ -166,3 +166,47 @@ async def test_a_shortfall_is_reported_on_the_topic_and_logged_for_operators(set
     assert (position.data.available, position.data.shortfall) == (0, 3)
     assert entry["log_level"] == "warning"
     assert (entry["sku"], entry["shortfall"], entry["causation_id"]) == ("SF-1", 3, "sf-adjust")
+
+
+async def test_clock_ticks_reach_every_core_partition_and_never_come_from_inventory(settings, running_allocator) -> None:
+    """`fulfil clock tick` writes a ClockTicked on every command partition; the core folds
+    it (an overdue inbound loses its customers' date); the router dead-letters a tick
+    sent to inventory.v1 (an internal command is never accepted from upstream)."""
+    from datetime import UTC, datetime
+
+    from services.allocator.service_layer.clock import tick, write_ticks
+    from tests.services.allocator.domain.builders import Events
+
+    ev = Events(prefix="clock")
+    await publish(settings, [ev.inbound_scheduled("IN-C", "WH-C", [("SKU-C", 5)], "2026-11-16")])
+    async with TopicWatcher(settings, COMMANDS) as commands:
+        await wait_for(lambda: _at_least(commands, 1), timeout=30, what="the inbound routed")
+        await publish(settings, [ev.order_placed("ord-c", "WH-C", [("SKU-C", 2)])])
+        await wait_for(lambda: _at_least(commands, 2), timeout=30, what="the order routed")
+    forged = tick(datetime(2030, 1, 1, tzinfo=UTC), 0)
+    await publish(settings, [forged], topic=INVENTORY)
+    assert await write_ticks(settings, datetime(2026, 11, 20, 8, tzinfo=UTC)) == settings.fulfil_partitions
+
+    async def undated():
+        for out in await _outputs(settings):
+            if out.type == "BackorderEtaChanged" and out.data.order_id == "ord-c":
+                return out
+        return None
+
+    changed = await wait_for(undated, timeout=60, what="the overdue inbound's customer told")
+    assert changed.data.lines[0].eta is None and changed.data.cause.reason == "inbound_overdue"
+    dead = await wait_for(lambda: _records(settings, INVENTORY + ".dlq"), timeout=30, what="the forged tick dead-lettered")
+    assert _headers(dead[0])[H_KIND] == "unknown_type"
+    ticks = [r for rs in (await read_topic(settings, COMMANDS)).values() for r in rs if _headers(r).get("fulfil-event-type") == "ClockTicked"]
+    assert sorted(r.partition for r in ticks) == list(range(settings.fulfil_partitions))
+    expected, actual = await expected_and_actual(settings)
+    assert actual == expected
+
+
+async def _at_least(watcher: TopicWatcher, count: int) -> bool:
+    return await watcher.total() >= count
+
+
+async def _records(settings, base_topic: str) -> list | None:
+    found = [r for rs in (await read_topic(settings, base_topic)).values() for r in rs]
+    return found or None

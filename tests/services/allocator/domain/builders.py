@@ -17,6 +17,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from schemas.contract import (
+    ClockTicked,
+    InboundCancelled,
     InboundScheduled,
     OrderCancelled,
     OrderPlaced,
@@ -197,14 +199,43 @@ class Events:
         backorderable: bool = True,
         discontinued: bool = False,
         id: str | None = None,
+        backorder_limit: int | None = None,
+        backorder_mode: str | None = None,
+        release_date: date | str | None = None,
     ) -> Any:
-        data = {
+        data: dict[str, Any] = {
             "warehouse_id": wh,
             "sku": sku,
             "backorderable": backorderable,
             "discontinued": discontinued,
         }
+        if backorder_limit is not None:
+            data["backorder_limit"] = backorder_limit
+        if backorder_mode is not None:
+            data["backorder_mode"] = backorder_mode
+        if release_date is not None:
+            data["release_date"] = as_date(release_date)
         return self._envelope(SkuPolicySet, "SkuPolicySet", data, id, None)
+
+    def inbound_cancelled(
+        self, inbound_id: str, wh: str, reason: str = "purchase order cancelled", id: str | None = None
+    ) -> Any:
+        data = {
+            "inbound_id": inbound_id,
+            "warehouse_id": wh,
+            "reason": reason,
+            "cancelled_at": self.clock + self.step,
+        }
+        return self._envelope(InboundCancelled, "InboundCancelled", data, id, None)
+
+    def clock_ticked(self, now: datetime | date | str, id: str | None = None) -> Any:
+        """A tick; a date means its midnight UTC. The envelope's occurred_at is the
+        builder's own clock, which must not matter."""
+        if isinstance(now, str):
+            now = datetime.fromisoformat(now) if "T" in now else date.fromisoformat(now)
+        if not isinstance(now, datetime):
+            now = datetime(now.year, now.month, now.day, tzinfo=UTC)
+        return self._envelope(ClockTicked, "ClockTicked", {"now": now}, id, None)
 
 
 _DEFAULT = Events(prefix="evt")
@@ -216,6 +247,8 @@ stock_adjusted = _DEFAULT.stock_adjusted
 inbound_scheduled = _DEFAULT.inbound_scheduled
 shipment_delayed = _DEFAULT.shipment_delayed
 sku_policy_set = _DEFAULT.sku_policy_set
+inbound_cancelled = _DEFAULT.inbound_cancelled
+clock_ticked = _DEFAULT.clock_ticked
 
 
 def resend(event: Any, new_id: str) -> Any:

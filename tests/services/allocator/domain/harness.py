@@ -23,9 +23,12 @@ class Allocator:
         self.state, outputs = decide(self.state, event)
         self.log.append(event)
         check_invariants(self.state)
+        today = self.state.today
         for output in outputs:
             assert parse_output(encode(output)) == output  # valid against the contract
             assert output.causation_id == event.id
+            for ln in getattr(output.data, "lines", ()):
+                assert today is None or ln.eta is None or ln.eta >= today, "an ETA in the past"
         self.outputs.extend(outputs)
         return outputs
 
@@ -50,6 +53,12 @@ class Allocator:
 
     def policy(self, *args: Any, **kwargs: Any) -> list[Any]:
         return self(self.ev.sku_policy_set(*args, **kwargs))
+
+    def cancel_inbound(self, *args: Any, **kwargs: Any) -> list[Any]:
+        return self(self.ev.inbound_cancelled(*args, **kwargs))
+
+    def tick(self, *args: Any, **kwargs: Any) -> list[Any]:
+        return self(self.ev.clock_ticked(*args, **kwargs))
 
     def position(self, wh: str, sku: str) -> dict[str, Any]:
         return self.state.position(wh, sku)

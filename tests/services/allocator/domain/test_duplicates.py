@@ -99,6 +99,7 @@ def test_an_old_stock_received_again_adds_nothing(alloc: Allocator) -> None:
         "incoming": 0,
         "next_eta": None,
         "shortfall": 0,
+        "promise_eta": None,
     }
 
 

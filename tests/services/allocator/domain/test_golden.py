@@ -57,12 +57,12 @@ _ID_SETS = ("closed_orders", "tombstones", "seen_receipts", "seen_adjustments")
 
 GOLDEN = {
     "mixed": (
-        "2fa4ffe9094772e671af386614b1a85687aab1e89d74eea77480e46b4bca6e0d",
-        "0a53eaf0e201db8db7fd8eb83f623077abc8d1a182d80aa33510fc8a8f544bc4",
+        "12904003583c492c57bcce8aa06900de02fb42a95363181ad8f8fb3c3746a5e6",
+        "e6020f03819e7e9d982a29eb6a1ff3a907013cc3089eb257be7d1cbda23abf8f",
     ),
     "backorder_heavy": (
-        "2c1fb0f2609d82c69b4f782f0859d6d1b64c96d1dd2c74d8cf8ff6727e36a836",
-        "d3b3229404cb5664a95da10ec9ea9ad25ba992180bce83461cba83581a55e108",
+        "71d7c47ac15ef609fed9f6927d12ce70dc68f6cc377364510441853f8722b141",
+        "21926c3f858437160048baf7703f45400ce6f348ef91c0d81a6b0304d8bbc1db",
     ),
 }
 STREAMS = {"mixed": _mixed, "backorder_heavy": _backorder_heavy}

@@ -61,7 +61,19 @@ inbound_op = st.tuples(
     st.integers(1, 40),
 )
 delay_op = st.tuples(st.just("delay"), whs, st.integers(0, 4), st.integers(1, 40))
-policy_op = st.tuples(st.just("policy"), whs, skus, st.booleans(), st.booleans())
+policy_op = st.tuples(
+    st.just("policy"),
+    whs,
+    skus,
+    st.booleans(),
+    st.booleans(),
+    st.none() | st.integers(0, 12),  # backorder_limit
+    st.sampled_from([None, "any", "covered_only"]),
+    st.none() | st.integers(0, 30),  # release date, days after START
+)
+# Ticks may go back (ignored), repeat, or jump past inbound ETAs plus the grace.
+tick_op = st.tuples(st.just("tick"), st.integers(0, 45))
+icancel_op = st.tuples(st.just("icancel"), whs, st.integers(0, 4))
 redeliver_op = st.tuples(st.just("redeliver"), st.integers(0, 1_000))
 
 ops = st.lists(
@@ -78,6 +90,9 @@ ops = st.lists(
         delay_op,
         policy_op,
         redeliver_op,
+        tick_op,
+        tick_op,
+        icancel_op,
     ),
     min_size=8,
     max_size=60,
@@ -119,8 +134,24 @@ def build(plan: list[tuple]) -> list[Any]:
             _, wh, n, days = op
             events.append(ev.shipment_delayed(f"in{n}", wh, (START + timedelta(days=days)).date()))
         elif kind == "policy":
-            _, wh, sku, backorderable, discontinued = op
-            events.append(ev.sku_policy_set(wh, sku, backorderable, discontinued))
+            _, wh, sku, backorderable, discontinued, limit, mode, release = op
+            release_date = None if release is None else (START + timedelta(days=release)).date()
+            events.append(
+                ev.sku_policy_set(
+                    wh,
+                    sku,
+                    backorderable,
+                    discontinued,
+                    backorder_limit=limit,
+                    backorder_mode=mode,
+                    release_date=release_date,
+                )
+            )
+        elif kind == "tick":
+            events.append(ev.clock_ticked(START + timedelta(days=op[1], hours=op[1] % 24)))
+        elif kind == "icancel":
+            _, wh, n = op
+            events.append(ev.inbound_cancelled(f"in{n}", wh))
         elif kind == "redeliver" and events:
             events.append(events[op[1] % len(events)])  # same envelope id
     return events
@@ -156,7 +187,10 @@ class Checker:
             if output.type == "StockPositionChanged":
                 self.positions[data.warehouse_id, data.sku] = data
                 continue
+            today = self.state.today
             for ln in data.lines:
+                # No line ever shows an ETA in the past relative to the log's today.
+                assert today is None or ln.eta is None or ln.eta >= today
                 assert ln.allocated + ln.backordered + ln.rejected + ln.cancelled == ln.quantity
                 assert ln.reserved <= ln.backordered
                 assert ln.shipped <= ln.allocated
@@ -189,11 +223,14 @@ class Checker:
                 assert last.backordered == 0 and last.eta is None  # closed lines say so
         for (wh, sku_name), sku in state.skus.items():
             assert self.shipped[wh, sku_name] == sku.released_total
-            assert sku.released_total <= sku.received_total + sku.positive_adjusted_total
+            # Negative adjustments taken from stock: all but the shortfall still unpaid.
+            taken = sku.negative_adjusted_total - sku.shortfall
+            assert sku.released_total <= sku.received_total + sku.positive_adjusted_total - taken
             assert sku.available >= 0
             last = self.positions.get((wh, sku_name))
+            position = sku.position(state.today, state.grace_days)
             if last is None:
-                assert sku.position() == (0, 0, 0, 0, None, 0)
+                assert position == (0, 0, 0, 0, None, 0, None)
             else:
                 assert (last.available, last.backordered, last.reserved, last.incoming) == (
                     sku.available,
@@ -202,6 +239,7 @@ class Checker:
                     sku.incoming,
                 )
                 assert (last.next_eta, last.shortfall) == (sku.next_eta(), sku.shortfall)
+                assert last.promise_eta == position[6]
 
 
 def run_checked(events: list[Any]) -> list[bytes]:
@@ -418,6 +456,32 @@ class AllocatorMachine(RuleBasedStateMachine):
     )
     def set_policy(self, wh, sku, backorderable, discontinued):
         self._apply(self.ev.sku_policy_set(wh, sku, backorderable, discontinued))
+
+    @rule(
+        wh=whs,
+        sku=skus,
+        limit=st.none() | st.integers(0, 12),
+        mode=st.sampled_from(["any", "covered_only"]),
+        release=st.none() | st.integers(0, 30),
+    )
+    def set_supply_policy(self, wh, sku, limit, mode, release):
+        release_date = None if release is None else (START + timedelta(days=release)).date()
+        self._apply(
+            self.ev.sku_policy_set(
+                wh, sku, backorder_limit=limit, backorder_mode=mode, release_date=release_date
+            )
+        )
+
+    @rule(days=st.integers(0, 45), minutes=st.integers(0, 1439))
+    def tick(self, days, minutes):
+        before = self.checker.state.today
+        self._apply(self.ev.clock_ticked(START + timedelta(days=days, minutes=minutes)))
+        after = self.checker.state.today
+        assert after is not None and (before is None or after >= before)  # never backwards
+
+    @rule(key=inbounds)
+    def cancel_inbound(self, key):
+        self._apply(self.ev.inbound_cancelled(key[1], key[0]))
 
     @precondition(lambda self: self.log)
     @rule(k=st.integers(0, 1_000))

@@ -47,6 +47,7 @@ def test_ship_partial_ships_4_now_and_backorders_6(alloc: Allocator) -> None:
         "incoming": 20,
         "next_eta": D1,
         "shortfall": 0,
+        "promise_eta": D1,  # unit 7 of IN1's 20
     }
     out = alloc.receive("WH1", "A", 6, inbound_id="IN1")
     assert types(out) == ["BackorderAllocated", "StockPositionChanged"]
@@ -309,17 +310,21 @@ def test_negative_adjustment_beyond_available_is_a_shortfall(alloc: Allocator) -
     assert sku.released_total <= sku.received_total + sku.positive_adjusted_total
 
 
-def test_negative_adjustment_never_takes_reserved_units(alloc: Allocator) -> None:
+def test_negative_adjustment_beyond_available_takes_reserved_units(alloc: Allocator) -> None:
     alloc.receive("WH1", "A", 3)
     alloc.place("o1", "WH1", [("A", 5)], policy="ship_complete")
-    alloc.adjust("WH1", "A", -2)
+    out = alloc.adjust("WH1", "A", -2)  # two of the three held units are damaged
+    lost = one(out, "Backordered", "o1")
+    assert lost.data.reason == "reservation_lost"
+    assert (line(lost).reserved, line(lost).backordered, line(lost).eta) == (1, 5, None)
     assert alloc.position("WH1", "A") == {
         "available": 0,
         "backordered": 5,
-        "reserved": 3,
+        "reserved": 1,
         "incoming": 0,
         "next_eta": None,
-        "shortfall": 2,
+        "shortfall": 0,
+        "promise_eta": None,
     }
 
 
@@ -392,6 +397,7 @@ def test_receipt_against_an_inbound_consumes_its_remaining(alloc: Allocator) -> 
         "incoming": 6,
         "next_eta": D2,
         "shortfall": 0,
+        "promise_eta": D2,  # a unit beyond the 5 available waits for IN2
     }
     assert ("WH1", "IN1") not in alloc.state.inbounds
 
