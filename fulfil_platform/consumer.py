@@ -260,7 +260,7 @@ class StallWatch:
         return self.last_stall >= since or time.monotonic() - self.last_tick > self.threshold
 
 
-class _Listener(ConsumerRebalanceListener):
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
     def __init__(self, runtime: ConsumerRuntime):
         self.runtime = runtime
 
@@ -442,7 +442,7 @@ class ConsumerRuntime:
         if not is_transient(exc):
             self.unexpected += 1
         self.last_error = f"{what}: {type(exc).__name__}"
-        delay = min(self.backoff_max, 0.2 * 2 ** min(self.failures - 1, 10))
+        delay: float = min(self.backoff_max, 0.2 * 2.0 ** min(self.failures - 1, 10))
         return delay * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not security
 
     def _succeeded(self) -> None:

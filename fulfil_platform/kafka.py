@@ -193,7 +193,8 @@ class BatchSender:
         partitions = self.partition_counts.get(topic)
         if partitions is None:
             partitions = self.partition_counts[topic] = sorted(await self.producer.partitions_for(topic))
-        return self.partitioner(key, partitions, partitions)
+        partition: int = self.partitioner(key, partitions, partitions)
+        return partition
 
     async def add(
         self, topic: str, value: bytes, *, key: bytes | None, partition: int | None = None, headers: Headers = ()
@@ -229,7 +230,8 @@ class BatchSender:
             if isinstance(result, BaseException):
                 raise result
         ends: dict[tuple[str, int], int] = {}
-        for (topic, partition, _, count), metadata in zip(sent, results, strict=True):
+        landed: list[Any] = results
+        for (topic, partition, _, count), metadata in zip(sent, landed, strict=True):
             self.landed.append((topic, partition, metadata.offset, count))
             end = metadata.offset + count
             if end > ends.get((topic, partition), -1):

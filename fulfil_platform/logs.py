@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
@@ -60,7 +60,7 @@ def _scrub(value: Any, depth: int = 0) -> Any:
     return _scrub_text(str(value))
 
 
-def redact_pii(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def redact_pii(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
     """structlog processor: drop customer blocks, names and email addresses."""
     return {
         key: (REDACTED if key.lower() in HIDDEN_KEYS else _scrub(value))

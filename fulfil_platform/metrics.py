@@ -237,7 +237,8 @@ def _wsgi(health: Health) -> Callable[..., Any]:
         path = environ.get("PATH_INFO", "")
         if path == "/metrics":
             health.readiness()  # refresh the fulfil_ready gauge for this scrape
-            return metrics(environ, start_response)
+            page: list[bytes] = metrics(environ, start_response)
+            return page
         if path == "/healthz":
             ok, reason = health.alive()
             return answer(start_response, ok, {"alive": ok, "reason": reason})

@@ -46,7 +46,7 @@ def advisory_lock_key(name: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-class AsyncpgBackend(PostgresqlBackend):
+class AsyncpgBackend(PostgresqlBackend):  # type: ignore[misc]  # yoyo is untyped
     """yoyo's PostgreSQL backend on the asyncpg facade, under an advisory lock.
 
     With a `schema`, the connection's search_path is that schema, so yoyo's
@@ -54,6 +54,7 @@ class AsyncpgBackend(PostgresqlBackend):
     """
 
     driver_module = yoyo_asyncpg.__name__
+    _is_locked: bool = False  # yoyo sets it per instance; declared for the checker
 
     def __init__(
         self,

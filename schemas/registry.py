@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
-from typing import Annotated, TypeVar, Union
+from typing import Annotated, Any, TypeVar, Union, cast
 
 from pydantic import Field, TypeAdapter, ValidationError
 
@@ -32,7 +33,7 @@ MAX_MESSAGE_BYTES = 1_000_000
 @dataclass(frozen=True, slots=True)
 class EventSpec:
     type: str
-    model: type[Envelope]
+    model: builtins.type[Envelope]
     topic: str
     # None: no key; the writer picks the partition (ClockTicked goes to every one).
     key_field: str | None = "warehouse_id"
@@ -40,7 +41,9 @@ class EventSpec:
     def key(self, event: Envelope) -> bytes | None:
         if self.key_field is None:
             return None
-        return getattr(event.data, self.key_field).encode()  # type: ignore[attr-defined]
+        data: Any = cast(Any, event).data  # every registered event has a payload; the base does not
+        value: str = getattr(data, self.key_field)
+        return value.encode()
 
 
 _ORDER_TYPES = {"OrderPlaced", "OrderCancelled"}
@@ -73,8 +76,9 @@ def base_topics() -> list[str]:
     return main + [t + DLQ_SUFFIX for t in (ORDERS, INVENTORY, COMMANDS)]
 
 
-def _union(models: tuple[type[Envelope], ...]) -> TypeAdapter:
-    return TypeAdapter(Annotated[Union[models], Field(discriminator="type")])  # noqa: UP007
+def _union(models: tuple[type[Envelope], ...]) -> TypeAdapter[Envelope]:
+    union: Any = Annotated[Union[models], Field(discriminator="type")]  # noqa: UP007
+    return TypeAdapter(union)
 
 
 _ANY = _union(INPUT_EVENTS + INTERNAL_COMMANDS + OUTPUT_EVENTS)
@@ -126,7 +130,7 @@ def _describe(exc: ValidationError) -> tuple[str, str]:
             loc = rest
         message = err["msg"]
         if err["type"] == "string_pattern_mismatch":
-            message = _PATTERN_WORDS.get(err.get("ctx", {}).get("pattern"), message)
+            message = _PATTERN_WORDS.get(str(err.get("ctx", {}).get("pattern")), message)
         elif err["type"] == "value_error":
             message = message.removeprefix("Value error, ")
         parts.append(f"{loc}: {message}")

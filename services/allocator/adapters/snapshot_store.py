@@ -31,6 +31,7 @@ import stat
 import struct
 import tempfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,7 @@ def _untag(value: Any) -> Any:
     return value
 
 
-def _fields() -> list[dataclasses.Field]:
+def _fields() -> list[dataclasses.Field[Any]]:
     return [f for f in dataclasses.fields(Snapshot) if f.name != "state"]
 
 
@@ -103,7 +104,7 @@ def _fields() -> list[dataclasses.Field]:
 
 
 @contextlib.contextmanager
-def _gc_paused():
+def _gc_paused() -> Iterator[None]:
     """Building a few hundred thousand containers would trigger full collections
     over the whole (large, long-lived) state again and again: half the time."""
     enabled = gc.isenabled()
@@ -261,9 +262,9 @@ class SnapshotStore:
                     stale.unlink()
 
     def _discard(self, partition: int, path: Path, reason: str) -> None:
-        aside = path.with_name(path.name + ".corrupt")
+        aside: Path | None = path.with_name(path.name + ".corrupt")
         try:
-            os.replace(path, aside)
+            os.replace(path, path.with_name(path.name + ".corrupt"))
         except OSError:
             aside = None
         log.warning(

@@ -11,7 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from hashlib import blake2b, sha1
 
-from schemas.contract import InboundScheduled, ShipmentDelayed, SkuPolicySet
+from schemas.contract import InboundCancelled, InboundScheduled, ShipmentDelayed, SkuPolicySet
 
 # Fixed namespace of every id the allocator derives (uuid5). Never change it:
 # output ids of a replayed log must equal the ones already published.
@@ -22,7 +22,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NAMESPACE_BYTES = NAMESPACE.bytes
 
 # An inbound or SKU-policy statement: what `first_statement` remembers.
-Statement = InboundScheduled | ShipmentDelayed | SkuPolicySet
+Statement = InboundScheduled | ShipmentDelayed | SkuPolicySet | InboundCancelled
 
 
 def uuid5_str(name: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Literal
+from typing import Any, Literal
 
 from aiokafka.errors import KafkaError
 
@@ -57,7 +57,7 @@ async def _run_stages(settings: Settings, stage: Stage, stop: asyncio.Event, hea
         clock_task = asyncio.create_task(run_clock(settings, stop), name="allocator-clock")
     log.info("allocator started", stage=stage)
     try:
-        waiters = [asyncio.create_task(stop.wait())]
+        waiters: list[asyncio.Task[Any]] = [asyncio.create_task(stop.wait())]
         if core_task is not None:
             waiters.append(core_task)
         done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)

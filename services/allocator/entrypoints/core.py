@@ -360,7 +360,7 @@ class AllocatorCore:
         return result
 
 
-class OutputMoved(KafkaError):
+class OutputMoved(KafkaError):  # type: ignore[misc]  # aiokafka is untyped
     """Our outputs landed elsewhere than the fold assumed: rebuild the partition (transient)."""
 
     retriable = True

@@ -10,6 +10,7 @@ the batch is acknowledged (at-least-once; the core drops duplicates by id).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 from faststream import AckPolicy, Context, FastStream
@@ -34,7 +35,7 @@ async def _raw_body(message: Any) -> Any:
     return message.body
 
 
-def undecodable_header(headers: Any) -> str | None:
+def undecodable_header(headers: Iterable[tuple[str, bytes | None]] | None) -> str | None:
     """The name of the first header whose value is not UTF-8 text, if any (a null value is fine)."""
     for name, value in headers or ():
         if value is not None:

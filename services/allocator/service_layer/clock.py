@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
+from aiokafka import AIOKafkaProducer
+
 from fulfil_platform import kafka
 from fulfil_platform.config import Settings
 from fulfil_platform.logs import get_logger
@@ -37,16 +39,16 @@ def tick(now: datetime, partition: int) -> ClockTicked:
     )
 
 
-async def write_ticks(settings: Settings, now: datetime, producer: object | None = None) -> int:
+async def write_ticks(settings: Settings, now: datetime, producer: AIOKafkaProducer | None = None) -> int:
     """Write one tick for `now` on every command partition; returns how many."""
     topic = settings.topic(COMMANDS)
     own = producer is None
-    client = kafka.producer(settings) if own else producer
+    client = kafka.producer(settings) if producer is None else producer
     if own:
-        await client.start()  # type: ignore[attr-defined]
+        await client.start()
     try:
         futures = [
-            await client.send(  # type: ignore[attr-defined]
+            await client.send(
                 topic,
                 encode(tick(now, p)),
                 partition=p,
@@ -57,7 +59,7 @@ async def write_ticks(settings: Settings, now: datetime, producer: object | None
         await asyncio.gather(*futures)
     finally:
         if own:
-            await client.stop()  # type: ignore[attr-defined]
+            await client.stop()
     return len(futures)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.allocation_headers import Position
-from schemas.contract import Envelope
+from schemas.contract import OutputEvent
 from schemas.registry import ContractError, encode, parse_command
 from services.allocator.domain import decide, new_state
 
@@ -42,7 +42,7 @@ class Snapshot:
 class Emission:
     command_offset: int
     index: int
-    event: Envelope
+    event: OutputEvent
     value: bytes
     key: bytes
 

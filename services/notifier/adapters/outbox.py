@@ -6,6 +6,7 @@ clock (not the database's `now()`), so tests can drive time.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -272,7 +273,7 @@ class OutboxStore:
 
     # ------------------------------------------------------------ reminders
 
-    async def missing(self, keys: list[Key]) -> list[Key]:
+    async def missing(self, keys: Sequence[Key]) -> list[Key]:
         """The keys not in the outbox yet."""
         if not keys:
             return []
@@ -356,10 +357,11 @@ class OutboxStore:
         )
 
     async def next_due(self, channel: str) -> datetime | None:
-        return await self.pool.fetchval(
+        due: datetime | None = await self.pool.fetchval(
             "SELECT min(next_attempt_at) FROM notifier_outbox WHERE channel = $1 AND status = 'pending'",
             channel,
         )
+        return due
 
     # ------------------------------------------------------------ operators
 
@@ -400,7 +402,7 @@ class OutboxStore:
         return {(r["channel"], r["status"]): r["n"] for r in rows}
 
     async def retry_failed(
-        self, now: datetime, *, ids: list[int] | None = None, channel: str | None = None
+        self, now: datetime, *, ids: builtins.list[int] | None = None, channel: str | None = None
     ) -> int:
         """Re-queue failed rows: due at once, with a fresh set of attempts."""
         result = await self.pool.execute(

@@ -80,6 +80,8 @@ def plan_batch(
             due = now + timedelta(seconds=decision.hold_seconds)
             rows = held.setdefault(order_key, [])
             for row in list(rows):
+                if current is None:  # folded completely into a held notice
+                    break
                 was = row.notice
                 new_held, current = fold(was, current)
                 if new_held is None:
@@ -92,8 +94,6 @@ def plan_batch(
                         due = min(due, row.due)
                 elif new_held != was:
                     row.notice, row.changed = new_held, True
-                if current is None:
-                    break
             new = Row(
                 channel=decision.channel,
                 notice=current or notice,

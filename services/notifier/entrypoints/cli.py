@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
 
 from fulfil_platform.logs import configure_logging
 from services.notifier.config import CHANNELS, load_notifier_settings
+
+if TYPE_CHECKING:
+    from services.notifier.adapters.outbox import OutboxStore
 
 notifications_app = typer.Typer(
     help="The notifier's outbox: list messages (e.g. the failed ones) and re-queue failures.",
@@ -101,7 +104,7 @@ def retry(
 ) -> None:
     """Re-queue failed messages: due at once, with a fresh set of attempts, same Message-ID."""
 
-    async def work(store: Any) -> int:
+    async def work(store: OutboxStore) -> int:
         return await store.retry_failed(datetime.now(UTC), ids=ids or None, channel=channel)
 
     requeued = asyncio.run(_with_store(work))

@@ -8,8 +8,10 @@ image per row, so each table is written with one set-based upsert (an
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import Any
 
 from .events import (
     Event,
@@ -155,7 +157,7 @@ class BatchFold:
             fold = apply_scheduled if isinstance(event, InboundScheduled) else apply_delayed
             self._inbound(event, fold)
 
-    def _inbound(self, event: InboundScheduled | ShipmentDelayed | StockReceived, fold) -> None:
+    def _inbound(self, event: InboundScheduled | ShipmentDelayed | StockReceived, fold: Callable[..., Any]) -> None:
         key = (event.warehouse_id, event.inbound_id)
         state = fold(self._inbounds.get(key), event)
         if state is not None:

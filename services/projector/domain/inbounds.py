@@ -58,9 +58,9 @@ def apply_scheduled(state: InboundState | None, event: InboundScheduled) -> Inbo
     wanted = dict(event.lines)
     # Like the allocator: SKUs a re-sent schedule no longer lists are not coming,
     # beyond what already arrived.
-    for sku, line in state.lines.items():
+    for sku, kept in state.lines.items():
         if sku not in wanted:
-            line.quantity_expected = min(line.quantity_expected, line.quantity_received)
+            kept.quantity_expected = min(kept.quantity_expected, kept.quantity_received)
     for sku, quantity in wanted.items():
         line = state.lines.get(sku)
         if line is None:

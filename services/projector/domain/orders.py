@@ -98,8 +98,7 @@ def apply_order_event(state: OrderState | None, event: OrderEvent) -> OrderState
         previous = state.lines.get(reported.line_no)
         if reported.backordered:
             # The oldest unit still waiting has waited since the line first opened.
-            was_open = previous is not None and previous.backordered > 0
-            since = previous.backordered_since if was_open else at
+            since = previous.backordered_since if previous is not None and previous.backordered > 0 else at
             state.backordered_ever = True
         else:
             since = None

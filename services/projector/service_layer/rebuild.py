@@ -86,7 +86,8 @@ LogStarts = Callable[[Any, list[TopicPartition]], Awaitable[dict[TopicPartition,
 
 
 async def _beginning_offsets(consumer: Any, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-    return await consumer.beginning_offsets(tps)
+    starts: dict[TopicPartition, int] = await consumer.beginning_offsets(tps)
+    return starts
 
 
 @dataclass(frozen=True, slots=True)
