@@ -24,10 +24,11 @@ from bisect import bisect_left
 from collections.abc import Callable
 from datetime import date
 from itertools import accumulate
+from typing import Any
 
 from .context import Context
 from .queue import QueueBlock, QueueEntry
-from .state import Line, Order, SkuState
+from .state import DEFAULT_OVERDUE_GRACE_DAYS, AllocatorState, Line, Order, Position, SkuState
 
 # (date to tell or None if overdue, inbound_id or "" for held stock, units), in walk order
 Supply = list[tuple[date | None, str, int]]
@@ -94,6 +95,36 @@ def promise(sku: SkuState, today: date | None, grace_days: int) -> date | None:
     if not sku.inbounds and sku.release_date is None:
         return None
     return cover(supply(sku, today, grace_days), sku.waiting + 1)
+
+
+def position(sku: SkuState, today: date | None = None, grace_days: int = DEFAULT_OVERDUE_GRACE_DAYS) -> Position:
+    """The SKU's stock position as StockPositionChanged reports it."""
+    return (
+        sku.available,
+        sku.waiting + sku.reserved,
+        sku.reserved,
+        sku.incoming,
+        sku.next_eta() if sku.inbounds else None,
+        sku.shortfall,
+        promise(sku, today, grace_days),
+    )
+
+
+def position_report(state: AllocatorState, warehouse_id: str, sku: str) -> dict[str, Any]:
+    """One SKU's position by name (tests, the I/O layer and operators)."""
+    found = state.skus.get((warehouse_id, sku)) or SkuState(warehouse_id, sku)
+    available, backordered, reserved, incoming, next_eta, shortfall, promise_eta = position(
+        found, state.today, state.grace_days
+    )
+    return {
+        "promise_eta": promise_eta,
+        "available": available,
+        "backordered": backordered,
+        "reserved": reserved,
+        "incoming": incoming,
+        "next_eta": next_eta,
+        "shortfall": shortfall,
+    }
 
 
 def coverable(sku: SkuState, units: int, today: date | None, grace_days: int) -> int:

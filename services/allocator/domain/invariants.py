@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from .eta import cover, order_etas, supply
+from .eta import position as sku_position
 from .queue import BackorderQueue, QueueEntry
 from .state import AllocatorState, Line, Order, SkuState
 
@@ -137,7 +138,7 @@ def _sku_problems(
     _queued_line_problems(name, key, queue, tally, problems)
     _incoming_problems(name, state, sku, problems)
     _eta_problems(name, state, sku, queue, problems)
-    position = sku.position(state.today, state.grace_days)
+    position = sku_position(sku, state.today, state.grace_days)
     if position != sku.last_position:
         problems.append(f"{name}: position {position} not reported (last {sku.last_position})")
 

@@ -38,6 +38,7 @@ from schemas.contract import (
 
 from .context import Context, Record
 from .eta import order_etas
+from .eta import position as sku_position
 from .ids import SOURCE, output_id, shipment_id
 from .state import Line, Order, SkuState
 
@@ -136,7 +137,7 @@ def _positions(ctx: Context, outputs: list[OutputEvent]) -> None:
     """StockPositionChanged for each touched SKU whose position moved, by (warehouse, sku)."""
     env = ctx.env
     for sku in sorted(ctx.touched, key=_sku_sort_key):
-        position = sku.position(ctx.state.today, ctx.state.grace_days)
+        position = sku_position(sku, ctx.state.today, ctx.state.grace_days)
         if position != sku.last_position:
             sku.last_position = position
             available, backordered, reserved, incoming, next_eta, shortfall, promise_eta = position

@@ -365,18 +365,6 @@ class SkuState:
                 best = inbound.eta
         return best
 
-    def position(self, today: date | None = None, grace_days: int = DEFAULT_OVERDUE_GRACE_DAYS) -> Position:
-        from .eta import promise  # eta.py builds on this module
-
-        return (
-            self.available,
-            self.waiting + self.reserved,
-            self.reserved,
-            self.incoming,
-            self.next_eta() if self.inbounds else None,
-            self.shortfall,
-            promise(self, today, grace_days),
-        )
 
     def queued_lines(self) -> list[Line]:
         """The waiting lines in queue order (head first)."""
@@ -461,21 +449,6 @@ class AllocatorState:
         return found
 
     # ---- read helpers for tests, the I/O layer and operators
-
-    def position(self, warehouse_id: str, sku: str) -> dict[str, Any]:
-        state = self.skus.get((warehouse_id, sku)) or SkuState(warehouse_id, sku)
-        available, backordered, reserved, incoming, next_eta, shortfall, promise_eta = state.position(
-            self.today, self.grace_days
-        )
-        return {
-            "promise_eta": promise_eta,
-            "available": available,
-            "backordered": backordered,
-            "reserved": reserved,
-            "incoming": incoming,
-            "next_eta": next_eta,
-            "shortfall": shortfall,
-        }
 
     def stats(self) -> dict[str, int]:
         queued = sum(len(s.queue) for s in self.skus.values() if s.queue is not None)

@@ -6,6 +6,7 @@ from typing import Any
 
 from schemas.registry import encode, parse_output
 from services.allocator.domain import check_invariants, decide, new_state
+from services.allocator.domain.eta import position_report
 
 from .builders import Events
 
@@ -61,7 +62,7 @@ class Allocator:
         return self(self.ev.clock_ticked(*args, **kwargs))
 
     def position(self, wh: str, sku: str) -> dict[str, Any]:
-        return self.state.position(wh, sku)
+        return position_report(self.state, wh, sku)
 
 
 def types(outputs: list[Any]) -> list[str]:

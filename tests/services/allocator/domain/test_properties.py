@@ -21,6 +21,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precon
 from schemas.registry import encode, parse_output
 from services.allocator.domain import check_invariants, decide, new_state
 from services.allocator.domain import queue as queue_module
+from services.allocator.domain.eta import position as sku_position
 from services.allocator.domain.plain import state_from_plain, state_to_plain
 
 from .builders import START, Events
@@ -228,7 +229,7 @@ class Checker:
             assert sku.released_total <= sku.received_total + sku.positive_adjusted_total - taken
             assert sku.available >= 0
             last = self.positions.get((wh, sku_name))
-            position = sku.position(state.today, state.grace_days)
+            position = sku_position(sku, state.today, state.grace_days)
             if last is None:
                 assert position == (0, 0, 0, 0, None, 0, None)
             else:
