@@ -44,6 +44,7 @@ async def _publish(settings: Any, records: Any, on_progress: Any, rate: float = 
     from aiokafka.errors import KafkaError
 
     from fulfil_platform import kafka
+    from services.allocator.service_layer.clock import write_ticks
 
     try:  # declared topics keep FULFIL_PARTITIONS; auto-created ones would not
         await kafka.create_topics(settings)
@@ -61,7 +62,11 @@ async def _publish(settings: Any, records: Any, on_progress: Any, rate: float = 
         sender = kafka.BatchSender(producer)
         for count, record in enumerate(records, start=1):
             topic = settings.topic(record.topic)
-            await sender.add(topic, record.value, key=record.key)
+            if record.type == "ClockTicked":  # today, on every command partition
+                await sender.flush()
+                by_topic[topic] += await write_ticks(settings, record.occurred_at, producer) - 1
+            else:
+                await sender.add(topic, record.value, key=record.key)
             by_topic[topic] += 1
             if count % every == 0:
                 await sender.flush()  # bounded memory, and progress means acknowledged

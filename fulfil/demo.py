@@ -44,6 +44,7 @@ from schemas.registry import (
     INVENTORY,
     ORDERS,
     ContractError,
+    parse_event,
     parse_input,
     parse_output,
 )
@@ -240,6 +241,7 @@ def _emails(directory: Path, console: Console, wanted: int = 3) -> None:
 
 async def run_demo(events: int, seed: int, keep_running: bool, console: Console) -> int:
     from fulfil.simulation import simulate_records
+    from services.allocator.service_layer.clock import write_ticks
 
     base = load_settings()
     root = (base.fulfil_state_dir / "demo").resolve()
@@ -310,6 +312,15 @@ async def run_demo(events: int, seed: int, keep_running: bool, console: Console)
                 observed_at = time.monotonic()
                 last_at = None  # the simulated clock: "late" is judged at the end of the simulated day
                 for topic, key, value in records:
+                    if topic == COMMANDS:
+                        # A ClockTicked: today for the allocator core, on every command
+                        # partition, once what came before it is routed.
+                        await sender.flush()
+                        while sum((await kafka.log_ends(watcher, commands)).values()) < valid:
+                            await asyncio.sleep(0.02)  # poll interval
+                        valid += await write_ticks(settings, parse_event(value).data.now, producer)
+                        progress.published += 1
+                        continue
                     await sender.add(settings.topic(topic), value, key=key)
                     progress.published += 1
                     try:

@@ -36,7 +36,15 @@ byte-identical output in any process):
   both signs), transfers in without an inbound, cancellations (mostly of
   orders still waiting, some of them partly shipped; some too late to stop
   anything; a few upstream re-sends), and mid-stream one SKU per warehouse made
-  non-backorderable and one discontinued (SkuPolicySet).
+  non-backorderable, one discontinued, one capped (backorder_limit), one
+  covered_only and one announced as a pre-order (release_date in two days)
+  (SkuPolicySet). Negative counts beyond what is on the shelf take reserved units
+  (shrinkage).
+- **Supply going wrong.** About 4 % of purchase orders are cancelled before
+  they arrive (InboundCancelled); two open purchase orders per warehouse are
+  stuck at the supplier, past their ETA; a `ClockTicked` every six simulated
+  hours (type ClockTicked, topic allocator.commands.v1, empty key: publish
+  it to every command partition) makes those overdue.
 - **Bad input.** About `invalid_rate` of the messages are invalid per the
   contract — bad JSON, unknown type, schema violation, negative quantity — so
   the router dead-letters them. Some of them name a real order.
@@ -70,6 +78,8 @@ from typing import Any, NamedTuple
 import orjson
 
 from schemas.contract import (
+    ClockTicked,
+    InboundCancelled,
     InboundScheduled,
     OrderCancelled,
     OrderPlaced,
@@ -78,7 +88,7 @@ from schemas.contract import (
     StockAdjusted,
     StockReceived,
 )
-from schemas.registry import INVENTORY, ORDERS, encode
+from schemas.registry import COMMANDS, INVENTORY, ORDERS, encode
 
 SHOP_TZ = timezone(timedelta(hours=1))  # the shop's local time (CET); timestamps carry +01:00
 START = datetime(2026, 11, 2, 0, 0, tzinfo=SHOP_TZ)  # the first trading day starts at midnight
@@ -118,6 +128,7 @@ CANCEL_REASONS = [
     "customer changed their mind", "found a better price elsewhere", "ordered by mistake",
     "duplicate order", "payment failed",
 ]
+PO_CANCEL_REASONS = ["supplier out of stock", "purchase order closed short", "supplier cancelled the order"]
 WAIT_CANCEL_REASONS = ["delivery date too late", "no longer needed by the date offered", "bought elsewhere"]
 ADJUST_REASONS = {
     "count": ["cycle count", "cycle count correction", "found during cycle count"],
@@ -172,7 +183,9 @@ INVALID_KINDS = ["bad_json", "unknown_type", "schema_violation", "bad_quantity"]
 INVALID_WEIGHTS = [25, 20, 35, 20]
 
 # Scheduled-event kinds (heap entries); ints so ties never compare payloads.
-_PO_EMIT, _PO_REVIEW, _DELAY, _RECEIPT, _TREND, _DISRUPTION, _COUNT = range(7)
+_PO_EMIT, _PO_REVIEW, _DELAY, _RECEIPT, _TREND, _DISRUPTION, _COUNT, _PO_CANCEL, _TICK, _STUCK = range(10)
+PO_CANCEL_RATE = 0.05  # purchase orders cancelled (or closed short) before they arrive
+STUCK_POS = 2  # per warehouse: open purchase orders already past their ETA, stuck at the supplier
 
 
 class SimRecord(NamedTuple):
@@ -430,6 +443,20 @@ class _Simulation:
                     day -= int(supplier.period)
                 supplier.last_review = 0
                 self._schedule(rng.randrange(9 * 3600, 17 * 3600), _PO_REVIEW, (wh, supplier))
+        # A few purchase orders are stuck at the supplier: their ETA passed days ago and
+        # nothing arrived. The midnight tick that opens trading makes them overdue.
+        for wh in self.warehouses:
+            for _ in range(STUCK_POS):
+                # Mostly hot SKUs: customers are waiting for them when the date lapses.
+                sku = rng.choice(wh.hot) if wh.hot else rng.randrange(self.skus)
+                supplier = wh.suppliers[wh.supplier_of[sku]]
+                at = -rng.randrange(12, 20) * DAY + rng.randrange(9 * 3600, 17 * 3600)
+                # Due three days before trading: within the grace until the first UTC midday.
+                eta = (START - timedelta(days=3)).date()
+                self._schedule(at, _STUCK, (wh, supplier, {sku: _pack(max(1, round(wh.planned[sku] * 2)))}, eta))
+        # Today, for the allocator core: a tick every six simulated hours.
+        for quarter in range(0, 12):
+            self._schedule(quarter * DAY // 4, _TICK, None)
         # The opening stock count, an hour before trading starts.
         opening = -3600
         for wh in self.warehouses:
@@ -460,6 +487,13 @@ class _Simulation:
             return self._disruption()
         if kind == _COUNT:
             return [self._count(*payload)]
+        if kind == _PO_CANCEL:
+            return self._cancel_inbound(*payload)
+        if kind == _TICK:
+            return [self._tick()]
+        if kind == _STUCK:
+            wh, supplier, lines, eta = payload
+            return [self._inbound(wh, supplier, lines, eta, stuck=True)]
         if kind == _TREND:
             self._new_trend(payload)
             self._schedule(self.now + self.rng.randrange(2 * DAY, 4 * DAY), _TREND, payload)
@@ -470,7 +504,9 @@ class _Simulation:
     def _midnight(self, day: date) -> int:
         return int((datetime.combine(day, datetime.min.time(), SHOP_TZ) - START).total_seconds())
 
-    def _inbound(self, wh: _Warehouse, supplier: _Supplier, lines: dict[int, int], eta: date) -> SimRecord:
+    def _inbound(
+        self, wh: _Warehouse, supplier: _Supplier, lines: dict[int, int], eta: date, stuck: bool = False
+    ) -> SimRecord:
         rng = self.rng
         inbound_id = f"po-{self.tag}-{self._next('po'):05d}"
         data = {
@@ -485,6 +521,8 @@ class _Simulation:
         inbound.outstanding = dict(lines)
         for sku, qty in lines.items():
             wh.incoming[sku] += qty
+        if stuck:  # never arrives, nobody says so: only the clock makes it overdue
+            return self._record(INVENTORY, wh, value, "InboundScheduled")
         # Receiving: the truck is unloaded line by line on the ETA date.
         at = rng.randrange(7 * 3600, 16 * 3600)
         for sku, qty in lines.items():
@@ -500,6 +538,11 @@ class _Simulation:
                 inbound.plan.append((at, sku, qty + max(1, qty // 20) if roll > 0.98 else qty, True))
         self._plan_receipts(wh, inbound)
         supplier.open.append(inbound)
+        # Some purchase orders are cancelled before they arrive (supplier out of stock).
+        if rng.random() < PO_CANCEL_RATE:
+            latest = self._unloading(inbound) - 3600
+            if latest > self.now + 3600:
+                self._schedule(rng.randrange(self.now + 3600, latest), _PO_CANCEL, (wh, inbound))
         # Some shipments are late: the supplier says so some days before the date.
         if rng.random() < 0.15:
             due = self._midnight(eta) - 6 * 3600
@@ -518,6 +561,31 @@ class _Simulation:
     def _unloading(self, inbound: _Inbound) -> int:
         """When the first receipt of `inbound` is due."""
         return self._midnight(inbound.eta) + inbound.plan[0][0]
+
+    def _cancel_inbound(self, wh: _Warehouse, inbound: _Inbound) -> list[SimRecord]:
+        """The supplier cancels the purchase order: its planned receipts never come."""
+        if inbound.started:
+            return []
+        inbound.version += 1  # drops the receipts planned for it
+        inbound.pending = 0
+        for sku, left in inbound.outstanding.items():
+            wh.incoming[sku] -= left
+        inbound.outstanding = dict.fromkeys(inbound.outstanding, 0)
+        if inbound in inbound.supplier.open:
+            inbound.supplier.open.remove(inbound)
+        data = {
+            "inbound_id": inbound.inbound_id,
+            "warehouse_id": wh.name,
+            "reason": self.rng.choice(PO_CANCEL_REASONS),
+            "cancelled_at": self._at(self.now),
+        }
+        _, value = self._envelope(InboundCancelled, data, "purchasing-erp", inbound.event_id)
+        return [self._record(INVENTORY, wh, value, "InboundCancelled")]
+
+    def _tick(self) -> SimRecord:
+        """ClockTicked for the allocator core (written to every command partition)."""
+        _, value = self._envelope(ClockTicked, {"now": self._at(self.now)}, "fulfil-clock")
+        return SimRecord(COMMANDS, b"", value, "ClockTicked", self._at(self.now))
 
     def _delay_days(self) -> int:
         return self.rng.choices((1, 2, 3, 4, 5, 7, 10, 14), (10, 12, 10, 7, 5, 3, 1, 1))[0]
@@ -587,6 +655,9 @@ class _Simulation:
         late = [i for i in supplier.open if not i.started and self._unloading(i) > self.now and self._midnight(i.eta) <= horizon]
         days = self._delay_days()
         records = []
+        if late and reason == "supplier capacity shortage" and rng.random() < 0.3:
+            # The supplier gives up on one of them: the purchase order is cancelled.
+            records.extend(self._cancel_inbound(wh, late.pop(0)))
         for inbound in late:
             records.extend(self._delay(wh, inbound, days + rng.randrange(0, 2), reason, again=False))
         return records
@@ -657,7 +728,8 @@ class _Simulation:
         wh.refresh()
 
     def _policies(self) -> list[SimRecord]:
-        """Mid-stream: one SKU per warehouse no longer backorderable, one discontinued."""
+        """Mid-stream, per warehouse: one SKU no longer backorderable, one discontinued, one
+        capped (backorder_limit), one covered_only, one pre-order (release_date)."""
         rng = self.rng
         records = []
         for wh in self.warehouses:
@@ -667,6 +739,26 @@ class _Simulation:
             gone = rng.choice(others) if others else closed
             for sku, backorderable, discontinued in ((closed, False, False), (gone, False, True)):
                 data = {"warehouse_id": wh.name, "sku": self.sku_names[sku], "backorderable": backorderable, "discontinued": discontinued}
+                _, value = self._envelope(SkuPolicySet, data, "pim")
+                records.append(self._record(INVENTORY, wh, value, "SkuPolicySet"))
+            # Merchandising: a hot SKU capped at a few units on backorder, another sold only
+            # as far as purchase orders cover it, and a SKU announced as a pre-order
+            # (release in two days: its stock is held until then).
+            hot = [s for s in wh.hot if s not in (closed, gone)]
+            capped = hot[0] if hot else None
+            covered = hot[1] if len(hot) > 1 else None
+            later = [s for s in self.top[60:120] if s not in (closed, gone, capped, covered)]
+            pre_order = rng.choice(later) if later else None
+            extra: list[tuple[int, dict[str, Any]]] = []
+            if capped is not None:
+                extra.append((capped, {"backorder_limit": rng.randrange(2, 8)}))
+            if covered is not None:
+                extra.append((covered, {"backorder_mode": "covered_only"}))
+            if pre_order is not None:
+                release = (self._at(self.now) + timedelta(days=2)).date()
+                extra.append((pre_order, {"release_date": release}))
+            for sku, fields in extra:
+                data = {"warehouse_id": wh.name, "sku": self.sku_names[sku], "backorderable": True, "discontinued": False, **fields}
                 _, value = self._envelope(SkuPolicySet, data, "pim")
                 records.append(self._record(INVENTORY, wh, value, "SkuPolicySet"))
             wh.unbackorderable.add(closed)

@@ -13,7 +13,7 @@ import pytest
 
 from fulfil.log_audit import check
 from fulfil.simulation import START, generate, simulate, simulate_records
-from schemas.registry import REGISTRY, ContractError, parse_input
+from schemas.registry import REGISTRY, ContractError, parse_event, parse_input
 from services.allocator.domain import decide, new_state
 
 
@@ -25,15 +25,29 @@ def day() -> list:
 
 @pytest.fixture(scope="module")
 def parsed(day) -> list:
-    return [parse_input(r.value) for r in day if not r.type.startswith("invalid:")]
+    """The inputs (orders.v1 / inventory.v1): everything but the invalid messages and the ticks."""
+    return [parse_input(r.value) for r in day if not r.type.startswith("invalid:") and r.type != "ClockTicked"]
 
 
 @pytest.fixture(scope="module")
-def folded(parsed) -> tuple[list, list]:
-    """The allocator's decisions on the day, one fold per warehouse (its command partition)."""
+def folded(day, parsed) -> tuple[list, list]:
+    """The allocator's decisions on the day, one fold per warehouse (its command partition);
+    a tick reaches every partition."""
     states: dict[str, object] = defaultdict(new_state)
+    for wh in {e.data.warehouse_id for e in parsed}:
+        states[wh] = new_state()
     outputs = []
-    for event in parsed:
+    for record in day:
+        if record.type.startswith("invalid:"):
+            continue
+        if record.type == "ClockTicked":
+            tick = parse_event(record.value)
+            for wh in sorted(states):
+                # one tick per command partition, each with its own id
+                states[wh], produced = decide(states[wh], tick.model_copy(update={"id": f"{tick.id}/{wh}"}))
+                outputs.extend(produced)
+            continue
+        event = parse_input(record.value)
         wh = event.data.warehouse_id
         states[wh], produced = decide(states[wh], event)
         outputs.extend(produced)
@@ -61,7 +75,9 @@ def test_default_day_is_the_documented_size_and_shape(day) -> None:
 def test_every_input_event_type_and_case_is_there(day, parsed) -> None:
     types = Counter(e.type for e in parsed)
     assert set(types) == {"OrderPlaced", "OrderCancelled", "StockReceived", "StockAdjusted",
-                          "InboundScheduled", "ShipmentDelayed", "SkuPolicySet"}
+                          "InboundScheduled", "ShipmentDelayed", "SkuPolicySet", "InboundCancelled"}
+    ticks = [r for r in day if r.type == "ClockTicked"]
+    assert len(ticks) >= 4 and {(r.topic, r.key) for r in ticks} == {("allocator.commands.v1", b"")}
     assert types["OrderPlaced"] > 0.7 * len(parsed)
     orders = [e.data for e in parsed if e.type == "OrderPlaced"]
     policies = Counter(o.fulfilment_policy for o in orders)
@@ -81,6 +97,11 @@ def test_every_input_event_type_and_case_is_there(day, parsed) -> None:
     inbounds = {e.data.inbound_id: e for e in parsed if e.type == "InboundScheduled"}
     for event in inbounds.values():
         assert 3 <= (event.data.eta - event.occurred_at.date()).days <= 30
+    # Purchase orders cancelled before anything arrived; some stuck past their ETA.
+    cancelled = {e.data.inbound_id for e in parsed if e.type == "InboundCancelled"}
+    assert cancelled and cancelled <= set(inbounds)
+    assert not {r.inbound_id for r in [e.data for e in parsed if e.type == "StockReceived"]} & cancelled
+    assert sum(e.data.eta < START.date() for e in inbounds.values()) >= 3
     receipts = [e.data for e in parsed if e.type == "StockReceived"]
     against = [r for r in receipts if r.inbound_id is not None]
     assert len(against) > 0.5 * len(receipts) and len(against) < len(receipts)
@@ -98,15 +119,20 @@ def test_every_input_event_type_and_case_is_there(day, parsed) -> None:
     deltas = [e.data.delta for e in parsed if e.type == "StockAdjusted"]
     assert min(deltas) < 0 < max(deltas)
 
-    # Mid-stream: per warehouse one SKU no longer backorderable and one discontinued.
+    # Mid-stream, per warehouse: one SKU no longer backorderable, one discontinued, one
+    # capped, one covered_only, one pre-order.
     set_policies = [e for e in parsed if e.type == "SkuPolicySet"]
-    assert len(set_policies) == 6
+    assert len(set_policies) == 15
     assert all(START < e.occurred_at for e in set_policies)
-    assert Counter((e.data.backorderable, e.data.discontinued) for e in set_policies) == {(False, False): 3, (False, True): 3}
+    assert Counter((e.data.backorderable, e.data.discontinued) for e in set_policies) == {
+        (False, False): 3, (False, True): 3, (True, False): 9}
+    assert sum(e.data.backorder_limit is not None for e in set_policies) == 3
+    assert sum(e.data.backorder_mode == "covered_only" for e in set_policies) == 3
+    assert sum(e.data.release_date is not None for e in set_policies) == 3
 
     # Valid messages go to the topic of their type, keyed by warehouse.
     for record in day:
-        if not record.type.startswith("invalid:"):
+        if not record.type.startswith("invalid:") and record.type != "ClockTicked":
             assert record.topic == REGISTRY[record.type].topic
             assert record.key == orjson.loads(record.value)["data"]["warehouse_id"].encode()
 
@@ -152,7 +178,7 @@ def test_a_healthy_store_most_orders_ship_at_once(folded) -> None:
 
 def test_parameters_shape_the_store() -> None:
     records = list(generate(events=4_000, seed=2, warehouses=5, skus=40, invalid_rate=0.0))
-    events = [parse_input(r.value) for r in records]
+    events = [parse_input(r.value) for r in records if r.type != "ClockTicked"]
     assert len({e.data.warehouse_id for e in events}) == 5
     assert len({e.data.sku for e in events if hasattr(e.data, "sku")}) <= 40
     one = list(generate(events=500, seed=2, warehouses=1, skus=5))
@@ -180,3 +206,20 @@ def test_cli_rejects_out_and_publish_together(tmp_path) -> None:
     )
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_day_has_supply_going_wrong_and_the_audit_holds(folded) -> None:
+    """Issue 15 in the traffic: ticks make stuck purchase orders overdue (customers lose the
+    date), pre-orders are confirmed as such, a capped SKU turns orders away; the log audit
+    (released <= received + positive - negative adjustments taken) holds."""
+    inputs, outputs = folded
+    reasons = Counter(o.data.reason for o in outputs if o.type == "Backordered")
+    causes = Counter(o.data.cause.reason for o in outputs if o.type == "BackorderEtaChanged")
+    rejects = Counter(line.reason for o in outputs if o.type == "OrderRejected" for line in o.data.lines)
+    assert reasons["pre_order"] and causes["inbound_overdue"] and rejects["backorder_limit"]
+    overdue = [line for o in outputs if o.type == "BackorderEtaChanged" and o.data.cause.reason == "inbound_overdue"
+               for line in o.data.lines]
+    assert overdue and all(line.eta is None for line in overdue)
+    assert any(o.type == "StockPositionChanged" and o.data.promise_eta for o in outputs)
+    report = check(inputs, outputs)
+    assert report.ok, report.problems[:5]

@@ -127,6 +127,16 @@ def _line(line: Any) -> NoticeLine:
     )
 
 
+def eta_cause(cause: Any) -> str | None:
+    """`inbound_overdue` (the clock made the covering inbound overdue), `inbound_cancelled`
+    (the purchase order will not arrive), or None (an ordinary move of dates)."""
+    if cause.reason == "inbound_overdue":
+        return "inbound_overdue"
+    if cause.event_type == "InboundCancelled":
+        return "inbound_cancelled"
+    return None
+
+
 def notice_for(event: Any, policy: Policy) -> Notice | None:
     """The notice an allocation event calls for, or None (StockPositionChanged, switched off)."""
     kind = KIND_BY_EVENT.get(event.type)
@@ -136,10 +146,15 @@ def notice_for(event: Any, policy: Policy) -> Notice | None:
         return None
     data = event.data
     lines = tuple(sorted((_line(x) for x in data.lines), key=lambda x: x.line_no))
+    reason = getattr(data, "reason", None)
     if kind == ETA_CHANGED:
         lines = tuple(x for x in lines if x.eta != x.previous_eta)
         if not lines:
             return None
+        # Why lines lost their date, kept per line so that it survives folding.
+        reason = eta_cause(data.cause)
+        if reason is not None:
+            lines = tuple(x.model_copy(update={"reason": reason}) if x.eta is None else x for x in lines)
     customer = data.customer
     return Notice(
         kind=kind,
@@ -155,7 +170,7 @@ def notice_for(event: Any, policy: Policy) -> Notice | None:
             locale=customer.locale,
         ),
         lines=lines,
-        reason=getattr(data, "reason", None),
+        reason=reason,
         cancel_url=cancel_url(policy.cancel_url_template, data.order_id),
         next_update=next_update(event.occurred_at, policy.reminder_days),
     )

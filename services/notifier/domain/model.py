@@ -17,7 +17,9 @@ Channel = Literal["email", "webhook"]
 # Message kinds: one template per kind and locale.
 CONFIRMED = "order_confirmed"  # OrderAllocated
 PARTIALLY_SHIPPED = "partially_shipped"  # PartiallyShipped
-BACKORDERED = "backordered"  # Backordered (insufficient_stock | ship_complete_hold)
+# Backordered (insufficient_stock | ship_complete_hold | reservation_lost | pre_order:
+# a pre-order confirmation, not a backorder notice)
+BACKORDERED = "backordered"
 BACKORDER_SHIPPED = "backorder_shipped"  # BackorderAllocated
 ETA_CHANGED = "eta_changed"  # BackorderEtaChanged
 REJECTED = "rejected"  # OrderRejected
@@ -63,6 +65,8 @@ class NoticeLine(_Frozen):
     eta: date | None = None
     # For ETA notices: the date the customer was last told (None = no date was given).
     previous_eta: date | None = None
+    # The reject reason; on an ETA notice's undated line, why it lost its date
+    # (inbound_overdue | inbound_cancelled).
     reason: str | None = None
     unit_price: str | None = None
     currency: str | None = None

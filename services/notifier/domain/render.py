@@ -126,7 +126,8 @@ def _context(notice: Notice, lang: str) -> dict[str, Any]:
             else:
                 direction = "earlier"
             changes.append({"sku": x.sku, "qty": x.backordered, "eta": day(x.eta),
-                            "previous": day(x.previous_eta), "direction": direction})
+                            "previous": day(x.previous_eta), "direction": direction,
+                            "cause": x.reason if x.eta is None else None})
     return {
         "lang": lang,
         "name": _clean(notice.customer.name),

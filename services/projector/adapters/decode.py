@@ -11,7 +11,7 @@ orders.v1 / inventory.v1 come from upstream systems and may hold anything;
 they are validated with the full contract (`parse_input`), exactly as the
 allocator's router does, so the projector counts demand and receipts for the
 same inputs the allocator accepted. Inputs the projector does not use
-(cancellations, adjustments, policies, receipts without an inbound) are
+(order cancellations, adjustments, policies, receipts without an inbound) are
 recognised by their type and skipped without validation.
 """
 
@@ -30,6 +30,7 @@ from services.projector.domain.events import (
     ORDER_EVENT_TYPES,
     Customer,
     Event,
+    InboundCancelled,
     InboundScheduled,
     LineTotals,
     OrderEvent,
@@ -39,7 +40,9 @@ from services.projector.domain.events import (
     StockReceived,
 )
 
-_INPUT_TYPES_USED = frozenset({"OrderPlaced", "InboundScheduled", "ShipmentDelayed", "StockReceived"})
+_INPUT_TYPES_USED = frozenset(
+    {"OrderPlaced", "InboundScheduled", "ShipmentDelayed", "InboundCancelled", "StockReceived"}
+)
 
 
 class Skip(ValueError):
@@ -171,12 +174,14 @@ def _checked_allocation(value: bytes | None) -> Event | None:
             incoming=_count(data.get("incoming"), "data.incoming"),
             next_eta=_date(data.get("next_eta"), "data.next_eta"),
             shortfall=_count(data.get("shortfall", 0), "data.shortfall"),
+            promise_eta=_date(data.get("promise_eta"), "data.promise_eta"),
         )
     if kind not in ORDER_EVENT_TYPES:
         raise Skip(f"type: {kind!r} is not an allocation event", "unknown_type")
     lines = data.get("lines")
     if not isinstance(lines, list) or not lines:
         raise Skip("data.lines: not a non-empty list")
+    reason, cause_type, cause_reason = _order_reasons(kind, data)
     return OrderEvent(
         event_id=_id(doc.get("id"), "id"),
         type=kind,
@@ -185,7 +190,26 @@ def _checked_allocation(value: bytes | None) -> Event | None:
         warehouse_id=_id(data.get("warehouse_id"), "data.warehouse_id"),
         customer=_customer(data.get("customer")),
         lines=tuple(_line(line, i) for i, line in enumerate(lines)),
+        reason=reason,
+        cause_type=cause_type,
+        cause_reason=cause_reason,
     )
+
+
+def _order_reasons(kind: str, data: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
+    """(Backordered's reason, BackorderEtaChanged's cause type and reason)."""
+    if kind == "Backordered":
+        return _opt_str(data.get("reason"), "data.reason"), None, None
+    if kind == "BackorderEtaChanged":
+        cause = data.get("cause")
+        if not isinstance(cause, dict):
+            raise Skip("data.cause: not an object")
+        return (
+            None,
+            _opt_str(cause.get("event_type"), "data.cause.event_type"),
+            _opt_str(cause.get("reason"), "data.cause.reason"),
+        )
+    return None, None, None
 
 
 # The hot path: one projector sees every allocation event, so the common,
@@ -262,17 +286,18 @@ def _fast_allocation(value: bytes) -> Event:
         raise _Unusual
     if kind == "StockPositionChanged":
         sku, avail, back, res, inc = data["sku"], data["available"], data["backordered"], data["reserved"], data["incoming"]
-        short, eta = data.get("shortfall", 0), data.get("next_eta")
+        short, eta, prom = data.get("shortfall", 0), data.get("next_eta"), data.get("promise_eta")
         if not (
             type(sku) is str and 0 < len(sku) <= 128
             and type(avail) is int and type(back) is int and type(res) is int
             and type(inc) is int and type(short) is int
             and avail >= 0 and back >= 0 and res >= 0 and inc >= 0 and short >= 0
-            and (eta is None or type(eta) is str)
+            and (eta is None or type(eta) is str) and (prom is None or type(prom) is str)
         ):  # fmt: skip
             raise _Unusual
         next_eta = (_dates.get(eta) or _cached(_dates, eta, date.fromisoformat)) if eta is not None else None
-        return StockPosition(occurred_at, wh, sku, avail, back, res, inc, next_eta, short)
+        promise_eta = (_dates.get(prom) or _cached(_dates, prom, date.fromisoformat)) if prom is not None else None
+        return StockPosition(occurred_at, wh, sku, avail, back, res, inc, next_eta, short, promise_eta)
     if kind not in ORDER_EVENT_TYPES:
         raise _Unusual
     event_id, order_id, customer, lines = doc["id"], data["order_id"], data["customer"], data["lines"]
@@ -287,9 +312,19 @@ def _fast_allocation(value: bytes) -> Event:
         and type(lines) is list and lines
     ):  # fmt: skip
         raise _Unusual
+    reason = cause_type = cause_reason = None
+    if kind == "Backordered":
+        reason = data["reason"]
+        if type(reason) is not str:
+            raise _Unusual
+    elif kind == "BackorderEtaChanged":
+        cause = data["cause"]
+        cause_type, cause_reason = cause["event_type"], cause.get("reason")
+        if type(cause_type) is not str or (cause_reason is not None and type(cause_reason) is not str):
+            raise _Unusual
     return OrderEvent(
         event_id, kind, occurred_at, order_id, wh, Customer(cid, email, name, locale),
-        tuple(_fast_line(line) for line in lines),
+        tuple(_fast_line(line) for line in lines), reason, cause_type, cause_reason,
     )  # fmt: skip
 
 
@@ -352,6 +387,10 @@ def decode_input(value: bytes | None, max_bytes: int) -> Event | None:
         )
     if kind == "ShipmentDelayed":
         return ShipmentDelayed(event.id, event.occurred_at, d.warehouse_id, d.inbound_id, d.new_eta)
+    if kind == "InboundCancelled":
+        return InboundCancelled(
+            event.id, event.occurred_at, d.warehouse_id, d.inbound_id, d.reason, d.cancelled_at
+        )
     return StockReceived(
         occurred_at=event.occurred_at,
         warehouse_id=d.warehouse_id,

@@ -7,22 +7,22 @@ aggregates. Customer PII is never selected here.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
 from services.projector.domain.aging import BUCKET_NAMES, bucket
-from services.projector.domain.inbounds import is_late, receipt_status
+from services.projector.domain.inbounds import is_late, is_overdue, receipt_status
 from services.projector.domain.reorder import LeadTimeStats, demand_stats, suggest
 
 BACKLOG_FIELDS = (
     "warehouse_id", "sku", "backordered_units", "open_orders", "oldest_backorder_at",
-    "next_eta", "available", "reserved", "incoming",
+    "next_eta", "promise_eta", "available", "reserved", "incoming",
 )  # fmt: skip
 LINE_FIELDS = (
     "line_no", "sku", "quantity", "allocated", "backordered", "reserved", "rejected",
-    "cancelled", "eta", "unit_price", "currency",
+    "cancelled", "eta", "eta_reason", "backorder_reason", "reason", "unit_price", "currency",
 )  # fmt: skip
 
 
@@ -36,7 +36,7 @@ async def backlog(
     """Per (warehouse, SKU) backlog; SKUs without backorders only with `include_all` or `sku`."""
     rows = await conn.fetch(
         """SELECT warehouse_id, sku, backordered_units, open_orders, oldest_backorder_at,
-                  next_eta, available, reserved, incoming
+                  next_eta, promise_eta, available, reserved, incoming
            FROM sku_backlog
            WHERE ($1::text IS NULL OR warehouse_id = $1)
              AND ($2::text IS NULL OR sku = $2)
@@ -66,7 +66,7 @@ async def order(
     lines: dict[str, list[dict[str, Any]]] = {}
     for r in await conn.fetch(
         """SELECT warehouse_id, line_no, sku, quantity, allocated, backordered, reserved, rejected,
-                  cancelled, eta, unit_price, currency
+                  cancelled, eta, eta_reason, backorder_reason, reason, unit_price, currency
            FROM order_lines WHERE order_id = $1 AND ($2::text IS NULL OR warehouse_id = $2)
            ORDER BY warehouse_id, line_no""",
         order_id,
@@ -78,13 +78,18 @@ async def order(
 
 
 async def inbound(
-    conn: asyncpg.Connection, *, as_of: datetime, late_only: bool = False
+    conn: asyncpg.Connection, *, as_of: datetime, late_only: bool = False, grace_days: int = 2
 ) -> list[dict[str, Any]]:
+    """Inbound shipments with their receipt status (`cancelled`/`closed_short` once an
+    InboundCancelled said the rest will not arrive), `late` (delayed, or open past its
+    ETA) and `overdue` (open past its ETA plus `grace_days`, as the allocator judges it:
+    the lines it covered have no date). `late_only`: late or overdue ones."""
     rows = await conn.fetch(
         """SELECT i.warehouse_id, i.inbound_id, i.supplier, i.original_eta, i.current_eta,
-                  i.delay_days, i.scheduled_at,
+                  i.delay_days, i.scheduled_at, i.cancelled_at, i.cancel_reason,
                   COALESCE(sum(l.quantity_expected), 0)::bigint AS quantity_expected,
-                  COALESCE(sum(l.quantity_received), 0)::bigint AS quantity_received
+                  COALESCE(sum(l.quantity_received), 0)::bigint AS quantity_received,
+                  COALESCE(sum(l.quantity_cancelled), 0)::bigint AS quantity_cancelled
            FROM inbounds i LEFT JOIN inbound_lines l USING (warehouse_id, inbound_id)
            GROUP BY i.warehouse_id, i.inbound_id
            ORDER BY i.current_eta NULLS LAST, i.warehouse_id, i.inbound_id"""
@@ -93,14 +98,96 @@ async def inbound(
     out = []
     for r in rows:
         item = dict(r)
-        item["status"] = receipt_status(item["quantity_expected"], item["quantity_received"])
+        expected, received = item["quantity_expected"], item["quantity_received"]
+        cancelled = item["cancelled_at"] is not None
+        item["status"] = receipt_status(expected, received, cancelled)
         item["late"] = is_late(
-            item["current_eta"], item["delay_days"], item["quantity_expected"],
-            item["quantity_received"], today,
-        )  # fmt: skip
+            item["current_eta"], item["delay_days"], expected, received, today, cancelled
+        )
+        item["overdue"] = is_overdue(item["current_eta"], expected, received, today, grace_days, cancelled)
+        if item["overdue"]:
+            item["late"] = True
         if item["late"] or not late_only:
             out.append(item)
     return out
+
+
+async def promise(
+    conn: asyncpg.Connection,
+    *,
+    warehouse_id: str,
+    sku: str,
+    quantity: int = 1,
+    as_of: datetime,
+    grace_days: int = 2,
+) -> dict[str, Any] | None:
+    """The date a new order of `quantity` units would get for its units beyond `available`,
+    after everything already queued; None when the SKU is unknown here.
+
+    One unit beyond available: the allocator's own answer, the last StockPositionChanged's
+    promise_eta. More units: the date of the scheduled inbound that covers the last of
+    them after the waiting units (open inbounds by current ETA, overdue ones without a
+    date, dates before `as_of` moved to it), never before the one-unit promise (which
+    knows pre-order release dates); null when no inbound covers them all.
+    """
+    row = await conn.fetchrow(
+        """SELECT warehouse_id, sku, available, reserved, backordered_units, incoming, next_eta,
+                  promise_eta, position_at
+           FROM sku_backlog WHERE warehouse_id = $1 AND sku = $2""",
+        warehouse_id,
+        sku,
+    )
+    if row is None:
+        return None
+    available = row["available"]
+    beyond = max(0, quantity - available)
+    eta: date | None = None
+    if beyond:
+        eta = row["promise_eta"]
+        if beyond > 1 and eta is not None:
+            inbounds = await conn.fetch(
+                """SELECT i.inbound_id, i.current_eta,
+                          GREATEST(l.quantity_expected - l.quantity_received
+                                   - l.quantity_cancelled, 0)::bigint AS remaining
+                   FROM inbounds i JOIN inbound_lines l USING (warehouse_id, inbound_id)
+                   WHERE i.warehouse_id = $1 AND l.sku = $2 AND i.current_eta IS NOT NULL
+                     AND i.cancelled_at IS NULL
+                   ORDER BY i.current_eta, i.inbound_id""",
+                warehouse_id,
+                sku,
+            )
+            waiting = max(0, row["backordered_units"] - row["reserved"])
+            walked = _cover(inbounds, waiting + beyond, as_of.date(), grace_days)
+            eta = None if walked is None else max(walked, eta)
+    return {
+        "warehouse_id": warehouse_id,
+        "sku": sku,
+        "quantity": quantity,
+        "available": available,
+        "from_stock": quantity - beyond,
+        "beyond_available": beyond,
+        "promise_eta": eta,
+        "covered": beyond == 0 or eta is not None,
+        "backordered_units": row["backordered_units"],
+        "incoming": row["incoming"],
+        "next_eta": row["next_eta"],
+        "position_at": row["position_at"],
+    }
+
+
+def _cover(inbounds: list[Any], units: int, today: date, grace_days: int) -> date | None:
+    """Date of the `units`-th unit of scheduled supply (None: not scheduled, or overdue)."""
+    for r in inbounds:
+        remaining = r["remaining"]
+        if not remaining:
+            continue
+        units -= remaining
+        if units <= 0:
+            eta: date = r["current_eta"]
+            if today > eta + timedelta(days=grace_days):
+                return None
+            return max(eta, today)
+    return None
 
 
 async def aging(conn: asyncpg.Connection, *, as_of: datetime) -> dict[str, Any]:

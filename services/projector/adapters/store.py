@@ -46,7 +46,8 @@ CREATE TEMP TABLE IF NOT EXISTS tmp_lines (
     order_id text, line_no integer, warehouse_id text, sku text, quantity integer,
     allocated integer, backordered integer, reserved integer, rejected integer,
     cancelled integer, eta date, unit_price numeric(19, 4), currency text, reason text,
-    backordered_since timestamptz, updated_at timestamptz) ON COMMIT DELETE ROWS;
+    backordered_since timestamptz, updated_at timestamptz, eta_reason text,
+    backorder_reason text) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS tmp_placed (
     order_id text, warehouse_id text, customer_id text, customer_email text,
     customer_name text, customer_locale text, placed_at timestamptz,
@@ -56,13 +57,16 @@ CREATE TEMP TABLE IF NOT EXISTS tmp_demand (
     quantity integer) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS tmp_positions (
     warehouse_id text, sku text, available bigint, reserved bigint, incoming bigint,
-    next_eta date, shortfall bigint, position_at timestamptz) ON COMMIT DELETE ROWS;
+    next_eta date, shortfall bigint, position_at timestamptz, promise_eta date)
+    ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS tmp_inbounds (
     warehouse_id text, inbound_id text, supplier text, original_eta date, current_eta date,
-    scheduled_at timestamptz, updated_at timestamptz) ON COMMIT DELETE ROWS;
+    scheduled_at timestamptz, updated_at timestamptz, cancelled_at timestamptz,
+    cancel_reason text) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS tmp_inbound_lines (
     warehouse_id text, inbound_id text, sku text, quantity_expected bigint,
-    quantity_received bigint, first_received_at timestamptz) ON COMMIT DELETE ROWS;
+    quantity_received bigint, first_received_at timestamptz, quantity_cancelled bigint)
+    ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS tmp_receipts (
     warehouse_id text, receipt_id text, inbound_id text, sku text, quantity integer,
     received_at timestamptz) ON COMMIT DELETE ROWS;
@@ -91,7 +95,7 @@ ON CONFLICT (warehouse_id, order_id) DO UPDATE SET
 _UPSERT_LINES = """
 INSERT INTO order_lines AS l (order_id, line_no, warehouse_id, sku, quantity, allocated,
     backordered, reserved, rejected, cancelled, eta, unit_price, currency, reason,
-    backordered_since, updated_at)
+    backordered_since, updated_at, eta_reason, backorder_reason)
 SELECT * FROM tmp_lines
 ON CONFLICT (warehouse_id, order_id, line_no) DO UPDATE SET
     sku = excluded.sku,
@@ -106,7 +110,9 @@ ON CONFLICT (warehouse_id, order_id, line_no) DO UPDATE SET
     currency = excluded.currency,
     reason = excluded.reason,
     backordered_since = excluded.backordered_since,
-    updated_at = excluded.updated_at
+    updated_at = excluded.updated_at,
+    eta_reason = excluded.eta_reason,
+    backorder_reason = excluded.backorder_reason
 """
 
 # OrderPlaced and allocation events may arrive in either order (different
@@ -141,7 +147,7 @@ ON CONFLICT (warehouse_id, sku, day) DO UPDATE SET units = d.units + excluded.un
 
 _UPSERT_POSITIONS = """
 INSERT INTO sku_backlog AS b (warehouse_id, sku, available, reserved, incoming, next_eta,
-    shortfall, position_at)
+    shortfall, position_at, promise_eta)
 SELECT * FROM tmp_positions
 ON CONFLICT (warehouse_id, sku) DO UPDATE SET
     available = excluded.available,
@@ -149,7 +155,8 @@ ON CONFLICT (warehouse_id, sku) DO UPDATE SET
     incoming = excluded.incoming,
     next_eta = excluded.next_eta,
     shortfall = excluded.shortfall,
-    position_at = excluded.position_at
+    position_at = excluded.position_at,
+    promise_eta = excluded.promise_eta
 """
 
 # Backlog columns are recomputed from the open lines of the SKUs the batch
@@ -171,24 +178,27 @@ ON CONFLICT (warehouse_id, sku) DO UPDATE SET
 
 _UPSERT_INBOUNDS = """
 INSERT INTO inbounds AS i (warehouse_id, inbound_id, supplier, original_eta, current_eta,
-    scheduled_at, updated_at)
+    scheduled_at, updated_at, cancelled_at, cancel_reason)
 SELECT * FROM tmp_inbounds
 ON CONFLICT (warehouse_id, inbound_id) DO UPDATE SET
     supplier = excluded.supplier,
     original_eta = excluded.original_eta,
     current_eta = excluded.current_eta,
     scheduled_at = excluded.scheduled_at,
-    updated_at = excluded.updated_at
+    updated_at = excluded.updated_at,
+    cancelled_at = excluded.cancelled_at,
+    cancel_reason = excluded.cancel_reason
 """
 
 _UPSERT_INBOUND_LINES = """
 INSERT INTO inbound_lines AS l (warehouse_id, inbound_id, sku, quantity_expected,
-    quantity_received, first_received_at)
+    quantity_received, first_received_at, quantity_cancelled)
 SELECT * FROM tmp_inbound_lines
 ON CONFLICT (warehouse_id, inbound_id, sku) DO UPDATE SET
     quantity_expected = excluded.quantity_expected,
     quantity_received = excluded.quantity_received,
-    first_received_at = excluded.first_received_at
+    first_received_at = excluded.first_received_at,
+    quantity_cancelled = excluded.quantity_cancelled
 """
 
 _INSERT_RECEIPTS = "INSERT INTO inbound_receipts SELECT * FROM tmp_receipts ON CONFLICT DO NOTHING"
@@ -221,7 +231,7 @@ ON CONFLICT (topic, partition) DO UPDATE SET
 _LINE_COLUMNS = (
     "order_id", "line_no", "warehouse_id", "sku", "quantity", "allocated", "backordered",
     "reserved", "rejected", "cancelled", "eta", "unit_price", "currency", "reason",
-    "backordered_since", "updated_at",
+    "backordered_since", "updated_at", "eta_reason", "backorder_reason",
 )  # fmt: skip
 
 
@@ -362,7 +372,7 @@ class Store:
             for r in await conn.fetch(
                 """SELECT l.warehouse_id, l.order_id, line_no, sku, quantity, allocated, backordered,
                           reserved, rejected, cancelled, eta, unit_price, currency, reason,
-                          backordered_since, updated_at
+                          backordered_since, updated_at, eta_reason, backorder_reason
                    FROM order_lines l
                    JOIN unnest($1::text[], $2::text[]) AS k (warehouse_id, order_id)
                      USING (warehouse_id, order_id)""",
@@ -378,7 +388,7 @@ class Store:
             whs, inbound_ids = _unzip(keys.inbounds, 2)
             for r in await conn.fetch(
                 """SELECT i.warehouse_id, i.inbound_id, supplier, original_eta, current_eta,
-                          scheduled_at, updated_at
+                          scheduled_at, updated_at, cancelled_at, cancel_reason
                    FROM inbounds i
                    JOIN unnest($1::text[], $2::text[]) AS k (warehouse_id, inbound_id)
                      USING (warehouse_id, inbound_id)""",
@@ -388,7 +398,7 @@ class Store:
                 loaded.inbounds[(r["warehouse_id"], r["inbound_id"])] = InboundState(*r.values())
             for r in await conn.fetch(
                 """SELECT l.warehouse_id, l.inbound_id, sku, quantity_expected,
-                          quantity_received, first_received_at
+                          quantity_received, first_received_at, quantity_cancelled
                    FROM inbound_lines l
                    JOIN unnest($1::text[], $2::text[]) AS k (warehouse_id, inbound_id)
                      USING (warehouse_id, inbound_id)""",
@@ -448,7 +458,7 @@ class Store:
                         o.order_id, ln.line_no, o.warehouse_id, ln.sku, ln.quantity,
                         ln.allocated, ln.backordered, ln.reserved, ln.rejected, ln.cancelled,
                         ln.eta, ln.unit_price, ln.currency, ln.reason,
-                        ln.backordered_since, ln.updated_at,
+                        ln.backordered_since, ln.updated_at, ln.eta_reason, ln.backorder_reason,
                     ))
             await self._copy("tmp_orders", orders)
             await conn.execute(_UPSERT_ORDERS)
@@ -470,7 +480,7 @@ class Store:
             await conn.execute(_ADD_DEMAND)
         if await self._copy("tmp_positions", [
             (p.warehouse_id, p.sku, p.available, p.reserved, p.incoming, p.next_eta,
-             p.shortfall, p.occurred_at)
+             p.shortfall, p.occurred_at, p.promise_eta)
             for p in changes.positions
         ]):
             await conn.execute(_UPSERT_POSITIONS)
@@ -480,13 +490,13 @@ class Store:
         if changes.inbounds:
             await self._copy("tmp_inbounds", [
                 (i.warehouse_id, i.inbound_id, i.supplier, i.original_eta, i.current_eta,
-                 i.scheduled_at, i.updated_at)
+                 i.scheduled_at, i.updated_at, i.cancelled_at, i.cancel_reason)
                 for i in changes.inbounds
             ])
             await conn.execute(_UPSERT_INBOUNDS)
             if await self._copy("tmp_inbound_lines", [
                 (i.warehouse_id, i.inbound_id, ln.sku, ln.quantity_expected,
-                 ln.quantity_received, ln.first_received_at)
+                 ln.quantity_received, ln.first_received_at, ln.quantity_cancelled)
                 for i in changes.inbounds
                 for ln in i.lines.values()
             ]):

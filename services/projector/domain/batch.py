@@ -15,6 +15,7 @@ from typing import Any
 
 from .events import (
     Event,
+    InboundCancelled,
     InboundScheduled,
     OrderEvent,
     OrderPlaced,
@@ -22,7 +23,13 @@ from .events import (
     StockPosition,
     StockReceived,
 )
-from .inbounds import InboundState, apply_delayed, apply_received, apply_scheduled
+from .inbounds import (
+    InboundState,
+    apply_cancelled,
+    apply_delayed,
+    apply_received,
+    apply_scheduled,
+)
 from .orders import OrderState, apply_order_event
 
 InboundKey = tuple[str, str]  # (warehouse_id, inbound_id)
@@ -96,7 +103,7 @@ def keys_of(events: list[Event]) -> Keys:
     for event in events:
         if isinstance(event, OrderEvent):
             orders.add((event.warehouse_id, event.order_id))
-        elif isinstance(event, (InboundScheduled, ShipmentDelayed)):
+        elif isinstance(event, (InboundScheduled, ShipmentDelayed, InboundCancelled)):
             inbounds.add((event.warehouse_id, event.inbound_id))
             event_ids.add(event.event_id)
         elif isinstance(event, StockReceived):
@@ -149,15 +156,23 @@ class BatchFold:
             self._counted.add(key)
             self._receipts.append(event)
             self._inbound(event, apply_received)
-        elif isinstance(event, (InboundScheduled, ShipmentDelayed)):
+        elif isinstance(event, (InboundScheduled, ShipmentDelayed, InboundCancelled)):
             if event.event_id in self._seen_events:
                 return
             self._seen_events.add(event.event_id)
             self._new_event_ids.append(event.event_id)
-            fold = apply_scheduled if isinstance(event, InboundScheduled) else apply_delayed
+            fold: Callable[..., InboundState | None]
+            if isinstance(event, InboundScheduled):
+                fold = apply_scheduled
+            elif isinstance(event, ShipmentDelayed):
+                fold = apply_delayed
+            else:
+                fold = apply_cancelled
             self._inbound(event, fold)
 
-    def _inbound(self, event: InboundScheduled | ShipmentDelayed | StockReceived, fold: Callable[..., Any]) -> None:
+    def _inbound(
+        self, event: InboundScheduled | ShipmentDelayed | InboundCancelled | StockReceived, fold: Callable[..., Any]
+    ) -> None:
         key = (event.warehouse_id, event.inbound_id)
         state = fold(self._inbounds.get(key), event)
         if state is not None:

@@ -52,6 +52,13 @@ class OrderEvent(NamedTuple):
     warehouse_id: str
     customer: Customer
     lines: tuple[LineTotals, ...]
+    # Backordered's reason (insufficient_stock, ship_complete_hold, reservation_lost,
+    # pre_order); None for the other types.
+    reason: str | None = None
+    # BackorderEtaChanged's cause: the input type that moved the dates and its reason
+    # (`inbound_overdue` when the clock made an inbound overdue).
+    cause_type: str | None = None
+    cause_reason: str | None = None
 
 
 class StockPosition(NamedTuple):
@@ -66,6 +73,7 @@ class StockPosition(NamedTuple):
     incoming: int
     next_eta: date | None
     shortfall: int
+    promise_eta: date | None = None
 
 
 class OrderPlaced(NamedTuple):
@@ -98,6 +106,17 @@ class ShipmentDelayed(NamedTuple):
     new_eta: date
 
 
+class InboundCancelled(NamedTuple):
+    """The not-yet-received rest of an inbound will not arrive."""
+
+    event_id: str
+    occurred_at: datetime
+    warehouse_id: str
+    inbound_id: str
+    reason: str
+    cancelled_at: datetime
+
+
 class StockReceived(NamedTuple):
     """Only receipts against an inbound shipment matter to the projector."""
 
@@ -110,4 +129,12 @@ class StockReceived(NamedTuple):
     received_at: datetime
 
 
-Event = OrderEvent | StockPosition | OrderPlaced | InboundScheduled | ShipmentDelayed | StockReceived
+Event = (
+    OrderEvent
+    | StockPosition
+    | OrderPlaced
+    | InboundScheduled
+    | ShipmentDelayed
+    | InboundCancelled
+    | StockReceived
+)

@@ -54,6 +54,14 @@ class LineState:
     reason: str | None = None
     backordered_since: datetime | None = None
     updated_at: datetime | None = None
+    # Why an open line has no ETA: inbound_overdue (the inbound covering it is past its
+    # date), inbound_cancelled (it will not arrive) or not_scheduled (no inbound covers
+    # it); None when the line has a date or nothing is open.
+    eta_reason: str | None = None
+    # Why the line waits, as the allocator last said: insufficient_stock,
+    # ship_complete_hold, reservation_lost (shrinkage took its reserved units) or
+    # pre_order; None when nothing is open.
+    backorder_reason: str | None = None
 
 
 @dataclass(slots=True)
@@ -89,6 +97,28 @@ def order_status(lines: Iterable[LineState], backordered_ever: bool) -> str:
     return "shipped" if backordered_ever else "allocated"
 
 
+def eta_reason(event: OrderEvent, reported_eta: date | None, previous: LineState | None) -> str:
+    """Why an open line reported by `event` without a date has none."""
+    if event.type == "BackorderEtaChanged" and reported_eta is None:
+        if event.cause_reason == "inbound_overdue":
+            return "inbound_overdue"
+        if event.cause_type == "InboundCancelled":
+            return "inbound_cancelled"
+    if previous is not None and previous.backordered and previous.eta is None and previous.eta_reason:
+        return previous.eta_reason  # still undated, for the same reason
+    return "not_scheduled"
+
+
+def backorder_reason(event: OrderEvent, previous: LineState | None) -> str | None:
+    if event.type == "Backordered":
+        return event.reason
+    if event.type == "PartiallyShipped":
+        return "insufficient_stock"
+    if previous is not None and previous.backordered:
+        return previous.backorder_reason
+    return None
+
+
 def apply_order_event(state: OrderState | None, event: OrderEvent) -> OrderState:
     """Fold one allocation event into the order (mutates and returns `state`)."""
     if state is None:
@@ -119,6 +149,12 @@ def apply_order_event(state: OrderState | None, event: OrderEvent) -> OrderState
             reason=reported.reason if reported.rejected else None,
             backordered_since=since,
             updated_at=at,
+            eta_reason=(
+                eta_reason(event, reported.eta, previous)
+                if reported.backordered and reported.eta is None
+                else None
+            ),
+            backorder_reason=backorder_reason(event, previous) if reported.backordered else None,
         )
     state.warehouse_id = event.warehouse_id
     state.customer = event.customer

@@ -297,11 +297,16 @@ def inbound(
     as_of: AsOfOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Inbound supplier shipments: original and current ETA, delay, quantities."""
+    """Inbound supplier shipments: original and current ETA, delay, quantities, cancelled.
+
+    `overdue`: units still to come and the current ETA plus FULFIL_OVERDUE_GRACE_DAYS
+    is past (the customers it covered have no date until a delay notice or a receipt).
+    """
     from services.projector.adapters import queries
 
     moment = _as_of(as_of)
-    rows = _query(lambda c: queries.inbound(c, as_of=moment, late_only=late))
+    grace = load_settings().fulfil_overdue_grace_days
+    rows = _query(lambda c: queries.inbound(c, as_of=moment, late_only=late, grace_days=grace))
     if json_output:
         _print_json(rows)
     else:
@@ -310,9 +315,68 @@ def inbound(
             rows,
             [
                 "warehouse_id", "inbound_id", "supplier", "original_eta", "current_eta",
-                "delay_days", "quantity_expected", "quantity_received", "status", "late",
+                "delay_days", "quantity_expected", "quantity_received", "quantity_cancelled",
+                "status", "late", "overdue",
             ],
         )  # fmt: skip
+
+
+def _usage(message: str) -> typer.Exit:
+    """A bad argument: one line on stderr, exit 2."""
+    typer.echo(f"fulfil: {message}", err=True)
+    return typer.Exit(2)
+
+
+def promise(
+    sku: Annotated[str, typer.Argument(help="The SKU to promise.")],
+    warehouse: Annotated[str | None, typer.Option("--warehouse", help="The warehouse_id (required).")] = None,
+    quantity: Annotated[
+        str, typer.Option("--quantity", metavar="N", help="Units a new order would ask for (default 1).")
+    ] = "1",
+    as_of: AsOfOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """The date a new order's units beyond `available` would get, after everything queued.
+
+    One unit: the allocator's promise_eta (last StockPositionChanged). N units: the date
+    of the inbound covering the N-th unit beyond available after the waiting ones, never
+    before the one-unit promise. null: no scheduled inbound covers it (or it is overdue).
+    """
+    from services.projector.adapters import queries
+
+    if not warehouse:
+        raise _usage("promise needs --warehouse W")
+    units = int(quantity) if quantity.isdigit() else 0
+    if units < 1:
+        raise _usage(f"--quantity must be a positive integer, not {quantity!r}")
+    try:
+        moment = _as_of(as_of)
+    except typer.BadParameter as exc:
+        raise _usage(str(exc)) from None
+    grace = load_settings().fulfil_overdue_grace_days
+    found = _query(
+        lambda c: queries.promise(
+            c, warehouse_id=warehouse, sku=sku, quantity=units, as_of=moment, grace_days=grace
+        )
+    )
+    if found is None:
+        typer.echo(f"fulfil: SKU {sku!r} is not known in warehouse {warehouse!r}", err=True)
+        raise typer.Exit(1)
+    if json_output:
+        _print_json(found)
+        return
+    if not found["beyond_available"]:
+        typer.echo(f"{sku} ({warehouse}): {units} unit(s) available now")
+    elif found["promise_eta"] is None:
+        typer.echo(
+            f"{sku} ({warehouse}): {found['beyond_available']} unit(s) beyond available "
+            "have no date: no scheduled inbound covers them"
+        )
+    else:
+        typer.echo(
+            f"{sku} ({warehouse}): {found['from_stock']} unit(s) now, "
+            f"{found['beyond_available']} by {found['promise_eta'].isoformat()}"
+        )
 
 
 def aging(as_of: AsOfOption = None, json_output: JsonOption = False) -> None:
@@ -378,6 +442,7 @@ def register(app: typer.Typer) -> None:
     app.command("backlog")(backlog)
     app.command("order")(order)
     app.command("inbound")(inbound)
+    app.command("promise")(promise)
     app.command("aging")(aging)
     app.command("deposits")(deposits)
     app.command("reorder")(reorder)

@@ -64,9 +64,9 @@ def backorder_allocated(order_id: str, cust: c.Customer, lines=None, **kw: Any) 
     return _envelope(c.BackorderAllocated, c.BackorderAllocatedData(**_base(order_id, cust, lines, kw.pop("warehouse", WAREHOUSE)), shipment_id=_id()), **kw)
 
 
-def eta_changed(order_id: str, cust: c.Customer, lines=None, **kw: Any) -> Any:
+def eta_changed(order_id: str, cust: c.Customer, lines=None, cause: c.EtaChangeCause | None = None, **kw: Any) -> Any:
     lines = lines or [line(1, "SKU-1", 5, allocated=2, backordered=3, eta=date(2026, 4, 21), previous_eta=date(2026, 4, 14))]
-    cause = c.EtaChangeCause(event_type="ShipmentDelayed", event_id=_id(), inbound_id="inb-7", reason="port strike")
+    cause = cause or c.EtaChangeCause(event_type="ShipmentDelayed", event_id=_id(), inbound_id="inb-7", reason="port strike")
     return _envelope(c.BackorderEtaChanged, c.BackorderEtaChangedData(**_base(order_id, cust, lines, kw.pop("warehouse", WAREHOUSE)), cause=cause), **kw)
 
 
@@ -87,3 +87,10 @@ def cancellation_processed(order_id: str, cust: c.Customer, lines=None, **kw: An
 def stock_position(sku: str = "SKU-1", **kw: Any) -> Any:
     data = c.StockPositionChangedData(warehouse_id=WAREHOUSE, sku=sku, available=0, backordered=3, reserved=0, incoming=10)
     return _envelope(c.StockPositionChanged, data, **kw)
+
+
+def undated(order_id: str, cust: c.Customer, cause_type: str, reason: str | None = None, **kw: Any) -> Any:
+    """A BackorderEtaChanged whose line lost its date (an inbound cancelled or overdue)."""
+    lines = [line(1, "SKU-1", 5, allocated=2, backordered=3, eta=None, previous_eta=date(2026, 4, 14))]
+    cause = c.EtaChangeCause(event_type=cause_type, event_id=_id(), inbound_id="inb-7", reason=reason)
+    return eta_changed(order_id, cust, lines, cause=cause, **kw)

@@ -317,3 +317,106 @@ def test_backoff_is_exponential_capped_and_jittered() -> None:
     assert all(2 <= d <= 4 for d in first) and len(set(first)) > 1  # jitter spreads a burst of failures
     assert all(8 <= sender.delay(3) <= 10 for _ in range(20))
     assert all(sender.delay(30) == 60 for _ in range(20))  # capped
+
+
+# ---------------------------------------------------------------- supply side (issue 15)
+
+
+def _plain(html: str) -> str:
+    import re
+
+    return re.sub(r"<[^>]+>", "", html)
+
+
+@pytest.mark.parametrize("locale", ["en", "de"])
+def test_a_cancelled_inbound_says_no_date_is_known_and_offers_cancelling(locale) -> None:
+    notice, mail = _email(b.undated("o20", b.customer(locale=locale), "InboundCancelled", "supplier closed"))
+    assert notice.reason == "inbound_cancelled" and notice.lines[0].reason == "inbound_cancelled"
+    expected = {
+        "en": ("no date yet: the supplier delivery these items were coming with has been cancelled",
+               "14 April 2026 we last told you no longer holds"),
+        "de": ("noch kein Termin: Die Lieferung unseres Lieferanten, mit der diese Artikel kommen sollten, wurde storniert",
+               "der 14. April 2026, den wir Ihnen genannt hatten, gilt nicht mehr"),
+    }[locale]
+    for text in (mail.text, _plain(mail.html)):
+        for phrase in expected:
+            assert phrase in text, (phrase, text)
+        assert "https://shop.example/orders/o20/cancel" in text  # the right to cancel
+    assert ("full refund" if locale == "en" else "vollen Betrag") in mail.text
+    assert "supplier closed" not in mail.text  # the purchasing note is internal
+
+
+@pytest.mark.parametrize("locale", ["en", "de"])
+def test_an_overdue_inbound_says_no_date_is_known_instead_of_a_past_date(locale) -> None:
+    notice, mail = _email(b.undated("o21", b.customer(locale=locale), "ClockTicked", "inbound_overdue"))
+    assert notice.reason == "inbound_overdue"
+    phrase = {
+        "en": "no date yet: the supplier delivery we expected for the 14 April 2026 has not arrived, and we would rather not guess a new date",
+        "de": "noch kein Termin: Die Lieferung unseres Lieferanten, die wir zum 14. April 2026 erwartet hatten, ist nicht eingetroffen",
+    }[locale]
+    assert phrase in mail.text and phrase in _plain(mail.html)
+    assert "https://shop.example/orders/o21/cancel" in mail.text
+    # A date that only moved to today (the same tick) is an ordinary change.
+    moved = b.eta_changed("o21", b.customer(locale=locale), cause=b.c.EtaChangeCause(
+        event_type="ClockTicked", event_id="t", reason=None))
+    notice, _ = _email(moved)
+    assert notice.reason is None
+
+
+def test_the_cause_of_an_undated_line_survives_folding_with_a_later_change() -> None:
+    held = notice_for(b.undated("o22", b.customer(), "InboundCancelled"), POLICY)
+    later = notice_for(b.eta_changed("o22", b.customer(), lines=[
+        b.line(2, "SKU-2", 1, backordered=1, eta=date(2026, 5, 1), previous_eta=date(2026, 4, 20))]), POLICY)
+    from services.notifier.domain.decide import fold
+
+    _, merged = fold(held, later)
+    assert merged is not None
+    assert [(x.line_no, x.reason) for x in merged.lines] == [(1, "inbound_cancelled"), (2, None)]
+    assert "has been cancelled" in render_email(merged).text
+
+
+@pytest.mark.parametrize("locale", ["en", "de"])
+def test_reservation_lost_says_the_units_are_backordered_again(locale) -> None:
+    lines = [b.line(1, "SKU-1", 3, backordered=3, eta=date(2026, 4, 14))]
+    _, mail = _email(b.backordered("o23", b.customer(locale=locale), lines, reason="reservation_lost"))
+    subject, phrase = {
+        "en": ("Items of your order o23 are on backorder again", "turned out to be damaged or missing"),
+        "de": ("Artikel Ihrer Bestellung o23 werden doch nachgeliefert", "beschädigt oder nicht auffindbar"),
+    }[locale]
+    assert mail.subject == subject
+    assert phrase in mail.text and phrase in _plain(mail.html)
+    assert ("14 April 2026" if locale == "en" else "14. April 2026") in mail.text
+    assert "https://shop.example/orders/o23/cancel" in mail.text
+
+
+@pytest.mark.parametrize("locale", ["en", "de"])
+def test_a_pre_order_gets_a_confirmation_not_a_backorder_notice(locale) -> None:
+    lines = [b.line(1, "GAME-2", 1, backordered=1, eta=date(2026, 6, 1))]
+    _, mail = _email(b.backordered("o24", b.customer(locale=locale), lines, reason="pre_order"))
+    subject, phrase, cancel = {
+        "en": ("Your pre-order o24 is confirmed", "not released yet", "cancel your pre-order at any time before it ships"),
+        "de": ("Ihre Vorbestellung o24 ist bestätigt", "erscheinen erst noch", "jederzeit vor dem Versand kostenlos stornieren"),
+    }[locale]
+    assert mail.subject == subject
+    for text in (mail.text, _plain(mail.html)):
+        assert phrase in text and cancel in text
+        assert "backorder" not in text.lower() and "rückstand" not in text.lower()
+    assert ("1 June 2026" if locale == "en" else "1. Juni 2026") in mail.text
+
+
+@pytest.mark.parametrize("locale", ["en", "de"])
+def test_backorder_limit_and_not_covered_rejections_say_why(locale) -> None:
+    lines = [
+        b.line(1, "SKU-CAP", 4, rejected=4, reason="backorder_limit", unit_price="10.00", currency="EUR"),
+        b.line(2, "SKU-PO", 1, rejected=1, reason="not_covered"),
+    ]
+    _, mail = _email(b.order_rejected("o25", b.customer(locale=locale, name="<b>Eve</b>"), lines))
+    phrases = {
+        "en": ("we cannot take more of it on backorder right now", "no confirmed supplier delivery covers it"),
+        "de": ("keine weiteren Rückstände dafür annehmen", "keine bestätigte Lieferung unseres Lieferanten deckt ihn ab"),
+    }[locale]
+    for text in (mail.text, _plain(mail.html)):
+        for phrase in phrases:
+            assert phrase in text
+    assert "<b>Eve</b>" not in mail.html and "&lt;b&gt;Eve&lt;/b&gt;" in mail.html  # autoescaped
+    assert ("40.00" if locale == "en" else "40,00") in mail.text

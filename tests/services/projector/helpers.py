@@ -20,6 +20,7 @@ from schemas.registry import ALLOCATIONS, INVENTORY, ORDERS
 from services.allocator.domain import fold as allocator_fold
 from services.projector.service_layer.projector import LIVE_SCHEMA, Projector
 from tests.kafka_helpers import TopicWatcher, publish, wait_for
+from tests.services.allocator.domain.builders import Events
 from tests.services.allocator.domain.streams import mixed_stream
 
 # Tables compared between runs, with the columns that define them (everything
@@ -30,14 +31,15 @@ TABLES: dict[str, tuple[str, ...]] = {
                "backordered_ever", "last_event_type", "last_event_id"),
     "order_lines": ("order_id", "line_no", "warehouse_id", "sku", "quantity", "allocated",
                     "backordered", "reserved", "rejected", "cancelled", "eta", "unit_price",
-                    "currency", "reason", "backordered_since", "updated_at"),
+                    "currency", "reason", "backordered_since", "updated_at", "eta_reason",
+                    "backorder_reason"),
     "sku_backlog": ("warehouse_id", "sku", "backordered_units", "open_orders",
                     "oldest_backorder_at", "available", "reserved", "incoming", "next_eta",
-                    "shortfall", "position_at"),
+                    "shortfall", "position_at", "promise_eta"),
     "inbounds": ("warehouse_id", "inbound_id", "supplier", "original_eta", "current_eta",
-                 "delay_days", "scheduled_at", "updated_at"),
+                 "delay_days", "scheduled_at", "updated_at", "cancelled_at", "cancel_reason"),
     "inbound_lines": ("warehouse_id", "inbound_id", "sku", "quantity_expected",
-                      "quantity_received", "first_received_at"),
+                      "quantity_received", "first_received_at", "quantity_cancelled"),
     "daily_demand": ("warehouse_id", "sku", "day", "units"),
 }  # fmt: skip
 KEYS: dict[str, tuple[str, ...]] = {
@@ -90,6 +92,56 @@ def scenario(
     ]
     _, outputs = allocator_fold(inputs)
     return inputs, outputs
+
+
+def supply_scenario(n: int, seed: int, **options: Any) -> tuple[list[Any], list[Any]]:
+    """`scenario` plus what purchasing does (issue 15): inbounds cancelled, clock ticks
+    (every ~25 events, at the event's time) that make unreceived inbounds overdue, SKU
+    policies with backorder limits, covered_only and release dates (pre-orders);
+    shrinkage comes with the mixed stream's negative adjustments.
+
+    The ticks are allocator commands: they are folded, not returned among the inputs
+    (nobody publishes them to orders.v1 / inventory.v1)."""
+    inputs, _ = scenario(n, seed, **options)
+    rng = random.Random(seed * 7 + 1)
+    ev = Events(prefix=f"sup{seed}")
+    commands: list[Any] = []
+    published: list[Any] = []
+    pending_cancels: list[tuple[int, Any]] = []
+    skus: list[tuple[str, str]] = []
+
+    def add(event: Any, at: datetime, command_only: bool = False) -> None:
+        event = event.model_copy(update={"occurred_at": at})
+        commands.append(event)
+        if not command_only:
+            published.append(event)
+
+    for i, event in enumerate(inputs):
+        at = event.occurred_at
+        for due, cancel in [c for c in pending_cancels if c[0] <= i]:
+            pending_cancels.remove((due, cancel))
+            add(cancel, at)
+        commands.append(event)
+        published.append(event)
+        d = event.data
+        if event.type == "OrderPlaced":
+            skus.extend((d.warehouse_id, line.sku) for line in d.lines)
+        elif event.type == "InboundScheduled" and rng.random() < 0.2:
+            pending_cancels.append((i + rng.randint(1, 40), ev.inbound_cancelled(d.inbound_id, d.warehouse_id)))
+        if i % 25 == 24:
+            add(ev.clock_ticked(at), at, command_only=True)
+        if skus and rng.random() < 0.015:
+            wh, sku = rng.choice(skus)
+            kind = rng.choice(("limit", "covered", "release"))
+            if kind == "limit":
+                policy = ev.sku_policy_set(wh, sku, backorder_limit=rng.randint(0, 20))
+            elif kind == "covered":
+                policy = ev.sku_policy_set(wh, sku, backorder_mode="covered_only")
+            else:
+                policy = ev.sku_policy_set(wh, sku, release_date=at.date() + timedelta(days=rng.randint(1, 5)))
+            add(policy, at)
+    _, outputs = allocator_fold(commands)
+    return published, outputs
 
 
 async def publish_scenario(settings: Settings, inputs: list[Any], outputs: list[Any]) -> None:

@@ -58,6 +58,7 @@ def fold(inputs: list[Any], outputs: list[Any]) -> dict[str, Any]:
             positions[(d.warehouse_id, d.sku)] = {
                 "available": d.available, "reserved": d.reserved, "incoming": d.incoming,
                 "next_eta": d.next_eta, "shortfall": d.shortfall, "position_at": ev.occurred_at,
+                "promise_eta": d.promise_eta,
             }  # fmt: skip
             continue
         row = order_row(d.order_id, d.warehouse_id)
@@ -65,9 +66,29 @@ def fold(inputs: list[Any], outputs: list[Any]) -> dict[str, Any]:
             key = (d.warehouse_id, d.order_id, ln.line_no)
             prev = lines.get(key)
             since = None
+            eta_reason = backorder_reason = None
+            still_open = bool(prev and prev["backordered"])
             if ln.backordered:
                 ever.add((d.warehouse_id, d.order_id))
-                since = prev["backordered_since"] if prev and prev["backordered"] else ev.occurred_at
+                since = prev["backordered_since"] if still_open else ev.occurred_at
+                # why it waits: the last Backordered reason (PartiallyShipped: short of stock)
+                if ev.type == "Backordered":
+                    backorder_reason = d.reason
+                elif ev.type == "PartiallyShipped":
+                    backorder_reason = "insufficient_stock"
+                elif still_open:
+                    backorder_reason = prev["backorder_reason"]
+                # why it has no date
+                if ln.eta is None:
+                    cause = d.cause if ev.type == "BackorderEtaChanged" else None
+                    if cause is not None and cause.reason == "inbound_overdue":
+                        eta_reason = "inbound_overdue"
+                    elif cause is not None and cause.event_type == "InboundCancelled":
+                        eta_reason = "inbound_cancelled"
+                    elif still_open and prev["eta"] is None and prev["eta_reason"]:
+                        eta_reason = prev["eta_reason"]
+                    else:
+                        eta_reason = "not_scheduled"
             lines[key] = {
                 "order_id": d.order_id, "line_no": ln.line_no, "warehouse_id": d.warehouse_id,
                 "sku": ln.sku, "quantity": ln.quantity, "allocated": ln.allocated,
@@ -76,6 +97,7 @@ def fold(inputs: list[Any], outputs: list[Any]) -> dict[str, Any]:
                 "unit_price": Decimal(ln.unit_price) if ln.unit_price else None,
                 "currency": ln.currency, "reason": ln.reason if ln.rejected else None,
                 "backordered_since": since, "updated_at": ev.occurred_at,
+                "eta_reason": eta_reason, "backorder_reason": backorder_reason,
             }  # fmt: skip
             touched_skus.add((d.warehouse_id, ln.sku))
         c = d.customer
@@ -96,7 +118,7 @@ def fold(inputs: list[Any], outputs: list[Any]) -> dict[str, Any]:
     def inbound_line(wh: str, inbound_id: str, sku: str) -> dict[str, Any]:
         return inbound_lines.setdefault((wh, inbound_id, sku), {
             "warehouse_id": wh, "inbound_id": inbound_id, "sku": sku, "quantity_expected": 0,
-            "quantity_received": 0, "first_received_at": None,
+            "quantity_received": 0, "first_received_at": None, "quantity_cancelled": 0,
         })  # fmt: skip
 
     for ev in inputs:
@@ -123,7 +145,12 @@ def fold(inputs: list[Any], outputs: list[Any]) -> dict[str, Any]:
             ib = inbounds.setdefault(key, {
                 "warehouse_id": d.warehouse_id, "inbound_id": d.inbound_id, "supplier": None,
                 "original_eta": None, "current_eta": None, "scheduled_at": None, "updated_at": None,
+                "cancelled_at": None, "cancel_reason": None,
             })  # fmt: skip
+            ib["cancelled_at"] = ib["cancel_reason"] = None  # a new plan
+            for (wh, iid, _), line in inbound_lines.items():
+                if (wh, iid) == key:
+                    line["quantity_cancelled"] = 0
             if ib["original_eta"] is None:
                 ib["original_eta"] = d.eta
             ib["current_eta"] = d.eta
@@ -146,6 +173,18 @@ def fold(inputs: list[Any], outputs: list[Any]) -> dict[str, Any]:
                 continue
             ib["current_eta"] = d.new_eta
             ib["updated_at"] = later(ib["updated_at"], ev.occurred_at)
+        elif ev.type == "InboundCancelled":
+            if ev.id in seen_ids:
+                continue
+            seen_ids.add(ev.id)
+            ib = inbounds.get((d.warehouse_id, d.inbound_id))
+            if ib is None or ib["original_eta"] is None:
+                continue
+            ib.update(cancelled_at=d.cancelled_at, cancel_reason=d.reason)
+            ib["updated_at"] = later(ib["updated_at"], ev.occurred_at)
+            for (wh, iid, _), line in inbound_lines.items():
+                if (wh, iid) == (d.warehouse_id, d.inbound_id):
+                    line["quantity_cancelled"] = max(0, line["quantity_expected"] - line["quantity_received"])
         elif ev.type == "StockReceived" and d.inbound_id is not None:
             if (d.warehouse_id, d.receipt_id) in receipts:
                 continue
@@ -153,6 +192,7 @@ def fold(inputs: list[Any], outputs: list[Any]) -> dict[str, Any]:
             ib = inbounds.setdefault((d.warehouse_id, d.inbound_id), {
                 "warehouse_id": d.warehouse_id, "inbound_id": d.inbound_id, "supplier": None,
                 "original_eta": None, "current_eta": None, "scheduled_at": None, "updated_at": None,
+                "cancelled_at": None, "cancel_reason": None,
             })  # fmt: skip
             ib["updated_at"] = later(ib["updated_at"], ev.occurred_at)
             line = inbound_line(d.warehouse_id, d.inbound_id, d.sku)
@@ -176,7 +216,7 @@ def fold(inputs: list[Any], outputs: list[Any]) -> dict[str, Any]:
     for key in touched_skus | set(positions):
         position = positions.get(key, {
             "available": 0, "reserved": 0, "incoming": 0, "next_eta": None, "shortfall": 0,
-            "position_at": None,
+            "position_at": None, "promise_eta": None,
         })  # fmt: skip
         open_lines = [
             ln for ln in lines.values() if (ln["warehouse_id"], ln["sku"]) == key and ln["backordered"]
@@ -206,7 +246,7 @@ def fold(inputs: list[Any], outputs: list[Any]) -> dict[str, Any]:
 
 def backlog_query(tables: dict[str, Any]) -> list[dict[str, Any]]:
     fields = ("warehouse_id", "sku", "backordered_units", "open_orders", "oldest_backorder_at",
-              "next_eta", "available", "reserved", "incoming")
+              "next_eta", "promise_eta", "available", "reserved", "incoming")
     rows = [{f: r[f] for f in fields} for r in tables["sku_backlog"].values() if r["backordered_units"]]
     return sorted(rows, key=lambda r: (-r["backordered_units"], r["oldest_backorder_at"],
                                        r["warehouse_id"], r["sku"]))

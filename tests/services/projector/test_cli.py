@@ -55,6 +55,11 @@ def worked_example() -> tuple[list, list]:
         inputs.append(receipt.model_copy(update={"occurred_at": received, "data": receipt.data.model_copy(update={"received_at": received})}))
     inputs.append(_at(ev.inbound_scheduled("in-late", "WH1", [("BEAN", 60)], "2026-11-18"), T0 + 5 * DAY))
     inputs.append(_at(ev.shipment_delayed("in-late", "WH1", "2026-11-25"), T0 + 6 * DAY))
+    # Never received, past its ETA plus the grace at AS_OF: overdue.
+    inputs.append(_at(ev.inbound_scheduled("in-stuck", "WH1", [("BEAN", 10)], "2026-11-10"), T0 + 5 * DAY))
+    # A purchase order cancelled: nothing of it will arrive, so it is not late either.
+    inputs.append(_at(ev.inbound_scheduled("in-po", "WH1", [("BEAN", 25)], "2026-11-12"), T0 + 5 * DAY))
+    inputs.append(_at(ev.inbound_cancelled("in-po", "WH1", "supplier closed"), T0 + 7 * DAY))
 
     def envelope(model, kind, n, moment, data):
         return model(id=f"out-{n}", type=kind, occurred_at=moment, source="tests", causation_id=f"in-{n}", data=data)
@@ -67,7 +72,8 @@ def worked_example() -> tuple[list, list]:
         envelope(PartiallyShipped, "PartiallyShipped", 2, T0 + 15 * DAY, PartiallyShippedData(
             order_id="o-part", warehouse_id="WH1", customer=CUSTOMER, lines=[partial], shipment_id="s-1")),
         envelope(StockPositionChanged, "StockPositionChanged", 3, T0 + 15 * DAY, StockPositionChangedData(
-            warehouse_id="WH1", sku="BEAN", available=30, backordered=13, reserved=0, incoming=53, next_eta=date(2026, 11, 25))),
+            warehouse_id="WH1", sku="BEAN", available=30, backordered=13, reserved=0, incoming=53,
+            next_eta=date(2026, 11, 25), promise_eta=date(2026, 11, 25))),
     ]
     return inputs, outputs
 
@@ -111,28 +117,62 @@ async def test_json_shapes_of_every_query(projected) -> None:
     assert backlog == [{
         "warehouse_id": "WH1", "sku": "BEAN", "backordered_units": 13, "open_orders": 2,
         "oldest_backorder_at": "2026-11-07T09:00:00+00:00", "next_eta": "2026-11-25",
-        "available": 30, "reserved": 0, "incoming": 53,
+        "promise_eta": "2026-11-25", "available": 30, "reserved": 0, "incoming": 53,
     }]  # fmt: skip
+    assert [r["promise_eta"] for r in await _json(env, "backlog", "--all")] == ["2026-11-25"]
+    assert [r["promise_eta"] for r in await _json(env, "backlog", "--sku", "BEAN")] == ["2026-11-25"]
     assert await _json(env, "backlog", "--warehouse", "WH9") == []
 
     (order,) = await _json(env, "order", "o-part")
     assert order["order_id"] == "o-part" and order["status"] == "partially_shipped"
     assert order["lines"] == [{
         "line_no": 1, "sku": "BEAN", "quantity": 5, "allocated": 2, "backordered": 3, "reserved": 0,
-        "rejected": 0, "cancelled": 0, "eta": "2026-11-25", "unit_price": "9.50", "currency": "EUR",
+        "rejected": 0, "cancelled": 0, "eta": "2026-11-25", "eta_reason": None,
+        "backorder_reason": "insufficient_stock", "reason": None, "unit_price": "9.50", "currency": "EUR",
     }]  # fmt: skip
     assert "ada@shop.example" not in orjson.dumps(order).decode()  # no PII for support queries
     assert (await _json(env, "order", "o-0-0"))[0]["status"] == "pending"  # placed, not allocated (here)
 
     inbound = await _json(env, "inbound", "--as-of", AS_OF)
-    assert [i["inbound_id"] for i in inbound] == ["in-fast", "in-slow", "in-late"]
+    assert [i["inbound_id"] for i in inbound] == ["in-fast", "in-slow", "in-stuck", "in-po", "in-late"]
+    (po,) = [i for i in inbound if i["inbound_id"] == "in-po"]
+    assert (po["status"], po["cancel_reason"], po["quantity_cancelled"], po["late"], po["overdue"]) == (
+        "cancelled", "supplier closed", 25, False, False,
+    )
+    assert po["cancelled_at"] is not None
     late = await _json(env, "inbound", "--late", "--as-of", AS_OF)
     assert late == [{
+        "warehouse_id": "WH1", "inbound_id": "in-stuck", "supplier": None,
+        "original_eta": "2026-11-10", "current_eta": "2026-11-10", "delay_days": 0,
+        "scheduled_at": "2026-11-07T09:00:00+00:00", "cancelled_at": None, "cancel_reason": None,
+        "quantity_expected": 10, "quantity_received": 0, "quantity_cancelled": 0,
+        "status": "expected", "late": True, "overdue": True,
+    }, {
         "warehouse_id": "WH1", "inbound_id": "in-late", "supplier": None,
         "original_eta": "2026-11-18", "current_eta": "2026-11-25", "delay_days": 7,
-        "scheduled_at": "2026-11-07T09:00:00+00:00", "quantity_expected": 60,
-        "quantity_received": 0, "status": "expected", "late": True,
+        "scheduled_at": "2026-11-07T09:00:00+00:00", "cancelled_at": None, "cancel_reason": None,
+        "quantity_expected": 60, "quantity_received": 0, "quantity_cancelled": 0,
+        "status": "expected", "late": True, "overdue": False,
     }]  # fmt: skip
+    # Within the grace (2 days past its ETA) an inbound is late, not overdue yet.
+    (stuck,) = [i for i in await _json(env, "inbound", "--as-of", "2026-11-12") if i["inbound_id"] == "in-stuck"]
+    assert (stuck["late"], stuck["overdue"]) == (True, False)
+
+    # The promise date: available units first, then the one-unit promise_eta, then the
+    # inbound walk (overdue in-stuck and cancelled in-po give no date).
+    promise = await _json(env, "promise", "BEAN", "--warehouse", "WH1", "--as-of", AS_OF)
+    assert promise["promise_eta"] is None and promise["from_stock"] == 1 and promise["covered"]
+    promise = await _json(env, "promise", "BEAN", "--warehouse", "WH1", "--quantity", "31", "--as-of", AS_OF)
+    assert (promise["beyond_available"], promise["promise_eta"]) == (1, "2026-11-25")
+    promise = await _json(env, "promise", "BEAN", "--warehouse", "WH1", "--quantity", "87", "--as-of", AS_OF)
+    assert (promise["beyond_available"], promise["promise_eta"]) == (57, "2026-11-25")  # 13 + 57 = in-late's 70
+    promise = await _json(env, "promise", "BEAN", "--warehouse", "WH1", "--quantity", "88", "--as-of", AS_OF)
+    assert (promise["promise_eta"], promise["covered"]) == (None, False)
+    for bad in (["--quantity", "0"], ["--quantity", "x"], []):
+        result = await _cli(env, "promise", "BEAN", *bad)
+        assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    result = await _cli(env, "promise", "NOPE", "--warehouse", "WH1")
+    assert result.exit_code == 1 and "not known" in result.stderr
 
     aging = await _json(env, "aging", "--as-of", AS_OF)
     assert aging["as_of"] == AS_OF
@@ -191,7 +231,7 @@ async def test_config_errors_exit_2_and_missing_schema_exits_1(pg_settings, env_
     result = await _cli(env_for_subprocess(pg_settings), "backlog", "--json")
     assert result.exit_code == 1 and "fulfil db migrate" in result.stderr
     result = await _cli(env_for_subprocess(pg_settings), "db", "migrate", "--json")
-    assert orjson.loads(result.stdout) == {"schema": "projection", "applied": ["0001_read_models", "0002_warehouse_order_keys"]}
+    assert orjson.loads(result.stdout) == {"schema": "projection", "applied": ["0001_read_models", "0002_warehouse_order_keys", "0003_supply_side"]}
     assert await _json(env_for_subprocess(pg_settings), "backlog") == []
     assert os.environ.get("DATABASE_URL") != pg_settings.database_url  # CliRunner restored the env
 
@@ -206,7 +246,7 @@ async def test_rebuild_command_swaps_in_an_equal_model(projected, pg_settings) -
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     summary = orjson.loads(done.stdout)
-    assert (summary["records"], summary["events"], summary["skipped"]) == (20, 14, 6)
+    assert (summary["records"], summary["events"], summary["skipped"]) == (23, 17, 6)
     assert "rebuilding read models" in done.stderr  # the progress bar, on stderr
     assert await dump(pg_settings.database_url) == before
 

@@ -27,6 +27,7 @@ from tests.services.projector.helpers import (
     publish_scenario,
     running,
     scenario,
+    supply_scenario,
     wait_caught_up,
 )
 
@@ -110,3 +111,27 @@ async def _count_status(database_url: str, status: str) -> int:
         return await conn.fetchval(f"SELECT count(*) FROM {LIVE_SCHEMA}.orders WHERE status = $1", status)  # noqa: S608
     finally:
         await conn.close()
+
+
+async def test_supply_side_events_equal_the_reference_fold(pg_settings) -> None:
+    """Cancelled and overdue inbounds, shrinkage of reservations, capped SKUs and pre-orders
+    (issue 15) land in the read models exactly as the reference fold says."""
+    inputs, outputs = supply_scenario(900, seed=11)
+    kinds = {o.data.reason for o in outputs if o.type == "Backordered"}
+    causes = {(o.data.cause.event_type, o.data.cause.reason) for o in outputs if o.type == "BackorderEtaChanged"}
+    rejects = {ln.reason for o in outputs if o.type == "OrderRejected" for ln in o.data.lines}
+    assert {"pre_order"} <= kinds, kinds
+    assert ("ClockTicked", "inbound_overdue") in causes and any(c[0] == "InboundCancelled" for c in causes), causes
+    assert {"backorder_limit", "not_covered"} & rejects, rejects
+    assert any(o.type == "StockPositionChanged" and o.data.promise_eta for o in outputs)
+    await publish_scenario(pg_settings, inputs, outputs)
+    async with running(pg_settings, max_records=50) as projector:
+        await wait_caught_up(pg_settings, check=lambda: failed(projector))
+        assert projector.skipped == 0
+    tables = reference.fold(inputs, outputs)
+    actual = await dump(pg_settings.database_url)
+    assert_tables_equal(actual, normalise_reference(tables))
+    await _check_queries(pg_settings.database_url, tables, outputs)
+    reasons = {row["eta_reason"] for row in actual["order_lines"].values()}
+    assert {"inbound_overdue", "not_scheduled"} <= reasons, reasons
+    assert any(row["cancelled_at"] for row in actual["inbounds"].values())
