@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(VENV)/bin/fulfil demo
 
-test: $(STAMP)
+test: lint
 	$(VENV)/bin/pytest -q
 
 bench: $(STAMP)
@@ -29,8 +29,10 @@ bench: $(STAMP)
 chaos: $(STAMP)
 	$(PY) -m tests.faults.chaos
 
+# ruff, and mypy --strict over schemas/, fulfil_platform/, services/ and fulfil/ (pyproject.toml).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 schemas: $(STAMP)
 	$(PY) -m schemas.export

@@ -39,6 +39,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 import orjson
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from fulfil_platform.asyncapi_docs import events_on
 from schemas import registry
@@ -84,7 +85,14 @@ def _documentation_settings() -> Any:
 
     class DocumentationSettings(NotifierSettings):
         @classmethod
-        def settings_customise_sources(cls, settings_cls: Any, init_settings: Any, **_: Any) -> Any:
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
             return (init_settings,)
 
     return DocumentationSettings(kafka_bootstrap_servers=DOC_BOOTSTRAP)
@@ -212,7 +220,7 @@ def _one_message_per_event(document: dict[str, Any]) -> dict[str, Any]:
             messages[name] = _message(name, schemas[name])
     for operation in document["operations"].values():
         key = _target(operation["channel"], "#/channels/")
-        operation["messages"] = [{"$ref": _pointer("channels", key, "messages", n)} for n in carried[key]]
+        operation["messages"] = [{"$ref": _pointer("channels", key, "messages", n)} for n in carried[key] or []]
     components["messages"] = messages
 
     # FastStream's per-endpoint wrappers ("<title>:Message:Payload", EmptyPayload) are now unused.

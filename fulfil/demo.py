@@ -37,6 +37,7 @@ from fulfil import embedded
 from fulfil.log_audit import InvariantReport, check
 from fulfil_platform import kafka
 from fulfil_platform.config import Settings, load_settings
+from schemas.contract import ClockTicked
 from schemas.registry import (
     ALLOCATIONS,
     COMMANDS,
@@ -44,7 +45,6 @@ from schemas.registry import (
     INVENTORY,
     ORDERS,
     ContractError,
-    parse_event,
     parse_input,
     parse_output,
 )
@@ -86,7 +86,7 @@ class Progress:
     started: float = field(default_factory=time.monotonic)
     caught_up_at: float | None = None
 
-    def table(self, procs: dict[str, subprocess.Popen]) -> Panel:
+    def table(self, procs: dict[str, subprocess.Popen[bytes]]) -> Panel:
         table = Table.grid(padding=(0, 2))
         table.add_column(justify="right")
         table.add_column()
@@ -110,8 +110,10 @@ async def _ends(settings: Settings, consumer: Any, base: str) -> dict[int, int]:
     return {tp.partition: end for tp, end in (await kafka.log_ends(consumer, tps)).items()}
 
 
-async def _read(database_url: str, query: Callable[[asyncpg.Connection], Awaitable[T]], missing: T) -> T:
+async def _read(database_url: str | None, query: Callable[[asyncpg.Connection], Awaitable[T]], missing: T) -> T:
     """One read query of a service's own query module; `missing` while PostgreSQL or the table is not there."""
+    if database_url is None:
+        return missing
     try:
         conn = await asyncpg.connect(database_url)
     except (OSError, asyncpg.PostgresError):
@@ -149,8 +151,9 @@ async def _observe(settings: Settings, progress: Progress, mail: MailSink) -> bo
     finally:
         await consumer.stop()
     allocations = settings.topic(ALLOCATIONS)
-    projector = await _read(settings.database_url, projector_queries.live_offsets, {})
-    notifier = await _read(settings.database_url, notifier_queries.stored_offsets, {})
+    nothing: dict[tuple[str, int], int] = {}
+    projector = await _read(settings.database_url, projector_queries.live_offsets, nothing)
+    notifier = await _read(settings.database_url, notifier_queries.stored_offsets, nothing)
     progress.projected = sum(v for (t, _), v in projector.items() if t == allocations)
     progress.notified = sum(v for (t, _), v in notifier.items() if t == allocations)
     progress.emails = mail.count
@@ -171,14 +174,14 @@ async def _observe(settings: Settings, progress: Progress, mail: MailSink) -> bo
     )
 
 
-def _start(name: str, env: dict[str, str], logs: Path) -> subprocess.Popen:
+def _start(name: str, env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
     log = (logs / f"{name}.log").open("ab")
     return subprocess.Popen(
         [sys.executable, "-m", "fulfil", name], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
 
 
-def _stop(procs: dict[str, subprocess.Popen]) -> None:
+def _stop(procs: dict[str, subprocess.Popen[bytes]]) -> None:
     for proc in procs.values():
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -254,7 +257,7 @@ async def run_demo(events: int, seed: int, keep_running: bool, console: Console)
     (root / "logs").mkdir()
     console.print(f"starting the embedded broker and PostgreSQL (state in {root}) …")
     runtime = embedded.Runtime.start(root / "runtime")
-    procs: dict[str, subprocess.Popen] = {}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
     mail = MailSink(root / "mail")
     smtp_port = embedded.free_port()
     sink = Controller(mail, hostname="127.0.0.1", port=smtp_port)
@@ -318,7 +321,7 @@ async def run_demo(events: int, seed: int, keep_running: bool, console: Console)
                         await sender.flush()
                         while sum((await kafka.log_ends(watcher, commands)).values()) < valid:
                             await asyncio.sleep(0.02)  # poll interval
-                        valid += await write_ticks(settings, parse_event(value).data.now, producer)
+                        valid += await write_ticks(settings, ClockTicked.model_validate_json(value).data.now, producer)
                         progress.published += 1
                         continue
                     await sender.add(settings.topic(topic), value, key=key)
@@ -360,8 +363,9 @@ async def run_demo(events: int, seed: int, keep_running: bool, console: Console)
 
         console.rule("[bold]backlog[/bold] (fulfil backlog)")
         _query(console, env, "backlog")
-        console.rule(f"[bold]late inbound shipments[/bold] (fulfil inbound --late --as-of {last_at:%Y-%m-%d %H:%M})")
-        _query(console, env, "inbound", "--late", "--as-of", last_at.isoformat())
+        if last_at is not None:
+            console.rule(f"[bold]late inbound shipments[/bold] (fulfil inbound --late --as-of {last_at:%Y-%m-%d %H:%M})")
+            _query(console, env, "inbound", "--late", "--as-of", last_at.isoformat())
         console.rule("[bold]customer deposits[/bold] (fulfil deposits --limit 5)")
         _query(console, env, "deposits", "--limit", "5")
         console.rule(f"[bold]customer emails[/bold] ({mail.count:,} sent; all in {root / 'mail'})")
@@ -387,8 +391,8 @@ async def run_demo(events: int, seed: int, keep_running: bool, console: Console)
         if keep_running:
             console.rule("[bold]the stack keeps running[/bold]")
             console.print("In another shell:")
-            for key in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "FULFIL_TOPIC_PREFIX", "FULFIL_PARTITIONS"):
-                console.print(f"  export {key}={env[key]}", markup=False, highlight=False)
+            for name in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "FULFIL_TOPIC_PREFIX", "FULFIL_PARTITIONS"):
+                console.print(f"  export {name}={env[name]}", markup=False, highlight=False)
             console.print("  fulfil backlog; fulfil order <ORDER_ID>; fulfil trace <ORDER_ID>; fulfil tail allocations.v1")
             console.print("Press Ctrl-C to stop everything.")
             stop = asyncio.Event()

@@ -80,7 +80,8 @@ def free_port() -> int:
     """A TCP port on the loopback that is free right now (the caller may still lose a race)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def wait_until(
@@ -126,7 +127,7 @@ def _is_gone(pid: int) -> bool:
         return child.poll() is not None
     try:
         # PID 1 on these machines reaps orphans lazily: a zombie counts as stopped.
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return True
 
@@ -338,7 +339,7 @@ async def postgres_answers(url: str, *, timeout: float = 2.0) -> bool:
     except (TimeoutError, OSError, asyncpg.PostgresError):
         return False
     try:
-        return await connection.fetchval("SELECT 1") == 1
+        return bool(await connection.fetchval("SELECT 1") == 1)
     finally:
         await connection.close()
 

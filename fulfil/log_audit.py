@@ -18,8 +18,14 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from schemas.contract import Envelope
-from schemas.registry import ORDER_OUTPUT_TYPES
+from schemas.contract import (
+    Envelope,
+    OrderPlaced,
+    OutputEvent,
+    StockAdjusted,
+    StockPositionChanged,
+    StockReceived,
+)
 
 
 @dataclass
@@ -34,12 +40,12 @@ class InvariantReport:
         return not self.problems
 
 
-def check(inputs: Iterable[Envelope], outputs: Iterable[Envelope]) -> InvariantReport:
+def check(inputs: Iterable[Envelope], outputs: Iterable[OutputEvent]) -> InvariantReport:
     report = InvariantReport()
     inputs = list(inputs)
     ordered: dict[tuple[str, int], int] = {}
     for event in inputs:
-        if event.type == "OrderPlaced":
+        if isinstance(event, OrderPlaced):
             for line in event.data.lines:
                 ordered.setdefault((event.data.order_id, line.line_no), line.quantity)
     supply: Counter[tuple[str, str]] = Counter()
@@ -48,12 +54,12 @@ def check(inputs: Iterable[Envelope], outputs: Iterable[Envelope]) -> InvariantR
     adjustments: set[tuple[str, str]] = set()
     for event in inputs:
         # Business keys, as the allocator dedups them: a re-sent receipt adds nothing.
-        if event.type == "StockReceived":
+        if isinstance(event, StockReceived):
             if (event.data.warehouse_id, event.data.receipt_id) in receipts:
                 continue
             receipts.add((event.data.warehouse_id, event.data.receipt_id))
             supply[(event.data.warehouse_id, event.data.sku)] += event.data.quantity
-        elif event.type == "StockAdjusted":
+        elif isinstance(event, StockAdjusted):
             if (event.data.warehouse_id, event.data.adjustment_id) in adjustments:
                 continue
             adjustments.add((event.data.warehouse_id, event.data.adjustment_id))
@@ -69,20 +75,19 @@ def check(inputs: Iterable[Envelope], outputs: Iterable[Envelope]) -> InvariantR
     for out in outputs:
         report.outputs += 1
         ids[out.id] += 1
-        if out.type == "StockPositionChanged":
+        if isinstance(out, StockPositionChanged):
             shortfall[(out.data.warehouse_id, out.data.sku)] = out.data.shortfall
-        if out.type not in ORDER_OUTPUT_TYPES:
             continue
-        for line in out.data.lines:
-            key = (out.data.order_id, line.line_no)
-            latest[key] = line.quantity
-            released[(out.data.warehouse_id, line.sku)] += line.shipped
+        for decided in out.data.lines:
+            line_key = (out.data.order_id, decided.line_no)
+            latest[line_key] = decided.quantity
+            released[(out.data.warehouse_id, decided.sku)] += decided.shipped
             # Every output states the line's totals after it, so every one must add up.
-            if line.allocated + line.backordered + line.rejected + line.cancelled != line.quantity:
+            if decided.allocated + decided.backordered + decided.rejected + decided.cancelled != decided.quantity:
                 report.problems.append(
-                    f"order {key[0]} line {key[1]} in {out.type} {out.id}: allocated {line.allocated} + "
-                    f"backordered {line.backordered} + rejected {line.rejected} + cancelled {line.cancelled} "
-                    f"!= ordered {line.quantity}"
+                    f"order {line_key[0]} line {line_key[1]} in {out.type} {out.id}: allocated {decided.allocated} + "
+                    f"backordered {decided.backordered} + rejected {decided.rejected} + cancelled {decided.cancelled} "
+                    f"!= ordered {decided.quantity}"
                 )
 
     for (order_id, line_no), quantity in sorted(latest.items()):
@@ -93,12 +98,12 @@ def check(inputs: Iterable[Envelope], outputs: Iterable[Envelope]) -> InvariantR
             )
     for (order_id, line_no) in sorted(set(ordered) - set(latest)):
         report.problems.append(f"order {order_id} line {line_no}: no allocation decision was published")
-    for key, units in sorted(released.items()):
+    for pool, units in sorted(released.items()):
         report.skus_checked += 1
-        taken = shrunk[key] - shortfall.get(key, 0)  # negative adjustments taken from stock
-        if units > supply[key] - taken:
+        taken = shrunk[pool] - shortfall.get(pool, 0)  # negative adjustments taken from stock
+        if units > supply[pool] - taken:
             report.problems.append(
-                f"sku {key[1]} in {key[0]}: released {units} units, more than the {supply[key]} received "
+                f"sku {pool[1]} in {pool[0]}: released {units} units, more than the {supply[pool]} received "
                 f"or added less the {taken} adjusted away"
             )
     for event_id, count in ids.items():

@@ -952,14 +952,14 @@ class _Simulation:
         if order is not None:
             wh = self.warehouses[order.wh]
         sku = self.sku_names[rng.choices(range(self.skus), cum_weights=wh.cum)[0]]
-        base = {"id": self._uuid(), "version": 1, "occurred_at": at, "source": "shop-web",
+        base: dict[str, Any] = {"id": self._uuid(), "version": 1, "occurred_at": at, "source": "shop-web",
                 "correlation_id": None, "causation_id": None}
-        cancel = {**base, "type": "OrderCancelled",
+        cancel: dict[str, Any] = {**base, "type": "OrderCancelled",
                   "data": {"order_id": order_id, "warehouse_id": wh.name, "reason": "customer request", "cancelled_at": at}}
-        receipt = {**base, "type": "StockReceived", "source": f"wms-{wh.name}",
+        receipt: dict[str, Any] = {**base, "type": "StockReceived", "source": f"wms-{wh.name}",
                    "data": {"receipt_id": f"rcv-{self.tag}-x{self._next('bad'):05d}", "warehouse_id": wh.name,
                             "sku": sku, "quantity": rng.randint(1, 40), "inbound_id": None, "received_at": at}}
-        placed = {**base, "type": "OrderPlaced",
+        placed: dict[str, Any] = {**base, "type": "OrderPlaced",
                   "data": {"order_id": f"ord-{self.tag}-x{self._next('bad'):05d}", "warehouse_id": wh.name,
                            "customer": self._customer(), "fulfilment_policy": "ship_partial", "priority": 0,
                            "lines": [{"line_no": 1, "sku": sku, "quantity": 1, "unit_price": "19.99", "currency": "EUR"}],

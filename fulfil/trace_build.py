@@ -104,7 +104,8 @@ def quoted(text: str) -> list[bytes]:
 def partition_for(key: str, partitions: Iterable[int]) -> int:
     """The partition the producers' DefaultPartitioner picks for `key` (see BatchSender)."""
     ordered = sorted(partitions)
-    return DefaultPartitioner()(key.encode(), ordered, ordered)
+    partition: int = DefaultPartitioner()(key.encode(), ordered, ordered)
+    return partition
 
 
 @dataclass
@@ -224,7 +225,9 @@ def _orders_and_dead_letters(plan: TracePlan, records: Iterable[Record]) -> tupl
                 dead.append(_dead_letter(record))
         elif record.topic == orders and plan.mentions_order.search(value):
             doc = _loads(value)
-            data = doc.get("data") if doc else None
+            if doc is None:
+                continue
+            data = doc.get("data")
             if isinstance(data, dict) and data.get("order_id") == plan.order_id and doc.get("type") in ORDER_INPUTS:
                 own.append(_entry(record, doc, "order"))
     return own, dead
@@ -271,7 +274,7 @@ def outputs_of(plan: TracePlan, located: Located, records: Iterable[Record]) -> 
             continue
         doc = _loads(record.value)
         data = doc.get("data") if doc else None
-        if not isinstance(data, dict) or data.get("order_id") != plan.order_id:
+        if doc is None or not isinstance(data, dict) or data.get("order_id") != plan.order_id:
             continue
         if data.get("warehouse_id") != located.warehouse_id:
             continue
@@ -360,14 +363,14 @@ def _inputs(plan: TracePlan, located: Located, inputs: Inputs, wanted: set[str])
     for event_id, copies in inputs.inventory.items():
         if event_id not in by_id:
             by_id[event_id] = [_entry(record, doc, "cause") for record, doc in copies]
-    for event_id, copies in inputs.commands.items():
-        copies.sort(key=lambda copy: copy[0])
-        offsets = [offset for offset, _, _ in copies]
+    for event_id, on_log in inputs.commands.items():
+        on_log.sort(key=lambda copy: copy[0])
+        offsets = [offset for offset, _, _ in on_log]
         if event_id not in by_id:
-            entry = _command_entry(plan, copies[0], wanted)
-            if entry is None:
+            routed = _command_entry(plan, on_log[0], wanted)
+            if routed is None:
                 continue  # an inbound event: see _inbounds
-            by_id[event_id] = [entry]
+            by_id[event_id] = [routed]
         for entry in by_id[event_id]:
             entry.command_offsets = offsets
     return [entry for group in by_id.values() for entry in group]

@@ -16,7 +16,7 @@ def redact(value: dict[str, Any]) -> dict[str, Any]:
     return redact_pii(None, "", value)
 
 
-class _Facts(dict):
+class _Facts(dict[str, Any]):
     """An event's data for summaries: a missing required field reads "?" (dead letters)."""
 
     OPTIONAL = frozenset({"inbound_id", "supplier", "priority", "cause", "lines", "shipment_id"})
