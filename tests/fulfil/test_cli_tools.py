@@ -11,7 +11,7 @@ from aiokafka import TopicPartition
 
 from fulfil_platform import kafka
 from schemas.registry import base_topics
-from tests.schemas.test_contract import VALID
+from tests.builders.samples import VALID
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "store.jsonl"
 

@@ -15,9 +15,9 @@ from schemas.allocation_headers import output_headers
 from schemas.registry import ALLOCATIONS, COMMANDS, ORDERS, encode, parse_input, parse_output
 from services.allocator.entrypoints.app import run_allocator
 from services.allocator.service_layer.partition import PartitionFold
+from tests.builders.samples import VALID
+from tests.builders.streams import mixed_stream
 from tests.kafka_helpers import committed_offsets, publish, read_topic, wait_for
-from tests.schemas.test_contract import VALID
-from tests.services.allocator.domain.streams import mixed_stream
 
 
 def fulfil(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -16,8 +16,8 @@ from fulfil_platform import kafka
 from schemas.registry import ALLOCATIONS, COMMANDS, INVENTORY, ORDERS, parse_output
 from services.allocator.entrypoints.app import run_allocator
 from services.notifier.adapters.migrate import apply_migrations
+from tests.builders.inputs import Events
 from tests.kafka_helpers import TopicWatcher, publish, read_topic, wait_for
-from tests.services.allocator.domain.builders import Events
 
 WH = "trace-wh"
 ORDER = "ord-trace-1"

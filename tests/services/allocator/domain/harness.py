@@ -6,8 +6,7 @@ from typing import Any
 
 from schemas.registry import encode, parse_output
 from services.allocator.domain import check_invariants, decide, new_state
-
-from .builders import Events
+from tests.builders.inputs import Events
 
 
 class Allocator:
