@@ -22,7 +22,7 @@ test: lint
 	$(VENV)/bin/pytest -q
 
 bench: $(STAMP)
-	$(PY) -m tests.bench.run
+	$(PY) -m bench.run
 
 # Fault injection at full size against the real services (tests/faults/chaos.py);
 # knobs: CHAOS_FAULTS (120), CHAOS_SEED (random, printed), CHAOS_EVENTS, CHAOS_KINDS.

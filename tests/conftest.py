@@ -23,6 +23,7 @@ import pytest
 
 from fulfil import embedded
 from fulfil_platform.config import Settings, load_settings
+from tests.builders.environment import settings_as_env
 
 
 def _backend() -> str:
@@ -115,19 +116,6 @@ def settings(
         kafka_enable_idempotence=False,  # Tansu has no idempotent producer
         fulfil_state_dir=tmp_path,
     )
-
-
-def settings_as_env(settings: Settings) -> dict[str, str]:
-    """os.environ with `settings` as the environment variables a `fulfil` process reads."""
-    env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        key = name.upper()
-        if value is None:
-            env.pop(key, None)  # an inherited value must not override the test's choice
-        else:
-            secret = getattr(value, "get_secret_value", None)
-            env[key] = secret() if secret else str(value)
-    return env
 
 
 @pytest.fixture

@@ -54,7 +54,7 @@ from schemas.registry import (
 from services.allocator.entrypoints.core import CORE_GROUP
 from services.allocator.entrypoints.router import ROUTER_GROUP
 from services.projector.service_layer.projector import LIVE_SCHEMA
-from tests.conftest import settings_as_env
+from tests.builders.environment import settings_as_env
 from tests.faults.proxy import PRODUCE, ProxiedBroker, broker_behind_proxy
 from tests.faults.workload import (
     POISON_KINDS,

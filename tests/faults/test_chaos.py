@@ -16,7 +16,7 @@ from fulfil_platform import kafka
 from fulfil_platform.config import load_settings
 from schemas.registry import COMMANDS
 from services.allocator.entrypoints.core import CORE_GROUP
-from tests.conftest import settings_as_env
+from tests.builders.environment import settings_as_env
 from tests.faults import chaos
 from tests.faults.proxy import broker_behind_proxy
 from tests.faults.workload import phases

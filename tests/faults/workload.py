@@ -44,7 +44,7 @@ import orjson
 from schemas.contract import Envelope
 from schemas.registry import ORDER_OUTPUT_TYPES, ContractError, encode, parse_input, spec_for
 from services.allocator.domain import decide, new_state
-from tests.services.allocator.domain.streams import mixed_stream
+from tests.builders.streams import mixed_stream
 
 
 @dataclass

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
@@ -11,15 +9,10 @@ from aiokafka import TopicPartition
 
 from fulfil_platform import kafka
 from schemas.registry import base_topics
-from tests.schemas.test_contract import VALID
+from tests.builders.samples import VALID
+from tests.fulfil.helpers import fulfil
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "store.jsonl"
-
-
-def fulfil(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fulfil", *args], env=env, capture_output=True, text=True, timeout=120
-    )
 
 
 def test_topics_create_twice_is_harmless(settings, env_for_subprocess) -> None:

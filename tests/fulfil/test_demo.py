@@ -14,8 +14,8 @@ from fulfil.demo import invariant_check
 from fulfil_platform.kafka import create_topics
 from schemas.registry import ALLOCATIONS, encode
 from services.allocator.domain import decide, new_state
+from tests.builders.streams import mixed_stream
 from tests.kafka_helpers import publish
-from tests.services.allocator.domain.streams import mixed_stream
 
 
 def test_demo_runs_end_to_end_and_stops_everything(tmp_path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fulfil.log_audit import check
 from schemas.registry import encode, parse_output
 from services.allocator.domain import decide, new_state
-from tests.services.allocator.domain.streams import mixed_stream
+from tests.builders.streams import mixed_stream
 
 
 def _fold(events):
@@ -66,7 +66,7 @@ def test_shipping_units_adjusted_away_fails() -> None:
     """Released <= received + positive adjustments - negative adjustments taken from
     stock: three units received and counted as damaged can never ship."""
     from schemas.contract import BackorderAllocated
-    from tests.services.allocator.domain.builders import Events
+    from tests.builders.inputs import Events
 
     ev = Events(prefix="inv")
     events = [

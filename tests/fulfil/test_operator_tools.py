@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from contextlib import asynccontextmanager
 
 import orjson
@@ -15,13 +13,10 @@ from schemas.allocation_headers import output_headers
 from schemas.registry import ALLOCATIONS, COMMANDS, ORDERS, encode, parse_input, parse_output
 from services.allocator.entrypoints.app import run_allocator
 from services.allocator.service_layer.partition import PartitionFold
+from tests.builders.samples import VALID
+from tests.builders.streams import mixed_stream
+from tests.fulfil.helpers import fulfil
 from tests.kafka_helpers import committed_offsets, publish, read_topic, wait_for
-from tests.schemas.test_contract import VALID
-from tests.services.allocator.domain.streams import mixed_stream
-
-
-def fulfil(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fulfil", *args], env=env, capture_output=True, text=True, timeout=300)
 
 
 @asynccontextmanager

@@ -17,7 +17,7 @@ from fulfil_platform import dead_letter_writer, kafka
 from schemas.registry import ALLOCATIONS
 from services.notifier.entrypoints.app import quarantine_topic
 from services.projector.service_layer.projector import GROUP_ID, dead_letter_topic
-from tests.fulfil.test_cli_tools import fulfil
+from tests.fulfil.helpers import fulfil
 from tests.kafka_helpers import publish, read_topic
 from tests.services.projector.helpers import (
     failed,

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
@@ -16,17 +14,14 @@ from fulfil_platform import kafka
 from schemas.registry import ALLOCATIONS, COMMANDS, INVENTORY, ORDERS, parse_output
 from services.allocator.entrypoints.app import run_allocator
 from services.notifier.adapters.migrate import apply_migrations
+from tests.builders.inputs import Events
+from tests.fulfil.helpers import fulfil
 from tests.kafka_helpers import TopicWatcher, publish, read_topic, wait_for
-from tests.services.allocator.domain.builders import Events
 
 WH = "trace-wh"
 ORDER = "ord-trace-1"
 EMAIL = "mara.jensen@example.org"
 NAME = "Mara Jensen"
-
-
-def fulfil(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fulfil", *args], env=env, capture_output=True, text=True, timeout=300)
 
 
 def _scenario() -> tuple[list, dict[str, str]]:

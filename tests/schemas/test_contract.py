@@ -25,6 +25,7 @@ from schemas.registry import (
     parse_output,
     spec_for,
 )
+from tests.builders.samples import VALID, VALID_ORDER
 from tests.schemas.strategies import DATA, envelopes
 
 ALL_TYPES = sorted(REGISTRY)
@@ -79,34 +80,6 @@ def _json(doc: dict) -> bytes:
     # The standard library's encoder: orjson refuses integers beyond 64 bits, which a producer may still send.
     return json.dumps(doc).encode()
 
-VALID_ORDER = {
-    "id": "evt-1",
-    "type": "OrderPlaced",
-    "version": 1,
-    "occurred_at": "2026-11-01T10:00:00+01:00",
-    "source": "shop",
-    "data": {
-        "order_id": "o-1",
-        "warehouse_id": "wh-1",
-        "customer": {"customer_id": "c-1", "email": "ann@shop.example", "name": "Ann"},
-        "lines": [
-            {"line_no": 1, "sku": "SKU-1", "quantity": 10, "unit_price": "19.90", "currency": "EUR"},
-            {"line_no": 2, "sku": "SKU-2", "quantity": 1},
-        ],
-        "fulfilment_policy": "ship_partial",
-        "priority": 0,
-        "placed_at": "2026-11-01T09:59:00Z",
-    },
-}
-VALID = {
-    "OrderPlaced": VALID_ORDER,
-    "OrderCancelled": {**VALID_ORDER, "type": "OrderCancelled", "data": {"order_id": "o-1", "warehouse_id": "wh-1", "reason": "changed mind", "cancelled_at": "2026-11-02T10:00:00Z"}},
-    "StockReceived": {**VALID_ORDER, "type": "StockReceived", "data": {"receipt_id": "r-1", "warehouse_id": "wh-1", "sku": "SKU-1", "quantity": 5, "received_at": "2026-11-02T10:00:00Z"}},
-    "StockAdjusted": {**VALID_ORDER, "type": "StockAdjusted", "data": {"adjustment_id": "a-1", "warehouse_id": "wh-1", "sku": "SKU-1", "delta": -2, "reason": "damage"}},
-    "InboundScheduled": {**VALID_ORDER, "type": "InboundScheduled", "data": {"inbound_id": "in-1", "warehouse_id": "wh-1", "lines": [{"sku": "SKU-1", "quantity": 50}], "eta": "2026-11-20"}},
-    "ShipmentDelayed": {**VALID_ORDER, "type": "ShipmentDelayed", "data": {"inbound_id": "in-1", "warehouse_id": "wh-1", "new_eta": "2026-11-27", "reason": "port congestion"}},
-    "SkuPolicySet": {**VALID_ORDER, "type": "SkuPolicySet", "data": {"warehouse_id": "wh-1", "sku": "SKU-1", "backorderable": False, "discontinued": False}},
-}
 
 # (event type, field path, bad value, text the reason must contain)
 BAD_INPUTS = [
@@ -357,7 +330,7 @@ def test_trusted_construction_refuses_a_missing_required_field() -> None:
 
 def _first_output_of_each_type() -> dict[str, dict]:
     from services.allocator.domain import decide, new_state
-    from tests.services.allocator.domain.streams import mixed_stream
+    from tests.builders.streams import mixed_stream
 
     state, found = new_state(), {}
     for event in mixed_stream(3_000, seed=4):

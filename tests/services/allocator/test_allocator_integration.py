@@ -12,6 +12,7 @@ from fulfil_platform import kafka
 from fulfil_platform.dead_letter_writer import H_KIND, H_OFFSET, H_REASON, H_TOPIC
 from schemas.registry import ALLOCATIONS, COMMANDS, INVENTORY, ORDERS, parse_input, parse_output
 from services.allocator.entrypoints.app import run_allocator
+from tests.builders.samples import VALID
 from tests.kafka_helpers import (
     TopicWatcher,
     committed_offsets,
@@ -20,7 +21,6 @@ from tests.kafka_helpers import (
     read_topic,
     wait_for,
 )
-from tests.schemas.test_contract import VALID
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "store.jsonl"
 
@@ -175,7 +175,7 @@ async def test_clock_ticks_reach_every_core_partition_and_never_come_from_invent
     from datetime import UTC, datetime
 
     from services.allocator.service_layer.clock import tick, write_ticks
-    from tests.services.allocator.domain.builders import Events
+    from tests.builders.inputs import Events
 
     ev = Events(prefix="clock")
     await publish(settings, [ev.inbound_scheduled("IN-C", "WH-C", [("SKU-C", 5)], "2026-11-16")])

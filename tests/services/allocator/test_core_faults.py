@@ -31,6 +31,7 @@ from fulfil_platform.metrics import SNAPSHOTS_SKIPPED, Health
 from schemas.registry import ALLOCATIONS, COMMANDS, ContractError, parse_input, parse_output
 from services.allocator.entrypoints.app import run_allocator
 from services.allocator.entrypoints.core import CORE_GROUP, AllocatorCore
+from tests.builders.streams import mixed_stream
 from tests.kafka_helpers import (
     TopicWatcher,
     committed_offsets,
@@ -40,7 +41,6 @@ from tests.kafka_helpers import (
     read_topic,
     wait_for,
 )
-from tests.services.allocator.domain.streams import mixed_stream
 from tests.services.allocator.test_takeover import Core, core_committed, owners
 
 

@@ -16,6 +16,7 @@ from fulfil_platform import kafka
 from schemas.registry import ALLOCATIONS, COMMANDS, INVENTORY, ORDERS
 from services.allocator.entrypoints.core import CORE_GROUP
 from services.allocator.entrypoints.router import ROUTER_GROUP
+from tests.builders.streams import mixed_stream
 from tests.kafka_helpers import (
     TopicWatcher,
     committed_offsets,
@@ -23,7 +24,6 @@ from tests.kafka_helpers import (
     publish,
     wait_for,
 )
-from tests.services.allocator.domain.streams import mixed_stream
 
 EVENTS = int(os.environ.get("CRASH_EVENTS", 20_000))
 KILLS = int(os.environ.get("CRASH_KILLS", 10))

@@ -26,9 +26,9 @@ from fulfil_platform.metrics import Health
 from schemas.allocation_headers import position_of
 from schemas.registry import ALLOCATIONS, COMMANDS, INVENTORY, ORDERS, parse_output
 from services.allocator.entrypoints.app import run_allocator
+from tests.builders.streams import mixed_stream
 from tests.faults.proxy import PRODUCE
 from tests.kafka_helpers import fold_command_log, publish, read_topic, wait_for
-from tests.services.allocator.domain.streams import mixed_stream
 from tests.services.allocator.test_core_faults import (
     _assert_repeats_identical_and_applied_once_exact,
     _caught_up,

@@ -50,6 +50,7 @@ from fulfil_platform.config import Settings
 from schemas.allocation_headers import position_of
 from schemas.registry import ALLOCATIONS, COMMANDS, encode
 from services.allocator.entrypoints.core import CORE_GROUP
+from tests.builders.streams import mixed_stream
 from tests.kafka_helpers import (
     TopicWatcher,
     committed_offsets,
@@ -57,7 +58,6 @@ from tests.kafka_helpers import (
     publish,
     wait_for,
 )
-from tests.services.allocator.domain.streams import mixed_stream
 
 PARTITIONS = 6
 # WH1..WH24 hash (murmur2, the default partitioner, as in the router) to all six

@@ -12,8 +12,8 @@ from datetime import date
 from pathlib import Path
 
 from fulfil_platform import kafka
+from tests.builders import allocations as b
 from tests.kafka_helpers import publish, wait_for
-from tests.services.notifier import builders as b
 from tests.services.notifier.conftest import WEBHOOK_SECRET, notifier_settings_for
 from tests.services.notifier.helpers import assert_no_pii, outbox
 

@@ -6,9 +6,9 @@ from fulfil import embedded
 from fulfil_platform import kafka
 from schemas.registry import ALLOCATIONS
 from services.notifier.entrypoints.app import quarantine_topic
+from tests.builders import allocations as b
 from tests.kafka_helpers import publish, wait_for
 from tests.metrics_helpers import aget, samples, scrape
-from tests.services.notifier import builders as b
 from tests.services.notifier.helpers import running_notifier
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import date
 
 from fulfil_platform import kafka
+from tests.builders import allocations as b
 from tests.kafka_helpers import publish, wait_for
-from tests.services.notifier import builders as b
 from tests.services.notifier.conftest import FakeClock, notifier_settings_for
 from tests.services.notifier.helpers import (
     assert_no_pii,

@@ -23,9 +23,9 @@ from fulfil import embedded
 from fulfil_platform import kafka
 from fulfil_platform.metrics import Health
 from services.notifier.entrypoints.app import group_id, run_notifier
+from tests.builders import allocations as b
 from tests.faults.chaos import Postgres, private_postgres
 from tests.kafka_helpers import publish, wait_for
-from tests.services.notifier import builders as b
 from tests.services.notifier.conftest import WEBHOOK_SECRET, notifier_settings_for
 from tests.services.notifier.helpers import running_notifier
 

@@ -17,8 +17,8 @@ from fulfil_platform import kafka
 from fulfil_platform.dead_letter_writer import H_OFFSET, H_REASON, H_STAGE
 from schemas.registry import ALLOCATIONS
 from services.notifier.entrypoints.app import NOTIFIER_GROUP
+from tests.builders import allocations as b
 from tests.kafka_helpers import publish, read_topic, wait_for
-from tests.services.notifier import builders as b
 from tests.services.notifier.helpers import outbox, running_notifier
 
 QUARANTINE = NOTIFIER_GROUP + ".dlq"  # read_topic adds the prefix, as group_id() does

@@ -15,8 +15,8 @@ import asyncpg
 from fulfil_platform import kafka
 from schemas.registry import ALLOCATIONS, DLQ_SUFFIX
 from services.notifier.entrypoints.app import NOTIFIER_GROUP
+from tests.builders import allocations as b
 from tests.kafka_helpers import publish, read_topic, wait_for
-from tests.services.notifier import builders as b
 from tests.services.notifier.conftest import WEBHOOK_SECRET, notifier_settings_for
 from tests.services.notifier.helpers import outbox, running_notifier
 

@@ -19,9 +19,9 @@ from fulfil_platform.config import Settings
 from schemas.registry import ALLOCATIONS, INVENTORY, ORDERS
 from services.allocator.domain import fold as allocator_fold
 from services.projector.service_layer.projector import LIVE_SCHEMA, Projector
+from tests.builders.inputs import Events
+from tests.builders.streams import mixed_stream
 from tests.kafka_helpers import TopicWatcher, publish, wait_for
-from tests.services.allocator.domain.builders import Events
-from tests.services.allocator.domain.streams import mixed_stream
 
 # Tables compared between runs, with the columns that define them (everything
 # derived from events; projector_offsets.updated_at is wall-clock and left out).

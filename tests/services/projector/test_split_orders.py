@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from services.allocator.domain import fold as allocator_fold
 from services.notifier.adapters.read_model import ReadModel
 from services.projector.entrypoints import cli as projector_cli
-from tests.services.allocator.domain.builders import Events
+from tests.builders.inputs import Events
 from tests.services.projector.helpers import failed, publish_scenario, running, wait_caught_up
 
 

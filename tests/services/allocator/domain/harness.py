@@ -7,8 +7,7 @@ from typing import Any
 from schemas.registry import encode, parse_output
 from services.allocator.domain import check_invariants, decide, new_state
 from services.allocator.domain.eta import position_report
-
-from .builders import Events
+from tests.builders.inputs import Events
 
 
 class Allocator:

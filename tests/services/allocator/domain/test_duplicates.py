@@ -13,7 +13,8 @@ from datetime import date, timedelta
 
 import pytest
 
-from .builders import resend
+from tests.builders.inputs import resend
+
 from .harness import Allocator, line, one, types
 
 D1, D2, D3 = date(2026, 11, 16), date(2026, 11, 23), date(2026, 11, 30)

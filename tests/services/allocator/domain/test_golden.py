@@ -7,7 +7,7 @@ domain must not move one byte of one output. These digests pin the outputs
 backorder-heavy one (half the receipts dropped: queues, ETAs, fills).
 
 A digest changes only on purpose: when a rule changes (then every replayed
-log changes too, and DESIGN says so), or when `streams.py` / `builders.py`
+log changes too, and DESIGN says so), or when `tests/builders/streams.py` / `inputs.py`
 generate other events. Recompute with `digests(...)` below and say why in
 the commit.
 """
@@ -24,8 +24,7 @@ from schemas.registry import encode
 from services.allocator.domain import decide, new_state
 from services.allocator.domain import queue as queue_module
 from services.allocator.domain.plain import state_to_plain
-
-from .streams import mixed_stream
+from tests.builders.streams import mixed_stream
 
 
 def _mixed() -> list[Any]:

@@ -17,8 +17,7 @@ from services.allocator.domain import (
     new_state,
 )
 from services.allocator.domain.state import Line
-
-from .builders import START, Events
+from tests.builders.inputs import START, Events
 
 
 def _backordered_state() -> AllocatorState:

@@ -23,9 +23,8 @@ from services.allocator.domain import check_invariants, decide, new_state
 from services.allocator.domain import queue as queue_module
 from services.allocator.domain.eta import position as sku_position
 from services.allocator.domain.plain import state_from_plain, state_to_plain
-
-from .builders import START, Events
-from .streams import mixed_stream
+from tests.builders.inputs import START, Events
+from tests.builders.streams import mixed_stream
 
 WAREHOUSES = ("W1", "W2")
 SKUS = ("A", "B", "C")

@@ -11,8 +11,8 @@ import pytest
 
 from services.allocator.domain import NAMESPACE, SOURCE, UnknownCommand, decide, new_state
 from services.allocator.domain.plain import state_from_plain, state_to_plain
+from tests.builders.inputs import Events, resend
 
-from .builders import Events, resend
 from .harness import Allocator, line, of_type, one, order_ids, types
 
 D1, D2, D3, D4 = date(2026, 11, 16), date(2026, 11, 23), date(2026, 11, 30), date(2026, 12, 7)

@@ -25,7 +25,7 @@ from fulfil_platform.config import Settings, load_settings
 from schemas.registry import ALLOCATIONS, INVENTORY, ORDERS, encode, spec_for
 from services.allocator.domain import fold
 from services.projector.service_layer.projector import Projector, tune_gc
-from tests.services.allocator.domain.streams import mixed_stream
+from tests.builders.streams import mixed_stream
 
 EVENTS = int(os.environ.get("BENCH_PROJECTOR_EVENTS", 200_000))
 

@@ -20,7 +20,7 @@ from services.notifier.domain.decide import (
 from services.notifier.domain.model import ETA_CHANGED
 from services.notifier.domain.plan import Consumed, Row, plan_batch
 from services.notifier.domain.render import language, render_email, render_webhook
-from tests.services.notifier import builders as b
+from tests.builders import allocations as b
 
 POLICY = Policy(
     channels=("email", "webhook"),

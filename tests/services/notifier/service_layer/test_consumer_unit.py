@@ -12,7 +12,7 @@ from schemas.registry import encode
 from services.notifier.domain.decide import Policy
 from services.notifier.service_layer.consumer import BatchFailed, BatchHandler
 from services.notifier.service_layer.messages import renderer
-from tests.services.notifier import builders as b
+from tests.builders import allocations as b
 from tests.services.notifier.conftest import FakeClock
 
 POLICY = Policy(channels=("email", "webhook"), cancel_url_template="https://shop.example/o/{order_id}/cancel")

@@ -22,8 +22,8 @@ from fulfil_platform.metrics import Health
 from schemas.registry import COMMANDS, ORDERS, parse_input
 from services.allocator.entrypoints.app import run_allocator
 from services.allocator.entrypoints.router import ROUTER_GROUP
+from tests.builders.samples import VALID
 from tests.kafka_helpers import committed_offsets, read_topic, wait_for
-from tests.schemas.test_contract import VALID
 
 NOT_UTF8 = b"\xff\xfe\x80 caf\xe9"
 

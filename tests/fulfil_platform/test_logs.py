@@ -4,7 +4,7 @@ import orjson
 
 from fulfil_platform.logs import bind_event, configure_logging, get_logger, unbind_event
 from schemas.registry import parse_input
-from tests.schemas.test_contract import VALID_ORDER
+from tests.builders.samples import VALID_ORDER
 
 EMAIL = "ann.secret@shop.example"
 NAME = "Annabel Secretname"

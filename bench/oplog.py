@@ -37,14 +37,14 @@ import orjson
 import structlog
 from aiokafka import TopicPartition
 
+from bench.allocator import _publish_all, _settings, running_allocator
 from fulfil import embedded
 from fulfil.simulation import simulate_records
 from fulfil_platform import kafka
 from fulfil_platform.config import Settings
 from fulfil_platform.logs import configure_logging
 from schemas.registry import ALLOCATIONS
-from tests.bench.allocator import _publish_all, _settings, running_allocator
-from tests.conftest import settings_as_env
+from tests.builders.environment import settings_as_env
 
 EVENTS = int(os.environ.get("BENCH_LOG_EVENTS", 1_000_000))
 SEED = 7

@@ -13,8 +13,9 @@ import pytest
 from faststream.security import SASLPlaintext, SASLScram512
 
 from fulfil_platform import kafka
-from fulfil_platform.config import ConfigError, Settings, load_settings
+from fulfil_platform.config import ConfigError
 from fulfil_platform.faststream_broker import security
+from tests.fulfil_platform.helpers import settings_from_env
 from tests.kafka_helpers import wait_for
 
 SASL_PASSWORD = "kafka-pw-7fQ2xL9"
@@ -36,16 +37,8 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"ca": ca, "cert": ca, "key": key}
 
 
-def _settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
-    for name in list(Settings.model_fields):
-        monkeypatch.delenv(name.upper(), raising=False)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return load_settings()
-
-
 async def test_scram_sha_512_over_tls_reaches_every_kafka_client(monkeypatch, tls_files) -> None:
-    settings = _settings(
+    settings = settings_from_env(
         monkeypatch,
         KAFKA_BOOTSTRAP_SERVERS="kafka-0.example:9093,kafka-1.example:9093",
         KAFKA_SECURITY_PROTOCOL="SASL_SSL",
@@ -97,7 +90,7 @@ async def test_scram_sha_512_over_tls_reaches_every_kafka_client(monkeypatch, tl
 
 
 def test_sasl_plain_without_tls(monkeypatch) -> None:
-    settings = _settings(
+    settings = settings_from_env(
         monkeypatch,
         KAFKA_BOOTSTRAP_SERVERS="kafka:9092",
         KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT",
@@ -113,7 +106,7 @@ def test_sasl_plain_without_tls(monkeypatch) -> None:
 
 
 def test_tls_without_sasl(monkeypatch, tls_files) -> None:
-    settings = _settings(monkeypatch, KAFKA_BOOTSTRAP_SERVERS="kafka:9093", KAFKA_SECURITY_PROTOCOL="SSL",
+    settings = settings_from_env(monkeypatch, KAFKA_BOOTSTRAP_SERVERS="kafka:9093", KAFKA_SECURITY_PROTOCOL="SSL",
                          KAFKA_SSL_CAFILE=str(tls_files["ca"]))
     options = settings.kafka_client_options()
     assert options["security_protocol"] == "SSL" and "sasl_mechanism" not in options
@@ -121,13 +114,13 @@ def test_tls_without_sasl(monkeypatch, tls_files) -> None:
 
 
 def test_sasl_needs_a_mechanism_and_a_username(monkeypatch) -> None:
-    settings = _settings(monkeypatch, KAFKA_BOOTSTRAP_SERVERS="kafka:9092", KAFKA_SECURITY_PROTOCOL="SASL_SSL")
+    settings = settings_from_env(monkeypatch, KAFKA_BOOTSTRAP_SERVERS="kafka:9092", KAFKA_SECURITY_PROTOCOL="SASL_SSL")
     with pytest.raises(ConfigError, match="KAFKA_SASL_MECHANISM and KAFKA_SASL_USERNAME are required"):
         settings.kafka_client_options()
 
 
 def test_settings_as_logged_mask_secrets_and_url_passwords(monkeypatch) -> None:
-    settings = _settings(
+    settings = settings_from_env(
         monkeypatch,
         KAFKA_BOOTSTRAP_SERVERS="kafka:9092",
         KAFKA_SASL_PASSWORD=SASL_PASSWORD,

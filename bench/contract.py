@@ -7,7 +7,7 @@ import time
 import orjson
 
 from schemas.registry import parse_input
-from tests.schemas.test_contract import VALID
+from tests.builders.samples import VALID
 
 
 def representative_envelopes(n: int) -> list[bytes]:

@@ -1,6 +1,6 @@
 """Throughput and memory of the pure allocator core (no broker, one process).
 
-    .venv/bin/python -m tests.services.allocator.domain.bench_decide [--events N] [--orders N]
+    .venv/bin/python -m bench.decide [--events N] [--orders N]
 
 1. folds a `mixed_stream(N)` through `decide` and reports commands/s;
 2. folds N orders (~5 % of them backordered) and reports the state's RSS
@@ -23,9 +23,8 @@ import psutil
 from services.allocator.adapters.snapshot_store import decode_snapshot, encode_snapshot
 from services.allocator.domain import check_invariants, decide, new_state
 from services.allocator.service_layer.partition import Snapshot
-
-from .builders import Events
-from .streams import mixed_stream
+from tests.builders.inputs import Events
+from tests.builders.streams import mixed_stream
 
 
 def throughput(events: int, seed: int) -> dict:

@@ -19,7 +19,7 @@ from datetime import timedelta
 from itertools import accumulate
 from typing import Any
 
-from .builders import START, Events
+from .inputs import START, Events
 
 KIND_WEIGHTS = {
     "order": 60,

@@ -36,12 +36,11 @@ from services.allocator.adapters.snapshot_store import (
 )
 from services.allocator.domain import check_invariants, decide, new_state
 from services.allocator.service_layer.partition import Snapshot
+from tests.builders.inputs import Events
+from tests.builders.streams import mixed_stream
+from tests.services.allocator.domain.test_properties import build, ops
 
-from .domain.builders import Events
-from .domain.streams import mixed_stream
-from .domain.test_properties import build, ops
-
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 HEADER = struct.Struct(">8sHHQ32s")
 
 
@@ -312,8 +311,8 @@ def test_a_full_disk_raises_and_keeps_the_previous_snapshot(store: SnapshotStore
         from pathlib import Path
         from services.allocator.adapters.snapshot_store import SnapshotStore, SnapshotWriteError
         from services.allocator.service_layer.partition import Snapshot
-        from tests.services.allocator.test_snapshot_store import fold_all
-        from tests.services.allocator.domain.streams import mixed_stream
+        from tests.services.allocator.adapters.test_snapshot_store import fold_all
+        from tests.builders.streams import mixed_stream
 
         state, _ = fold_all(mixed_stream(3_000, seed=9, warehouses=2, skus_per_warehouse=15))
         store = SnapshotStore(Path({str(store.directory)!r}), "cmd")

@@ -18,9 +18,9 @@ from fulfil_platform.config import ConfigError
 from fulfil_platform.metrics import Health, MetricsServer, Progress, serving
 from schemas.registry import COMMANDS, INVENTORY, ORDERS
 from services.allocator.entrypoints.core import AllocatorCore
+from tests.builders.streams import mixed_stream
 from tests.kafka_helpers import publish, wait_for
 from tests.metrics_helpers import aget, samples, stop_gracefully
-from tests.services.allocator.domain.streams import mixed_stream
 
 
 class FakeClock:

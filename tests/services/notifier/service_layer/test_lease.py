@@ -22,8 +22,8 @@ from services.notifier.domain.plan import Row
 from services.notifier.service_layer.clock import SystemClock
 from services.notifier.service_layer.messages import renderer
 from services.notifier.service_layer.sender import ChannelSender
+from tests.builders import allocations as b
 from tests.kafka_helpers import wait_for
-from tests.services.notifier import builders as b
 from tests.services.notifier.conftest import SmtpServer, _Recorder, notifier_settings_for
 from tests.services.notifier.helpers import outbox
 

@@ -25,8 +25,8 @@ from schemas.contract import (
     StockPositionChangedData,
 )
 from services.projector.entrypoints import cli as projector_cli
+from tests.builders.inputs import Events
 from tests.kafka_helpers import publish
-from tests.services.allocator.domain.builders import Events
 from tests.services.projector.helpers import failed, publish_scenario, running, wait_caught_up
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)

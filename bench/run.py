@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 
-from tests.bench.contract import bench_contract
+from bench.contract import bench_contract
 
 
 def _print(title: str, figures: dict[str, float]) -> None:
@@ -28,17 +28,17 @@ def main() -> int:
     if args.only in (None, "contract"):
         _print("contract: parse+validate / orjson.loads (100 k envelopes)", bench_contract())
     if args.only in (None, "allocator"):
-        from tests.bench.allocator import bench_allocator
+        from bench.allocator import bench_allocator
 
         for title, figures in asyncio.run(bench_allocator()):
             _print(title, figures)
     if args.only in (None, "projector"):
-        from tests.bench.projector import bench_projector
+        from bench.projector import bench_projector
 
         for title, figures in asyncio.run(bench_projector()):
             _print(title, figures)
     if args.only in (None, "oplog"):  # BENCH_LOG_EVENTS=0 skips it
-        from tests.bench.oplog import bench_oplog
+        from bench.oplog import bench_oplog
 
         for title, figures in asyncio.run(bench_oplog()):
             _print(title, figures)

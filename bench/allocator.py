@@ -32,6 +32,7 @@ import psutil
 from aiokafka import TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
+from bench.decide import memory_workload
 from fulfil import embedded
 from fulfil_platform import kafka
 from fulfil_platform.config import Settings, load_settings
@@ -39,9 +40,8 @@ from schemas.registry import ALLOCATIONS, COMMANDS, INVENTORY, ORDERS, encode, s
 from services.allocator.entrypoints.core import CORE_GROUP, AllocatorCore
 from services.allocator.entrypoints.replay import replay
 from services.allocator.entrypoints.router import build_router
-from tests.conftest import settings_as_env
-from tests.services.allocator.domain.bench_decide import memory_workload
-from tests.services.allocator.domain.streams import mixed_stream
+from tests.builders.environment import settings_as_env
+from tests.builders.streams import mixed_stream
 
 EVENTS = int(os.environ.get("BENCH_ALLOCATOR_EVENTS", 200_000))
 ROUNDS = max(1, int(os.environ.get("BENCH_ROUNDS", 2)))  # best of N for baseline and allocator alike
@@ -334,7 +334,7 @@ async def _core_memory(settings: Settings, orders: int) -> dict[str, float]:
 
 def _memory(orders: int) -> dict[str, float]:
     result = subprocess.run(
-        [sys.executable, "-m", "tests.services.allocator.domain.bench_decide", "--events", "0", "--orders", str(orders)],
+        [sys.executable, "-m", "bench.decide", "--events", "0", "--orders", str(orders)],
         capture_output=True, text=True, check=True,
     )
     memory = json.loads(result.stdout)["memory"]

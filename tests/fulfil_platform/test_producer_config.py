@@ -12,17 +12,13 @@ import pytest
 
 from fulfil import embedded
 from fulfil_platform import kafka
-from fulfil_platform.config import Settings, load_settings
+from fulfil_platform.config import Settings
 from fulfil_platform.faststream_broker import broker as faststream_broker
+from tests.fulfil_platform.helpers import settings_from_env
 
 
 def _settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
-    for name in list(Settings.model_fields):
-        monkeypatch.delenv(name.upper(), raising=False)
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka-0.example:9092")
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return load_settings()
+    return settings_from_env(monkeypatch, **{"KAFKA_BOOTSTRAP_SERVERS": "kafka-0.example:9092", **env})
 
 
 def test_idempotence_is_on_by_default(monkeypatch) -> None:

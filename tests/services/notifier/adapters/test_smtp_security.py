@@ -27,8 +27,8 @@ from services.notifier.adapters.channels import DeliveryError
 from services.notifier.adapters.outbox import Claimed
 from services.notifier.adapters.smtp import EmailChannel
 from services.notifier.config import NotifierSettings, load_notifier_settings
+from tests.builders import allocations as b
 from tests.kafka_helpers import publish, wait_for
-from tests.services.notifier import builders as b
 from tests.services.notifier.conftest import SmtpServer, notifier_settings_for
 from tests.services.notifier.helpers import assert_no_pii, outbox, running_notifier
 
