@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Iterator
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, date, datetime
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 
 from fulfil_platform import kafka
@@ -163,7 +166,13 @@ def only_line(event: Any) -> Any:
     return event.data.lines[0]
 
 
-async def test_supply_side_stories_through_allocator_projector_and_notifier(services: Settings, smtp: SmtpServer) -> None:
+def fulfil(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fulfil", *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+async def test_supply_side_stories_through_allocator_projector_and_notifier(
+    services: Settings, smtp: SmtpServer, env_for_subprocess: Callable[[Settings], dict[str, str]]
+) -> None:
     settings = services
     async with TopicWatcher(settings, COMMANDS) as commands:
         story = Story(settings, commands)
@@ -320,3 +329,20 @@ async def test_supply_side_stories_through_allocator_projector_and_notifier(serv
     assert mail(shipped).subject == "The rest of your order ord-pre is on its way"
     assert not re.search(r"\b5\. November 2026", overdue.text)  # no date in the past relative to the log's today
     assert "15. November 2026" in overdue.text  # the next update: a week after the tick that caused it
+
+    # ------------------------------------------------ fulfil trace
+    env = env_for_subprocess(settings)
+    late_trace = fulfil("trace", "ord-late", "--json", env=env)
+    assert late_trace.returncode == 0, late_trace.stderr
+    timeline = orjson.loads(late_trace.stdout)["timeline"]
+    tick_ids = {i["id"] for i in timeline if i["type"] == "ClockTicked"}
+    assert tick_ids == {c.causation_id for c in changes}  # the two ticks that moved the date, no other
+    last = timeline[-1]
+    assert (last["type"], last["id"]) == ("BackorderEtaChanged", changes[-1].id)
+    assert "2026-11-07 → no date" in last["summary"] and "inbound_overdue" in last["summary"]
+    assert any(i["type"] == "InboundScheduled" and i["relation"] == "inbound" for i in timeline)
+    cancel_trace = orjson.loads(fulfil("trace", "ord-cancel", "--json", env=env).stdout)["timeline"]
+    assert [i["type"] for i in cancel_trace if i["relation"] == "cause"] == ["InboundCancelled"]
+    pre_trace = orjson.loads(fulfil("trace", "ord-pre", "--json", env=env).stdout)["timeline"]
+    assert [i["type"] for i in pre_trace if i["relation"] in ("order", "output", "cause")] == [
+        "OrderPlaced", "Backordered", "StockReceived", "BackorderEtaChanged", "ClockTicked", "BackorderAllocated"]
