@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fulfil_platform.config import Settings
 from fulfil_platform.kafka import producer
@@ -35,7 +36,7 @@ async def publish_file(settings: Settings, path: Path) -> PublishReport:
     prod = producer(settings)
     await prod.start()
     try:
-        pending = []
+        pending: list[Any] = []  # delivery futures
         with path.open("rb") as handle:
             for line_no, line in enumerate(handle, start=1):
                 raw = line.strip()
