@@ -44,7 +44,8 @@ def publish(
     """Validate each line and publish it to the topic its `type` belongs to.
 
     Bad lines are reported with their line number and reason; good lines are
-    still published. Exit code 1 if any line was bad.
+    still published. Exit code 1 if any line was bad. A ClockTicked line goes to
+    every command partition, as `fulfil clock tick --now` writes it.
     """
     from fulfil.publishing import publish_file
 
@@ -59,13 +60,15 @@ def publish(
                 {
                     "published": report.published,
                     "by_topic": report.by_topic,
+                    "ticks": report.ticks,
                     "bad": [{"line": n, "reason": r} for n, r in report.bad],
                 }
             ).decode()
         )
     else:
         topics = ", ".join(f"{n} to {t}" for t, n in sorted(report.by_topic.items()))
-        typer.echo(f"published {report.published} events ({topics or 'none'}); {len(report.bad)} bad lines")
+        ticks = f"; {report.ticks} clock ticks, each on every command partition" if report.ticks else ""
+        typer.echo(f"published {report.published} events ({topics or 'none'}){ticks}; {len(report.bad)} bad lines")
     if report.bad:
         raise typer.Exit(1)
 

@@ -46,7 +46,9 @@ from schemas.allocation_headers import H_COMMAND_OFFSET, H_OUTPUT_INDEX
 from schemas.registry import ALLOCATIONS, COMMANDS, DLQ_SUFFIX, INVENTORY, ORDERS
 
 ORDER_INPUTS = frozenset({"OrderPlaced", "OrderCancelled"})
-INBOUND_MARKERS = (b'"InboundScheduled"', b'"ShipmentDelayed"')
+INBOUND_MARKERS = (b'"InboundScheduled"', b'"ShipmentDelayed"', b'"InboundCancelled"')
+# Commands of the whole partition, not of a warehouse (no data.warehouse_id): the clock.
+PARTITION_COMMANDS = frozenset({"ClockTicked"})
 TRACED_TOPICS = (ORDERS, INVENTORY, COMMANDS, ALLOCATIONS)
 
 
@@ -322,13 +324,14 @@ def _classify(
     plan: TracePlan, located: Located, wanted: set[str], inputs: Inputs, record: Record, found: tuple[bool, bool]
 ) -> None:
     hit, inbound = found
-    doc = _warehouse_doc(record, located.warehouse_id) if hit or inbound else None
+    on_commands = record.topic == plan.topic(COMMANDS)
+    doc = _warehouse_doc(record, located.warehouse_id, on_commands) if hit or inbound else None
     if doc is None:
         return
     event_id = doc.get("id")
     # The bytes only suggested it: a hit is the order's own input or a wanted id.
     hit = _is_own(plan, doc) or (hit and event_id in wanted)
-    if record.topic == plan.topic(COMMANDS):
+    if on_commands:
         if hit or inbound:
             inputs.commands.setdefault(event_id, []).append((record.offset, doc, record))
         if inbound and not hit:
@@ -339,11 +342,16 @@ def _classify(
         inputs.inbound.append((record, doc))
 
 
-def _warehouse_doc(record: Record, warehouse_id: str | None) -> dict[str, Any] | None:
-    """The record's envelope if it is one of the warehouse's."""
+def _warehouse_doc(record: Record, warehouse_id: str | None, on_commands: bool = False) -> dict[str, Any] | None:
+    """The record's envelope if it is one of the warehouse's: it names the warehouse, or
+    it is a command of the warehouse's whole command partition (a clock tick)."""
     doc = _loads(record.value or b"")
     data = doc.get("data") if doc is not None else None
-    return doc if isinstance(data, dict) and data.get("warehouse_id") == warehouse_id else None
+    if not isinstance(data, dict):
+        return None
+    if on_commands and doc is not None and doc.get("type") in PARTITION_COMMANDS:
+        return doc
+    return doc if data.get("warehouse_id") == warehouse_id else None
 
 
 def _is_own(plan: TracePlan, doc: dict[str, Any]) -> bool:

@@ -103,6 +103,14 @@ def _inbound_scheduled(d: _Facts) -> str:
     return f"inbound {d.get('inbound_id')}{supplier} expected {d.get('eta')}: {_lines(d.get('lines'))}"
 
 
+def _sku_policy(d: _Facts) -> str:
+    text = f"{d.get('sku')}: backorderable={d.get('backorderable')}, discontinued={d.get('discontinued')}"
+    for name in ("backorder_limit", "backorder_mode", "release_date"):
+        if dict.get(d, name) is not None:  # optional: shown only when set
+            text += f", {name}={dict.get(d, name)}"
+    return text
+
+
 def _eta_changed(d: _Facts) -> str:
     cause = d.get("cause") if isinstance(d.get("cause"), dict) else {}
     why = cause.get("event_type") or "?"
@@ -128,7 +136,9 @@ _SUMMARIES: dict[str, Callable[[_Facts], str]] = {
     "StockAdjusted": _stock_adjusted,
     "InboundScheduled": _inbound_scheduled,
     "ShipmentDelayed": lambda d: f"inbound {d.get('inbound_id')} delayed to {d.get('new_eta')}: {d.get('reason')}",
-    "SkuPolicySet": lambda d: f"{d.get('sku')}: backorderable={d.get('backorderable')}, discontinued={d.get('discontinued')}",
+    "SkuPolicySet": _sku_policy,
+    "InboundCancelled": lambda d: f"inbound {d.get('inbound_id')} cancelled: {d.get('reason')} (what is not received will not arrive)",
+    "ClockTicked": lambda d: f"clock tick: now {d.get('now')}",
     "BackorderEtaChanged": _eta_changed,
     "OrderAllocated": _shipment,
     "PartiallyShipped": _shipment,

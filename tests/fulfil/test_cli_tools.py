@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 from aiokafka import TopicPartition
 
 from fulfil_platform import kafka
-from schemas.registry import base_topics
+from schemas.registry import COMMANDS, base_topics, encode
+from services.allocator.service_layer.clock import tick
 from tests.builders.samples import VALID
 from tests.fulfil.helpers import fulfil
+from tests.kafka_helpers import read_topic
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "store.jsonl"
 
@@ -100,6 +103,40 @@ async def test_publish_reports_bad_lines_and_publishes_good_ones(settings, env_f
         await consumer.stop()
     assert got["orders.v1"] == (b"wh-1", order)  # published unchanged, keyed by warehouse
     assert got["inventory.v1"] == (b"wh-1", receipt)
+
+
+async def test_publish_writes_a_clock_tick_to_every_command_partition(settings, env_for_subprocess, tmp_path) -> None:
+    """A ClockTicked line is "today is `now`" for the whole allocator: on one partition it
+    would move today for some warehouses only. It is written as `fulfil clock tick --now`
+    writes it (one tick per partition, ids from partition and `now`), like
+    `fulfil simulate --publish` does with the ticks of its traffic."""
+    await kafka.create_topics(settings)
+    now = datetime(2026, 11, 20, 6, 0, tzinfo=UTC)
+    line = orjson.dumps({"id": "file-tick-1", "type": "ClockTicked", "version": 1, "source": "sim",
+                         "occurred_at": now.isoformat(), "data": {"now": now.isoformat()}})
+    order = orjson.dumps(VALID["OrderPlaced"])
+    path = tmp_path / "with-tick.jsonl"
+    path.write_bytes(b"\n".join([order, line]) + b"\n")
+    env = env_for_subprocess(settings)
+
+    result = fulfil("publish", str(path), "--json", env=env)
+
+    assert result.returncode == 0, result.stderr
+    report = orjson.loads(result.stdout)
+    partitions = settings.fulfil_partitions
+    assert (report["published"], report["ticks"]) == (2, 1)
+    assert report["by_topic"] == {settings.topic(COMMANDS): partitions, settings.topic("orders.v1"): 1}
+    commands = await read_topic(settings, COMMANDS)
+    assert {p: [r.value for r in records] for p, records in commands.items()} == {
+        p: [encode(tick(now, p))] for p in range(partitions)}  # what `fulfil clock tick` writes
+    assert all(dict(r.headers)["fulfil-event-type"] == b"ClockTicked" for rs in commands.values() for r in rs)
+    text = fulfil("publish", str(path), env=env)
+    assert text.returncode == 0 and "1 clock ticks, each on every command partition" in text.stdout
+    # The same tick again (the file published twice, or `fulfil clock tick` for the same moment): same ids.
+    by_hand = fulfil("clock", "tick", "--now", now.isoformat(), env=env)
+    assert by_hand.returncode == 0, by_hand.stderr
+    again = await read_topic(settings, COMMANDS)
+    assert {r.value for rs in again.values() for r in rs} == {encode(tick(now, p)) for p in range(partitions)}
 
 
 def test_publish_example_file(settings, env_for_subprocess) -> None:

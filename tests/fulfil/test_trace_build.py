@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from fulfil.trace_build import Rec, TracePlan, build_trace, partition_for
+from fulfil.trace_model import Entry
 from fulfil.trace_summary import summarize
 from fulfil_platform.dead_letter_writer import H_KIND, H_OFFSET, H_PARTITION, H_REASON, H_TOPIC
 from schemas.allocation_headers import H_COMMAND_OFFSET, H_OUTPUT_INDEX
@@ -159,3 +160,105 @@ def test_summaries_of_allocation_lines() -> None:
     assert summarize(shipped) == "shipment s-1: L1 LAMP×5: shipped 2, backordered 3, eta 2026-11-16"
     placed = next(e for e in trace.entries if e.type == "OrderPlaced")
     assert summarize(placed) == "order ord-1: LAMP×5; ?"  # a required field missing reads "?"
+
+
+# ---------------------------------------------------------------- supply side (issue 15)
+
+TICK = env("tick-1", "ClockTicked", "00:00", now="2026-11-19T00:00:00+00:00")
+CANCELLED = env("e-cancel", "InboundCancelled", "11:00", inbound_id="po-7", warehouse_id=WH,
+                reason="supplier closed the order", cancelled_at="2026-11-02T11:00:00+00:00")
+ADJUSTED = env("e-adj", "StockAdjusted", "12:00", adjustment_id="adj-1", warehouse_id=WH, sku="LAMP", delta=-3,
+               reason="damaged in storage")
+POLICY = env("e-policy", "SkuPolicySet", "07:00", warehouse_id=WH, sku="LAMP", backorderable=True,
+             discontinued=False, backorder_limit=2, release_date="2026-11-20")
+
+
+def _eta(event_id: str, at: str, cause_id: str, cause: dict[str, Any], previous: str | None, eta: str | None) -> bytes:
+    return env(event_id, "BackorderEtaChanged", at, cause_id, order_id=ORDER, warehouse_id=WH,
+               cause={"event_id": cause_id, **cause},
+               lines=[{"line_no": 1, "sku": "LAMP", "quantity": 5, "backordered": 3, "previous_eta": previous, "eta": eta}])
+
+
+def _supply_story(*extra: Rec) -> list[Rec]:
+    return [
+        rec(ORDERS, 0, PLACED, partition=1),
+        rec(INVENTORY, 0, SCHEDULED),
+        rec(COMMANDS, 0, SCHEDULED),
+        rec(COMMANDS, 1, PLACED),
+        output(0, SHIPPED, command=1),
+        *extra,
+    ]
+
+
+def test_an_inbound_cancelled_leaves_the_line_without_a_date_and_joins_the_inbound_story() -> None:
+    gone = _eta("o-3", "11:00", "e-cancel", {"event_type": "InboundCancelled", "inbound_id": "po-7",
+                                           "reason": "supplier closed the order"}, "2026-11-16", None)
+    trace = build_trace(plan(), _supply_story(rec(INVENTORY, 1, CANCELLED), rec(COMMANDS, 2, CANCELLED),
+                                              output(1, gone, command=2)))
+    rows = [(e.type, e.relation, e.command_offsets) for e in trace.entries]
+    assert rows[-2:] == [("InboundCancelled", "cause", [2]), ("BackorderEtaChanged", "output", [2])]
+    cancelled, changed = trace.entries[-2:]
+    assert summarize(cancelled) == "inbound po-7 cancelled: supplier closed the order (what is not received will not arrive)"
+    assert summarize(changed) == ("L1 LAMP×5: backordered 3, eta 2026-11-16 → no date "
+                                  "(cause: InboundCancelled of inbound po-7: supplier closed the order)")
+    # Not the cause of any of the order's outputs, a cancellation of an inbound the trace
+    # shows (the delay named it) is still part of that inbound's story.
+    quiet = build_trace(plan(), [*story(), rec(INVENTORY, 2, CANCELLED), rec(COMMANDS, 4, CANCELLED)])
+    assert [(e.type, e.relation, e.command_offsets) for e in quiet.entries][-1] == ("InboundCancelled", "inbound", [4])
+
+
+def test_an_overdue_inbound_shows_the_tick_that_undated_the_line() -> None:
+    overdue = _eta("o-4", "00:00", "tick-1", {"event_type": "ClockTicked", "inbound_id": "po-7",
+                                            "reason": "inbound_overdue"}, "2026-11-16", None)
+    other_tick = env("tick-0", "ClockTicked", "00:00", now="2026-11-18T00:00:00+00:00")  # caused nothing of ours
+    trace = build_trace(plan(), _supply_story(rec(COMMANDS, 2, other_tick), rec(COMMANDS, 3, TICK),
+                                              output(1, overdue, command=3)))
+    tail = [(e.type, e.id, e.relation, e.topic, e.command_offsets) for e in trace.entries][-2:]
+    assert tail == [("ClockTicked", "tick-1", "cause", TOPICS[COMMANDS], [3]),
+                    ("BackorderEtaChanged", "o-4", "output", TOPICS[ALLOCATIONS], [3])]
+    assert summarize(trace.entries[-2]) == "clock tick: now 2026-11-19T00:00:00+00:00"
+    assert summarize(trace.entries[-1]) == ("L1 LAMP×5: backordered 3, eta 2026-11-16 → no date "
+                                            "(cause: ClockTicked of inbound po-7: inbound_overdue)")
+    # A tick on another partition is another warehouse's clock.
+    elsewhere = build_trace(plan(), _supply_story(rec(COMMANDS, 3, TICK, partition=(P + 1) % 3),
+                                                  output(1, overdue, command=3)))
+    assert "ClockTicked" not in [e.type for e in elsewhere.entries]
+
+
+def test_reservation_lost_and_pre_order_backorders_say_why() -> None:
+    lost = env("o-5", "Backordered", "12:00", "e-adj", order_id=ORDER, warehouse_id=WH, reason="reservation_lost",
+               lines=[{"line_no": 1, "sku": "LAMP", "quantity": 5, "backordered": 3, "eta": "2026-11-23"}])
+    trace = build_trace(plan(), _supply_story(rec(INVENTORY, 1, ADJUSTED), rec(COMMANDS, 2, ADJUSTED),
+                                              output(1, lost, command=2)))
+    adjusted, backordered = trace.entries[-2:]
+    assert (adjusted.type, adjusted.relation, backordered.type) == ("StockAdjusted", "cause", "Backordered")
+    assert summarize(adjusted) == "LAMP -3 adjusted: damaged in storage"
+    assert summarize(backordered) == "reservation_lost: L1 LAMP×5: backordered 3, eta 2026-11-23"
+
+    pre = env("o-6", "Backordered", "09:00", "e-placed", order_id=ORDER, warehouse_id=WH, reason="pre_order",
+              lines=[{"line_no": 1, "sku": "LAMP", "quantity": 5, "backordered": 5, "eta": None}])
+    released = env("o-7", "BackorderAllocated", "00:00", "tick-1", order_id=ORDER, warehouse_id=WH, shipment_id="s-2",
+                   lines=[{"line_no": 1, "sku": "LAMP", "quantity": 5, "shipped": 5, "allocated": 5}])
+    trace = build_trace(plan(), [rec(ORDERS, 0, PLACED, partition=1), rec(COMMANDS, 0, POLICY), rec(COMMANDS, 1, PLACED),
+                                 output(0, pre, command=1), rec(COMMANDS, 2, TICK), output(1, released, command=2)])
+    assert [(e.type, e.relation) for e in trace.entries] == [
+        ("OrderPlaced", "order"), ("Backordered", "output"), ("ClockTicked", "cause"), ("BackorderAllocated", "output")]
+    assert summarize(trace.entries[1]) == "pre_order: L1 LAMP×5: backordered 5, eta: no date yet"
+    assert summarize(trace.entries[3]) == "shipment s-2: L1 LAMP×5: shipped 5, allocated 5"
+
+
+def test_a_backorder_limit_rejection_and_the_policy_summary() -> None:
+    rejected = env("o-8", "OrderRejected", "09:00", "e-placed", order_id=ORDER, warehouse_id=WH,
+                   lines=[{"line_no": 1, "sku": "LAMP", "quantity": 5, "rejected": 3, "reason": "backorder_limit"}])
+    trace = build_trace(plan(), [rec(ORDERS, 0, PLACED, partition=1), rec(COMMANDS, 0, PLACED),
+                                 output(0, rejected, command=0)])
+    assert [(e.type, e.relation) for e in trace.entries] == [("OrderPlaced", "order"), ("OrderRejected", "output")]
+    assert summarize(trace.entries[1]) == "L1 LAMP×5: rejected 3, backorder_limit"
+    policy = build_trace(plan(warehouse_id=WH), [rec(COMMANDS, 0, POLICY), rec(COMMANDS, 1, PLACED),
+                                                 output(0, rejected, command=1)])
+    assert "SkuPolicySet" not in [e.type for e in policy.entries]  # a policy is not an input of the order
+    entry = Entry(topic=TOPICS[COMMANDS], partition=P, offset=0, type="SkuPolicySet", id="e-policy",
+                  causation_id=None, occurred_at="2026-11-02T07:00:00+00:00", relation="cause",
+                  doc=orjson.loads(POLICY))
+    assert summarize(entry) == ("LAMP: backorderable=True, discontinued=False, backorder_limit=2, "
+                                "release_date=2026-11-20")
