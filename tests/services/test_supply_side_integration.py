@@ -38,8 +38,8 @@ from services.allocator.service_layer.clock import tick, write_ticks
 from services.projector.adapters import queries
 from services.projector.adapters import store as pg
 from services.projector.service_layer.projector import LIVE_SCHEMA, Projector
+from tests.builders.inputs import Events
 from tests.kafka_helpers import TopicWatcher, expected_and_actual, publish, read_topic, wait_for
-from tests.services.allocator.domain.builders import Events
 from tests.services.notifier.conftest import SmtpServer, notifier_settings_for
 from tests.services.notifier.helpers import outbox, running_notifier
 
