@@ -29,9 +29,11 @@ bench: $(STAMP)
 chaos: $(STAMP)
 	$(PY) -m tests.faults.chaos
 
-# ruff, and mypy --strict over schemas/, fulfil_platform/, services/ and fulfil/ (pyproject.toml).
+# ruff (lint and format), and mypy --strict over schemas/, fulfil_platform/, services/
+# and fulfil/ (settings in pyproject.toml).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
 schemas: $(STAMP)
@@ -43,4 +45,4 @@ asyncapi: $(STAMP)
 	$(PY) -m fulfil.asyncapi
 
 clean:
-	rm -rf $(VENV) .fulfil .pytest_cache .hypothesis
+	rm -rf $(VENV) .fulfil .pytest_cache .hypothesis .mypy_cache .ruff_cache

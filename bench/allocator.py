@@ -44,7 +44,9 @@ from tests.builders.environment import settings_as_env
 from tests.builders.streams import mixed_stream
 
 EVENTS = int(os.environ.get("BENCH_ALLOCATOR_EVENTS", 200_000))
-ROUNDS = max(1, int(os.environ.get("BENCH_ROUNDS", 2)))  # best of N for baseline and allocator alike
+ROUNDS = max(
+    1, int(os.environ.get("BENCH_ROUNDS", 2))
+)  # best of N for baseline and allocator alike
 LATENCY_SECONDS = float(os.environ.get("BENCH_LATENCY_SECONDS", 15))
 MEMORY_ORDERS = int(os.environ.get("BENCH_MEMORY_ORDERS", 1_000_000))
 
@@ -74,7 +76,9 @@ async def _publish_all(settings: Settings, messages: list[tuple[str, bytes, byte
 
 async def _passthrough(settings: Settings, total: int) -> float:
     """Bare aiokafka: consume inputs, produce each unchanged, one flush + commit per batch."""
-    consumer = kafka.consumer(settings, settings.topic(ORDERS), settings.topic(INVENTORY), group_id="bench-passthrough")
+    consumer = kafka.consumer(
+        settings, settings.topic(ORDERS), settings.topic(INVENTORY), group_id="bench-passthrough"
+    )
     producer = kafka.producer(settings)
     await consumer.start()
     await producer.start()
@@ -131,7 +135,9 @@ async def _allocator(settings: Settings, total: int) -> tuple[float, int]:
 
 async def _latency(settings: Settings, rate: int, seconds: float) -> dict[str, float]:
     env = {**settings_as_env(settings), "FULFIL_LOG_LEVEL": "WARNING"}
-    process = subprocess.Popen([sys.executable, "-m", "fulfil", "allocator"], env=env, stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fulfil", "allocator"], env=env, stdout=subprocess.DEVNULL
+    )
     consumer = kafka.consumer(settings, settings.topic(ALLOCATIONS), group_id="bench-latency")
     producer = kafka.producer(settings, linger_ms=0)
     await consumer.start()
@@ -169,7 +175,10 @@ async def _latency(settings: Settings, rate: int, seconds: float) -> dict[str, f
             sent[e.id] = time.perf_counter()
             await producer.send(settings.topic(spec.topic), encode(e), key=spec.key(e))
         deadline = time.perf_counter() + 30
-        while time.perf_counter() < deadline and sum(1 for k in sent if k in first_seen) < len(sent) * 0.98:
+        while (
+            time.perf_counter() < deadline
+            and sum(1 for k in sent if k in first_seen) < len(sent) * 0.98
+        ):
             await asyncio.sleep(0.2)  # poll until the inputs were answered (duplicates never are)
         reader.cancel()
         latencies = sorted((first_seen[k] - t) * 1000 for k, t in sent.items() if k in first_seen)
@@ -270,7 +279,9 @@ async def _core_memory(settings: Settings, orders: int) -> dict[str, float]:
         launched = time.perf_counter()
         process = subprocess.Popen(
             [sys.executable, "-m", "fulfil", "allocator", "--stage", "core"],
-            env=env, stdout=subprocess.DEVNULL, stderr=log_file,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
         )
         try:
             watched = psutil.Process(process.pid)
@@ -279,7 +290,9 @@ async def _core_memory(settings: Settings, orders: int) -> dict[str, float]:
             deadline = launched + 120 + orders / 1_000
             while True:
                 if process.poll() is not None:
-                    raise RuntimeError(f"allocator core exited with {process.returncode}: {log_path.read_text()[-2000:]}")
+                    raise RuntimeError(
+                        f"allocator core exited with {process.returncode}: {log_path.read_text()[-2000:]}"
+                    )
                 peak = max(peak, watched.memory_info().rss)
                 done = 0
                 for tp in tps:
@@ -290,13 +303,17 @@ async def _core_memory(settings: Settings, orders: int) -> dict[str, float]:
                 if done >= total:
                     break
                 if now > deadline:
-                    raise TimeoutError(f"core committed {done:,} of {total:,} commands in {now - launched:.0f}s")
+                    raise TimeoutError(
+                        f"core committed {done:,} of {total:,} commands in {now - launched:.0f}s"
+                    )
                 await asyncio.sleep(0.25)  # poll interval, not synchronisation
             caught_up = time.perf_counter()
             rss = watched.memory_info().rss
             peak = max(peak, rss)
             hwm = _vm_hwm_mb(process.pid)
-            process.send_signal(signal.SIGTERM)  # finish the batch, commit, write the final snapshots
+            process.send_signal(
+                signal.SIGTERM
+            )  # finish the batch, commit, write the final snapshots
             stopping = time.perf_counter()
             while process.poll() is None:  # the final snapshots count towards the peak too
                 if time.perf_counter() > stopping + 120:
@@ -335,7 +352,9 @@ async def _core_memory(settings: Settings, orders: int) -> dict[str, float]:
 def _memory(orders: int) -> dict[str, float]:
     result = subprocess.run(
         [sys.executable, "-m", "bench.decide", "--events", "0", "--orders", str(orders)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     memory = json.loads(result.stdout)["memory"]
     return {k: v for k, v in memory.items() if isinstance(v, int | float)}
@@ -385,16 +404,24 @@ async def bench_allocator() -> list[tuple[str, dict[str, float]]]:
     return [
         (
             f"allocator throughput / bare aiokafka passthrough ({len(messages):,} events, goal >= 0.5)",
-            {"rounds": ROUNDS,
-             **{f"passthrough_round_{i}": v for i, v in enumerate(passthroughs, 1)},
-             **{f"allocator_round_{i}": v for i, v in enumerate(allocators, 1)},
-             "passthrough_events_per_s": passthrough, "allocator_events_per_s": allocator,
-             "allocator_outputs": emitted, "ratio": allocator / passthrough},
+            {
+                "rounds": ROUNDS,
+                **{f"passthrough_round_{i}": v for i, v in enumerate(passthroughs, 1)},
+                **{f"allocator_round_{i}": v for i, v in enumerate(allocators, 1)},
+                "passthrough_events_per_s": passthrough,
+                "allocator_events_per_s": allocator,
+                "allocator_outputs": emitted,
+                "ratio": allocator / passthrough,
+            },
         ),
         (
             "fulfil replay --verify on the same log / live allocator (goal >= 1)",
-            {"replay_commands_per_s": replayed, "allocator_events_per_s": allocator,
-             "verified": float(verified), "ratio": replayed / allocator},
+            {
+                "replay_commands_per_s": replayed,
+                "allocator_events_per_s": allocator,
+                "verified": float(verified),
+                "ratio": replayed / allocator,
+            },
         ),
         ("allocator latency input -> first output at 1 k events/s", latency),
         (

@@ -11,7 +11,19 @@ from tests.builders.samples import VALID
 
 
 def representative_envelopes(n: int) -> list[bytes]:
-    templates = [VALID[t] for t in ("OrderPlaced", "OrderPlaced", "OrderPlaced", "StockReceived", "InboundScheduled", "OrderCancelled", "StockAdjusted", "ShipmentDelayed")]
+    templates = [
+        VALID[t]
+        for t in (
+            "OrderPlaced",
+            "OrderPlaced",
+            "OrderPlaced",
+            "StockReceived",
+            "InboundScheduled",
+            "OrderCancelled",
+            "StockAdjusted",
+            "ShipmentDelayed",
+        )
+    ]
     out = []
     for i in range(n):
         doc = dict(templates[i % len(templates)])

@@ -67,7 +67,9 @@ def memory_workload(
         for n in range(orders):
             sku = rng.choice(out_of_stock) if rng.random() < backordered else rng.choice(in_stock)
             yield ev.order_placed(
-                f"order-{n}", warehouses[n % len(warehouses)], [(sku, rng.randint(1, 3), "9.99", "EUR")]
+                f"order-{n}",
+                warehouses[n % len(warehouses)],
+                [(sku, rng.randint(1, 3), "9.99", "EUR")],
             )
 
     return stock, placed()

@@ -114,7 +114,11 @@ async def _pick_order(settings: Settings) -> tuple[str, str]:
                 give_up = time.perf_counter() + 30
             for tp in list(pending):
                 highwater = consumer.highwater(tp)  # not end_offsets: see notes/tansu.md
-                if highwater is not None and not batches.get(tp) and await consumer.position(tp) >= highwater:
+                if (
+                    highwater is not None
+                    and not batches.get(tp)
+                    and await consumer.position(tp) >= highwater
+                ):
                     pending.discard(tp)
             if pending and time.perf_counter() > give_up:
                 raise TimeoutError(f"no fetch response for {sorted(map(str, pending))}")
@@ -130,11 +134,17 @@ def _run(args: list[str], env: dict[str, str]) -> tuple[float, dict[str, Any]]:
     """`python -m fulfil ARGS` as an operator runs it: (wall seconds, its JSON output). Exit 0 required."""
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "fulfil", *args], env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT
+        [sys.executable, "-m", "fulfil", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
     )
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
-        raise RuntimeError(f"fulfil {' '.join(args)} exited {result.returncode}: {result.stderr.strip()[-2_000:]}")
+        raise RuntimeError(
+            f"fulfil {' '.join(args)} exited {result.returncode}: {result.stderr.strip()[-2_000:]}"
+        )
     return elapsed, json.loads(result.stdout)
 
 
@@ -165,16 +175,20 @@ async def bench_oplog() -> list[tuple[str, dict[str, float]]]:
         env.pop("DATABASE_URL", None)  # trace's outbox part is optional: it leaves a note
         replay_s, replay = _run(["replay", "--verify", "--json"], env)
         if not replay["verified"] or replay["commands"] != live["commands"]:
-            raise RuntimeError(f"replay --verify: {replay['commands']:,} commands, verified={replay['verified']}, "
-                               f"live routed {live['commands']:,}; divergence: {replay['divergence']}")
+            raise RuntimeError(
+                f"replay --verify: {replay['commands']:,} commands, verified={replay['verified']}, "
+                f"live routed {live['commands']:,}; divergence: {replay['divergence']}"
+            )
         trace_s, trace = _run(["trace", order_id, "--json"], env)
         if not trace["timeline"]:
             raise RuntimeError(f"fulfil trace {order_id}: empty timeline")
         warehouse = trace["warehouse_id"]
         trace_wh_s, trace_wh = _run(["trace", order_id, "--warehouse", warehouse, "--json"], env)
         if len(trace_wh["timeline"]) != len(trace["timeline"]):
-            raise RuntimeError(f"fulfil trace {order_id} --warehouse {warehouse}: {len(trace_wh['timeline'])} records, "
-                               f"{len(trace['timeline'])} without --warehouse")
+            raise RuntimeError(
+                f"fulfil trace {order_id} --warehouse {warehouse}: {len(trace_wh['timeline'])} records, "
+                f"{len(trace['timeline'])} without --warehouse"
+            )
         command_partitions = sum(1 for p in replay["partitions"] if p["commands"])
     finally:
         embedded.stop_broker(broker)
@@ -202,7 +216,8 @@ async def bench_oplog() -> list[tuple[str, dict[str, float]]]:
         ),
         (
             f"fulfil trace ORDER_ID --json (subprocess) on the same log: {order_id} ({why}; "
-            + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) + ")",
+            + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+            + ")",
             {
                 "trace_s": trace_s,
                 "trace_records": len(trace["timeline"]),

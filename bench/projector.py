@@ -44,7 +44,9 @@ def allocation_events(count: int) -> list[tuple[bytes, bytes]]:
 
 
 async def _publish(settings: Settings, messages: list[tuple[bytes, bytes]]) -> None:
-    await kafka.create_topics(settings, [settings.topic(t) for t in (ALLOCATIONS, ORDERS, INVENTORY)])
+    await kafka.create_topics(
+        settings, [settings.topic(t) for t in (ALLOCATIONS, ORDERS, INVENTORY)]
+    )
     producer = kafka.producer(settings, linger_ms=20)
     await producer.start()
     try:
@@ -118,7 +120,11 @@ async def bench_projector() -> list[tuple[str, dict[str, float]]]:
         return [
             (
                 f"projector: events/s / raw asyncpg COPY rows/s ({len(messages) // 1000} k allocation events)",
-                {"projector_events_per_s": projector, "copy_rows_per_s": copy, "ratio": projector / copy},
+                {
+                    "projector_events_per_s": projector,
+                    "copy_rows_per_s": copy,
+                    "ratio": projector / copy,
+                },
             )
         ]
     finally:

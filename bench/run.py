@@ -23,7 +23,9 @@ def _print(title: str, figures: dict[str, float]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="make bench")
-    parser.add_argument("--only", choices=["contract", "allocator", "projector", "oplog"], default=None)
+    parser.add_argument(
+        "--only", choices=["contract", "allocator", "projector", "oplog"], default=None
+    )
     args = parser.parse_args()
     if args.only in (None, "contract"):
         _print("contract: parse+validate / orjson.loads (100 k envelopes)", bench_contract())

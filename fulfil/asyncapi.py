@@ -146,14 +146,16 @@ def write(path: Path = ASYNCAPI) -> Path:
 
 def _pointer(*parts: str) -> str:
     # JSON Pointer escaping, then URI-fragment quoting, as FastStream does.
-    return "#/" + "/".join(quote(p.replace("~", "~0").replace("/", "~1"), safe="~:._-") for p in parts)
+    return "#/" + "/".join(
+        quote(p.replace("~", "~0").replace("/", "~1"), safe="~:._-") for p in parts
+    )
 
 
 def _target(reference: dict[str, str], prefix: str) -> str:
     pointer = reference["$ref"]
     if not pointer.startswith(prefix):
         raise ValueError(f"unexpected reference {pointer}")
-    return unquote(pointer[len(prefix):]).replace("~1", "/").replace("~0", "~")
+    return unquote(pointer[len(prefix) :]).replace("~1", "/").replace("~0", "~")
 
 
 def _payload_names(message: dict[str, Any], schemas: dict[str, Any]) -> list[str] | None:
@@ -195,8 +197,14 @@ def _one_message_per_event(document: dict[str, Any]) -> dict[str, Any]:
     for key, channel in channels.items():
         names: list[str] | None = []
         for reference in channel["messages"].values():
-            found = _payload_names(old_messages[_target(reference, "#/components/messages/")], schemas)
-            names = None if found is None or names is None else names + [n for n in found if n not in names]
+            found = _payload_names(
+                old_messages[_target(reference, "#/components/messages/")], schemas
+            )
+            names = (
+                None
+                if found is None or names is None
+                else names + [n for n in found if n not in names]
+            )
         carried[key] = names
 
     by_address: dict[str, list[str]] = {}
@@ -220,7 +228,9 @@ def _one_message_per_event(document: dict[str, Any]) -> dict[str, Any]:
             messages[name] = _message(name, schemas[name])
     for operation in document["operations"].values():
         key = _target(operation["channel"], "#/channels/")
-        operation["messages"] = [{"$ref": _pointer("channels", key, "messages", n)} for n in carried[key] or []]
+        operation["messages"] = [
+            {"$ref": _pointer("channels", key, "messages", n)} for n in carried[key] or []
+        ]
     components["messages"] = messages
 
     # FastStream's per-endpoint wrappers ("<title>:Message:Payload", EmptyPayload) are now unused.
@@ -237,7 +247,9 @@ def _one_message_per_event(document: dict[str, Any]) -> dict[str, Any]:
 
 def _schema_refs(node: Any) -> list[str]:
     if isinstance(node, dict):
-        found = [_target(node, "#/components/schemas/")] if isinstance(node.get("$ref"), str) else []
+        found = (
+            [_target(node, "#/components/schemas/")] if isinstance(node.get("$ref"), str) else []
+        )
         return found + [n for value in node.values() for n in _schema_refs(value)]
     if isinstance(node, list):
         return [n for value in node for n in _schema_refs(value)]

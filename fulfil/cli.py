@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("FULFIL_DEBUG"):
             raise
         code = getattr(exc, "exit_code", None)
-        if isinstance(code, int):  # a refusal that names its remedy (fulfil_platform.consumer.Refused)
+        if isinstance(
+            code, int
+        ):  # a refusal that names its remedy (fulfil_platform.consumer.Refused)
             typer.echo(f"fulfil: {exc}", err=True)
             sys.exit(code)
         typer.echo(f"fulfil: error: {type(exc).__name__}: {exc}", err=True)

@@ -26,9 +26,16 @@ def _dump(document: object) -> None:
 
 
 def replay(
-    partition: Annotated[list[int] | None, typer.Option("--partition", "-p", help="Only this command partition (repeatable).")] = None,
-    from_offset: Annotated[int, typer.Option(min=0, help="Compare outputs of commands from this offset on.")] = 0,
-    verify: Annotated[bool, typer.Option("--verify", help="Compare with what is on allocations.v1.")] = False,
+    partition: Annotated[
+        list[int] | None,
+        typer.Option("--partition", "-p", help="Only this command partition (repeatable)."),
+    ] = None,
+    from_offset: Annotated[
+        int, typer.Option(min=0, help="Compare outputs of commands from this offset on.")
+    ] = 0,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Compare with what is on allocations.v1.")
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Re-fold the command log in-process (no broker writes); exit 1 on divergence with --verify."""
@@ -38,10 +45,18 @@ def replay(
     settings.require_kafka()
     for p in partition or ():
         if p >= settings.fulfil_partitions:
-            raise typer.BadParameter(f"partition {p} does not exist (FULFIL_PARTITIONS={settings.fulfil_partitions})")
+            raise typer.BadParameter(
+                f"partition {p} does not exist (FULFIL_PARTITIONS={settings.fulfil_partitions})"
+            )
     with Progress(
-        TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-        TimeRemainingColumn(), console=err, transient=True, disable=json_output,
+        TextColumn("replaying"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=json_output,
     ) as bar:
         task = bar.add_task("replay", total=None, rate="")
         loop = asyncio.new_event_loop()
@@ -53,7 +68,13 @@ def replay(
 
         try:
             report = loop.run_until_complete(
-                run_replay(settings, partitions=partition, from_offset=from_offset, verify=verify, progress=progress)
+                run_replay(
+                    settings,
+                    partitions=partition,
+                    from_offset=from_offset,
+                    verify=verify,
+                    progress=progress,
+                )
             )
             elapsed = loop.time() - started
         finally:
@@ -66,22 +87,42 @@ def replay(
         "compared": sum(p.verified for p in report.partitions),
         "seconds": round(elapsed, 3),
         "commands_per_s": round(commands / elapsed) if elapsed else None,
-        "partitions": [{"partition": p.partition, "commands": p.commands, "outputs": p.outputs, "compared": p.verified} for p in report.partitions],
+        "partitions": [
+            {
+                "partition": p.partition,
+                "commands": p.commands,
+                "outputs": p.outputs,
+                "compared": p.verified,
+            }
+            for p in report.partitions
+        ],
         "divergence": report.divergence.as_dict() if report.divergence else None,
     }
     if json_output:
         _dump(document)
     else:
-        console.print(f"re-folded {commands:,} commands into {document['outputs']:,} outputs in {elapsed:.1f}s "
-                      f"({document['commands_per_s'] or 0:,} commands/s)")
+        console.print(
+            f"re-folded {commands:,} commands into {document['outputs']:,} outputs in {elapsed:.1f}s "
+            f"({document['commands_per_s'] or 0:,} commands/s)"
+        )
         if verify and report.divergence is None:
-            console.print(f"[green]verified[/green]: {document['compared']:,} outputs on allocations.v1 equal the re-fold")
+            console.print(
+                f"[green]verified[/green]: {document['compared']:,} outputs on allocations.v1 equal the re-fold"
+            )
         elif report.divergence:
             d = report.divergence
-            console.print(f"[red]divergence[/red] in partition {d.partition} at command offset {d.command_offset}, "
-                          f"output {d.output_index} (allocations offset {d.output_offset}): {d.problem}")
-            console.print("expected:", d.expected.decode("utf-8", "replace") if d.expected else None, markup=False)
-            console.print("actual:  ", d.actual.decode("utf-8", "replace") if d.actual else None, markup=False)
+            console.print(
+                f"[red]divergence[/red] in partition {d.partition} at command offset {d.command_offset}, "
+                f"output {d.output_index} (allocations offset {d.output_offset}): {d.problem}"
+            )
+            console.print(
+                "expected:",
+                d.expected.decode("utf-8", "replace") if d.expected else None,
+                markup=False,
+            )
+            console.print(
+                "actual:  ", d.actual.decode("utf-8", "replace") if d.actual else None, markup=False
+            )
     if report.divergence:
         raise typer.Exit(1)
 
@@ -104,12 +145,23 @@ def dlq_list(json_output: JsonOption = False) -> None:
     console.print(table)
     detail = Table("ref", "kind", "type", "reason", "redriven")
     for item in items:
-        detail.add_row(item["ref"], item["kind"], item["type"] or "-", (item["reason"] or "")[:80], "yes" if item["redriven"] else "")
+        detail.add_row(
+            item["ref"],
+            item["kind"],
+            item["type"] or "-",
+            (item["reason"] or "")[:80],
+            "yes" if item["redriven"] else "",
+        )
     console.print(detail)
 
 
 @dlq_app.command("show")
-def dlq_show(ref: Annotated[str, typer.Argument(help="TOPIC:PARTITION:OFFSET of the dead letter, as `dlq list` shows.")], json_output: JsonOption = False) -> None:
+def dlq_show(
+    ref: Annotated[
+        str, typer.Argument(help="TOPIC:PARTITION:OFFSET of the dead letter, as `dlq list` shows.")
+    ],
+    json_output: JsonOption = False,
+) -> None:
     """One dead letter: its headers and original bytes."""
     from fulfil.dlq_tool import dead_letters, select
 
@@ -118,8 +170,11 @@ def dlq_show(ref: Annotated[str, typer.Argument(help="TOPIC:PARTITION:OFFSET of 
         err.print(f"fulfil: no dead letter {ref}")
         raise typer.Exit(1)
     dl = found[0]
-    document = {**dl.summary(), "headers": {k: v.decode("utf-8", "replace") for k, v in dl.headers},
-                "original": dl.value.decode("utf-8", "replace")}
+    document = {
+        **dl.summary(),
+        "headers": {k: v.decode("utf-8", "replace") for k, v in dl.headers},
+        "original": dl.value.decode("utf-8", "replace"),
+    }
     if json_output:
         _dump(document)
     else:
@@ -131,9 +186,18 @@ def dlq_show(ref: Annotated[str, typer.Argument(help="TOPIC:PARTITION:OFFSET of 
 
 @dlq_app.command("redrive")
 def dlq_redrive(
-    ref: Annotated[str | None, typer.Argument(help="One dead letter (TOPIC:PARTITION:OFFSET).")] = None,
-    kind: Annotated[str | None, typer.Option(help="All dead letters of this kind (bad_json, schema_violation, oversize, …).")] = None,
-    event_type: Annotated[str | None, typer.Option("--type", help="All dead letters of this event type.")] = None,
+    ref: Annotated[
+        str | None, typer.Argument(help="One dead letter (TOPIC:PARTITION:OFFSET).")
+    ] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            help="All dead letters of this kind (bad_json, schema_violation, oversize, …)."
+        ),
+    ] = None,
+    event_type: Annotated[
+        str | None, typer.Option("--type", help="All dead letters of this event type.")
+    ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Every dead letter.")] = False,
     json_output: JsonOption = False,
 ) -> None:
@@ -155,10 +219,18 @@ def dlq_redrive(
 
 
 def tail(
-    topic: Annotated[str, typer.Argument(help="Topic without prefix, e.g. allocations.v1 or orders.v1.dlq.")],
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing as events arrive.")] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="One JSON envelope per line.")] = False,
-    show_pii: Annotated[bool, typer.Option("--show-pii", help="Do not redact customer data.")] = False,
+    topic: Annotated[
+        str, typer.Argument(help="Topic without prefix, e.g. allocations.v1 or orders.v1.dlq.")
+    ],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing as events arrive.")
+    ] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="One JSON envelope per line.")
+    ] = False,
+    show_pii: Annotated[
+        bool, typer.Option("--show-pii", help="Do not redact customer data.")
+    ] = False,
 ) -> None:
     """Pretty-print the envelopes on a topic (customer data redacted unless --show-pii)."""
     from fulfil.tailing import tail_topic
@@ -178,8 +250,11 @@ def tail(
             return
         data = doc.get("data", {}) if isinstance(doc, dict) else {}
         subject = data.get("order_id") or data.get("sku") or data.get("inbound_id") or ""
-        console.print(f"[dim]{partition}:{offset}[/dim] [bold]{doc.get('type', '?')}[/bold] {subject} "
-                      f"[dim]id={doc.get('id')} cause={doc.get('causation_id')}[/dim]", highlight=False)
+        console.print(
+            f"[dim]{partition}:{offset}[/dim] [bold]{doc.get('type', '?')}[/bold] {subject} "
+            f"[dim]id={doc.get('id')} cause={doc.get('causation_id')}[/dim]",
+            highlight=False,
+        )
         console.print_json(data=data)
 
     try:
@@ -189,9 +264,14 @@ def tail(
 
 
 def demo(
-    events: Annotated[int, typer.Option(min=100, max=5_000_000, help="Simulated events to publish (≈ a day at 20 k).")] = 20_000,
+    events: Annotated[
+        int,
+        typer.Option(min=100, max=5_000_000, help="Simulated events to publish (≈ a day at 20 k)."),
+    ] = 20_000,
     seed: Annotated[int, typer.Option(help="Seed of the simulated store.")] = 1,
-    keep_running: Annotated[bool, typer.Option("--keep-running", help="Leave the stack up until Ctrl-C.")] = False,
+    keep_running: Annotated[
+        bool, typer.Option("--keep-running", help="Leave the stack up until Ctrl-C.")
+    ] = False,
 ) -> None:
     """The whole system on a simulated store: embedded runtime, every service, live progress, results."""
     from fulfil.demo import run_demo

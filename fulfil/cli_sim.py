@@ -32,15 +32,23 @@ def _dump(document: object) -> None:
 
 def _progress(disable: bool) -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(), console=err, transient=True, disable=disable,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=disable,
     )
 
 
 # ---------------------------------------------------------------- simulate
 
 
-async def _publish(settings: Any, records: Any, on_progress: Any, rate: float = 0) -> dict[str, int]:
+async def _publish(
+    settings: Any, records: Any, on_progress: Any, rate: float = 0
+) -> dict[str, int]:
     from aiokafka.errors import KafkaError
 
     from fulfil_platform import kafka
@@ -82,14 +90,45 @@ async def _publish(settings: Any, records: Any, on_progress: Any, rate: float = 
 
 
 def simulate(
-    events: Annotated[int, typer.Option(min=1, max=100_000_000, help="How many messages (20 k ≈ one simulated day).")] = 20_000,
-    seed: Annotated[int, typer.Option(help="Seed: the same arguments give byte-identical output.")] = 1,
+    events: Annotated[
+        int,
+        typer.Option(min=1, max=100_000_000, help="How many messages (20 k ≈ one simulated day)."),
+    ] = 20_000,
+    seed: Annotated[
+        int, typer.Option(help="Seed: the same arguments give byte-identical output.")
+    ] = 1,
     warehouses: Annotated[int, typer.Option(min=1, max=200, help="Warehouses (stock pools).")] = 3,
-    skus: Annotated[int, typer.Option(min=1, max=200_000, help="SKUs in the catalogue (Zipf-like demand).")] = 300,
-    out: Annotated[Path | None, typer.Option("--out", "-o", dir_okay=False, help="Write JSONL (one envelope per line, publish order) to this file.")] = None,
-    publish: Annotated[bool, typer.Option("--publish", help="Publish to the topics instead (key = warehouse_id, batched).")] = False,
-    invalid_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of invalid messages the router must dead-letter.")] = 0.005,
-    rate: Annotated[float, typer.Option(min=0.0, help="With --publish: events per second (0 = as fast as possible). Orders and inventory are separate topics, so only a paced publish keeps their simulated order on the command log.")] = 0.0,
+    skus: Annotated[
+        int, typer.Option(min=1, max=200_000, help="SKUs in the catalogue (Zipf-like demand).")
+    ] = 300,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            dir_okay=False,
+            help="Write JSONL (one envelope per line, publish order) to this file.",
+        ),
+    ] = None,
+    publish: Annotated[
+        bool,
+        typer.Option(
+            "--publish", help="Publish to the topics instead (key = warehouse_id, batched)."
+        ),
+    ] = False,
+    invalid_rate: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=1.0, help="Share of invalid messages the router must dead-letter."
+        ),
+    ] = 0.005,
+    rate: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="With --publish: events per second (0 = as fast as possible). Orders and inventory are separate topics, so only a paced publish keeps their simulated order on the command log.",
+        ),
+    ] = 0.0,
     json_output: JsonOption = False,
 ) -> None:
     """Generate realistic store traffic: orders, receipts, inbounds, delays, adjustments, cancellations, policies.
@@ -154,8 +193,16 @@ def simulate(
     elapsed = time.monotonic() - started
     if to_stdout:
         return
-    invalid = {kind.split(":", 1)[1]: n for kind, n in sorted(counts.items()) if kind.startswith("invalid:")}
-    valid = {kind: n for kind, n in sorted(counts.items(), key=lambda kv: -kv[1]) if not kind.startswith("invalid:")}
+    invalid = {
+        kind.split(":", 1)[1]: n
+        for kind, n in sorted(counts.items())
+        if kind.startswith("invalid:")
+    }
+    valid = {
+        kind: n
+        for kind, n in sorted(counts.items(), key=lambda kv: -kv[1])
+        if not kind.startswith("invalid:")
+    }
     total = sum(counts.values())
     document = {
         "events": total,
@@ -182,11 +229,17 @@ def simulate(
     for kind, n in invalid.items():
         table.add_row(f"[red]invalid[/red] ({kind})", f"{n:,}")
     console.print(table)
-    console.print(f"occurred_at {document['first_occurred_at']} … {document['last_occurred_at']} "
-                  f"(trading from {document['trading_starts_at']}); {size / 1e6:,.1f} MB in {elapsed:.2f}s "
-                  f"({document['events_per_s'] or 0:,} events/s)", highlight=False)
+    console.print(
+        f"occurred_at {document['first_occurred_at']} … {document['last_occurred_at']} "
+        f"(trading from {document['trading_starts_at']}); {size / 1e6:,.1f} MB in {elapsed:.2f}s "
+        f"({document['events_per_s'] or 0:,} events/s)",
+        highlight=False,
+    )
     if publish:
-        console.print("published: " + ", ".join(f"{n:,} to {t}" for t, n in sorted(by_topic.items())), highlight=False)
+        console.print(
+            "published: " + ", ".join(f"{n:,} to {t}" for t, n in sorted(by_topic.items())),
+            highlight=False,
+        )
     else:
         console.print(f"written to {out}", highlight=False)
 
@@ -214,7 +267,9 @@ def _render(trace: Any, show_pii: bool) -> None:
     customer = trace.customer()
     if customer:
         if show_pii:
-            who = " ".join(str(v) for v in (customer.get("name"), f"<{customer.get('email')}>") if v)
+            who = " ".join(
+                str(v) for v in (customer.get("name"), f"<{customer.get('email')}>") if v
+            )
             title += f" · customer {escape(who)} ({escape(str(customer.get('customer_id')))}, {escape(str(customer.get('locale')))})"
         else:
             title += " · customer \\[redacted] (--show-pii to show)"
@@ -227,14 +282,22 @@ def _render(trace: Any, show_pii: bool) -> None:
     for row in trace.notifications:
         notes_by_event.setdefault(row.get("event_id"), []).append(row)
     placed = {e.id for e in trace.entries if e.relation != "output"}
-    styles = {"order": "bold cyan", "cause": "bold yellow", "inbound": "yellow", "output": "bold green", "dead_letter": "bold red"}
+    styles = {
+        "order": "bold cyan",
+        "cause": "bold yellow",
+        "inbound": "yellow",
+        "output": "bold green",
+        "dead_letter": "bold red",
+    }
 
     def label(entry: Any) -> str:
         style = styles.get(entry.relation, "bold")
         when = escape(entry.occurred_at or "?")
         ident = escape(entry.id or "-")
-        return (f"[dim]{when}[/dim] [{style}]{escape(entry.type)}[/{style}] [dim]{ident} · {escape(_where(entry))}[/dim]\n"
-                f"{escape(summarize(entry, show_pii))}")
+        return (
+            f"[dim]{when}[/dim] [{style}]{escape(entry.type)}[/{style}] [dim]{ident} · {escape(_where(entry))}[/dim]\n"
+            f"{escape(summarize(entry, show_pii))}"
+        )
 
     def add_outputs(node: Tree, cause_id: str | None) -> None:
         for output in by_cause.get(cause_id or "", []):
@@ -246,7 +309,9 @@ def _render(trace: Any, show_pii: bool) -> None:
         if entry.relation == "output":
             if entry.causation_id in placed:
                 continue
-            node = tree.add(label(entry) + f"\n[red]cause {escape(entry.causation_id or '?')} not found[/red]")
+            node = tree.add(
+                label(entry) + f"\n[red]cause {escape(entry.causation_id or '?')} not found[/red]"
+            )
             for row in notes_by_event.get(entry.id, []):
                 node.add(_notification_label(row))
             continue
@@ -265,8 +330,10 @@ def _render(trace: Any, show_pii: bool) -> None:
 
 
 def _notification_label(row: dict[str, Any]) -> str:
-    text = (f"✉ {escape(str(row.get('channel')))} {escape(str(row.get('kind')))}: "
-            f"[bold]{escape(str(row.get('status')))}[/bold], {row.get('attempts')} attempt(s)")
+    text = (
+        f"✉ {escape(str(row.get('channel')))} {escape(str(row.get('kind')))}: "
+        f"[bold]{escape(str(row.get('status')))}[/bold], {row.get('attempts')} attempt(s)"
+    )
     if row.get("sent_at"):
         text += f", sent {escape(str(row['sent_at']))}"
     if row.get("last_error"):
@@ -276,8 +343,17 @@ def _notification_label(row: dict[str, Any]) -> str:
 
 def trace(
     order_id: Annotated[str, typer.Argument(help="The order to trace.")],
-    warehouse: Annotated[str | None, typer.Option("--warehouse", "-w", help="The order's warehouse, if known: skips scanning orders.v1 (faster on a big log).")] = None,
-    show_pii: Annotated[bool, typer.Option("--show-pii", help="Do not redact customer data.")] = False,
+    warehouse: Annotated[
+        str | None,
+        typer.Option(
+            "--warehouse",
+            "-w",
+            help="The order's warehouse, if known: skips scanning orders.v1 (faster on a big log).",
+        ),
+    ] = None,
+    show_pii: Annotated[
+        bool, typer.Option("--show-pii", help="Do not redact customer data.")
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """The order's causal history: its inputs, the inventory events that moved it, every allocation event, dead letters, notifications."""
@@ -293,16 +369,24 @@ def trace(
             if name not in tasks:
                 tasks[name] = bar.add_task(f"reading {name}", total=total, rate="")
             elapsed = max(time.monotonic() - started, 1e-6)
-            bar.update(tasks[name], completed=done, total=total, rate=f"{done / elapsed:,.0f} records/s")
+            bar.update(
+                tasks[name], completed=done, total=total, rate=f"{done / elapsed:,.0f} records/s"
+            )
 
         try:
-            found = asyncio.run(trace_order(settings, order_id, warehouse_id=warehouse, progress=progress))
+            found = asyncio.run(
+                trace_order(settings, order_id, warehouse_id=warehouse, progress=progress)
+            )
         except TraceError as exc:
             typer.echo(f"fulfil: {exc}", err=True)
             raise typer.Exit(1) from None
     if not found.found:
-        where = f"warehouse {warehouse}'s partitions" if warehouse else f"{settings.topic('orders.v1')}"
-        typer.echo(f"fulfil: order {order_id!r} not found on {where} or the dead-letter topics", err=True)
+        where = (
+            f"warehouse {warehouse}'s partitions" if warehouse else f"{settings.topic('orders.v1')}"
+        )
+        typer.echo(
+            f"fulfil: order {order_id!r} not found on {where} or the dead-letter topics", err=True
+        )
         raise typer.Exit(1)
     if json_output:
         _dump(found.document(show_pii=show_pii))

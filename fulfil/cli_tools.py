@@ -67,8 +67,12 @@ def publish(
         )
     else:
         topics = ", ".join(f"{n} to {t}" for t, n in sorted(report.by_topic.items()))
-        ticks = f"; {report.ticks} clock ticks, each on every command partition" if report.ticks else ""
-        typer.echo(f"published {report.published} events ({topics or 'none'}){ticks}; {len(report.bad)} bad lines")
+        ticks = (
+            f"; {report.ticks} clock ticks, each on every command partition" if report.ticks else ""
+        )
+        typer.echo(
+            f"published {report.published} events ({topics or 'none'}){ticks}; {len(report.bad)} bad lines"
+        )
     if report.bad:
         raise typer.Exit(1)
 
@@ -80,7 +84,9 @@ class Stage(StrEnum):
 
 
 def allocator(
-    stage: Annotated[Stage, typer.Option(help="Run both stages, or one to scale them apart.")] = Stage.all,
+    stage: Annotated[
+        Stage, typer.Option(help="Run both stages, or one to scale them apart.")
+    ] = Stage.all,
 ) -> None:
     """Run the allocator (router + core) until SIGTERM/SIGINT; graceful stop exits 0."""
     settings = load_settings()

@@ -93,11 +93,26 @@ class Progress:
         elapsed = time.monotonic() - self.started
         rows = [
             ("published", f"{self.published:,} events ({self.invalid:,} invalid on purpose)"),
-            ("router", f"{self.commands:,} commands, {self.dead_letters:,} dead letters (lag {self.router_lag:,})"),
+            (
+                "router",
+                f"{self.commands:,} commands, {self.dead_letters:,} dead letters (lag {self.router_lag:,})",
+            ),
             ("allocator core", f"{self.outputs:,} allocation events (lag {self.core_lag:,})"),
-            ("projector", f"{self.projected:,} / {self.outputs:,} allocation events in PostgreSQL (lag {self.outputs - self.projected:,})"),
-            ("notifier", f"{self.notified:,} / {self.outputs:,} events read, {self.emails:,} emails sent, {max(self.unsent, 0):,} queued"),
-            ("services", ", ".join(f"{n} {'up' if p.poll() is None else f'EXITED {p.returncode}'}" for n, p in procs.items())),
+            (
+                "projector",
+                f"{self.projected:,} / {self.outputs:,} allocation events in PostgreSQL (lag {self.outputs - self.projected:,})",
+            ),
+            (
+                "notifier",
+                f"{self.notified:,} / {self.outputs:,} events read, {self.emails:,} emails sent, {max(self.unsent, 0):,} queued",
+            ),
+            (
+                "services",
+                ", ".join(
+                    f"{n} {'up' if p.poll() is None else f'EXITED {p.returncode}'}"
+                    for n, p in procs.items()
+                ),
+            ),
             ("elapsed", f"{elapsed:,.1f}s"),
         ]
         for name, value in rows:
@@ -110,7 +125,9 @@ async def _ends(settings: Settings, consumer: Any, base: str) -> dict[int, int]:
     return {tp.partition: end for tp, end in (await kafka.log_ends(consumer, tps)).items()}
 
 
-async def _read(database_url: str | None, query: Callable[[asyncpg.Connection], Awaitable[T]], missing: T) -> T:
+async def _read(
+    database_url: str | None, query: Callable[[asyncpg.Connection], Awaitable[T]], missing: T
+) -> T:
     """One read query of a service's own query module; `missing` while PostgreSQL or the table is not there."""
     if database_url is None:
         return missing
@@ -142,12 +159,14 @@ async def _observe(settings: Settings, progress: Progress, mail: MailSink) -> bo
     consumer = kafka.consumer(settings, group_id=None)
     await consumer.start()
     try:
-        inputs = sum((await _ends(settings, consumer, ORDERS)).values()) + sum((await _ends(settings, consumer, INVENTORY)).values())
+        inputs = sum((await _ends(settings, consumer, ORDERS)).values()) + sum(
+            (await _ends(settings, consumer, INVENTORY)).values()
+        )
         progress.commands = sum((await _ends(settings, consumer, COMMANDS)).values())
         progress.outputs = sum((await _ends(settings, consumer, ALLOCATIONS)).values())
-        progress.dead_letters = sum((await _ends(settings, consumer, ORDERS + DLQ_SUFFIX)).values()) + sum(
-            (await _ends(settings, consumer, INVENTORY + DLQ_SUFFIX)).values()
-        )
+        progress.dead_letters = sum(
+            (await _ends(settings, consumer, ORDERS + DLQ_SUFFIX)).values()
+        ) + sum((await _ends(settings, consumer, INVENTORY + DLQ_SUFFIX)).values())
     finally:
         await consumer.stop()
     allocations = settings.topic(ALLOCATIONS)
@@ -158,9 +177,9 @@ async def _observe(settings: Settings, progress: Progress, mail: MailSink) -> bo
     progress.notified = sum(v for (t, _), v in notifier.items() if t == allocations)
     progress.emails = mail.count
     progress.unsent = await _read(settings.database_url, notifier_queries.pending_count, -1)
-    routed = await _committed(settings, settings.topic("fulfil-allocator-router"), ORDERS) + await _committed(
-        settings, settings.topic("fulfil-allocator-router"), INVENTORY
-    )
+    routed = await _committed(
+        settings, settings.topic("fulfil-allocator-router"), ORDERS
+    ) + await _committed(settings, settings.topic("fulfil-allocator-router"), INVENTORY)
     core = await _committed(settings, settings.topic("fulfil-allocator-core"), COMMANDS)
     progress.router_lag = max(inputs - routed, 0)
     progress.core_lag = max(progress.commands - core, 0)
@@ -177,7 +196,11 @@ async def _observe(settings: Settings, progress: Progress, mail: MailSink) -> bo
 def _start(name: str, env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
     log = (logs / f"{name}.log").open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "fulfil", name], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        [sys.executable, "-m", "fulfil", name],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
 
@@ -199,7 +222,8 @@ async def _read_all(settings: Settings, base: str) -> list[Any]:
     await consumer.start()
     try:
         found = await kafka.read_ranges(
-            consumer, {TopicPartition(settings.topic(base), p): 0 for p in range(settings.fulfil_partitions)}
+            consumer,
+            {TopicPartition(settings.topic(base), p): 0 for p in range(settings.fulfil_partitions)},
         )
         return [r for tp in sorted(found, key=lambda t: t.partition) for r in found[tp]]
     finally:
@@ -217,10 +241,17 @@ async def invariant_check(settings: Settings) -> InvariantReport:
 
 
 def _query(console: Console, env: dict[str, str], *args: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "fulfil", *args], env={**env, "COLUMNS": str(console.width)}, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "fulfil", *args],
+        env={**env, "COLUMNS": str(console.width)},
+        capture_output=True,
+        text=True,
+    )
     console.print(result.stdout.rstrip(), markup=False, highlight=False)
     if result.returncode != 0:
-        console.print(f"[red]`fulfil {' '.join(args)}` failed:[/red] {result.stderr.strip()[-300:]}")
+        console.print(
+            f"[red]`fulfil {' '.join(args)}` failed:[/red] {result.stderr.strip()[-300:]}"
+        )
 
 
 def _emails(directory: Path, console: Console, wanted: int = 3) -> None:
@@ -236,7 +267,14 @@ def _emails(directory: Path, console: Console, wanted: int = 3) -> None:
         seen[kind] += 1
         body = message.get_body(preferencelist=("plain",))
         text = body.get_content() if body is not None else ""
-        console.print(Panel(text.strip(), title=f"Subject: {subject}", subtitle=f"To: {message['To']}", border_style="green"))
+        console.print(
+            Panel(
+                text.strip(),
+                title=f"Subject: {subject}",
+                subtitle=f"To: {message['To']}",
+                border_style="green",
+            )
+        )
         shown += 1
         if shown == wanted:
             return
@@ -307,13 +345,20 @@ async def run_demo(events: int, seed: int, keep_running: bool, console: Console)
         watcher = kafka.consumer(settings, group_id=None)
         await watcher.start()
         done = False
-        with Live(progress.table(procs), console=console, refresh_per_second=4, transient=False) as live:
+        with Live(
+            progress.table(procs), console=console, refresh_per_second=4, transient=False
+        ) as live:
             try:
                 sender = kafka.BatchSender(producer)
-                commands = [TopicPartition(settings.topic(COMMANDS), p) for p in range(settings.fulfil_partitions)]
+                commands = [
+                    TopicPartition(settings.topic(COMMANDS), p)
+                    for p in range(settings.fulfil_partitions)
+                ]
                 valid = 0
                 observed_at = time.monotonic()
-                last_at = None  # the simulated clock: "late" is judged at the end of the simulated day
+                last_at = (
+                    None  # the simulated clock: "late" is judged at the end of the simulated day
+                )
                 for topic, key, value in records:
                     if topic == COMMANDS:
                         # A ClockTicked: today for the allocator core, on every command
@@ -322,7 +367,9 @@ async def run_demo(events: int, seed: int, keep_running: bool, console: Console)
                         while sum((await kafka.log_ends(watcher, commands)).values()) < valid:
                             await asyncio.sleep(0.02)  # poll interval
                         # Not counted as published: ticks are commands, not inputs on orders/inventory.
-                        valid += await write_ticks(settings, ClockTicked.model_validate_json(value).data.now, producer)
+                        valid += await write_ticks(
+                            settings, ClockTicked.model_validate_json(value).data.now, producer
+                        )
                         continue
                     await sender.add(settings.topic(topic), value, key=key)
                     progress.published += 1
@@ -332,7 +379,11 @@ async def run_demo(events: int, seed: int, keep_running: bool, console: Console)
                         progress.invalid += 1
                     else:
                         valid += 1
-                        last_at = event.occurred_at if last_at is None else max(last_at, event.occurred_at)
+                        last_at = (
+                            event.occurred_at
+                            if last_at is None
+                            else max(last_at, event.occurred_at)
+                        )
                     if progress.published % CHUNK == 0:
                         await sender.flush()
                         # orders.v1 and inventory.v1 have no order between them: let the
@@ -355,7 +406,9 @@ async def run_demo(events: int, seed: int, keep_running: bool, console: Console)
                 live.update(progress.table(procs))
                 failed = [n for n, p in procs.items() if p.poll() is not None]
                 if failed:
-                    console.print(f"[red]service exited early: {', '.join(failed)}; logs in {root / 'logs'}[/red]")
+                    console.print(
+                        f"[red]service exited early: {', '.join(failed)}; logs in {root / 'logs'}[/red]"
+                    )
                     return 1
                 if not done:
                     await asyncio.sleep(OBSERVE_SECONDS)  # refresh interval of the live view
@@ -364,7 +417,9 @@ async def run_demo(events: int, seed: int, keep_running: bool, console: Console)
         console.rule("[bold]backlog[/bold] (fulfil backlog)")
         _query(console, env, "backlog")
         if last_at is not None:
-            console.rule(f"[bold]late inbound shipments[/bold] (fulfil inbound --late --as-of {last_at:%Y-%m-%d %H:%M})")
+            console.rule(
+                f"[bold]late inbound shipments[/bold] (fulfil inbound --late --as-of {last_at:%Y-%m-%d %H:%M})"
+            )
             _query(console, env, "inbound", "--late", "--as-of", last_at.isoformat())
         console.rule("[bold]customer deposits[/bold] (fulfil deposits --limit 5)")
         _query(console, env, "deposits", "--limit", "5")
@@ -391,9 +446,16 @@ async def run_demo(events: int, seed: int, keep_running: bool, console: Console)
         if keep_running:
             console.rule("[bold]the stack keeps running[/bold]")
             console.print("In another shell:")
-            for name in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "FULFIL_TOPIC_PREFIX", "FULFIL_PARTITIONS"):
+            for name in (
+                "KAFKA_BOOTSTRAP_SERVERS",
+                "DATABASE_URL",
+                "FULFIL_TOPIC_PREFIX",
+                "FULFIL_PARTITIONS",
+            ):
                 console.print(f"  export {name}={env[name]}", markup=False, highlight=False)
-            console.print("  fulfil backlog; fulfil order <ORDER_ID>; fulfil trace <ORDER_ID>; fulfil tail allocations.v1")
+            console.print(
+                "  fulfil backlog; fulfil order <ORDER_ID>; fulfil trace <ORDER_ID>; fulfil tail allocations.v1"
+            )
             console.print("Press Ctrl-C to stop everything.")
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()

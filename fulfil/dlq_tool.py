@@ -54,7 +54,9 @@ class DeadLetter:
             doc = orjson.loads(self.value)
         except orjson.JSONDecodeError:
             return None
-        return doc.get("type") if isinstance(doc, dict) and isinstance(doc.get("type"), str) else None
+        return (
+            doc.get("type") if isinstance(doc, dict) and isinstance(doc.get("type"), str) else None
+        )
 
     @property
     def event_id(self) -> str | None:
@@ -95,7 +97,9 @@ async def _read(settings: Settings, topic: str) -> list[Any]:
         partitions = consumer.partitions_for_topic(topic) or set()
         if not partitions:
             return []
-        found = await kafka.read_ranges(consumer, {TopicPartition(topic, p): 0 for p in sorted(partitions)})
+        found = await kafka.read_ranges(
+            consumer, {TopicPartition(topic, p): 0 for p in sorted(partitions)}
+        )
         return [r for tp in sorted(found, key=lambda t: t.partition) for r in found[tp]]
     finally:
         await consumer.stop()
@@ -105,7 +109,9 @@ async def dead_letters(settings: Settings) -> list[DeadLetter]:
     letters = []
     for topic in dlq_topics(settings):
         for r in await _read(settings, topic):
-            letters.append(DeadLetter(topic, r.partition, r.offset, r.key, r.value, list(r.headers or ())))
+            letters.append(
+                DeadLetter(topic, r.partition, r.offset, r.key, r.value, list(r.headers or ()))
+            )
     return letters
 
 
@@ -123,7 +129,11 @@ def counts(letters: list[DeadLetter]) -> list[dict[str, Any]]:
 
 
 def select(
-    letters: list[DeadLetter], *, ref: str | None = None, kind: str | None = None, event_type: str | None = None
+    letters: list[DeadLetter],
+    *,
+    ref: str | None = None,
+    kind: str | None = None,
+    event_type: str | None = None,
 ) -> list[DeadLetter]:
     chosen = letters
     if ref:
@@ -135,7 +145,9 @@ def select(
     return chosen
 
 
-async def redrive(settings: Settings, letters: list[DeadLetter], *, operator: str) -> tuple[list[str], list[str]]:
+async def redrive(
+    settings: Settings, letters: list[DeadLetter], *, operator: str
+) -> tuple[list[str], list[str]]:
     """Re-publish each dead letter to its source topic once; returns (redriven, skipped) refs."""
     done = await redriven_refs(settings)
     redriven, skipped = [], []
@@ -148,9 +160,25 @@ async def redrive(settings: Settings, letters: list[DeadLetter], *, operator: st
                 skipped.append(dl.ref)
                 continue
             original = [(k, v) for k, v in dl.headers if not k.startswith("fulfil-dlq-")]
-            await (await producer.send(source, dl.value, key=dl.key, headers=original + [(H_REDRIVEN_FROM, dl.ref.encode())]))
-            record = {"ref": dl.ref, "source_topic": source, "event_id": dl.event_id, "operator": operator}
-            await (await producer.send(dl.dlq_topic + REDRIVEN_SUFFIX, orjson.dumps(record), key=dl.ref.encode()))
+            await (
+                await producer.send(
+                    source,
+                    dl.value,
+                    key=dl.key,
+                    headers=original + [(H_REDRIVEN_FROM, dl.ref.encode())],
+                )
+            )
+            record = {
+                "ref": dl.ref,
+                "source_topic": source,
+                "event_id": dl.event_id,
+                "operator": operator,
+            }
+            await (
+                await producer.send(
+                    dl.dlq_topic + REDRIVEN_SUFFIX, orjson.dumps(record), key=dl.ref.encode()
+                )
+            )
             done.add(dl.ref)
             redriven.append(dl.ref)
     finally:

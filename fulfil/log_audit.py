@@ -83,7 +83,10 @@ def check(inputs: Iterable[Envelope], outputs: Iterable[OutputEvent]) -> Invaria
             latest[line_key] = decided.quantity
             released[(out.data.warehouse_id, decided.sku)] += decided.shipped
             # Every output states the line's totals after it, so every one must add up.
-            if decided.allocated + decided.backordered + decided.rejected + decided.cancelled != decided.quantity:
+            if (
+                decided.allocated + decided.backordered + decided.rejected + decided.cancelled
+                != decided.quantity
+            ):
                 report.problems.append(
                     f"order {line_key[0]} line {line_key[1]} in {out.type} {out.id}: allocated {decided.allocated} + "
                     f"backordered {decided.backordered} + rejected {decided.rejected} + cancelled {decided.cancelled} "
@@ -96,8 +99,10 @@ def check(inputs: Iterable[Envelope], outputs: Iterable[OutputEvent]) -> Invaria
             report.problems.append(
                 f"order {order_id} line {line_no}: outputs say {quantity} ordered, the order says {ordered[(order_id, line_no)]}"
             )
-    for (order_id, line_no) in sorted(set(ordered) - set(latest)):
-        report.problems.append(f"order {order_id} line {line_no}: no allocation decision was published")
+    for order_id, line_no in sorted(set(ordered) - set(latest)):
+        report.problems.append(
+            f"order {order_id} line {line_no}: no allocation decision was published"
+        )
     for pool, units in sorted(released.items()):
         report.skus_checked += 1
         taken = shrunk[pool] - shortfall.get(pool, 0)  # negative adjustments taken from stock

@@ -67,6 +67,8 @@ async def publish_file(settings: Settings, path: Path) -> PublishReport:
             await delivery
     finally:
         await prod.stop()
-    report.published = sum(counts.values()) - tick_records + report.ticks  # lines; by_topic counts records
+    report.published = (
+        sum(counts.values()) - tick_records + report.ticks
+    )  # lines; by_topic counts records
     report.by_topic = dict(counts)
     return report

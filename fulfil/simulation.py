@@ -104,32 +104,74 @@ DEFAULT_INVALID_RATE = 0.005
 
 # (name, currency); more warehouses than listed are named wh-NN and trade in EUR.
 WAREHOUSES = [
-    ("berlin-1", "EUR"), ("vienna-1", "EUR"), ("zurich-1", "CHF"), ("hamburg-1", "EUR"),
-    ("amsterdam-1", "EUR"), ("warsaw-1", "PLN"), ("milan-1", "EUR"), ("stockholm-1", "SEK"),
-    ("lyon-1", "EUR"), ("madrid-1", "EUR"),
+    ("berlin-1", "EUR"),
+    ("vienna-1", "EUR"),
+    ("zurich-1", "CHF"),
+    ("hamburg-1", "EUR"),
+    ("amsterdam-1", "EUR"),
+    ("warsaw-1", "PLN"),
+    ("milan-1", "EUR"),
+    ("stockholm-1", "SEK"),
+    ("lyon-1", "EUR"),
+    ("madrid-1", "EUR"),
 ]
 RATES = {"EUR": 1.0, "CHF": 0.94, "PLN": 4.3, "SEK": 11.5, "GBP": 0.86, "USD": 1.08}
 FOREIGN = ["EUR", "GBP", "USD", "CHF"]
 CATEGORIES = {  # SKU prefix -> typical price in EUR
-    "LAMP": 60, "CHAIR": 120, "TABLE": 350, "SOFA": 900, "RUG": 180, "VASE": 35, "MUG": 12,
-    "SHELF": 90, "PLANT": 25, "FRAME": 20, "CLOCK": 45, "BLANKET": 50, "CUSHION": 25,
-    "MIRROR": 110, "BOWL": 18,
+    "LAMP": 60,
+    "CHAIR": 120,
+    "TABLE": 350,
+    "SOFA": 900,
+    "RUG": 180,
+    "VASE": 35,
+    "MUG": 12,
+    "SHELF": 90,
+    "PLANT": 25,
+    "FRAME": 20,
+    "CLOCK": 45,
+    "BLANKET": 50,
+    "CUSHION": 25,
+    "MIRROR": 110,
+    "BOWL": 18,
 }
 SUPPLIERS = [
-    "Nordic Lights", "Baltic Timber", "Porto Ceramics", "Anatolia Textiles", "Shenzhen Home",
-    "Lombardia Design", "Silesia Glass", "Flanders Linen", "Valencia Clay", "Bavaria Metal",
+    "Nordic Lights",
+    "Baltic Timber",
+    "Porto Ceramics",
+    "Anatolia Textiles",
+    "Shenzhen Home",
+    "Lombardia Design",
+    "Silesia Glass",
+    "Flanders Linen",
+    "Valencia Clay",
+    "Bavaria Metal",
 ]
 SUPPLIER_LEADS = [4, 6, 9, 13, 18, 24]  # mean lead time in days, one per supplier slot
 DELAY_REASONS = [
-    "port congestion", "supplier capacity shortage", "customs inspection",
-    "carrier missed pickup", "raw material shortage", "quality check failed at origin",
+    "port congestion",
+    "supplier capacity shortage",
+    "customs inspection",
+    "carrier missed pickup",
+    "raw material shortage",
+    "quality check failed at origin",
 ]
 CANCEL_REASONS = [
-    "customer changed their mind", "found a better price elsewhere", "ordered by mistake",
-    "duplicate order", "payment failed",
+    "customer changed their mind",
+    "found a better price elsewhere",
+    "ordered by mistake",
+    "duplicate order",
+    "payment failed",
 ]
-PO_CANCEL_REASONS = ["supplier out of stock", "purchase order closed short", "supplier cancelled the order"]
-WAIT_CANCEL_REASONS = ["delivery date too late", "no longer needed by the date offered", "bought elsewhere"]
+PO_CANCEL_REASONS = [
+    "supplier out of stock",
+    "purchase order closed short",
+    "supplier cancelled the order",
+]
+WAIT_CANCEL_REASONS = [
+    "delivery date too late",
+    "no longer needed by the date offered",
+    "bought elsewhere",
+]
 ADJUST_REASONS = {
     "count": ["cycle count", "cycle count correction", "found during cycle count"],
     "damage": ["damaged in storage", "damaged during picking", "water damage"],
@@ -138,8 +180,32 @@ ADJUST_REASONS = {
 ORDER_SOURCES = ["shop-web", "shop-app", "marketplace-connector", "oms"]
 ORDER_SOURCE_WEIGHTS = [70, 15, 10, 5]
 # Traffic: web shop orders by hour of day (local time), normalised to a mean of 1.
-HOURLY = [0.35, 0.25, 0.2, 0.18, 0.2, 0.3, 0.5, 0.75, 0.95, 1.05, 1.1, 1.15,
-          1.2, 1.15, 1.1, 1.1, 1.15, 1.25, 1.4, 1.6, 1.7, 1.55, 1.1, 0.65]
+HOURLY = [
+    0.35,
+    0.25,
+    0.2,
+    0.18,
+    0.2,
+    0.3,
+    0.5,
+    0.75,
+    0.95,
+    1.05,
+    1.1,
+    1.15,
+    1.2,
+    1.15,
+    1.1,
+    1.1,
+    1.15,
+    1.25,
+    1.4,
+    1.6,
+    1.7,
+    1.55,
+    1.1,
+    0.65,
+]
 HOURLY = [h * 24 / sum(HOURLY) for h in HOURLY]
 TRAFFIC_PER_DAY = 19_550  # plus ~2 % purchasing and receiving: 20 k events a day
 # Traffic mix: orders, cancellations, stock adjustments, transfers in (receipts without inbound).
@@ -150,29 +216,106 @@ QUANTITIES, QUANTITY_W = [1, 2, 3, 5, 10], [72, 17, 6, 3, 2]
 UNITS_PER_ORDER = 1.55 * 1.59  # mean lines x mean quantity (a little less: duplicate SKUs fold)
 
 LOCALES = [  # (language, locale variants, weight)
-    ("en", ["en", "en", "en-GB", "en-US"], 40), ("de", ["de", "de", "de-AT", "de-CH"], 32),
-    ("fr", ["fr", "fr-BE"], 7), ("nl", ["nl"], 6), ("it", ["it"], 5), ("es", ["es"], 4),
-    ("pl", ["pl"], 4), ("sv", ["sv"], 2),
+    ("en", ["en", "en", "en-GB", "en-US"], 40),
+    ("de", ["de", "de", "de-AT", "de-CH"], 32),
+    ("fr", ["fr", "fr-BE"], 7),
+    ("nl", ["nl"], 6),
+    ("it", ["it"], 5),
+    ("es", ["es"], 4),
+    ("pl", ["pl"], 4),
+    ("sv", ["sv"], 2),
 ]
 NAMES = {
-    "en": (["Oliver", "Amelia", "Harry", "Isla", "Jack", "Ava", "Noah", "Mia", "Leo", "Grace",
-            "Liam", "Chloe", "Priya", "Emily", "Sophie", "Ethan"],
-           ["Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson", "Johnson", "Davies",
-            "O'Brien", "Evans", "Walker", "Patel", "Khan", "Murphy"]),
-    "de": (["Lukas", "Anna", "Jürgen", "Lea", "Felix", "Marie", "Jonas", "Sophie", "Maximilian",
-            "Hannah", "Paul", "Lena", "Anna-Lena", "Björn"],
-           ["Müller", "Schmidt", "Schneider", "Fischer", "Weber", "Meyer", "Wagner", "Becker",
-            "Schulz", "Hoffmann", "Groß", "Köhler", "Jäger", "von Bülow"]),
-    "fr": (["Léa", "Hugo", "Chloé", "Louis", "Zoé", "Gabriel", "Inès", "Raphaël"],
-           ["Martin", "Bernard", "Dubois", "Lefèvre", "Moreau", "Girard", "Faure"]),
-    "nl": (["Daan", "Emma", "Sem", "Julia", "Lotte", "Bram"],
-           ["de Jong", "Jansen", "de Vries", "van den Berg", "Bakker", "Visser"]),
-    "it": (["Giulia", "Lorenzo", "Sofia", "Matteo", "Aurora"],
-           ["Rossi", "Russo", "Ferrari", "Esposito", "Bianchi"]),
-    "es": (["Lucía", "Hugo", "Martina", "Mateo", "Sofía"],
-           ["García", "Fernández", "López", "Martínez", "Sánchez"]),
-    "pl": (["Łukasz", "Zofia", "Jakub", "Małgorzata", "Wojciech"],
-           ["Nowak", "Kowalski", "Wiśniewski", "Wójcik", "Kamińska"]),
+    "en": (
+        [
+            "Oliver",
+            "Amelia",
+            "Harry",
+            "Isla",
+            "Jack",
+            "Ava",
+            "Noah",
+            "Mia",
+            "Leo",
+            "Grace",
+            "Liam",
+            "Chloe",
+            "Priya",
+            "Emily",
+            "Sophie",
+            "Ethan",
+        ],
+        [
+            "Smith",
+            "Jones",
+            "Taylor",
+            "Brown",
+            "Williams",
+            "Wilson",
+            "Johnson",
+            "Davies",
+            "O'Brien",
+            "Evans",
+            "Walker",
+            "Patel",
+            "Khan",
+            "Murphy",
+        ],
+    ),
+    "de": (
+        [
+            "Lukas",
+            "Anna",
+            "Jürgen",
+            "Lea",
+            "Felix",
+            "Marie",
+            "Jonas",
+            "Sophie",
+            "Maximilian",
+            "Hannah",
+            "Paul",
+            "Lena",
+            "Anna-Lena",
+            "Björn",
+        ],
+        [
+            "Müller",
+            "Schmidt",
+            "Schneider",
+            "Fischer",
+            "Weber",
+            "Meyer",
+            "Wagner",
+            "Becker",
+            "Schulz",
+            "Hoffmann",
+            "Groß",
+            "Köhler",
+            "Jäger",
+            "von Bülow",
+        ],
+    ),
+    "fr": (
+        ["Léa", "Hugo", "Chloé", "Louis", "Zoé", "Gabriel", "Inès", "Raphaël"],
+        ["Martin", "Bernard", "Dubois", "Lefèvre", "Moreau", "Girard", "Faure"],
+    ),
+    "nl": (
+        ["Daan", "Emma", "Sem", "Julia", "Lotte", "Bram"],
+        ["de Jong", "Jansen", "de Vries", "van den Berg", "Bakker", "Visser"],
+    ),
+    "it": (
+        ["Giulia", "Lorenzo", "Sofia", "Matteo", "Aurora"],
+        ["Rossi", "Russo", "Ferrari", "Esposito", "Bianchi"],
+    ),
+    "es": (
+        ["Lucía", "Hugo", "Martina", "Mateo", "Sofía"],
+        ["García", "Fernández", "López", "Martínez", "Sánchez"],
+    ),
+    "pl": (
+        ["Łukasz", "Zofia", "Jakub", "Małgorzata", "Wojciech"],
+        ["Nowak", "Kowalski", "Wiśniewski", "Wójcik", "Kamińska"],
+    ),
     "sv": (["Astrid", "Erik", "Maja", "Olle"], ["Andersson", "Johansson", "Karlsson", "Sjöberg"]),
 }
 EMAIL_DOMAINS = ["example.com", "example.org", "example.net", "mail.example.com"]
@@ -183,7 +326,9 @@ INVALID_KINDS = ["bad_json", "unknown_type", "schema_violation", "bad_quantity"]
 INVALID_WEIGHTS = [25, 20, 35, 20]
 
 # Scheduled-event kinds (heap entries); ints so ties never compare payloads.
-_PO_EMIT, _PO_REVIEW, _DELAY, _RECEIPT, _TREND, _DISRUPTION, _COUNT, _PO_CANCEL, _TICK, _STUCK = range(10)
+_PO_EMIT, _PO_REVIEW, _DELAY, _RECEIPT, _TREND, _DISRUPTION, _COUNT, _PO_CANCEL, _TICK, _STUCK = (
+    range(10)
+)
 PO_CANCEL_RATE = 0.05  # purchase orders cancelled (or closed short) before they arrive
 STUCK_POS = 2  # per warehouse: open purchase orders already past their ETA, stuck at the supplier
 
@@ -226,9 +371,22 @@ class _Order:
 
 
 class _Inbound:
-    __slots__ = ("inbound_id", "wh", "supplier", "event_id", "eta", "outstanding", "plan", "version", "started", "pending")
+    __slots__ = (
+        "inbound_id",
+        "wh",
+        "supplier",
+        "event_id",
+        "eta",
+        "outstanding",
+        "plan",
+        "version",
+        "started",
+        "pending",
+    )
 
-    def __init__(self, inbound_id: str, wh: int, supplier: _Supplier, event_id: str, eta: date) -> None:
+    def __init__(
+        self, inbound_id: str, wh: int, supplier: _Supplier, event_id: str, eta: date
+    ) -> None:
         self.inbound_id = inbound_id
         self.wh = wh
         self.supplier = supplier
@@ -267,7 +425,9 @@ class _Warehouse:
         self.discontinued: set[int] = set()
 
     def refresh(self) -> None:
-        self.cum = list(accumulate(p * m for p, m in zip(self.popularity, self.multiplier, strict=True)))
+        self.cum = list(
+            accumulate(p * m for p, m in zip(self.popularity, self.multiplier, strict=True))
+        )
 
 
 def _fold_ascii(text: str) -> str:
@@ -287,7 +447,9 @@ def _pack(units: int) -> int:
 
 
 class _Simulation:
-    def __init__(self, events: int, seed: int, warehouses: int, skus: int, invalid_rate: float) -> None:
+    def __init__(
+        self, events: int, seed: int, warehouses: int, skus: int, invalid_rate: float
+    ) -> None:
         if events < 0:
             raise ValueError("events must not be negative")
         if warehouses < 1 or skus < 1:
@@ -333,7 +495,9 @@ class _Simulation:
         rng = self.rng
         categories = [rng.choice(list(CATEGORIES)) for _ in range(self.skus)]
         self.sku_names = [f"{category}-{i + 1:04d}" for i, category in enumerate(categories)]
-        self.base_price = [CATEGORIES[category] * rng.lognormvariate(0, 0.35) for category in categories]
+        self.base_price = [
+            CATEGORIES[category] * rng.lognormvariate(0, 0.35) for category in categories
+        ]
         zipf = [1.0 / (rank + 1) for rank in range(self.skus)]
         order = list(range(self.skus))
         rng.shuffle(order)  # SKU numbers do not tell popularity
@@ -367,7 +531,9 @@ class _Simulation:
 
     # ------------------------------------------------------------ envelopes
 
-    def _envelope(self, model: Any, data: dict[str, Any], source: str, correlation_id: str | None = None) -> tuple[str, bytes]:
+    def _envelope(
+        self, model: Any, data: dict[str, Any], source: str, correlation_id: str | None = None
+    ) -> tuple[str, bytes]:
         event_id = self._uuid()
         event = model.model_validate(
             {
@@ -416,7 +582,11 @@ class _Simulation:
                     return
 
     def _out(self, record: SimRecord) -> Iterator[SimRecord]:
-        if self.invalid_rate and self.rng.random() < self.invalid_rate and self.emitted < self.events - 1:
+        if (
+            self.invalid_rate
+            and self.rng.random() < self.invalid_rate
+            and self.emitted < self.events - 1
+        ):
             self.emitted += 1
             yield self._invalid()
         self.emitted += 1
@@ -453,7 +623,11 @@ class _Simulation:
                 at = -rng.randrange(12, 20) * DAY + rng.randrange(9 * 3600, 17 * 3600)
                 # Due three days before trading: within the grace until the first UTC midday.
                 eta = (START - timedelta(days=3)).date()
-                self._schedule(at, _STUCK, (wh, supplier, {sku: _pack(max(1, round(wh.planned[sku] * 2)))}, eta))
+                self._schedule(
+                    at,
+                    _STUCK,
+                    (wh, supplier, {sku: _pack(max(1, round(wh.planned[sku] * 2)))}, eta),
+                )
         # Today, for the allocator core: a tick every six simulated hours.
         for quarter in range(0, 12):
             self._schedule(quarter * DAY // 4, _TICK, None)
@@ -462,7 +636,9 @@ class _Simulation:
         for wh in self.warehouses:
             for sku in range(self.skus):
                 supplier = wh.suppliers[wh.supplier_of[sku]]
-                units = wh.planned[sku] * (supplier.period + supplier.safety) * rng.uniform(0.8, 1.3)
+                units = (
+                    wh.planned[sku] * (supplier.period + supplier.safety) * rng.uniform(0.8, 1.3)
+                )
                 if sku in wh.hot:  # it has been flying off the shelf: little left
                     units = wh.planned[sku] * rng.uniform(0.05, 0.35)
                 units = round(units) if units >= 1 else int(rng.random() < units * 2)
@@ -505,7 +681,12 @@ class _Simulation:
         return int((datetime.combine(day, datetime.min.time(), SHOP_TZ) - START).total_seconds())
 
     def _inbound(
-        self, wh: _Warehouse, supplier: _Supplier, lines: dict[int, int], eta: date, stuck: bool = False
+        self,
+        wh: _Warehouse,
+        supplier: _Supplier,
+        lines: dict[int, int],
+        eta: date,
+        stuck: bool = False,
     ) -> SimRecord:
         rng = self.rng
         inbound_id = f"po-{self.tag}-{self._next('po'):05d}"
@@ -535,7 +716,9 @@ class _Simulation:
                 if follows:
                     inbound.plan.append((at + rng.randrange(1, 5) * DAY, sku, qty - first, True))
             else:
-                inbound.plan.append((at, sku, qty + max(1, qty // 20) if roll > 0.98 else qty, True))
+                inbound.plan.append(
+                    (at, sku, qty + max(1, qty // 20) if roll > 0.98 else qty, True)
+                )
         self._plan_receipts(wh, inbound)
         supplier.open.append(inbound)
         # Some purchase orders are cancelled before they arrive (supplier out of stock).
@@ -549,14 +732,20 @@ class _Simulation:
             earliest = self.now + DAY // 2
             if due > earliest:
                 announced = max(rng.randrange(earliest, due), rng.randrange(earliest, due))
-                self._schedule(announced, _DELAY, (wh, inbound, self._delay_days(), rng.choice(DELAY_REASONS)))
+                self._schedule(
+                    announced, _DELAY, (wh, inbound, self._delay_days(), rng.choice(DELAY_REASONS))
+                )
         return self._record(INVENTORY, wh, value, "InboundScheduled")
 
     def _plan_receipts(self, wh: _Warehouse, inbound: _Inbound) -> None:
         midnight = self._midnight(inbound.eta)
         inbound.pending = len(inbound.plan)
         for offset, sku, qty, last in inbound.plan:
-            self._schedule(midnight + offset, _RECEIPT, ("inbound", wh, sku, qty, inbound, last, inbound.version))
+            self._schedule(
+                midnight + offset,
+                _RECEIPT,
+                ("inbound", wh, sku, qty, inbound, last, inbound.version),
+            )
 
     def _unloading(self, inbound: _Inbound) -> int:
         """When the first receipt of `inbound` is due."""
@@ -616,27 +805,41 @@ class _Simulation:
         next_at = self.now + int(supplier.period * DAY) + rng.randrange(-2 * 3600, 2 * 3600)
         self._schedule(next_at, _PO_REVIEW, (wh, supplier))
         records = []
-        for chosen, lead in ((lines, supplier.lead * rng.uniform(0.9, 1.1)), (express, rng.uniform(3, 6))):
+        for chosen, lead in (
+            (lines, supplier.lead * rng.uniform(0.9, 1.1)),
+            (express, rng.uniform(3, 6)),
+        ):
             if chosen:
                 eta = (self._at(self.now) + timedelta(days=min(30.0, max(3.0, lead)))).date()
                 records.append(self._inbound(wh, supplier, chosen, eta))
         return records
 
-    def _delay(self, wh: _Warehouse, inbound: _Inbound, days: int, reason: str, again: bool = True) -> list[SimRecord]:
+    def _delay(
+        self, wh: _Warehouse, inbound: _Inbound, days: int, reason: str, again: bool = True
+    ) -> list[SimRecord]:
         """A supplier delay: the ETA moves `days` later and so does the receiving."""
         if inbound.started or not inbound.pending or self._unloading(inbound) <= self.now:
             return []
         inbound.eta += timedelta(days=days)
         inbound.version += 1
         self._plan_receipts(wh, inbound)
-        data = {"inbound_id": inbound.inbound_id, "warehouse_id": wh.name, "new_eta": inbound.eta, "reason": reason}
+        data = {
+            "inbound_id": inbound.inbound_id,
+            "warehouse_id": wh.name,
+            "new_eta": inbound.eta,
+            "reason": reason,
+        }
         _, value = self._envelope(ShipmentDelayed, data, "purchasing-erp", inbound.event_id)
         rng = self.rng
         if again and rng.random() < 0.2:  # and sometimes once more
             due = self._midnight(inbound.eta) - 6 * 3600
             earliest = self.now + DAY // 2
             if due > earliest:
-                self._schedule(rng.randrange(earliest, due), _DELAY, (wh, inbound, self._delay_days(), reason, False))
+                self._schedule(
+                    rng.randrange(earliest, due),
+                    _DELAY,
+                    (wh, inbound, self._delay_days(), reason, False),
+                )
         return [self._record(INVENTORY, wh, value, "ShipmentDelayed")]
 
     def _disruption(self) -> list[SimRecord]:
@@ -652,14 +855,20 @@ class _Simulation:
             reason = "supplier capacity shortage"
         supplier.open = [i for i in supplier.open if i.pending]
         horizon = self.now + 6 * DAY
-        late = [i for i in supplier.open if not i.started and self._unloading(i) > self.now and self._midnight(i.eta) <= horizon]
+        late = [
+            i
+            for i in supplier.open
+            if not i.started and self._unloading(i) > self.now and self._midnight(i.eta) <= horizon
+        ]
         days = self._delay_days()
         records = []
         if late and reason == "supplier capacity shortage" and rng.random() < 0.3:
             # The supplier gives up on one of them: the purchase order is cancelled.
             records.extend(self._cancel_inbound(wh, late.pop(0)))
         for inbound in late:
-            records.extend(self._delay(wh, inbound, days + rng.randrange(0, 2), reason, again=False))
+            records.extend(
+                self._delay(wh, inbound, days + rng.randrange(0, 2), reason, again=False)
+            )
         return records
 
     def _count(self, wh: _Warehouse, sku: int, qty: int) -> SimRecord:
@@ -675,8 +884,14 @@ class _Simulation:
         return self._record(INVENTORY, wh, value, "StockAdjusted")
 
     def _receipt(
-        self, how: str, wh: _Warehouse, sku: int, qty: int,
-        inbound: _Inbound | None = None, last: bool = True, version: int = 0,
+        self,
+        how: str,
+        wh: _Warehouse,
+        sku: int,
+        qty: int,
+        inbound: _Inbound | None = None,
+        last: bool = True,
+        version: int = 0,
     ) -> list[SimRecord]:
         if inbound is not None:
             if version != inbound.version:
@@ -691,7 +906,9 @@ class _Simulation:
             "inbound_id": inbound.inbound_id if inbound else None,
             "received_at": self._at(self.now),
         }
-        _, value = self._envelope(StockReceived, data, f"wms-{wh.name}", inbound.event_id if inbound else None)
+        _, value = self._envelope(
+            StockReceived, data, f"wms-{wh.name}", inbound.event_id if inbound else None
+        )
         if inbound is not None:
             left = inbound.outstanding.get(sku, 0)
             done = left if last else min(left, qty)
@@ -721,7 +938,9 @@ class _Simulation:
         rng = self.rng
         for sku in wh.hot:
             wh.multiplier[sku] = 0.3 if sku in wh.discontinued else 1.0
-        pool = [s for s in self.top[1:40] if s not in wh.discontinued and s not in wh.unbackorderable]
+        pool = [
+            s for s in self.top[1:40] if s not in wh.discontinued and s not in wh.unbackorderable
+        ]
         wh.hot = rng.sample(pool, min(len(pool), rng.randint(*count)))
         for sku in wh.hot:
             wh.multiplier[sku] = rng.uniform(2.5, 5.0)
@@ -735,10 +954,17 @@ class _Simulation:
         for wh in self.warehouses:
             candidates = [s for s in wh.hot if s not in wh.discontinued] or self.top[:10]
             closed = candidates[0]
-            others = [s for s in self.top[10:60] if s not in wh.hot and s != closed] or [s for s in self.top if s != closed]
+            others = [s for s in self.top[10:60] if s not in wh.hot and s != closed] or [
+                s for s in self.top if s != closed
+            ]
             gone = rng.choice(others) if others else closed
             for sku, backorderable, discontinued in ((closed, False, False), (gone, False, True)):
-                data = {"warehouse_id": wh.name, "sku": self.sku_names[sku], "backorderable": backorderable, "discontinued": discontinued}
+                data = {
+                    "warehouse_id": wh.name,
+                    "sku": self.sku_names[sku],
+                    "backorderable": backorderable,
+                    "discontinued": discontinued,
+                }
                 _, value = self._envelope(SkuPolicySet, data, "pim")
                 records.append(self._record(INVENTORY, wh, value, "SkuPolicySet"))
             # Merchandising: a hot SKU capped at a few units on backorder, another sold only
@@ -758,7 +984,13 @@ class _Simulation:
                 release = (self._at(self.now) + timedelta(days=2)).date()
                 extra.append((pre_order, {"release_date": release}))
             for sku, fields in extra:
-                data = {"warehouse_id": wh.name, "sku": self.sku_names[sku], "backorderable": True, "discontinued": False, **fields}
+                data = {
+                    "warehouse_id": wh.name,
+                    "sku": self.sku_names[sku],
+                    "backorderable": True,
+                    "discontinued": False,
+                    **fields,
+                }
                 _, value = self._envelope(SkuPolicySet, data, "pim")
                 records.append(self._record(INVENTORY, wh, value, "SkuPolicySet"))
             wh.unbackorderable.add(closed)
@@ -888,7 +1120,12 @@ class _Simulation:
         if order is None:
             return None
         wh = self.warehouses[order.wh]
-        data = {"order_id": order.order_id, "warehouse_id": wh.name, "reason": reason, "cancelled_at": self._at(self.now)}
+        data = {
+            "order_id": order.order_id,
+            "warehouse_id": wh.name,
+            "reason": reason,
+            "cancelled_at": self._at(self.now),
+        }
         _, value = self._envelope(OrderCancelled, data, "shop-web", order.event_id)
         if not order.cancelled:
             order.cancelled = True
@@ -952,18 +1189,58 @@ class _Simulation:
         if order is not None:
             wh = self.warehouses[order.wh]
         sku = self.sku_names[rng.choices(range(self.skus), cum_weights=wh.cum)[0]]
-        base: dict[str, Any] = {"id": self._uuid(), "version": 1, "occurred_at": at, "source": "shop-web",
-                "correlation_id": None, "causation_id": None}
-        cancel: dict[str, Any] = {**base, "type": "OrderCancelled",
-                  "data": {"order_id": order_id, "warehouse_id": wh.name, "reason": "customer request", "cancelled_at": at}}
-        receipt: dict[str, Any] = {**base, "type": "StockReceived", "source": f"wms-{wh.name}",
-                   "data": {"receipt_id": f"rcv-{self.tag}-x{self._next('bad'):05d}", "warehouse_id": wh.name,
-                            "sku": sku, "quantity": rng.randint(1, 40), "inbound_id": None, "received_at": at}}
-        placed: dict[str, Any] = {**base, "type": "OrderPlaced",
-                  "data": {"order_id": f"ord-{self.tag}-x{self._next('bad'):05d}", "warehouse_id": wh.name,
-                           "customer": self._customer(), "fulfilment_policy": "ship_partial", "priority": 0,
-                           "lines": [{"line_no": 1, "sku": sku, "quantity": 1, "unit_price": "19.99", "currency": "EUR"}],
-                           "placed_at": at}}
+        base: dict[str, Any] = {
+            "id": self._uuid(),
+            "version": 1,
+            "occurred_at": at,
+            "source": "shop-web",
+            "correlation_id": None,
+            "causation_id": None,
+        }
+        cancel: dict[str, Any] = {
+            **base,
+            "type": "OrderCancelled",
+            "data": {
+                "order_id": order_id,
+                "warehouse_id": wh.name,
+                "reason": "customer request",
+                "cancelled_at": at,
+            },
+        }
+        receipt: dict[str, Any] = {
+            **base,
+            "type": "StockReceived",
+            "source": f"wms-{wh.name}",
+            "data": {
+                "receipt_id": f"rcv-{self.tag}-x{self._next('bad'):05d}",
+                "warehouse_id": wh.name,
+                "sku": sku,
+                "quantity": rng.randint(1, 40),
+                "inbound_id": None,
+                "received_at": at,
+            },
+        }
+        placed: dict[str, Any] = {
+            **base,
+            "type": "OrderPlaced",
+            "data": {
+                "order_id": f"ord-{self.tag}-x{self._next('bad'):05d}",
+                "warehouse_id": wh.name,
+                "customer": self._customer(),
+                "fulfilment_policy": "ship_partial",
+                "priority": 0,
+                "lines": [
+                    {
+                        "line_no": 1,
+                        "sku": sku,
+                        "quantity": 1,
+                        "unit_price": "19.99",
+                        "currency": "EUR",
+                    }
+                ],
+                "placed_at": at,
+            },
+        }
         topic = ORDERS
         if kind == "bad_json":
             doc = rng.choice((cancel, receipt, placed))
@@ -977,11 +1254,13 @@ class _Simulation:
             else:  # a Python repr instead of JSON
                 value = repr(doc).encode()
         elif kind == "unknown_type":
-            doc = rng.choice((
-                {**cancel, "type": "OrderUpdated"},
-                {**receipt, "type": "InventorySnapshot"},
-                {**cancel, "type": "OrderRefunded"},
-            ))
+            doc = rng.choice(
+                (
+                    {**cancel, "type": "OrderUpdated"},
+                    {**receipt, "type": "InventorySnapshot"},
+                    {**cancel, "type": "OrderRefunded"},
+                )
+            )
             topic = ORDERS if doc["type"].startswith("Order") else INVENTORY
             value = orjson.dumps(doc)
         elif kind == "schema_violation":
@@ -991,9 +1270,21 @@ class _Simulation:
                 del data["reason"]
                 doc = {**cancel, "data": data}
             elif variant == 1:
-                doc = {**placed, "data": {**placed["data"], "customer": {**placed["data"]["customer"], "email": "not-an-email"}}}
+                doc = {
+                    **placed,
+                    "data": {
+                        **placed["data"],
+                        "customer": {**placed["data"]["customer"], "email": "not-an-email"},
+                    },
+                }
             elif variant == 2:
-                doc = {**placed, "data": {**placed["data"], "lines": [{**placed["data"]["lines"][0], "currency": "EURO"}]}}
+                doc = {
+                    **placed,
+                    "data": {
+                        **placed["data"],
+                        "lines": [{**placed["data"]["lines"][0], "currency": "EURO"}],
+                    },
+                }
             elif variant == 3:
                 doc = {**placed, "data": {**placed["data"], "lines": []}}
             elif variant == 4:
@@ -1044,4 +1335,6 @@ def simulate_records(
     invalid_rate: float = DEFAULT_INVALID_RATE,
 ) -> list[tuple[str, bytes, bytes]]:
     """Like `simulate`, as (base topic, key, value) triples; the key is the warehouse_id."""
-    return [(r.topic, r.key, r.value) for r in generate(events, seed, warehouses, skus, invalid_rate)]
+    return [
+        (r.topic, r.key, r.value) for r in generate(events, seed, warehouses, skus, invalid_rate)
+    ]

@@ -11,12 +11,18 @@ from fulfil_platform.config import Settings
 from fulfil_platform.topic_reader import read_chunks
 
 
-async def tail_topic(settings: Settings, topic: str, show: Callable[[int, int, bytes], None], *, follow: bool) -> int:
+async def tail_topic(
+    settings: Settings, topic: str, show: Callable[[int, int, bytes], None], *, follow: bool
+) -> int:
     consumer = kafka.consumer(settings, group_id=None)
     await consumer.start()
     shown = 0
     try:
-        partitions = sorted(consumer.partitions_for_topic(topic) or ()) if topic in await consumer.topics() else []
+        partitions = (
+            sorted(consumer.partitions_for_topic(topic) or ())
+            if topic in await consumer.topics()
+            else []
+        )
         if not partitions:
             raise ValueError(f"topic {topic} does not exist")
         # Print as records arrive: a topic can be far larger than memory.

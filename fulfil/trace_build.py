@@ -124,16 +124,27 @@ class TracePlan:
         self.order_needles = quoted(self.order_id)
         self.mentions_order = Matcher(self.order_needles)
         # Dead letters may be anything: the bare id between non-id characters counts.
-        self.bare = Matcher(pattern=re.compile(rb"(?<![\w.\-])" + re.escape(self.order_id.encode()) + rb"(?![\w.\-])"))
+        self.bare = Matcher(
+            pattern=re.compile(
+                rb"(?<![\w.\-])" + re.escape(self.order_id.encode()) + rb"(?![\w.\-])"
+            )
+        )
         self.dlq_topics = [self.topics[base] + DLQ_SUFFIX for base in TRACED_TOPICS]
-        self.rank = {name: i for i, name in enumerate([*(self.topics[b] for b in TRACED_TOPICS), *self.dlq_topics])}
+        self.rank = {
+            name: i
+            for i, name in enumerate([*(self.topics[b] for b in TRACED_TOPICS), *self.dlq_topics])
+        }
 
     def topic(self, base: str) -> str:
         return self.topics[base]
 
     def first_pass(self) -> list[tuple[str, int]]:
         """Pass 1's partitions: orders.v1 (unless the warehouse is given) and the DLQs."""
-        topics = self.dlq_topics if self.warehouse_id is not None else [self.topic(ORDERS), *self.dlq_topics]
+        topics = (
+            self.dlq_topics
+            if self.warehouse_id is not None
+            else [self.topic(ORDERS), *self.dlq_topics]
+        )
         return [(t, p) for t in topics for p in self.partitions.get(t, [])]
 
     def first_matcher(self, topic: str) -> Matcher:
@@ -141,7 +152,9 @@ class TracePlan:
 
     def input_matcher(self, wanted: set[str]) -> Matcher:
         """Pass 3's byte filter: a wanted id, the order id, or an inbound event."""
-        return Matcher([n for i in wanted for n in quoted(i)] + self.order_needles + list(INBOUND_MARKERS))
+        return Matcher(
+            [n for i in wanted for n in quoted(i)] + self.order_needles + list(INBOUND_MARKERS)
+        )
 
 
 @dataclass
@@ -165,9 +178,14 @@ class Inputs:
     inbound: list[tuple[Record, dict[str, Any]]] = field(default_factory=list)
 
 
-def build_trace(plan: TracePlan, records: Iterable[Record], *, records_read: int = 0, seconds: float = 0.0) -> Trace:
+def build_trace(
+    plan: TracePlan, records: Iterable[Record], *, records_read: int = 0, seconds: float = 0.0
+) -> Trace:
     """The order's history from `records` (any order, any superset of what is read)."""
-    ordered = sorted(records, key=lambda r: (plan.rank.get(r.topic, len(plan.rank)), r.topic, r.partition, r.offset))
+    ordered = sorted(
+        records,
+        key=lambda r: (plan.rank.get(r.topic, len(plan.rank)), r.topic, r.partition, r.offset),
+    )
     located = locate(plan, ordered)
     outputs, notes = outputs_of(plan, located, ordered)
     wanted = wanted_ids(located, outputs)
@@ -184,7 +202,10 @@ def build_trace(plan: TracePlan, records: Iterable[Record], *, records_read: int
         topics=plan.topics,
         scan_notes=located.notes + notes,
         awaiting_outputs=bool(
-            located.warehouse_id is not None and located.command_partition is not None and located.own and not outputs
+            located.warehouse_id is not None
+            and located.command_partition is not None
+            and located.own
+            and not outputs
         ),
         records_read=records_read,
         seconds=seconds,
@@ -214,7 +235,9 @@ def locate(plan: TracePlan, records: Iterable[Record]) -> Located:
     return located
 
 
-def _orders_and_dead_letters(plan: TracePlan, records: Iterable[Record]) -> tuple[list[Entry], list[Entry]]:
+def _orders_and_dead_letters(
+    plan: TracePlan, records: Iterable[Record]
+) -> tuple[list[Entry], list[Entry]]:
     own: list[Entry] = []
     dead: list[Entry] = []
     orders = plan.topic(ORDERS) if plan.warehouse_id is None else None
@@ -230,12 +253,18 @@ def _orders_and_dead_letters(plan: TracePlan, records: Iterable[Record]) -> tupl
             if doc is None:
                 continue
             data = doc.get("data")
-            if isinstance(data, dict) and data.get("order_id") == plan.order_id and doc.get("type") in ORDER_INPUTS:
+            if (
+                isinstance(data, dict)
+                and data.get("order_id") == plan.order_id
+                and doc.get("type") in ORDER_INPUTS
+            ):
                 own.append(_entry(record, doc, "order"))
     return own, dead
 
 
-def _warehouse(plan: TracePlan, own: list[Entry], dead: list[Entry]) -> tuple[str | None, list[str]]:
+def _warehouse(
+    plan: TracePlan, own: list[Entry], dead: list[Entry]
+) -> tuple[str | None, list[str]]:
     """The given warehouse, else the (first) OrderPlaced's, else a dead letter's."""
     if plan.warehouse_id is not None:
         return plan.warehouse_id, []
@@ -245,8 +274,10 @@ def _warehouse(plan: TracePlan, own: list[Entry], dead: list[Entry]) -> tuple[st
         if isinstance(wh, str) and wh not in warehouses:
             warehouses.append(wh)
     if len(warehouses) > 1:
-        note = (f"order id {plan.order_id} appears in warehouses {', '.join(warehouses)}; "
-                f"showing {warehouses[0]} (use --warehouse to pick another)")
+        note = (
+            f"order id {plan.order_id} appears in warehouses {', '.join(warehouses)}; "
+            f"showing {warehouses[0]} (use --warehouse to pick another)"
+        )
         return warehouses[0], [note]
     if warehouses:
         return warehouses[0], []
@@ -260,7 +291,9 @@ def _warehouse(plan: TracePlan, own: list[Entry], dead: list[Entry]) -> tuple[st
 # ---------------------------------------------------------------- pass 2
 
 
-def outputs_of(plan: TracePlan, located: Located, records: Iterable[Record]) -> tuple[list[Entry], list[str]]:
+def outputs_of(
+    plan: TracePlan, located: Located, records: Iterable[Record]
+) -> tuple[list[Entry], list[str]]:
     """The order's outputs on its warehouse's allocations partition; (outputs, notes)."""
     partition = located.command_partition
     allocations = plan.topic(ALLOCATIONS)
@@ -306,7 +339,9 @@ def input_partitions(plan: TracePlan, located: Located) -> list[tuple[str, int]]
     return parts
 
 
-def inputs_of(plan: TracePlan, located: Located, wanted: set[str], records: Iterable[Record]) -> Inputs:
+def inputs_of(
+    plan: TracePlan, located: Located, wanted: set[str], records: Iterable[Record]
+) -> Inputs:
     """The wanted inputs and the inbound events of the warehouse, by event id."""
     inputs = Inputs()
     parts = input_partitions(plan, located)
@@ -316,12 +351,24 @@ def inputs_of(plan: TracePlan, located: Located, wanted: set[str], records: Iter
     is_inbound = Matcher(INBOUND_MARKERS)
     for record in records:
         if (record.topic, record.partition) in parts and record.value is not None:
-            _classify(plan, located, wanted, inputs, record, (is_wanted.search(record.value), is_inbound.search(record.value)))
+            _classify(
+                plan,
+                located,
+                wanted,
+                inputs,
+                record,
+                (is_wanted.search(record.value), is_inbound.search(record.value)),
+            )
     return inputs
 
 
 def _classify(
-    plan: TracePlan, located: Located, wanted: set[str], inputs: Inputs, record: Record, found: tuple[bool, bool]
+    plan: TracePlan,
+    located: Located,
+    wanted: set[str],
+    inputs: Inputs,
+    record: Record,
+    found: tuple[bool, bool],
 ) -> None:
     hit, inbound = found
     on_commands = record.topic == plan.topic(COMMANDS)
@@ -342,7 +389,9 @@ def _classify(
         inputs.inbound.append((record, doc))
 
 
-def _warehouse_doc(record: Record, warehouse_id: str | None, on_commands: bool = False) -> dict[str, Any] | None:
+def _warehouse_doc(
+    record: Record, warehouse_id: str | None, on_commands: bool = False
+) -> dict[str, Any] | None:
     """The record's envelope if it is one of the warehouse's: it names the warehouse, or
     it is a command of the warehouse's whole command partition (a clock tick)."""
     doc = _loads(record.value or b"")
@@ -356,7 +405,11 @@ def _warehouse_doc(record: Record, warehouse_id: str | None, on_commands: bool =
 
 def _is_own(plan: TracePlan, doc: dict[str, Any]) -> bool:
     data = doc.get("data")
-    return doc.get("type") in ORDER_INPUTS and isinstance(data, dict) and data.get("order_id") == plan.order_id
+    return (
+        doc.get("type") in ORDER_INPUTS
+        and isinstance(data, dict)
+        and data.get("order_id") == plan.order_id
+    )
 
 
 # ---------------------------------------------------------------- assembly
@@ -384,7 +437,9 @@ def _inputs(plan: TracePlan, located: Located, inputs: Inputs, wanted: set[str])
     return [entry for group in by_id.values() for entry in group]
 
 
-def _command_entry(plan: TracePlan, copy: tuple[int, dict[str, Any], Record], wanted: set[str]) -> Entry | None:
+def _command_entry(
+    plan: TracePlan, copy: tuple[int, dict[str, Any], Record], wanted: set[str]
+) -> Entry | None:
     """An input seen only on the command log (not routed from orders/inventory read here)."""
     _, doc, record = copy
     is_own = _is_own(plan, doc)
@@ -395,7 +450,11 @@ def _command_entry(plan: TracePlan, copy: tuple[int, dict[str, Any], Record], wa
 
 def _inbound_ids(inputs: list[Entry], outputs: list[Entry]) -> set[str]:
     """The inbounds named by the causing inputs and by ETA changes."""
-    ids = {e.data["inbound_id"] for e in inputs if e.relation == "cause" and isinstance(e.data.get("inbound_id"), str)}
+    ids = {
+        e.data["inbound_id"]
+        for e in inputs
+        if e.relation == "cause" and isinstance(e.data.get("inbound_id"), str)
+    }
     for entry in outputs:
         cause = entry.data.get("cause")
         if isinstance(cause, dict) and isinstance(cause.get("inbound_id"), str):
@@ -403,14 +462,18 @@ def _inbound_ids(inputs: list[Entry], outputs: list[Entry]) -> set[str]:
     return ids
 
 
-def _inbounds(plan: TracePlan, inputs: Inputs, own_inputs: list[Entry], outputs: list[Entry]) -> list[Entry]:
+def _inbounds(
+    plan: TracePlan, inputs: Inputs, own_inputs: list[Entry], outputs: list[Entry]
+) -> list[Entry]:
     """Those inbounds' whole story: one entry per event, its inventory record
     preferred over its command-log copy."""
     wanted = _inbound_ids(own_inputs, outputs)
     seen = {entry.id for entry in own_inputs}
     commands = plan.topic(COMMANDS)
     by_id: dict[Any, Entry] = {}
-    for record, doc in sorted(inputs.inbound, key=lambda item: (item[0].topic, item[0].partition, item[0].offset)):
+    for record, doc in sorted(
+        inputs.inbound, key=lambda item: (item[0].topic, item[0].partition, item[0].offset)
+    ):
         event_id = doc.get("id")
         if (doc.get("data") or {}).get("inbound_id") not in wanted or event_id in seen:
             continue
@@ -437,7 +500,10 @@ def _timeline(entries: list[Entry]) -> list[Entry]:
     """Processing order: what the allocator read, in command-log order (each input
     followed by its outputs); records that never reached the command log (dead
     letters, inputs not routed yet) are merged in by `occurred_at`."""
-    placed = sorted((e for e in entries if e.command_offsets), key=lambda e: (e.command_offsets[0], e.sort_key()[2:]))
+    placed = sorted(
+        (e for e in entries if e.command_offsets),
+        key=lambda e: (e.command_offsets[0], e.sort_key()[2:]),
+    )
     loose = sorted((e for e in entries if not e.command_offsets), key=Entry.sort_key)
     out: list[Entry] = []
     i = 0

@@ -73,7 +73,11 @@ def summarize(entry: Entry, show_pii: bool = False) -> str:
     """One line about the event."""
     if entry.dead_letter is not None:
         dl = entry.dead_letter
-        where = f" from {dl['source_topic']}[{dl['source_partition']}]@{dl['source_offset']}" if dl.get("source_topic") else ""
+        where = (
+            f" from {dl['source_topic']}[{dl['source_partition']}]@{dl['source_offset']}"
+            if dl.get("source_topic")
+            else ""
+        )
         text = f"dead letter{where}: {dl.get('kind') or '?'}: {dl.get('reason') or ''}".strip()
     else:
         text = _summary(entry.type, _Facts(entry.data))
@@ -100,7 +104,9 @@ def _stock_adjusted(d: _Facts) -> str:
 
 def _inbound_scheduled(d: _Facts) -> str:
     supplier = f" from {d['supplier']}" if d.get("supplier") else ""
-    return f"inbound {d.get('inbound_id')}{supplier} expected {d.get('eta')}: {_lines(d.get('lines'))}"
+    return (
+        f"inbound {d.get('inbound_id')}{supplier} expected {d.get('eta')}: {_lines(d.get('lines'))}"
+    )
 
 
 def _sku_policy(d: _Facts) -> str:
@@ -135,9 +141,13 @@ _SUMMARIES: dict[str, Callable[[_Facts], str]] = {
     "StockReceived": _stock_received,
     "StockAdjusted": _stock_adjusted,
     "InboundScheduled": _inbound_scheduled,
-    "ShipmentDelayed": lambda d: f"inbound {d.get('inbound_id')} delayed to {d.get('new_eta')}: {d.get('reason')}",
+    "ShipmentDelayed": lambda d: (
+        f"inbound {d.get('inbound_id')} delayed to {d.get('new_eta')}: {d.get('reason')}"
+    ),
     "SkuPolicySet": _sku_policy,
-    "InboundCancelled": lambda d: f"inbound {d.get('inbound_id')} cancelled: {d.get('reason')} (what is not received will not arrive)",
+    "InboundCancelled": lambda d: (
+        f"inbound {d.get('inbound_id')} cancelled: {d.get('reason')} (what is not received will not arrive)"
+    ),
     "ClockTicked": lambda d: f"clock tick: now {d.get('now')}",
     "BackorderEtaChanged": _eta_changed,
     "OrderAllocated": _shipment,

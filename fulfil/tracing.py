@@ -41,7 +41,11 @@ __all__ = ["Entry", "Trace", "TraceError", "TracePlan", "build_trace", "summariz
 # Progress callback: (pass name, records read, records expected or None).
 Progress = Callable[[str, int, int | None], None]
 # Whole partitions are read: large fetches, few round trips.
-_FETCH = {"max_partition_fetch_bytes": 16 * 1024 * 1024, "fetch_max_bytes": 64 * 1024 * 1024, "fetch_max_wait_ms": 10}
+_FETCH = {
+    "max_partition_fetch_bytes": 16 * 1024 * 1024,
+    "fetch_max_bytes": 64 * 1024 * 1024,
+    "fetch_max_wait_ms": 10,
+}
 
 
 class TraceError(Exception):
@@ -57,14 +61,18 @@ class _Scan:
         self.read = 0
         self.kept: list[Record] = []
 
-    async def run(self, name: str, parts: list[tuple[str, int]], matcher: Callable[[str], Matcher]) -> None:
+    async def run(
+        self, name: str, parts: list[tuple[str, int]], matcher: Callable[[str], Matcher]
+    ) -> None:
         tps = [TopicPartition(topic, partition) for topic, partition in parts]
         if not tps:
             return
         done = 0
         self.progress(name, 0, None)
         try:
-            async for chunk in read_chunks(self.consumer, dict.fromkeys(tps, 0), max_records=50_000):
+            async for chunk in read_chunks(
+                self.consumer, dict.fromkeys(tps, 0), max_records=50_000
+            ):
                 for tp, records in chunk.items():
                     self.kept += matcher(tp.topic).select(records)
                     done += len(records)
@@ -106,7 +114,9 @@ async def trace_order(
         await consumer.stop()
     trace = build_trace(plan, scan.kept, records_read=scan.read)
     if trace.warehouse_id is not None and trace.entries:
-        trace.notifications, trace.notification_note = await notifications(settings, trace.warehouse_id, order_id)
+        trace.notifications, trace.notification_note = await notifications(
+            settings, trace.warehouse_id, order_id
+        )
     trace.seconds = time.monotonic() - started
     return trace
 
@@ -117,13 +127,19 @@ async def _read(plan: TracePlan, scan: _Scan) -> None:
     located = locate(plan, scan.kept)
     allocations = plan.topic(ALLOCATIONS)
     if located.command_partition in plan.partitions.get(allocations, []):
-        await scan.run("allocations", [(allocations, located.command_partition)], lambda topic: plan.mentions_order)
+        await scan.run(
+            "allocations",
+            [(allocations, located.command_partition)],
+            lambda topic: plan.mentions_order,
+        )
     outputs, _ = outputs_of(plan, located, scan.kept)
     either = plan.input_matcher(wanted_ids(located, outputs))
     await scan.run("commands + inventory", input_partitions(plan, located), lambda topic: either)
 
 
-async def notifications(settings: Settings, warehouse_id: str, order_id: str) -> tuple[list[dict[str, Any]], str | None]:
+async def notifications(
+    settings: Settings, warehouse_id: str, order_id: str
+) -> tuple[list[dict[str, Any]], str | None]:
     """The notifier's outbox rows of the order, without message or recipient; (rows, note)."""
     if not settings.database_url:
         return [], "DATABASE_URL is not set: notifications not shown"
@@ -144,4 +160,7 @@ async def notifications(settings: Settings, warehouse_id: str, order_id: str) ->
     if rows is None:
         return [], "notifications not shown: the notifier's outbox does not exist yet"
     # Server replies may quote an address: scrubbed always, like `fulfil notifications`.
-    return [redact({k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}) for row in rows], None
+    return [
+        redact({k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()})
+        for row in rows
+    ], None

@@ -19,9 +19,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
 
     kafka_bootstrap_servers: str | None = None
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
-        "PLAINTEXT"
-    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
@@ -86,7 +84,7 @@ class Settings(BaseSettings):
         if not self.kafka_bootstrap_servers:
             raise ConfigError(
                 "KAFKA_BOOTSTRAP_SERVERS is not set "
-                "(run `fulfil dev up` and `eval \"$(fulfil dev env)\"` for a local broker)"
+                '(run `fulfil dev up` and `eval "$(fulfil dev env)"` for a local broker)'
             )
         return self.kafka_bootstrap_servers
 
@@ -94,7 +92,7 @@ class Settings(BaseSettings):
         if not self.database_url:
             raise ConfigError(
                 "DATABASE_URL is not set "
-                "(run `fulfil dev up` and `eval \"$(fulfil dev env)\"` for a local PostgreSQL)"
+                '(run `fulfil dev up` and `eval "$(fulfil dev env)"` for a local PostgreSQL)'
             )
         return self.database_url
 
@@ -148,7 +146,9 @@ class Settings(BaseSettings):
 # Greedy up to the last "@" of the token: a password with an unencoded "/" or "@"
 # is still masked whole (masking a little too much is the safe side).
 _URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)\S*@")
-_URL_USERINFO = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://).*@", re.DOTALL)  # one whole value
+_URL_USERINFO = re.compile(
+    r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://).*@", re.DOTALL
+)  # one whole value
 
 
 def mask_url_password(text: str) -> str:

@@ -123,7 +123,13 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, KafkaError):
         return bool(getattr(exc, "retriable", False)) or isinstance(
             exc,
-            (KafkaTimeoutError, KafkaConnectionError, NodeNotReadyError, RequestTimedOutError, CommitFailedError),
+            (
+                KafkaTimeoutError,
+                KafkaConnectionError,
+                NodeNotReadyError,
+                RequestTimedOutError,
+                CommitFailedError,
+            ),
         )
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", None) or ""
@@ -167,13 +173,22 @@ async def wait_out(
     def failed(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         assert exc is not None
-        log.warning(f"{what} failed; retrying", error=type(exc).__name__, detail=str(exc)[:200],
-                    attempt=state.attempt_number)
+        log.warning(
+            f"{what} failed; retrying",
+            error=type(exc).__name__,
+            detail=str(exc)[:200],
+            attempt=state.attempt_number,
+        )
         if on_retry is not None:
             on_retry(exc, state.attempt_number)
 
-    async for attempt in AsyncRetrying(wait=STARTUP_BACKOFF, retry=retry_if_exception(retry), sleep=pause,
-                                       before_sleep=failed, reraise=True):
+    async for attempt in AsyncRetrying(
+        wait=STARTUP_BACKOFF,
+        retry=retry_if_exception(retry),
+        sleep=pause,
+        before_sleep=failed,
+        reraise=True,
+    ):
         with attempt:
             if stop.is_set():
                 return None
@@ -313,7 +328,9 @@ class ConsumerRuntime:
         # between batches.
         self.lock = asyncio.Lock()
         self.expected: dict[TopicPartition, int] = {}  # recovered partitions: next offset to handle
-        self.unrecovered: dict[TopicPartition, float] = {}  # assigned, not recovered: retry at (monotonic)
+        self.unrecovered: dict[
+            TopicPartition, float
+        ] = {}  # assigned, not recovered: retry at (monotonic)
         self.reseeked: set[TopicPartition] = set()
         self.failures = 0  # consecutive failed recoveries or batches (backoff)
         self.unexpected = 0  # consecutive non-transient failures
@@ -327,19 +344,26 @@ class ConsumerRuntime:
     # ------------------------------------------------------------------ run
 
     async def run(self, stop: asyncio.Event) -> None:
-        self.consumer = kafka.consumer(self.settings, group_id=self.group_id, **self.consumer_options)
+        self.consumer = kafka.consumer(
+            self.settings, group_id=self.group_id, **self.consumer_options
+        )
         self.consumer.subscribe(self.topics, listener=_Listener(self))
         await self.consumer.start()
         helpers_stop = asyncio.Event()
         helpers = [
-            asyncio.create_task(watch_lag(self.progress, lambda: self.consumer, helpers_stop), name=f"{self.name}-lag"),
+            asyncio.create_task(
+                watch_lag(self.progress, lambda: self.consumer, helpers_stop),
+                name=f"{self.name}-lag",
+            ),
             asyncio.create_task(self.watch.run(helpers_stop), name=f"{self.name}-stall-watch"),
         ]
         try:
             while not stop.is_set():
                 await self._recover_due()
                 self.poll_started = time.monotonic()
-                fetched = await self.consumer.getmany(timeout_ms=self.poll_ms, max_records=self.max_records)
+                fetched = await self.consumer.getmany(
+                    timeout_ms=self.poll_ms, max_records=self.max_records
+                )
                 batch = self._admit(fetched)
                 if batch:
                     async with self.lock:
@@ -363,7 +387,12 @@ class ConsumerRuntime:
                     try:
                         await self.positions.release(held)
                     except Exception as exc:  # noqa: BLE001 - stopping anyway; the next owner recovers
-                        log.warning("release at stop failed", service=self.name, error=type(exc).__name__, detail=str(exc)[:200])
+                        log.warning(
+                            "release at stop failed",
+                            service=self.name,
+                            error=type(exc).__name__,
+                            detail=str(exc)[:200],
+                        )
             await self.consumer.stop()  # leaves the group, so a successor takes over at once
 
     # ------------------------------------------------------------------ rebalance
@@ -390,7 +419,12 @@ class ConsumerRuntime:
                 try:
                     await self.positions.release(held)
                 except Exception as exc:  # noqa: BLE001 - never into aiokafka; the next owner recovers
-                    log.warning("release failed", service=self.name, error=type(exc).__name__, detail=str(exc)[:200])
+                    log.warning(
+                        "release failed",
+                        service=self.name,
+                        error=type(exc).__name__,
+                        detail=str(exc)[:200],
+                    )
 
     # ------------------------------------------------------------------ recovery
 
@@ -401,7 +435,10 @@ class ConsumerRuntime:
         for tp in [tp for tp in self.unrecovered if tp not in assigned]:
             del self.unrecovered[tp]
         now = time.monotonic()
-        due = sorted((tp for tp, at in self.unrecovered.items() if at <= now), key=lambda tp: (tp.topic, tp.partition))
+        due = sorted(
+            (tp for tp, at in self.unrecovered.items() if at <= now),
+            key=lambda tp: (tp.topic, tp.partition),
+        )
         if not due:
             return
         async with self.lock:
@@ -475,16 +512,30 @@ class ConsumerRuntime:
                 if tp not in self.reseeked:
                     self.reseeked.add(tp)
                     self.consumer.seek(tp, expected)
-                    log.info("re-seeking partition", service=self.name, topic=tp.topic, partition=tp.partition,
-                             expected=expected, got=records[0].offset)
+                    log.info(
+                        "re-seeking partition",
+                        service=self.name,
+                        topic=tp.topic,
+                        partition=tp.partition,
+                        expected=expected,
+                        got=records[0].offset,
+                    )
                     continue
-                log.warning("gap in log", service=self.name, topic=tp.topic, partition=tp.partition,
-                            expected=expected, got=records[0].offset)
+                log.warning(
+                    "gap in log",
+                    service=self.name,
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    expected=expected,
+                    got=records[0].offset,
+                )
             batch[tp] = records
         return batch
 
     async def _handle(self, records: dict[TopicPartition, list[Any]]) -> None:
-        records = {tp: got for tp, got in records.items() if tp in self.expected}  # revoked since the poll
+        records = {
+            tp: got for tp, got in records.items() if tp in self.expected
+        }  # revoked since the poll
         if not records:
             return
         tps = list(records)
@@ -494,8 +545,12 @@ class ConsumerRuntime:
                 done = await self.handler(Batch(records, lambda: self._fence(tps, since)))
         except Fenced as exc:
             self.fenced += 1
-            log.warning("partitions lost during a batch; its results are dropped", service=self.name,
-                        partitions=[f"{tp.topic}:{tp.partition}" for tp in tps], detail=str(exc)[:200])
+            log.warning(
+                "partitions lost during a batch; its results are dropped",
+                service=self.name,
+                partitions=[f"{tp.topic}:{tp.partition}" for tp in tps],
+                detail=str(exc)[:200],
+            )
             await self._discard(tps, self._failed(exc, "fenced"))
             return
         except Exception as exc:
@@ -513,7 +568,11 @@ class ConsumerRuntime:
             if not transient and self.unexpected >= self.max_unexpected_failures:
                 raise
             return
-        nexts = dict(done) if done is not None else {tp: got[-1].offset + 1 for tp, got in records.items()}
+        nexts = (
+            dict(done)
+            if done is not None
+            else {tp: got[-1].offset + 1 for tp, got in records.items()}
+        )
         for tp, offset in nexts.items():
             if tp in self.expected:
                 self.expected[tp] = offset
@@ -561,7 +620,11 @@ class ConsumerRuntime:
         as after a failed batch: for a service that learns outside a batch that its positions
         may be stale (its database restarted and may have lost recent commits). Call it with
         the lock held, i.e. from the handler or `idle`."""
-        held = list(self.expected) if partitions is None else [tp for tp in partitions if tp in self.expected]
+        held = (
+            list(self.expected)
+            if partitions is None
+            else [tp for tp in partitions if tp in self.expected]
+        )
         if held:
             await self._discard(held, 0.0)
 

@@ -32,10 +32,19 @@ QUARANTINE_TOPICS = ("fulfil-projector.dlq", "fulfil-notifier.dlq")
 
 
 def dead_letter_headers(
-    *, reason: str, kind: str, topic: str, partition: int, offset: int, stage: str, original: Any = ()
+    *,
+    reason: str,
+    kind: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    stage: str,
+    original: Any = (),
 ) -> list[tuple[str, bytes]]:
     # Cut at a character boundary: a split multi-byte character would not be UTF-8.
-    reason_bytes = reason.encode("utf-8", "replace")[:MAX_REASON_BYTES].decode("utf-8", "ignore").encode()
+    reason_bytes = (
+        reason.encode("utf-8", "replace")[:MAX_REASON_BYTES].decode("utf-8", "ignore").encode()
+    )
     ours = [
         (H_REASON, reason_bytes),
         (H_KIND, kind.encode()),
@@ -45,7 +54,11 @@ def dead_letter_headers(
         (H_STAGE, stage.encode()),
     ]
     # Keep the producer's own headers, so a redrive can restore them.
-    return ours + [_text_header(k, v) for k, v in original or () if not k.startswith("fulfil-dlq-") and v is not None]
+    return ours + [
+        _text_header(k, v)
+        for k, v in original or ()
+        if not k.startswith("fulfil-dlq-") and v is not None
+    ]
 
 
 def _text_header(name: str, value: bytes) -> tuple[str, bytes]:

@@ -17,7 +17,11 @@ def security(settings: Settings) -> BaseSecurity | None:
     use_ssl = context is not None
     mechanism = options.get("sasl_mechanism")
     if mechanism:
-        cls = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}[mechanism]
+        cls = {
+            "PLAIN": SASLPlaintext,
+            "SCRAM-SHA-256": SASLScram256,
+            "SCRAM-SHA-512": SASLScram512,
+        }[mechanism]
         return cls(
             username=options["sasl_plain_username"],
             password=options["sasl_plain_password"],

@@ -35,7 +35,9 @@ def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(**settings.kafka_client_options(), **options)
 
 
-def consumer(settings: Settings, *topics: str, group_id: str | None, **overrides: Any) -> AIOKafkaConsumer:
+def consumer(
+    settings: Settings, *topics: str, group_id: str | None, **overrides: Any
+) -> AIOKafkaConsumer:
     options: dict[str, Any] = {
         "group_id": group_id,
         "enable_auto_commit": False,
@@ -150,7 +152,9 @@ async def read_at(
             raise TimeoutError(f"no fetch response for {tp} in {deadline_s}s")
 
 
-async def log_ends(consumer_: AIOKafkaConsumer, tps: list[TopicPartition], deadline_s: float = 10.0) -> dict[TopicPartition, int]:
+async def log_ends(
+    consumer_: AIOKafkaConsumer, tps: list[TopicPartition], deadline_s: float = 10.0
+) -> dict[TopicPartition, int]:
     """The end offset of each partition, from fetch high watermarks (see read_ranges)."""
     consumer_.assign(tps)
     for tp in tps:
@@ -159,7 +163,9 @@ async def log_ends(consumer_: AIOKafkaConsumer, tps: list[TopicPartition], deadl
     give_up = loop.time() + deadline_s
     while any(consumer_.highwater(tp) is None for tp in tps):
         if loop.time() > give_up:
-            raise TimeoutError(f"no fetch response for {sorted(str(tp) for tp in tps)} in {deadline_s}s")
+            raise TimeoutError(
+                f"no fetch response for {sorted(str(tp) for tp in tps)} in {deadline_s}s"
+            )
         await consumer_.getmany(*tps, timeout_ms=50, max_records=1)
     return {tp: consumer_.highwater(tp) for tp in tps}
 
@@ -192,12 +198,20 @@ class BatchSender:
     async def partition_for(self, topic: str, key: bytes) -> int:
         partitions = self.partition_counts.get(topic)
         if partitions is None:
-            partitions = self.partition_counts[topic] = sorted(await self.producer.partitions_for(topic))
+            partitions = self.partition_counts[topic] = sorted(
+                await self.producer.partitions_for(topic)
+            )
         partition: int = self.partitioner(key, partitions, partitions)
         return partition
 
     async def add(
-        self, topic: str, value: bytes, *, key: bytes | None, partition: int | None = None, headers: Headers = ()
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None,
+        partition: int | None = None,
+        headers: Headers = (),
     ) -> None:
         if partition is None:
             partition = await self.partition_for(topic, key or b"")
@@ -225,7 +239,9 @@ class BatchSender:
         sent, self.sent = self.sent, []
         # Wait for every batch even when one fails: a batch still in flight could land
         # after the caller has re-read the log to recover, and be written twice.
-        results = await asyncio.gather(*(future for _, _, future, _ in sent), return_exceptions=True)
+        results = await asyncio.gather(
+            *(future for _, _, future, _ in sent), return_exceptions=True
+        )
         for result in results:
             if isinstance(result, BaseException):
                 raise result

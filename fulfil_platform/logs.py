@@ -20,10 +20,20 @@ REDACTED = "[redacted]"
 # Keys whose values are personal data wherever they appear.
 PII_KEYS = frozenset({"email", "name", "customer", "customer_name", "recipient", "to", "rcpt"})
 # Keys whose values are credentials: masked like personal data.
-SECRET_KEYS = frozenset({
-    "password", "passwd", "secret", "token", "authorization", "api_key",
-    "kafka_sasl_password", "sasl_plain_password", "smtp_password", "webhook_secret",
-})
+SECRET_KEYS = frozenset(
+    {
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "authorization",
+        "api_key",
+        "kafka_sasl_password",
+        "sasl_plain_password",
+        "smtp_password",
+        "webhook_secret",
+    }
+)
 HIDDEN_KEYS = PII_KEYS | SECRET_KEYS
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 # PII inside serialised text (a raw payload, a repr): JSON pairs and repr pairs.

@@ -69,7 +69,9 @@ SNAPSHOTS_SKIPPED = Counter(
     ["service", "error"],
 )
 OUTBOX = Gauge(
-    "fulfil_outbox_messages", "Notifier outbox messages by channel and status.", ["channel", "status"]
+    "fulfil_outbox_messages",
+    "Notifier outbox messages by channel and status.",
+    ["channel", "status"],
 )
 
 # A thread serves HTTP; /healthz fails when the event loop has not ticked for this long.
@@ -79,7 +81,9 @@ LOOP_STALL_SECONDS = 60.0
 class Progress:
     """What one consuming component reports about itself."""
 
-    def __init__(self, service: str, stall_seconds: float, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, service: str, stall_seconds: float, clock: Callable[[], float] = time.monotonic
+    ):
         self.service = service
         self.stall_seconds = stall_seconds
         self.clock = clock
@@ -169,7 +173,10 @@ async def partition_lag(consumer: Any) -> dict[TopicPartition, int]:
 
 
 async def watch_lag(
-    progress: Progress, consumer: Callable[[], Any], stop: asyncio.Event, interval: float | None = None
+    progress: Progress,
+    consumer: Callable[[], Any],
+    stop: asyncio.Event,
+    interval: float | None = None,
 ) -> None:
     """Refresh `progress`'s lag until `stop`; a failed lookup marks it disconnected."""
     interval = interval if interval is not None else max(0.2, min(5.0, progress.stall_seconds / 4))
@@ -180,7 +187,11 @@ async def watch_lag(
                 progress.record_lag(await partition_lag(client))
             except Exception as exc:  # noqa: BLE001 - any client error means "not connected"
                 if progress.connected:
-                    log.warning("consumer lag lookup failed", service=progress.service, error=type(exc).__name__)
+                    log.warning(
+                        "consumer lag lookup failed",
+                        service=progress.service,
+                        error=type(exc).__name__,
+                    )
                 progress.connected = False
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval)
@@ -230,7 +241,9 @@ def _wsgi(health: Health) -> Callable[..., Any]:
     metrics = make_wsgi_app()
 
     def answer(start_response: Callable[..., Any], ok: bool, body: dict[str, Any]) -> list[bytes]:
-        start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")])
+        start_response(
+            "200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")]
+        )
         return [orjson.dumps(body) + b"\n"]
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
@@ -256,15 +269,21 @@ class MetricsServer:
 
     def __init__(self, health: Health, host: str, port: int):
         self.health = health
-        self.server = make_server(host, port, _wsgi(health), ThreadingWSGIServer, handler_class=_Quiet)
+        self.server = make_server(
+            host, port, _wsgi(health), ThreadingWSGIServer, handler_class=_Quiet
+        )
         self.port = self.server.server_port
-        self.thread = threading.Thread(target=self.server.serve_forever, name="metrics-http", daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, name="metrics-http", daemon=True
+        )
         self.stop_beat = asyncio.Event()
         self.beat_task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> MetricsServer:
         self.thread.start()
-        self.beat_task = asyncio.create_task(self.health.beat(self.stop_beat), name="metrics-heartbeat")
+        self.beat_task = asyncio.create_task(
+            self.health.beat(self.stop_beat), name="metrics-heartbeat"
+        )
         log.info("metrics served", port=self.port, paths=["/metrics", "/healthz", "/readyz"])
         return self
 

@@ -46,7 +46,9 @@ async def read_chunks(
     loop = asyncio.get_running_loop()
     give_up = loop.time() + deadline_s
     while pending or follow:
-        batch = await consumer.getmany(*(pending or starts), timeout_ms=timeout_ms, max_records=max_records)
+        batch = await consumer.getmany(
+            *(pending or starts), timeout_ms=timeout_ms, max_records=max_records
+        )
         chunk = _cut(batch, limits)
         if batch:
             give_up = loop.time() + deadline_s
@@ -54,7 +56,9 @@ async def read_chunks(
             yield chunk
         pending = {tp for tp in pending if not await _at_end(consumer, tp, limits.get(tp))}
         if pending and not follow and loop.time() > give_up:
-            raise TimeoutError(f"no fetch response for {sorted(map(str, pending))} in {deadline_s}s")
+            raise TimeoutError(
+                f"no fetch response for {sorted(map(str, pending))} in {deadline_s}s"
+            )
 
 
 async def read_all(
@@ -68,7 +72,9 @@ async def read_all(
     return records
 
 
-async def read_partition(consumer: AIOKafkaConsumer, tp: TopicPartition, start: int = 0, **options: Any) -> AsyncIterator[list[Any]]:
+async def read_partition(
+    consumer: AIOKafkaConsumer, tp: TopicPartition, start: int = 0, **options: Any
+) -> AsyncIterator[list[Any]]:
     """One partition's records from `start` to its log end, a fetch at a time."""
     async for chunk in read_chunks(consumer, {tp: start}, **options):
         yield chunk[tp]
@@ -95,4 +101,3 @@ async def _at_end(consumer: AIOKafkaConsumer, tp: TopicPartition, end: int | Non
         return True
     highwater = consumer.highwater(tp)
     return highwater is not None and position >= highwater
-

@@ -19,7 +19,9 @@ H_OUTPUT_INDEX = "fulfil-output-index"
 Position = tuple[int, int]  # (command offset, output index)
 
 
-def output_headers(partition: int, offset: int, index: int, event: Envelope) -> list[tuple[str, bytes]]:
+def output_headers(
+    partition: int, offset: int, index: int, event: Envelope
+) -> list[tuple[str, bytes]]:
     return [
         (H_COMMAND_PARTITION, str(partition).encode()),
         (H_COMMAND_OFFSET, str(offset).encode()),

@@ -106,7 +106,9 @@ def _day_in_range(value: date) -> date:
     return value
 
 
-_RANGE_MESSAGE = f"must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d} (UTC, the end excluded)"
+_RANGE_MESSAGE = (
+    f"must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d} (UTC, the end excluded)"
+)
 
 # Control characters: C0, DEL and C1. PostgreSQL text cannot hold NUL at all; the
 # others in an id or a name are never meant and break logs, terminals and mail
@@ -124,10 +126,16 @@ Id = Annotated[
 Name = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200, pattern=NO_CONTROLS)]
 # Free text that may span lines (reasons).
 Text = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500, pattern=NO_CONTROLS_BUT_LINES)
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=500, pattern=NO_CONTROLS_BUT_LINES
+    ),
 ]
 Sku = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=NO_CONTROLS_NO_SPACES)
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=64, pattern=NO_CONTROLS_NO_SPACES
+    ),
 ]
 Quantity = Annotated[int, Field(strict=True, ge=1, le=MAX_QUANTITY)]
 # A line's totals after an event: each is at most the line's quantity.
@@ -146,12 +154,22 @@ Money = Annotated[
     StringConstraints(pattern=r"^\d{1,15}(\.\d{1,4})?$"),
     AfterValidator(_money),
 ]
-_RANGE_SCHEMA = {"formatMinimum": f"{EARLIEST:%Y-%m-%dT%H:%M:%SZ}", "formatExclusiveMaximum": f"{LATEST:%Y-%m-%dT%H:%M:%SZ}"}
-Timestamp = Annotated[AwareDatetime, AfterValidator(_in_range), Field(json_schema_extra=_RANGE_SCHEMA)]
+_RANGE_SCHEMA = {
+    "formatMinimum": f"{EARLIEST:%Y-%m-%dT%H:%M:%SZ}",
+    "formatExclusiveMaximum": f"{LATEST:%Y-%m-%dT%H:%M:%SZ}",
+}
+Timestamp = Annotated[
+    AwareDatetime, AfterValidator(_in_range), Field(json_schema_extra=_RANGE_SCHEMA)
+]
 Day = Annotated[
     date,
     AfterValidator(_day_in_range),
-    Field(json_schema_extra={"formatMinimum": f"{EARLIEST:%Y-%m-%d}", "formatExclusiveMaximum": f"{LATEST:%Y-%m-%d}"}),
+    Field(
+        json_schema_extra={
+            "formatMinimum": f"{EARLIEST:%Y-%m-%d}",
+            "formatExclusiveMaximum": f"{LATEST:%Y-%m-%d}",
+        }
+    ),
 ]
 Locale = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")]
 Email = Annotated[
@@ -180,7 +198,9 @@ class Model(BaseModel):
             layout = _LAYOUTS[cls] = _layout(cls)
         template, required = layout
         if not required.issubset(fields):
-            raise TypeError(f"{cls.__name__}.trusted() misses {sorted(required.difference(fields))}")
+            raise TypeError(
+                f"{cls.__name__}.trusted() misses {sorted(required.difference(fields))}"
+            )
         model = object.__new__(cls)
         set_ = object.__setattr__
         set_(model, "__pydantic_fields_set__", set(fields))
@@ -290,9 +310,15 @@ class InboundScheduledData(Model):
     warehouse_id: Id
     lines: Annotated[list[InboundLine], Field(min_length=1, max_length=MAX_LINES_PER_ORDER)]
     eta: Day
-    supplier: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500, pattern=NO_CONTROLS)
-    ] | None = None
+    supplier: (
+        Annotated[
+            str,
+            StringConstraints(
+                strip_whitespace=True, min_length=1, max_length=500, pattern=NO_CONTROLS
+            ),
+        ]
+        | None
+    ) = None
 
     @model_validator(mode="after")
     def _unique_skus(self) -> InboundScheduledData:
@@ -349,7 +375,11 @@ class ClockTickedData(Model):
 # ---------------------------------------------------------------- outputs
 
 RejectReason = Literal[
-    "not_backorderable", "discontinued", "cancelled_before_placement", "backorder_limit", "not_covered"
+    "not_backorderable",
+    "discontinued",
+    "cancelled_before_placement",
+    "backorder_limit",
+    "not_covered",
 ]
 
 

@@ -26,7 +26,9 @@ def render_all() -> dict[str, bytes]:
         schema["$id"] = f"urn:fulfil:event:{name}:v1"
         schema["x-topic"] = spec.topic
         schema["x-kafka-key"] = spec.key_field
-        files[f"{name}.v1.json"] = orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+        files[f"{name}.v1.json"] = (
+            orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+        )
     return files
 
 

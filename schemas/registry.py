@@ -119,9 +119,14 @@ def _describe(exc: ValidationError) -> tuple[str, str]:
             kind = "unknown_type"
             parts.append(f"type: {err['msg']}")
             continue
-        if kind == "schema_violation" and loc.endswith(("quantity", "delta")) and err["type"] in (
-            "greater_than_equal",
-            "less_than_equal",
+        if (
+            kind == "schema_violation"
+            and loc.endswith(("quantity", "delta"))
+            and err["type"]
+            in (
+                "greater_than_equal",
+                "less_than_equal",
+            )
         ):
             kind = "bad_quantity"
         # Drop the union tag from the location: "OrderPlaced.data.lines.0.sku" -> "data.lines.0.sku".

@@ -21,7 +21,11 @@ T = TypeVar("T")
 
 
 async def wait_for(
-    condition: Callable[[], Awaitable[T]], *, timeout: float = 60.0, interval: float = 0.2, what: str = "condition"
+    condition: Callable[[], Awaitable[T]],
+    *,
+    timeout: float = 60.0,
+    interval: float = 0.2,
+    what: str = "condition",
 ) -> T:
     """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -62,7 +66,9 @@ async def committed_offsets(settings: Settings, group: str, base_topic: str) -> 
         await consumer.stop()
 
 
-async def publish(settings: Settings, events: Iterable[Envelope | bytes], topic: str | None = None) -> int:
+async def publish(
+    settings: Settings, events: Iterable[Envelope | bytes], topic: str | None = None
+) -> int:
     """Publish envelopes to their topics (or raw bytes to `topic`), acknowledged."""
     producer = kafka.producer(settings)
     await producer.start()
@@ -74,7 +80,11 @@ async def publish(settings: Settings, events: Iterable[Envelope | bytes], topic:
                 pending.append(await producer.send(settings.topic(topic), event))
             else:
                 spec = spec_for(event)
-                pending.append(await producer.send(settings.topic(topic or spec.topic), encode(event), key=spec.key(event)))
+                pending.append(
+                    await producer.send(
+                        settings.topic(topic or spec.topic), encode(event), key=spec.key(event)
+                    )
+                )
         await asyncio.gather(*pending)
         return len(pending)
     finally:
@@ -93,7 +103,9 @@ def fold_command_log(commands: dict[int, list[Any]]) -> dict[int, list[bytes]]:
     return expected
 
 
-async def expected_and_actual(settings: Settings) -> tuple[dict[int, list[bytes]], dict[int, list[bytes]]]:
+async def expected_and_actual(
+    settings: Settings,
+) -> tuple[dict[int, list[bytes]], dict[int, list[bytes]]]:
     """A clean fold of the command log and what is on `allocations.v1`, per partition.
 
     Also checks DESIGN §5's invariants on what is actually on the output topic
@@ -101,13 +113,18 @@ async def expected_and_actual(settings: Settings) -> tuple[dict[int, list[bytes]
     than it received), so every test comparing the two checks them too."""
     commands = await read_topic(settings, COMMANDS)
     expected = fold_command_log(commands)
-    actual = {p: [r.value for r in records] for p, records in (await read_topic(settings, "allocations.v1")).items()}
+    actual = {
+        p: [r.value for r in records]
+        for p, records in (await read_topic(settings, "allocations.v1")).items()
+    }
     inputs = []
     for records in commands.values():
         for record in records:
             with contextlib.suppress(ContractError):
                 inputs.append(parse_input(record.value))
-    report = log_audit.check(inputs, [parse_output(v) for values in actual.values() for v in values])
+    report = log_audit.check(
+        inputs, [parse_output(v) for values in actual.values() for v in values]
+    )
     assert report.ok, f"{len(report.problems)} invariant violations, e.g. {report.problems[:5]}"
     return expected, actual
 
@@ -142,7 +159,9 @@ class TopicWatcher:
             known = all(self.consumer.highwater(tp) is not None for tp in self.tps)
             if not batch and (known or time.monotonic() > deadline):
                 return {
-                    tp.partition: max(self.counts.get(tp.partition, 0), self.consumer.highwater(tp) or 0)
+                    tp.partition: max(
+                        self.counts.get(tp.partition, 0), self.consumer.highwater(tp) or 0
+                    )
                     for tp in self.tps
                 }
 

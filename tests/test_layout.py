@@ -87,7 +87,10 @@ def imports(root: Path) -> list[Import]:
                     anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                     base = ".".join([*anchor, base] if base else anchor)
                 # `from pkg import mod` imports the module; `from mod import name` the module.
-                names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names]
+                names = [
+                    f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base
+                    for alias in node.names
+                ]
             for name in names:
                 target = _known(name, known)
                 if target is not None and target != source:
@@ -110,8 +113,14 @@ def upward(found: list[Import]) -> list[str]:
     for imp in found:
         where = f"{imp.source}:{imp.line} imports {imp.target}"
         if _floor(imp.target) > _floor(imp.source):
-            problems.append(f"{where}: {FLOORS[_floor(imp.target)]} is above {FLOORS[_floor(imp.source)]}")
-        elif _service(imp.source) and _service(imp.target) and _service(imp.source) != _service(imp.target):
+            problems.append(
+                f"{where}: {FLOORS[_floor(imp.target)]} is above {FLOORS[_floor(imp.source)]}"
+            )
+        elif (
+            _service(imp.source)
+            and _service(imp.target)
+            and _service(imp.source) != _service(imp.target)
+        ):
             problems.append(f"{where}: a service imports no other service")
     return problems
 
@@ -165,7 +174,12 @@ def project() -> list[Import]:
 
 def test_the_check_sees_the_whole_project(project: list[Import]) -> None:
     known = modules(ROOT)
-    assert {"schemas.contract", "fulfil_platform.kafka", "services.allocator.entrypoints.core", "fulfil.cli"} <= set(known)
+    assert {
+        "schemas.contract",
+        "fulfil_platform.kafka",
+        "services.allocator.entrypoints.core",
+        "fulfil.cli",
+    } <= set(known)
     sources = {imp.source.split(".")[0] for imp in project}
     assert sources == set(FLOORS)
 
@@ -213,15 +227,34 @@ def test_a_clean_tree_passes(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("files", "expected"),
     [
-        ({"schemas/contract.py": "from fulfil_platform import kafka\n", "fulfil_platform/kafka.py": ""},
-         "schemas.contract:1 imports fulfil_platform.kafka: fulfil_platform is above schemas"),
-        ({"fulfil_platform/kafka.py": "def f():\n    import services.one.app\n", "services/one/app.py": ""},
-         "fulfil_platform.kafka:2 imports services.one.app: services is above fulfil_platform"),
-        ({"services/one/app.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from fulfil.cli import x\n",
-          "fulfil/cli.py": ""},
-         "services.one.app:3 imports fulfil.cli: fulfil is above services"),
-        ({"services/one/app.py": "from services.two.domain import rules\n", "services/two/domain/rules.py": ""},
-         "services.one.app:1 imports services.two.domain.rules: a service imports no other service"),
+        (
+            {
+                "schemas/contract.py": "from fulfil_platform import kafka\n",
+                "fulfil_platform/kafka.py": "",
+            },
+            "schemas.contract:1 imports fulfil_platform.kafka: fulfil_platform is above schemas",
+        ),
+        (
+            {
+                "fulfil_platform/kafka.py": "def f():\n    import services.one.app\n",
+                "services/one/app.py": "",
+            },
+            "fulfil_platform.kafka:2 imports services.one.app: services is above fulfil_platform",
+        ),
+        (
+            {
+                "services/one/app.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from fulfil.cli import x\n",
+                "fulfil/cli.py": "",
+            },
+            "services.one.app:3 imports fulfil.cli: fulfil is above services",
+        ),
+        (
+            {
+                "services/one/app.py": "from services.two.domain import rules\n",
+                "services/two/domain/rules.py": "",
+            },
+            "services.one.app:1 imports services.two.domain.rules: a service imports no other service",
+        ),
     ],
 )
 def test_an_upward_import_fails(tmp_path: Path, files: dict[str, str], expected: str) -> None:
@@ -239,4 +272,7 @@ def test_a_cycle_fails_even_through_a_lazy_import(tmp_path: Path) -> None:
             "schemas/b.py": "from .a import X\n",
         },
     )
-    assert cycles(imports(root)) == [["fulfil.cli", "fulfil.cli_sim", "fulfil.tracing"], ["schemas.a", "schemas.b"]]
+    assert cycles(imports(root)) == [
+        ["fulfil.cli", "fulfil.cli_sim", "fulfil.tracing"],
+        ["schemas.a", "schemas.b"],
+    ]

@@ -13,8 +13,20 @@ RUFF = Path(sys.executable).parent / "ruff"
 
 def _s608(*paths: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(RUFF), "check", "--no-cache", "--select", "S608", "--output-format", "concise", *map(str, paths)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            str(RUFF),
+            "check",
+            "--no-cache",
+            "--select",
+            "S608",
+            "--output-format",
+            "concise",
+            *map(str, paths),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

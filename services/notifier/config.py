@@ -38,7 +38,9 @@ def secret_key(secret: str) -> bytes:
     what existing deployments have (e.g. `openssl rand -hex 32`)."""
     if secret.startswith(SECRET_PREFIX):
         try:
-            key = binascii.a2b_base64(secret[len(SECRET_PREFIX):].encode() + b"==", strict_mode=False)
+            key = binascii.a2b_base64(
+                secret[len(SECRET_PREFIX) :].encode() + b"==", strict_mode=False
+            )
         except binascii.Error:
             raise ValueError("a whsec_ secret must be base64 after the prefix") from None
         if not key:
@@ -156,7 +158,9 @@ class NotifierSettings(Settings):
         userinfo, _, _ = url.netloc.rpartition("@")
         if "@" in userinfo:
             # Unencoded, it would also defeat the log masking of the URL's password.
-            raise ConfigError("SMTP_URL: write '@' in a user name or password as %40 (percent-encoded)")
+            raise ConfigError(
+                "SMTP_URL: write '@' in a user name or password as %40 (percent-encoded)"
+            )
         try:
             url.port  # noqa: B018 - raises for a port out of range
         except ValueError:

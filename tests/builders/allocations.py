@@ -24,7 +24,9 @@ def customer(n: int = 1, *, locale: str | None = "en", name: str | None = None) 
     )
 
 
-def line(line_no: int = 1, sku: str = "SKU-1", quantity: int = 3, **fields: Any) -> c.AllocationLine:
+def line(
+    line_no: int = 1, sku: str = "SKU-1", quantity: int = 3, **fields: Any
+) -> c.AllocationLine:
     return c.AllocationLine(line_no=line_no, sku=sku, quantity=quantity, **fields)
 
 
@@ -33,17 +35,31 @@ def _id() -> str:
 
 
 def _envelope(model: Any, data: Any, event_id: str | None = None, at: datetime = T0) -> Any:
-    return model(id=event_id or _id(), type=model.__name__, occurred_at=at, source="test",
-                 causation_id=_id(), data=data)
+    return model(
+        id=event_id or _id(),
+        type=model.__name__,
+        occurred_at=at,
+        source="test",
+        causation_id=_id(),
+        data=data,
+    )
 
 
-def _base(order_id: str, cust: c.Customer, lines: list[c.AllocationLine], warehouse: str) -> dict[str, Any]:
+def _base(
+    order_id: str, cust: c.Customer, lines: list[c.AllocationLine], warehouse: str
+) -> dict[str, Any]:
     return {"order_id": order_id, "warehouse_id": warehouse, "customer": cust, "lines": lines}
 
 
 def order_allocated(order_id: str, cust: c.Customer, lines=None, **kw: Any) -> Any:
     lines = lines or [line(shipped=3, allocated=3)]
-    return _envelope(c.OrderAllocated, c.OrderAllocatedData(**_base(order_id, cust, lines, kw.pop("warehouse", WAREHOUSE)), shipment_id=_id()), **kw)
+    return _envelope(
+        c.OrderAllocated,
+        c.OrderAllocatedData(
+            **_base(order_id, cust, lines, kw.pop("warehouse", WAREHOUSE)), shipment_id=_id()
+        ),
+        **kw,
+    )
 
 
 def partially_shipped(order_id: str, cust: c.Customer, lines=None, **kw: Any) -> Any:
@@ -51,46 +67,105 @@ def partially_shipped(order_id: str, cust: c.Customer, lines=None, **kw: Any) ->
         line(1, "SKU-1", 5, shipped=2, allocated=2, backordered=3, eta=date(2026, 4, 14)),
         line(2, "SKU-2", 1, shipped=1, allocated=1),
     ]
-    return _envelope(c.PartiallyShipped, c.PartiallyShippedData(**_base(order_id, cust, lines, kw.pop("warehouse", WAREHOUSE)), shipment_id=_id()), **kw)
+    return _envelope(
+        c.PartiallyShipped,
+        c.PartiallyShippedData(
+            **_base(order_id, cust, lines, kw.pop("warehouse", WAREHOUSE)), shipment_id=_id()
+        ),
+        **kw,
+    )
 
 
-def backordered(order_id: str, cust: c.Customer, lines=None, reason: str = "insufficient_stock", **kw: Any) -> Any:
+def backordered(
+    order_id: str, cust: c.Customer, lines=None, reason: str = "insufficient_stock", **kw: Any
+) -> Any:
     lines = lines or [line(1, "SKU-9", 2, backordered=2, eta=None)]
-    return _envelope(c.Backordered, c.BackorderedData(**_base(order_id, cust, lines, kw.pop("warehouse", WAREHOUSE)), reason=reason), **kw)
+    return _envelope(
+        c.Backordered,
+        c.BackorderedData(
+            **_base(order_id, cust, lines, kw.pop("warehouse", WAREHOUSE)), reason=reason
+        ),
+        **kw,
+    )
 
 
 def backorder_allocated(order_id: str, cust: c.Customer, lines=None, **kw: Any) -> Any:
     lines = lines or [line(1, "SKU-1", 5, shipped=3, allocated=5)]
-    return _envelope(c.BackorderAllocated, c.BackorderAllocatedData(**_base(order_id, cust, lines, kw.pop("warehouse", WAREHOUSE)), shipment_id=_id()), **kw)
+    return _envelope(
+        c.BackorderAllocated,
+        c.BackorderAllocatedData(
+            **_base(order_id, cust, lines, kw.pop("warehouse", WAREHOUSE)), shipment_id=_id()
+        ),
+        **kw,
+    )
 
 
-def eta_changed(order_id: str, cust: c.Customer, lines=None, cause: c.EtaChangeCause | None = None, **kw: Any) -> Any:
-    lines = lines or [line(1, "SKU-1", 5, allocated=2, backordered=3, eta=date(2026, 4, 21), previous_eta=date(2026, 4, 14))]
-    cause = cause or c.EtaChangeCause(event_type="ShipmentDelayed", event_id=_id(), inbound_id="inb-7", reason="port strike")
-    return _envelope(c.BackorderEtaChanged, c.BackorderEtaChangedData(**_base(order_id, cust, lines, kw.pop("warehouse", WAREHOUSE)), cause=cause), **kw)
+def eta_changed(
+    order_id: str, cust: c.Customer, lines=None, cause: c.EtaChangeCause | None = None, **kw: Any
+) -> Any:
+    lines = lines or [
+        line(
+            1,
+            "SKU-1",
+            5,
+            allocated=2,
+            backordered=3,
+            eta=date(2026, 4, 21),
+            previous_eta=date(2026, 4, 14),
+        )
+    ]
+    cause = cause or c.EtaChangeCause(
+        event_type="ShipmentDelayed", event_id=_id(), inbound_id="inb-7", reason="port strike"
+    )
+    return _envelope(
+        c.BackorderEtaChanged,
+        c.BackorderEtaChangedData(
+            **_base(order_id, cust, lines, kw.pop("warehouse", WAREHOUSE)), cause=cause
+        ),
+        **kw,
+    )
 
 
 def order_rejected(order_id: str, cust: c.Customer, lines=None, **kw: Any) -> Any:
-    lines = lines or [line(1, "SKU-OLD", 1, rejected=1, reason="discontinued", unit_price="12.50", currency="EUR")]
-    return _envelope(c.OrderRejected, c.OrderRejectedData(**_base(order_id, cust, lines, kw.pop("warehouse", WAREHOUSE))), **kw)
+    lines = lines or [
+        line(1, "SKU-OLD", 1, rejected=1, reason="discontinued", unit_price="12.50", currency="EUR")
+    ]
+    return _envelope(
+        c.OrderRejected,
+        c.OrderRejectedData(**_base(order_id, cust, lines, kw.pop("warehouse", WAREHOUSE))),
+        **kw,
+    )
 
 
 def cancellation_processed(order_id: str, cust: c.Customer, lines=None, **kw: Any) -> Any:
-    lines = lines or [line(1, "SKU-1", 5, allocated=2, cancelled=3, unit_price="19.90", currency="EUR")]
+    lines = lines or [
+        line(1, "SKU-1", 5, allocated=2, cancelled=3, unit_price="19.90", currency="EUR")
+    ]
     return _envelope(
         c.OrderCancellationProcessed,
-        c.OrderCancellationProcessedData(**_base(order_id, cust, lines, kw.pop("warehouse", WAREHOUSE)), reason="customer request"),
+        c.OrderCancellationProcessedData(
+            **_base(order_id, cust, lines, kw.pop("warehouse", WAREHOUSE)),
+            reason="customer request",
+        ),
         **kw,
     )
 
 
 def stock_position(sku: str = "SKU-1", **kw: Any) -> Any:
-    data = c.StockPositionChangedData(warehouse_id=WAREHOUSE, sku=sku, available=0, backordered=3, reserved=0, incoming=10)
+    data = c.StockPositionChangedData(
+        warehouse_id=WAREHOUSE, sku=sku, available=0, backordered=3, reserved=0, incoming=10
+    )
     return _envelope(c.StockPositionChanged, data, **kw)
 
 
-def undated(order_id: str, cust: c.Customer, cause_type: str, reason: str | None = None, **kw: Any) -> Any:
+def undated(
+    order_id: str, cust: c.Customer, cause_type: str, reason: str | None = None, **kw: Any
+) -> Any:
     """A BackorderEtaChanged whose line lost its date (an inbound cancelled or overdue)."""
-    lines = [line(1, "SKU-1", 5, allocated=2, backordered=3, eta=None, previous_eta=date(2026, 4, 14))]
-    cause = c.EtaChangeCause(event_type=cause_type, event_id=_id(), inbound_id="inb-7", reason=reason)
+    lines = [
+        line(1, "SKU-1", 5, allocated=2, backordered=3, eta=None, previous_eta=date(2026, 4, 14))
+    ]
+    cause = c.EtaChangeCause(
+        event_type=cause_type, event_id=_id(), inbound_id="inb-7", reason=reason
+    )
     return eta_changed(order_id, cust, lines, cause=cause, **kw)

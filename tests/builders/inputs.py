@@ -218,7 +218,11 @@ class Events:
         return self._envelope(SkuPolicySet, "SkuPolicySet", data, id, None)
 
     def inbound_cancelled(
-        self, inbound_id: str, wh: str, reason: str = "purchase order cancelled", id: str | None = None
+        self,
+        inbound_id: str,
+        wh: str,
+        reason: str = "purchase order cancelled",
+        id: str | None = None,
     ) -> Any:
         data = {
             "inbound_id": inbound_id,

@@ -93,7 +93,10 @@ def env_of(service: dict[str, Any]) -> dict[str, str]:
 def runs_fulfil(service: dict[str, Any]) -> bool:
     build = service.get("build") or {}
     dockerfile = build.get("dockerfile", "") if isinstance(build, dict) else ""
-    return dockerfile.endswith("deploy/Dockerfile") or FULFIL_IMAGE_HINT in str(service.get("image", "")).split(":")[0].split("/")[-1]
+    return (
+        dockerfile.endswith("deploy/Dockerfile")
+        or FULFIL_IMAGE_HINT in str(service.get("image", "")).split(":")[0].split("/")[-1]
+    )
 
 
 def fulfil_services() -> dict[str, dict[str, Any]]:
@@ -169,8 +172,15 @@ def test_every_yaml_file_parses(path: Path) -> None:
 
 
 def test_the_expected_files_exist() -> None:
-    for name in ("Dockerfile", "compose.yaml", "README.md", "k8s/kustomization.yaml",
-                 "k8s/configmap.yaml", "k8s/secret.template.yaml", "k8s/topics-job.yaml"):
+    for name in (
+        "Dockerfile",
+        "compose.yaml",
+        "README.md",
+        "k8s/kustomization.yaml",
+        "k8s/configmap.yaml",
+        "k8s/secret.template.yaml",
+        "k8s/topics-job.yaml",
+    ):
         assert (DEPLOY / name).is_file(), name
 
 
@@ -182,7 +192,9 @@ def _docker_compose_works() -> bool:
     if docker is None:
         return False
     try:
-        done = subprocess.run([docker, "compose", "version"], capture_output=True, timeout=20, check=False)
+        done = subprocess.run(
+            [docker, "compose", "version"], capture_output=True, timeout=20, check=False
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return done.returncode == 0
@@ -193,7 +205,10 @@ def _check_jsonschema(path: Path) -> subprocess.CompletedProcess[str]:
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "check_jsonschema"]
     return subprocess.run(
         [*cmd, "--builtin-schema", "vendor.compose-spec", str(path)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -201,7 +216,10 @@ def test_compose_file_is_valid_compose() -> None:
     if _docker_compose_works():
         done = subprocess.run(
             ["docker", "compose", "-f", str(COMPOSE), "config", "-q"],
-            capture_output=True, text=True, timeout=60, check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert done.returncode == 0, done.stderr
     done = _check_jsonschema(COMPOSE)
@@ -223,7 +241,9 @@ def test_compose_runs_every_service_from_the_one_image() -> None:
     assert set(services) == {*SERVICE_COMMANDS, "topics"}
     for name, svc in services.items():
         assert svc["build"]["dockerfile"] == "deploy/Dockerfile", name
-        assert (COMPOSE.parent / svc["build"]["context"] / svc["build"]["dockerfile"]).resolve() == DOCKERFILE
+        assert (
+            COMPOSE.parent / svc["build"]["context"] / svc["build"]["dockerfile"]
+        ).resolve() == DOCKERFILE
         assert "entrypoint" not in svc, f"{name}: the image's ENTRYPOINT is `fulfil`"
     for name, command in SERVICE_COMMANDS.items():
         assert services[name]["command"] == command, name
@@ -253,7 +273,9 @@ def test_compose_dependencies_exist_and_are_health_gated() -> None:
             assert target in services, f"{name} depends on unknown {target}"
             condition = spec.get("condition", "service_started")
             if condition == "service_healthy":
-                assert "healthcheck" in services[target], f"{name} waits for {target}'s health, which has none"
+                assert "healthcheck" in services[target], (
+                    f"{name} waits for {target}'s health, which has none"
+                )
             if condition == "service_completed_successfully":
                 assert services[target].get("restart", "no") == "no", target
     fulfil = fulfil_services()
@@ -431,7 +453,9 @@ def test_k8s_kustomization_lists_every_manifest_but_the_secret_template() -> Non
 
 def test_k8s_has_one_workload_per_service() -> None:
     assert set(k8s_by_kind("Deployment")) == {
-        "fulfil-allocator-router", "fulfil-projector", "fulfil-notifier",
+        "fulfil-allocator-router",
+        "fulfil-projector",
+        "fulfil-notifier",
     }
     assert set(k8s_by_kind("StatefulSet")) == {"fulfil-allocator-core"}
     for service, command in SERVICE_COMMANDS.items():
@@ -495,7 +519,10 @@ def test_k8s_allocator_core_keeps_snapshots_on_a_claimed_volume() -> None:
     (container,) = pod_spec(core)["containers"]
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     assert mounts.get(state_dir) in claims
-    assert pod_spec(core)["securityContext"]["fsGroup"] == pod_spec(core)["securityContext"]["runAsGroup"]
+    assert (
+        pod_spec(core)["securityContext"]["fsGroup"]
+        == pod_spec(core)["securityContext"]["runAsGroup"]
+    )
     headless = k8s_by_kind("Service")[core["spec"]["serviceName"]]
     assert headless["spec"]["clusterIP"] == "None"
     text = (K8S / "allocator-core.yaml").read_text(encoding="utf-8")
@@ -529,7 +556,9 @@ def test_k8s_config_maps_hold_no_secrets() -> None:
     for name, doc in k8s_by_kind("ConfigMap").items():
         for key, value in doc.get("data", {}).items():
             assert not SECRET_NAME.search(key), f"{name}: {key} belongs in a Secret"
-            assert key not in ("DATABASE_URL", "KAFKA_SASL_USERNAME"), f"{name}: {key} belongs in a Secret"
+            assert key not in ("DATABASE_URL", "KAFKA_SASL_USERNAME"), (
+                f"{name}: {key} belongs in a Secret"
+            )
             if "://" in value:
                 assert urlsplit(value).password is None, f"{name}: {key} embeds a password"
 
@@ -570,7 +599,10 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
         lines.append(pending + stripped)
         pending = ""
     assert not pending, "a continuation line runs off the end"
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "") for line in lines]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "")
+        for line in lines
+    ]
 
 
 def stages() -> list[list[tuple[str, str]]]:
@@ -648,7 +680,11 @@ def test_the_commands_used_by_deploy_are_commands_of_fulfil() -> None:
     )
     done = subprocess.run(
         [sys.executable, "-c", script, json.dumps(commands)],
-        capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count(" ok") == len(commands)

@@ -106,8 +106,12 @@ class Summary:
     @property
     def ok(self) -> bool:
         return (
-            self.outputs_lost == 0 and self.duplicated_ids == 0 and self.read_model_equal
-            and self.messages_ok and not self.invariant_problems and not self.planted_code_ran
+            self.outputs_lost == 0
+            and self.duplicated_ids == 0
+            and self.read_model_equal
+            and self.messages_ok
+            and not self.invariant_problems
+            and not self.planted_code_ran
         )
 
     def line(self) -> str:
@@ -141,8 +145,14 @@ class Summary:
 # ---------------------------------------------------------------- helpers
 
 
-async def poll(condition: Callable[[], Awaitable[Any]], *, timeout: float, what: str,
-               interval: float = 0.3, tick: Callable[[], Awaitable[None]] | None = None) -> Any:
+async def poll(
+    condition: Callable[[], Awaitable[Any]],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.3,
+    tick: Callable[[], Awaitable[None]] | None = None,
+) -> Any:
     """Poll until truthy; Kafka and PostgreSQL errors (a fault in force) count as 'not yet'."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -151,7 +161,13 @@ async def poll(condition: Callable[[], Awaitable[Any]], *, timeout: float, what:
             await tick()
         try:
             last = await asyncio.wait_for(condition(), timeout=max(5.0, interval))
-        except (KafkaError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except (
+            KafkaError,
+            OSError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            TimeoutError,
+        ) as exc:
             last = exc
         if last and not isinstance(last, Exception):
             return last
@@ -164,7 +180,9 @@ async def publish_records(settings: Settings, records: list[Record]) -> None:
     await producer.start()
     try:
         pending = [
-            await producer.send(settings.topic(r.topic), r.value, key=r.key, headers=r.headers or None)
+            await producer.send(
+                settings.topic(r.topic), r.value, key=r.key, headers=r.headers or None
+            )
             for r in records
         ]
         await asyncio.gather(*pending)
@@ -196,7 +214,10 @@ class Services:
     def start(self, name: str) -> None:
         with self._log(name).open("ab") as out:
             self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "fulfil", name], env=self.env, stdout=out, stderr=out,
+                [sys.executable, "-m", "fulfil", name],
+                env=self.env,
+                stdout=out,
+                stderr=out,
                 start_new_session=True,
             )
 
@@ -281,13 +302,27 @@ class Postgres:
         """`pg_ctl restart -m immediate`: every backend dies, open transactions roll back at recovery."""
         options = f"-h {embedded.LOOPBACK} -p {self.handle.port} -k ''"
         embedded._pg_command(  # noqa: SLF001 - the wheel's pg_ctl as the server's user
-            "pg_ctl", ["-w", "-t", "60", "-m", "immediate", "-l", str(self.handle.log_path),
-                       "-o", options, "restart"],
-            self.handle.data_dir, timeout=65,
+            "pg_ctl",
+            [
+                "-w",
+                "-t",
+                "60",
+                "-m",
+                "immediate",
+                "-l",
+                str(self.handle.log_path),
+                "-o",
+                options,
+                "restart",
+            ],
+            self.handle.data_dir,
+            timeout=65,
         )
         pid = embedded.postmaster_pid(self.handle.data_dir)
         assert pid is not None, "PostgreSQL did not come back after restart"
-        self.handle = embedded.PostgresHandle(pid, self.handle.port, self.handle.data_dir, self.handle.log_path)
+        self.handle = embedded.PostgresHandle(
+            pid, self.handle.port, self.handle.data_dir, self.handle.log_path
+        )
 
 
 @contextlib.contextmanager
@@ -295,8 +330,12 @@ def private_postgres() -> Any:
     root = Path(tempfile.mkdtemp(prefix="fulfil-chaos-pg-"))
     server = embedded.start_postgres(root / "pgdata")
     postgres = Postgres(server)
-    stop = embedded.stop_at_exit(lambda: (embedded.stop_postgres(postgres.handle.data_dir),
-                                          shutil.rmtree(root, ignore_errors=True)))
+    stop = embedded.stop_at_exit(
+        lambda: (
+            embedded.stop_postgres(postgres.handle.data_dir),
+            shutil.rmtree(root, ignore_errors=True),
+        )
+    )
     try:
         yield postgres
     finally:
@@ -360,8 +399,12 @@ class Chaos:
                 return proxy.ended() > ended
 
             with contextlib.suppress(ChaosFailure):
-                await poll(a_client_gave_up, timeout=(REQUEST_TIMEOUT_MS + SESSION_TIMEOUT_MS) / 1000 * 3,
-                           interval=0.1, what="a client to give up on the stalled broker")
+                await poll(
+                    a_client_gave_up,
+                    timeout=(REQUEST_TIMEOUT_MS + SESSION_TIMEOUT_MS) / 1000 * 3,
+                    interval=0.1,
+                    what="a client to give up on the stalled broker",
+                )
         finally:
             proxy.resume()
 
@@ -398,9 +441,12 @@ class Chaos:
         async def in_transaction() -> bool:
             conn = await asyncpg.connect(self.postgres.url)
             try:
-                return bool(await conn.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity WHERE xact_start IS NOT NULL "
-                    "AND pid <> pg_backend_pid() AND datname IS NOT NULL"))
+                return bool(
+                    await conn.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE xact_start IS NOT NULL "
+                        "AND pid <> pg_backend_pid() AND datname IS NOT NULL"
+                    )
+                )
             finally:
                 await conn.close()
 
@@ -447,8 +493,10 @@ class Chaos:
         files = self._snapshots()
         if not files:  # none yet: plant one where the current format would look
             self.state_dir.mkdir(parents=True, exist_ok=True)
-            files = [self.state_dir / f"{self.settings.topic(COMMANDS)}-{p}.snapshot"
-                     for p in range(self.settings.fulfil_partitions)]
+            files = [
+                self.state_dir / f"{self.settings.topic(COMMANDS)}-{p}.snapshot"
+                for p in range(self.settings.fulfil_partitions)
+            ]
             for path in files:
                 path.write_bytes(b"")
         for path in files:
@@ -518,12 +566,21 @@ class Chaos:
         async def routed() -> bool:
             return await self._router_past(phase.topic)
 
-        await poll(routed, timeout=PHASE_SECONDS, interval=0.3, tick=self.services.supervise,
-                   what=f"the router to commit past the {phase.topic} phase")
+        await poll(
+            routed,
+            timeout=PHASE_SECONDS,
+            interval=0.3,
+            tick=self.services.supervise,
+            what=f"the router to commit past the {phase.topic} phase",
+        )
 
     async def caught_up(self) -> bool:
         s = self.settings
-        for base, group in ((ORDERS, ROUTER_GROUP), (INVENTORY, ROUTER_GROUP), (COMMANDS, CORE_GROUP)):
+        for base, group in (
+            (ORDERS, ROUTER_GROUP),
+            (INVENTORY, ROUTER_GROUP),
+            (COMMANDS, CORE_GROUP),
+        ):
             ends = await topic_ends(s, base)
             committed = await committed_offsets(s, s.topic(group), base)
             if any(committed.get(p, 0) < end for p, end in ends.items()):
@@ -532,16 +589,24 @@ class Chaos:
         conn = await asyncpg.connect(self.postgres.url)
         try:
             alloc_ends = await topic_ends(s, ALLOCATIONS)
-            for table, topics in ((f"{LIVE_SCHEMA}.projector_offsets", (ALLOCATIONS, ORDERS, INVENTORY)),
-                                  ("notifier_offsets", (ALLOCATIONS,))):
-                stored = {(r[0], r[1]): r[2] for r in await conn.fetch(
-                    f"SELECT topic, partition, next_offset FROM {table}")}  # noqa: S608 - constant
+            for table, topics in (
+                (f"{LIVE_SCHEMA}.projector_offsets", (ALLOCATIONS, ORDERS, INVENTORY)),
+                ("notifier_offsets", (ALLOCATIONS,)),
+            ):
+                stored = {
+                    (r[0], r[1]): r[2]
+                    for r in await conn.fetch(f"SELECT topic, partition, next_offset FROM {table}")  # noqa: S608 - constant
+                }
                 for base in topics:
                     ends = alloc_ends if base == ALLOCATIONS else await topic_ends(s, base)
-                    if any(stored.get((s.topic(base), p), 0) < end for p, end in ends.items() if end):
+                    if any(
+                        stored.get((s.topic(base), p), 0) < end for p, end in ends.items() if end
+                    ):
                         self.behind = f"{table} on {base}: stored {stored}, ends {ends}"
                         return False
-            pending = await conn.fetchval("SELECT count(*) FROM notifier_outbox WHERE status = 'pending'")
+            pending = await conn.fetchval(
+                "SELECT count(*) FROM notifier_outbox WHERE status = 'pending'"
+            )
             self.behind = f"{pending} outbox rows pending"
             return pending == 0
         except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError) as exc:
@@ -565,7 +630,9 @@ class Chaos:
         summary.duplicated_ids = sum(1 for n in ids.values() if n > 1)
         unexpected = set(ids) - expected
         if unexpected:
-            summary.invariant_problems.append(f"{len(unexpected)} outputs the oracle does not have, e.g. {sorted(unexpected)[:3]}")
+            summary.invariant_problems.append(
+                f"{len(unexpected)} outputs the oracle does not have, e.g. {sorted(unexpected)[:3]}"
+            )
         unique = list({o.id: o for o in outputs}.values())
         report = log_audit.check(oracle.inputs, unique)
         summary.invariant_problems.extend(report.problems)
@@ -579,26 +646,37 @@ class Chaos:
         try:
             rows = await conn.fetch(
                 "SELECT warehouse_id, order_id, line_no, quantity, allocated, backordered, rejected, "  # noqa: S608 - constant
-                f"cancelled FROM {LIVE_SCHEMA}.order_lines")
+                f"cancelled FROM {LIVE_SCHEMA}.order_lines"
+            )
             sku_rows = await conn.fetch(
                 f"SELECT warehouse_id, sku, backordered_units FROM {LIVE_SCHEMA}.sku_backlog "  # noqa: S608 - constant
-                "WHERE backordered_units > 0")
+                "WHERE backordered_units > 0"
+            )
         finally:
             await conn.close()
         actual_lines = {(r[0], r[1], r[2]): tuple(r[3:]) for r in rows}
         actual_backlog = {(r[0], r[1]): r[2] for r in sku_rows}
         problems = self.summary.read_model_problems
-        for name, want, got in (("order line", lines, actual_lines), ("sku backlog", backlog, actual_backlog)):
+        for name, want, got in (
+            ("order line", lines, actual_lines),
+            ("sku backlog", backlog, actual_backlog),
+        ):
             missing = set(want) - set(got)
             extra = set(got) - set(want)
             wrong = [k for k in set(want) & set(got) if want[k] != got[k]]
             if missing:
-                problems.append(f"{len(missing)} {name} rows missing, e.g. {sorted(missing, key=str)[:2]}")
+                problems.append(
+                    f"{len(missing)} {name} rows missing, e.g. {sorted(missing, key=str)[:2]}"
+                )
             if extra:
-                problems.append(f"{len(extra)} {name} rows not in the oracle, e.g. {sorted(extra, key=str)[:2]}")
+                problems.append(
+                    f"{len(extra)} {name} rows not in the oracle, e.g. {sorted(extra, key=str)[:2]}"
+                )
             if wrong:
                 k = sorted(wrong, key=str)[0]
-                problems.append(f"{len(wrong)} {name} rows differ, e.g. {k}: {got[k]} != oracle {want[k]}")
+                problems.append(
+                    f"{len(wrong)} {name} rows differ, e.g. {k}: {got[k]} != oracle {want[k]}"
+                )
         self.summary.read_model_equal = not problems
 
     async def _check_messages(self, oracle: Oracle) -> None:
@@ -608,7 +686,8 @@ class Chaos:
         conn = await asyncpg.connect(self.postgres.url)
         try:
             rows = await conn.fetch(
-                "SELECT event_id, channel, status, event_type, warehouse_id, order_id FROM notifier_outbox")
+                "SELECT event_id, channel, status, event_type, warehouse_id, order_id FROM notifier_outbox"
+            )
         finally:
             await conn.close()
         problems = self.summary.message_problems
@@ -616,18 +695,25 @@ class Chaos:
         # Reminders come from the read model and the wall clock (the workload's orders are
         # weeks old), so the oracle cannot list them; they must at least be for orders it
         # backordered. Every other row must be for an allocation event the oracle has.
-        backordered = {(o.data.warehouse_id, o.data.order_id) for o in oracle.outputs
-                       if o.type in ORDER_OUTPUT_TYPES and any(x.backordered for x in o.data.lines)}
+        backordered = {
+            (o.data.warehouse_id, o.data.order_id)
+            for o in oracle.outputs
+            if o.type in ORDER_OUTPUT_TYPES and any(x.backordered for x in o.data.lines)
+        }
         reminders = [r for r in rows if r["event_type"] == REMINDER_EVENT_TYPE]
         strays = {(r["warehouse_id"], r["order_id"]) for r in reminders} - backordered
         if strays:
-            problems.append(f"{len(strays)} orders reminded that the oracle never backordered, e.g. {sorted(strays)[:2]}")
+            problems.append(
+                f"{len(strays)} orders reminded that the oracle never backordered, e.g. {sorted(strays)[:2]}"
+            )
         self.summary.reminders = len(reminders)
         for r in rows:
             per_event[(r["event_id"], r["channel"])].append(r["status"])
         doubled = [k for k, v in per_event.items() if len(v) > 1]
         if doubled:
-            problems.append(f"{len(doubled)} (event, channel) with more than one outbox row, e.g. {doubled[:2]}")
+            problems.append(
+                f"{len(doubled)} (event, channel) with more than one outbox row, e.g. {doubled[:2]}"
+            )
         statuses = Counter(s for v in per_event.values() for s in v)
         if set(statuses) - {"sent", "superseded", "dropped", "skipped"}:
             problems.append(f"outbox statuses {dict(statuses)}")
@@ -635,13 +721,19 @@ class Chaos:
         reminder_ids = {r["event_id"] for r in reminders}
         emailed = {e for (e, c) in per_event if c == "email" and e not in reminder_ids}
         if noticed - emailed:
-            problems.append(f"{len(noticed - emailed)} allocation events without an email row, e.g. {sorted(noticed - emailed)[:2]}")
+            problems.append(
+                f"{len(noticed - emailed)} allocation events without an email row, e.g. {sorted(noticed - emailed)[:2]}"
+            )
         if emailed - oracle.output_ids:
-            problems.append(f"{len(emailed - oracle.output_ids)} email rows for events the oracle lacks")
+            problems.append(
+                f"{len(emailed - oracle.output_ids)} email rows for events the oracle lacks"
+            )
         mails: dict[str, set[tuple[str, str, str]]] = defaultdict(set)
         for mail in self.smtp.mails:
             mails[mail.message_id].add((mail.subject, mail.text, mail.to))
-        sent = {f"<{e}.email@fulfil>" for (e, c), v in per_event.items() if c == "email" and "sent" in v}
+        sent = {
+            f"<{e}.email@fulfil>" for (e, c), v in per_event.items() if c == "email" and "sent" in v
+        }
         if sent - set(mails):
             problems.append(f"{len(sent - set(mails))} sent rows never reached the SMTP server")
         if set(mails) - sent:
@@ -654,7 +746,9 @@ class Chaos:
 
 def draw_faults(rng: random.Random, count: int, kinds: tuple[str, ...] = FAULT_KINDS) -> list[str]:
     """`count` faults, every kind at least once when count allows, the rest at random."""
-    drawn = list(kinds[:count]) + [kinds[rng.randrange(len(kinds))] for _ in range(max(0, count - len(kinds)))]
+    drawn = list(kinds[:count]) + [
+        kinds[rng.randrange(len(kinds))] for _ in range(max(0, count - len(kinds)))
+    ]
     rng.shuffle(drawn)
     return drawn
 
@@ -670,8 +764,14 @@ async def environment(workdir: Path) -> AsyncIterator[tuple[ProxiedBroker, Postg
         smtp.stop()
 
 
-async def run(faults: int, seed: int, events: int, chunks: int, workdir: Path,
-              kinds: tuple[str, ...] = FAULT_KINDS) -> Summary:
+async def run(
+    faults: int,
+    seed: int,
+    events: int,
+    chunks: int,
+    workdir: Path,
+    kinds: tuple[str, ...] = FAULT_KINDS,
+) -> Summary:
     """One chaos run; returns the summary (raises ChaosFailure only when the run could not finish)."""
     rng = random.Random(seed)
     summary = Summary(seed)
@@ -689,21 +789,23 @@ async def run(faults: int, seed: int, events: int, chunks: int, workdir: Path,
             fulfil_state_dir=workdir / "state",
         )
         env = settings_as_env(settings)
-        env.update({
-            "FULFIL_LOG_LEVEL": "WARNING",
-            "FULFIL_SNAPSHOT_EVERY": "150",
-            "FULFIL_SNAPSHOT_SECONDS": "2",
-            "SMTP_URL": smtp.url,
-            "SMTP_FROM": "orders@shop.example",
-            "SMTP_TIMEOUT_SECONDS": "2",
-            "WEBHOOK_TIMEOUT_SECONDS": "2",
-            "FULFIL_NOTIFIER_ETA_HOLD_SECONDS": "0",
-            "FULFIL_NOTIFIER_POLL_SECONDS": "0.2",
-            "FULFIL_NOTIFIER_BACKOFF_INITIAL_SECONDS": "0.2",
-            "FULFIL_NOTIFIER_BACKOFF_MAX_SECONDS": "1",
-            "FULFIL_NOTIFIER_LEASE_SECONDS": "10",
-            "FULFIL_NOTIFIER_REMINDER_CHECK_SECONDS": "86400",
-        })
+        env.update(
+            {
+                "FULFIL_LOG_LEVEL": "WARNING",
+                "FULFIL_SNAPSHOT_EVERY": "150",
+                "FULFIL_SNAPSHOT_SECONDS": "2",
+                "SMTP_URL": smtp.url,
+                "SMTP_FROM": "orders@shop.example",
+                "SMTP_TIMEOUT_SECONDS": "2",
+                "WEBHOOK_TIMEOUT_SECONDS": "2",
+                "FULFIL_NOTIFIER_ETA_HOLD_SECONDS": "0",
+                "FULFIL_NOTIFIER_POLL_SECONDS": "0.2",
+                "FULFIL_NOTIFIER_BACKOFF_INITIAL_SECONDS": "0.2",
+                "FULFIL_NOTIFIER_BACKOFF_MAX_SECONDS": "1",
+                "FULFIL_NOTIFIER_LEASE_SECONDS": "10",
+                "FULFIL_NOTIFIER_REMINDER_CHECK_SECONDS": "86400",
+            }
+        )
         env.pop("WEBHOOK_URL", None)
         (workdir / "logs").mkdir(parents=True, exist_ok=True)
         await kafka.create_topics(settings)
@@ -719,8 +821,13 @@ async def run(faults: int, seed: int, events: int, chunks: int, workdir: Path,
             for phase, kinds in zip(plan, per_phase, strict=True):
                 await chaos.run_phase(phase, kinds)
             try:
-                await poll(chaos.caught_up, timeout=CATCH_UP_SECONDS, interval=1.0, tick=services.supervise,
-                           what="every service to catch up")
+                await poll(
+                    chaos.caught_up,
+                    timeout=CATCH_UP_SECONDS,
+                    interval=1.0,
+                    tick=services.supervise,
+                    what="every service to catch up",
+                )
             except ChaosFailure as exc:
                 raise ChaosFailure(f"{exc}; behind: {chaos.behind}") from None
             codes = services.terminate_all()
@@ -747,10 +854,16 @@ def main() -> int:
     chunks = int(os.environ.get("CHAOS_CHUNKS", max(10, faults // 4)))
     kinds = tuple(k for k in os.environ.get("CHAOS_KINDS", ",".join(FAULT_KINDS)).split(",") if k)
     if unknown := set(kinds) - set(FAULT_KINDS):
-        print(f"chaos: unknown fault kinds {sorted(unknown)}; known: {','.join(FAULT_KINDS)}", file=sys.stderr)
+        print(
+            f"chaos: unknown fault kinds {sorted(unknown)}; known: {','.join(FAULT_KINDS)}",
+            file=sys.stderr,
+        )
         return 2
-    print(f"chaos: seed {seed} (CHAOS_SEED={seed} repeats this run), {faults} faults, {events} events",
-          file=sys.stderr, flush=True)
+    print(
+        f"chaos: seed {seed} (CHAOS_SEED={seed} repeats this run), {faults} faults, {events} events",
+        file=sys.stderr,
+        flush=True,
+    )
     workdir = Path(tempfile.mkdtemp(prefix="fulfil-chaos-"))
     try:
         summary = asyncio.run(run(faults, seed, events, chunks, workdir, kinds))

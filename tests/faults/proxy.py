@@ -59,7 +59,9 @@ class FaultProxy:
         self.port = port or embedded.free_port()
         self.faults: Counter[str] = Counter()
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="fault-proxy", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="fault-proxy", daemon=True
+        )
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[_Connection] = set()
         self._flowing: asyncio.Event | None = None
@@ -163,12 +165,16 @@ class FaultProxy:
     async def _count(self) -> int:
         return len(self._connections)
 
-    async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+    async def _accept(
+        self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
+    ) -> None:
         if self._refusing:
             client_writer.transport.abort()
             return
         try:
-            upstream_reader, upstream_writer = await asyncio.open_connection(LOOPBACK, self.upstream_port)
+            upstream_reader, upstream_writer = await asyncio.open_connection(
+                LOOPBACK, self.upstream_port
+            )
         except OSError:
             client_writer.transport.abort()
             return

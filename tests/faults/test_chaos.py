@@ -29,7 +29,9 @@ async def test_every_fault_kind_loses_nothing(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(chaos, "PHASE_SECONDS", 90.0)
     monkeypatch.setattr(chaos, "CATCH_UP_SECONDS", 120.0)
     print(f"chaos seed {SEED}")
-    summary = await chaos.run(len(chaos.FAULT_KINDS), SEED, events=1_200, chunks=6, workdir=tmp_path)
+    summary = await chaos.run(
+        len(chaos.FAULT_KINDS), SEED, events=1_200, chunks=6, workdir=tmp_path
+    )
     assert set(summary.faults) == set(chaos.FAULT_KINDS)
     detail = f"{summary.line()}\n{summary.details()}"
     # Duplicated ids on allocations.v1 are reported, not asserted: without an idempotent
@@ -45,21 +47,35 @@ async def test_every_fault_kind_loses_nothing(tmp_path, monkeypatch) -> None:
 async def test_after_broker_data_loss_the_core_refuses(tmp_path) -> None:
     with broker_behind_proxy() as proxied:
         settings = load_settings(
-            kafka_bootstrap_servers=proxied.bootstrap, fulfil_topic_prefix="loss.", fulfil_partitions=3, fulfil_clock_tick_seconds=0,
+            kafka_bootstrap_servers=proxied.bootstrap,
+            fulfil_topic_prefix="loss.",
+            fulfil_partitions=3,
+            fulfil_clock_tick_seconds=0,
             kafka_enable_idempotence=False,
-            kafka_session_timeout_ms=2_000, kafka_heartbeat_interval_ms=300, fulfil_state_dir=tmp_path,
+            kafka_session_timeout_ms=2_000,
+            kafka_heartbeat_interval_ms=300,
+            fulfil_state_dir=tmp_path,
         )
-        env = {**settings_as_env(settings), "FULFIL_LOG_LEVEL": "WARNING", "FULFIL_SNAPSHOT_EVERY": "50"}
+        env = {
+            **settings_as_env(settings),
+            "FULFIL_LOG_LEVEL": "WARNING",
+            "FULFIL_SNAPSHOT_EVERY": "50",
+        }
         events = [r.event for p in phases(400, 1, SEED) for r in p.records]
         await kafka.create_topics(settings)
         await publish(settings, events[:300])
 
         def start() -> subprocess.Popen:
-            return subprocess.Popen([sys.executable, "-m", "fulfil", "allocator"], env=env,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            return subprocess.Popen(
+                [sys.executable, "-m", "fulfil", "allocator"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
 
         process = start()
         try:
+
             async def core_done() -> bool:
                 async with TopicWatcher(settings, COMMANDS) as watcher:
                     ends = await watcher.ends()
@@ -80,7 +96,9 @@ async def test_after_broker_data_loss_the_core_refuses(tmp_path) -> None:
             except subprocess.TimeoutExpired:
                 code = None
             message = process.stderr.read().decode(errors="replace") if code is not None else ""
-            assert code not in (None, 0), "the core kept running on a log that no longer matches its snapshot"
+            assert code not in (None, 0), (
+                "the core kept running on a log that no longer matches its snapshot"
+            )
             assert "snapshot" in message.lower(), message[-2000:]
         finally:
             if process.poll() is None:

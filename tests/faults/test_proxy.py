@@ -35,7 +35,9 @@ async def test_traffic_passes_through_the_proxy(proxied_broker, proxied_settings
     assert proxied_broker.proxy.connections() == 0 or True  # clients closed; proxy still up
 
 
-async def test_a_lost_produce_response_makes_a_plain_producer_write_twice(proxied_broker, proxied_settings) -> None:
+async def test_a_lost_produce_response_makes_a_plain_producer_write_twice(
+    proxied_broker, proxied_settings
+) -> None:
     topic = proxied_settings.topic("proxy.lost")
     await kafka.create_topics(proxied_settings, [topic])
     producer = kafka.producer(proxied_settings, request_timeout_ms=5_000, retry_backoff_ms=50)
@@ -52,7 +54,9 @@ async def test_a_lost_produce_response_makes_a_plain_producer_write_twice(proxie
     assert values == [b"warm-up", b"once", b"once"]
 
 
-async def test_a_stalled_broker_times_requests_out_and_recovers(proxied_broker, proxied_settings) -> None:
+async def test_a_stalled_broker_times_requests_out_and_recovers(
+    proxied_broker, proxied_settings
+) -> None:
     topic = proxied_settings.topic("proxy.stall")
     await kafka.create_topics(proxied_settings, [topic])
     producer = kafka.producer(proxied_settings, request_timeout_ms=1_000)

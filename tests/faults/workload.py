@@ -76,7 +76,7 @@ def phases(events: int, chunks: int, seed: int) -> list[Phase]:
     size = max(1, -(-len(stream) // chunks))
     out: list[Phase] = []
     for start in range(0, len(stream), size):
-        chunk = [record_of(e) for e in stream[start:start + size]]
+        chunk = [record_of(e) for e in stream[start : start + size]]
         for topic in ("orders.v1", "inventory.v1"):
             records = [r for r in chunk if r.topic == topic]
             if records:
@@ -146,8 +146,14 @@ def poison(kind: str, template: Record, serial: int) -> Record:
 
 def bad_header(template: Record) -> Record:
     """The bytes of an already published event with a header value that is not UTF-8."""
-    return Record(template.topic, template.value, template.key,
-                  headers=[("traceparent", b"\xff\xfe\x00bad")], event=template.event, kind="bad_header")
+    return Record(
+        template.topic,
+        template.value,
+        template.key,
+        headers=[("traceparent", b"\xff\xfe\x00bad")],
+        event=template.event,
+        kind="bad_header",
+    )
 
 
 # ---------------------------------------------------------------- oracle
@@ -192,7 +198,13 @@ def line_figures(outputs: Iterable[Envelope]) -> tuple[dict[tuple, tuple], dict[
             continue
         for line in out.data.lines:
             key = (out.data.warehouse_id, out.data.order_id, line.line_no)
-            lines[key] = (line.quantity, line.allocated, line.backordered, line.rejected, line.cancelled)
+            lines[key] = (
+                line.quantity,
+                line.allocated,
+                line.backordered,
+                line.rejected,
+                line.cancelled,
+            )
             skus[key] = line.sku
     backlog: dict[tuple, int] = defaultdict(int)
     for key, figures in lines.items():

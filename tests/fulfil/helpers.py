@@ -6,8 +6,14 @@ import subprocess
 import sys
 
 
-def fulfil(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def fulfil(
+    *args: str, env: dict[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """`python -m fulfil ARGS` with `env` (see the `env_for_subprocess` fixture); output captured as text."""
     return subprocess.run(
-        [sys.executable, "-m", "fulfil", *args], env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "fulfil", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )

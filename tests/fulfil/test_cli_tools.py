@@ -33,7 +33,9 @@ def test_topics_create_twice_is_harmless(settings, env_for_subprocess) -> None:
     assert sorted(again["existing"]) == sorted(created["created"])
 
 
-async def test_the_command_log_the_rebuild_sources_and_redrive_ledgers_are_kept_forever(settings) -> None:
+async def test_the_command_log_the_rebuild_sources_and_redrive_ledgers_are_kept_forever(
+    settings,
+) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
@@ -46,12 +48,15 @@ async def test_the_command_log_the_rebuild_sources_and_redrive_ledgers_are_kept_
             for t in ("allocator.commands.v1", "orders.v1.dlq.redriven", "orders.v1.dlq",
                       "orders.v1", "inventory.v1", "allocations.v1")
         ]  # fmt: skip
-        answers = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
+        answers = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, n) for n in names]
+        )
     finally:
         await admin.close()
     retention = {
         resource[3]: {entry[0]: entry[1] for entry in resource[4]}.get("retention.ms")
-        for answer in answers for resource in answer.resources
+        for answer in answers
+        for resource in answer.resources
     }
     assert retention[names[0]] == "-1" and retention[names[1]] == "-1"
     assert retention[names[2]] != "-1", "dead letters keep the cluster's retention"
@@ -59,7 +64,9 @@ async def test_the_command_log_the_rebuild_sources_and_redrive_ledgers_are_kept_
     assert [retention[n] for n in names[3:]] == ["-1", "-1", "-1"]
 
 
-async def test_publish_reports_bad_lines_and_publishes_good_ones(settings, env_for_subprocess, tmp_path) -> None:
+async def test_publish_reports_bad_lines_and_publishes_good_ones(
+    settings, env_for_subprocess, tmp_path
+) -> None:
     await kafka.create_topics(settings)
     order = orjson.dumps(VALID["OrderPlaced"])
     receipt = orjson.dumps(VALID["StockReceived"])
@@ -105,15 +112,25 @@ async def test_publish_reports_bad_lines_and_publishes_good_ones(settings, env_f
     assert got["inventory.v1"] == (b"wh-1", receipt)
 
 
-async def test_publish_writes_a_clock_tick_to_every_command_partition(settings, env_for_subprocess, tmp_path) -> None:
+async def test_publish_writes_a_clock_tick_to_every_command_partition(
+    settings, env_for_subprocess, tmp_path
+) -> None:
     """A ClockTicked line is "today is `now`" for the whole allocator: on one partition it
     would move today for some warehouses only. It is written as `fulfil clock tick --now`
     writes it (one tick per partition, ids from partition and `now`), like
     `fulfil simulate --publish` does with the ticks of its traffic."""
     await kafka.create_topics(settings)
     now = datetime(2026, 11, 20, 6, 0, tzinfo=UTC)
-    line = orjson.dumps({"id": "file-tick-1", "type": "ClockTicked", "version": 1, "source": "sim",
-                         "occurred_at": now.isoformat(), "data": {"now": now.isoformat()}})
+    line = orjson.dumps(
+        {
+            "id": "file-tick-1",
+            "type": "ClockTicked",
+            "version": 1,
+            "source": "sim",
+            "occurred_at": now.isoformat(),
+            "data": {"now": now.isoformat()},
+        }
+    )
     order = orjson.dumps(VALID["OrderPlaced"])
     path = tmp_path / "with-tick.jsonl"
     path.write_bytes(b"\n".join([order, line]) + b"\n")
@@ -125,18 +142,28 @@ async def test_publish_writes_a_clock_tick_to_every_command_partition(settings, 
     report = orjson.loads(result.stdout)
     partitions = settings.fulfil_partitions
     assert (report["published"], report["ticks"]) == (2, 1)
-    assert report["by_topic"] == {settings.topic(COMMANDS): partitions, settings.topic("orders.v1"): 1}
+    assert report["by_topic"] == {
+        settings.topic(COMMANDS): partitions,
+        settings.topic("orders.v1"): 1,
+    }
     commands = await read_topic(settings, COMMANDS)
     assert {p: [r.value for r in records] for p, records in commands.items()} == {
-        p: [encode(tick(now, p))] for p in range(partitions)}  # what `fulfil clock tick` writes
-    assert all(dict(r.headers)["fulfil-event-type"] == b"ClockTicked" for rs in commands.values() for r in rs)
+        p: [encode(tick(now, p))] for p in range(partitions)
+    }  # what `fulfil clock tick` writes
+    assert all(
+        dict(r.headers)["fulfil-event-type"] == b"ClockTicked"
+        for rs in commands.values()
+        for r in rs
+    )
     text = fulfil("publish", str(path), env=env)
     assert text.returncode == 0 and "1 clock ticks, each on every command partition" in text.stdout
     # The same tick again (the file published twice, or `fulfil clock tick` for the same moment): same ids.
     by_hand = fulfil("clock", "tick", "--now", now.isoformat(), env=env)
     assert by_hand.returncode == 0, by_hand.stderr
     again = await read_topic(settings, COMMANDS)
-    assert {r.value for rs in again.values() for r in rs} == {encode(tick(now, p)) for p in range(partitions)}
+    assert {r.value for rs in again.values() for r in rs} == {
+        encode(tick(now, p)) for p in range(partitions)
+    }
 
 
 def test_publish_example_file(settings, env_for_subprocess) -> None:

@@ -24,11 +24,21 @@ def test_demo_runs_end_to_end_and_stops_everything(tmp_path) -> None:
         env.pop(name, None)
     result = subprocess.run(
         [sys.executable, "-m", "fulfil", "demo", "--events", "1500", "--seed", "3"],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
-    for section in ("backlog", "late inbound shipments", "customer deposits", "customer emails", "invariants", "throughput"):
+    for section in (
+        "backlog",
+        "late inbound shipments",
+        "customer deposits",
+        "customer emails",
+        "invariants",
+        "throughput",
+    ):
         assert section in out
     assert "OK:" in out and "Subject:" in out
     assert list((tmp_path / "demo" / "mail").glob("*.eml"))
@@ -51,7 +61,9 @@ def _processes_mentioning(path) -> list[int]:
     return found
 
 
-async def test_demo_exits_1_when_an_invariant_fails_and_stops_everything(tmp_path, monkeypatch) -> None:
+async def test_demo_exits_1_when_an_invariant_fails_and_stops_everything(
+    tmp_path, monkeypatch
+) -> None:
     from fulfil import demo
     from fulfil.log_audit import InvariantReport
 
@@ -60,7 +72,12 @@ async def test_demo_exits_1_when_an_invariant_fails_and_stops_everything(tmp_pat
 
     monkeypatch.setattr(demo, "invariant_check", failing_check)
     monkeypatch.setenv("FULFIL_STATE_DIR", str(tmp_path))
-    for name in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "FULFIL_TOPIC_PREFIX", "FULFIL_METRICS_PORT"):
+    for name in (
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "DATABASE_URL",
+        "FULFIL_TOPIC_PREFIX",
+        "FULFIL_METRICS_PORT",
+    ):
         monkeypatch.delenv(name, raising=False)
     console = Console(record=True, width=120, force_terminal=False)
     assert await demo.run_demo(events=600, seed=5, keep_running=False, console=console) == 1

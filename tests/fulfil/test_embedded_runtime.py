@@ -247,13 +247,17 @@ def test_without_the_embedded_extra_dev_up_says_what_to_install(tmp_path: Path) 
         "from fulfil.cli import main; main(['dev', 'up'])"
     )
     env = {**os.environ, "FULFIL_STATE_DIR": str(tmp_path)}
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 1, result.stderr
     assert "pip install 'fulfil[embedded]'" in result.stderr
     assert "Traceback" not in result.stderr and result.stderr.strip().count("\n") == 0
 
 
-def test_the_readme_quick_chain_works_and_leaves_nothing_behind(dev_env: dict[str, str], tmp_path: Path) -> None:
+def test_the_readme_quick_chain_works_and_leaves_nothing_behind(
+    dev_env: dict[str, str], tmp_path: Path
+) -> None:
     """The README's shell chain: up, env, topics, publish the shipped example, down;
     afterwards the broker and PostgreSQL it started are gone."""
     bin_dir = Path(sys.executable).parent
@@ -264,7 +268,14 @@ def test_the_readme_quick_chain_works_and_leaves_nothing_behind(dev_env: dict[st
         f'fulfil dev up --json > {up} && eval "$(fulfil dev env)" && fulfil topics create '
         "&& fulfil publish examples/store.jsonl && fulfil dev down"
     )
-    result = subprocess.run(["bash", "-c", chain], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        ["bash", "-c", chain],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "published 14 events" in result.stdout
     started = json.loads(up.read_text())
@@ -289,8 +300,11 @@ def test_dev_down_clears_the_allocator_state_of_its_broker(dev_env: dict[str, st
     )  # fmt: skip
     try:
         # The example's commands folded: the graceful stop then snapshots every partition.
-        embedded.wait_until(lambda: core.poll() is not None or _allocations(env) > 0, timeout=120,
-                            what="the allocator to write its first outputs")
+        embedded.wait_until(
+            lambda: core.poll() is not None or _allocations(env) > 0,
+            timeout=120,
+            what="the allocator to write its first outputs",
+        )
         assert core.poll() is None, core.communicate(timeout=10)[1][-2000:]
         core.send_signal(signal.SIGTERM)
         _, stderr = core.communicate(timeout=60)
@@ -299,7 +313,9 @@ def test_dev_down_clears_the_allocator_state_of_its_broker(dev_env: dict[str, st
         if core.poll() is None:
             core.kill()
             core.wait()
-    assert list(state.glob("*.snapshot")), f"no snapshot in {state}: {sorted(state.iterdir()) if state.exists() else None}"
+    assert list(state.glob("*.snapshot")), (
+        f"no snapshot in {state}: {sorted(state.iterdir()) if state.exists() else None}"
+    )
 
     fulfil(dev_env, "dev", "down")
     assert is_gone(started["broker"]["pid"]) and is_gone(started["postgres"]["pid"])

@@ -36,7 +36,11 @@ async def allocator(settings):
 async def _core_caught_up(settings) -> bool:
     commands = await read_topic(settings, COMMANDS)
     ends = {p: (records[-1].offset + 1 if records else 0) for p, records in commands.items()}
-    return sum(ends.values()) > 0 and await committed_offsets(settings, settings.topic("fulfil-allocator-core"), COMMANDS) == ends
+    return (
+        sum(ends.values()) > 0
+        and await committed_offsets(settings, settings.topic("fulfil-allocator-core"), COMMANDS)
+        == ends
+    )
 
 
 async def test_replay_verifies_a_real_run(settings, env_for_subprocess) -> None:
@@ -44,7 +48,9 @@ async def test_replay_verifies_a_real_run(settings, env_for_subprocess) -> None:
     events = mixed_stream(1_500, seed=11)
     async with allocator(settings):
         await publish(settings, events)
-        await wait_for(lambda: _core_caught_up(settings), timeout=120, what="the allocator to catch up")
+        await wait_for(
+            lambda: _core_caught_up(settings), timeout=120, what="the allocator to catch up"
+        )
     result = fulfil("replay", "--verify", "--json", env=env_for_subprocess(settings))
     assert result.returncode == 0, result.stdout + result.stderr
     report = orjson.loads(result.stdout)
@@ -65,22 +71,31 @@ async def test_replay_names_the_offset_of_an_altered_output(settings, env_for_su
     outputs, _ = PartitionFold(partition).apply(0, encode(first))
     genuine = outputs[0]
     doc = orjson.loads(genuine.value)
-    doc["data"]["available"] = doc["data"].get("available", 0) + 999 if "available" in doc["data"] else 999
+    doc["data"]["available"] = (
+        doc["data"].get("available", 0) + 999 if "available" in doc["data"] else 999
+    )
     altered = orjson.dumps(doc)
     producer = kafka.producer(settings)
     await producer.start()
     try:
         await producer.send_and_wait(
-            settings.topic(ALLOCATIONS), altered, key=genuine.key, partition=partition,
+            settings.topic(ALLOCATIONS),
+            altered,
+            key=genuine.key,
+            partition=partition,
             headers=output_headers(partition, 0, 0, genuine.event),
         )
     finally:
         await producer.stop()
     async with allocator(settings):
         await publish(settings, [first])
-        await wait_for(lambda: _core_caught_up(settings), timeout=120, what="the allocator to catch up")
+        await wait_for(
+            lambda: _core_caught_up(settings), timeout=120, what="the allocator to catch up"
+        )
         await publish(settings, events[1:])
-        await wait_for(lambda: _core_caught_up(settings), timeout=120, what="the allocator to catch up")
+        await wait_for(
+            lambda: _core_caught_up(settings), timeout=120, what="the allocator to catch up"
+        )
 
     result = fulfil("replay", "--verify", "--json", env=env_for_subprocess(settings))
     assert result.returncode == 1, result.stdout + result.stderr
@@ -94,12 +109,16 @@ async def test_replay_names_the_offset_of_an_altered_output(settings, env_for_su
     assert text.returncode == 1 and "command offset 0" in text.stdout
 
 
-async def test_dead_letter_is_listed_redriven_after_a_fix_and_processed_once(settings, env_for_subprocess) -> None:
+async def test_dead_letter_is_listed_redriven_after_a_fix_and_processed_once(
+    settings, env_for_subprocess
+) -> None:
     await kafka.create_topics(settings)
     strict = settings.model_copy(update={"fulfil_max_message_bytes": 1_024})
     order = orjson.loads(orjson.dumps(VALID["OrderPlaced"]))
     order["id"] = "big-order"
-    order["data"]["lines"] = [{"line_no": i, "sku": f"SKU-{i}", "quantity": 1} for i in range(1, 31)]
+    order["data"]["lines"] = [
+        {"line_no": i, "sku": f"SKU-{i}", "quantity": 1} for i in range(1, 31)
+    ]
     raw = orjson.dumps(order)
     assert len(raw) > 1_024
     async with allocator(strict):
@@ -107,13 +126,19 @@ async def test_dead_letter_is_listed_redriven_after_a_fix_and_processed_once(set
 
         async def listed():
             result = fulfil("dlq", "list", "--json", env=env_for_subprocess(settings))
-            return orjson.loads(result.stdout) if result.returncode == 0 and orjson.loads(result.stdout)["dead_letters"] else None
+            return (
+                orjson.loads(result.stdout)
+                if result.returncode == 0 and orjson.loads(result.stdout)["dead_letters"]
+                else None
+            )
 
         listing = await wait_for(listed, timeout=60, what="the oversize order in the DLQ")
     letter = listing["dead_letters"][0]
     assert letter["kind"] == "oversize" and "1024" in letter["reason"].replace(",", "")
     assert letter["event_id"] == "big-order" and letter["redriven"] is False
-    assert listing["counts"] == [{"source_topic": settings.topic(ORDERS), "kind": "oversize", "count": 1}]
+    assert listing["counts"] == [
+        {"source_topic": settings.topic(ORDERS), "kind": "oversize", "count": 1}
+    ]
     shown = fulfil("dlq", "show", letter["ref"], "--json", env=env_for_subprocess(settings))
     assert orjson.loads(shown.stdout)["original"].encode() == raw
 
@@ -121,27 +146,55 @@ async def test_dead_letter_is_listed_redriven_after_a_fix_and_processed_once(set
     async with allocator(settings):
         env = env_for_subprocess(settings)
         first = fulfil("dlq", "redrive", "--kind", "oversize", "--json", env=env)
-        assert orjson.loads(first.stdout) == {"redriven": [letter["ref"]], "skipped_already_redriven": []}
+        assert orjson.loads(first.stdout) == {
+            "redriven": [letter["ref"]],
+            "skipped_already_redriven": [],
+        }
 
         async def processed():
-            outs = [parse_output(r.value) for rs in (await read_topic(settings, ALLOCATIONS)).values() for r in rs]
+            outs = [
+                parse_output(r.value)
+                for rs in (await read_topic(settings, ALLOCATIONS)).values()
+                for r in rs
+            ]
             return [o for o in outs if o.causation_id == "big-order"]
 
         caused = await wait_for(processed, timeout=60, what="the redriven order to be allocated")
         second = fulfil("dlq", "redrive", letter["ref"], "--json", env=env)
-        assert orjson.loads(second.stdout) == {"redriven": [], "skipped_already_redriven": [letter["ref"]]}
-        await wait_for(lambda: _core_caught_up(settings), timeout=60, what="the allocator to catch up")
-    outs = [parse_output(r.value) for rs in (await read_topic(settings, ALLOCATIONS)).values() for r in rs]
-    assert sorted(o.id for o in outs if o.causation_id == "big-order") == sorted(o.id for o in caused)
-    commands = [parse_input(r.value) for rs in (await read_topic(settings, COMMANDS)).values() for r in rs]
+        assert orjson.loads(second.stdout) == {
+            "redriven": [],
+            "skipped_already_redriven": [letter["ref"]],
+        }
+        await wait_for(
+            lambda: _core_caught_up(settings), timeout=60, what="the allocator to catch up"
+        )
+    outs = [
+        parse_output(r.value)
+        for rs in (await read_topic(settings, ALLOCATIONS)).values()
+        for r in rs
+    ]
+    assert sorted(o.id for o in outs if o.causation_id == "big-order") == sorted(
+        o.id for o in caused
+    )
+    commands = [
+        parse_input(r.value) for rs in (await read_topic(settings, COMMANDS)).values() for r in rs
+    ]
     assert [c.id for c in commands] == ["big-order"]
-    relisted = orjson.loads(fulfil("dlq", "list", "--json", env=env_for_subprocess(settings)).stdout)
+    relisted = orjson.loads(
+        fulfil("dlq", "list", "--json", env=env_for_subprocess(settings)).stdout
+    )
     assert relisted["dead_letters"][0]["redriven"] is True
 
 
 async def test_tail_redacts_customer_data_unless_asked(settings, env_for_subprocess) -> None:
     await kafka.create_topics(settings)
-    await publish(settings, [parse_input(orjson.dumps(VALID["OrderPlaced"])), parse_input(orjson.dumps(VALID["StockReceived"]))])
+    await publish(
+        settings,
+        [
+            parse_input(orjson.dumps(VALID["OrderPlaced"])),
+            parse_input(orjson.dumps(VALID["StockReceived"])),
+        ],
+    )
     env = env_for_subprocess(settings)
     redacted = fulfil("tail", "orders.v1", "--json", env=env)
     assert redacted.returncode == 0, redacted.stderr
@@ -150,7 +203,10 @@ async def test_tail_redacts_customer_data_unless_asked(settings, env_for_subproc
     assert lines[0]["data"]["customer"] == "[redacted]"
     assert "ann@shop.example" not in redacted.stdout
     shown = fulfil("tail", "orders.v1", "--json", "--show-pii", env=env)
-    assert orjson.loads(shown.stdout.splitlines()[0])["data"]["customer"]["email"] == "ann@shop.example"
+    assert (
+        orjson.loads(shown.stdout.splitlines()[0])["data"]["customer"]["email"]
+        == "ann@shop.example"
+    )
     pretty = fulfil("tail", "inventory.v1", env=env)
     assert "StockReceived" in pretty.stdout and "SKU-1" in pretty.stdout
 
@@ -169,16 +225,22 @@ async def _write_as_routed(settings, records) -> Counter:
             if record.type == "ClockTicked":
                 await write_ticks(settings, record.occurred_at, producer)
             else:
-                headers = [("fulfil-source-topic", settings.topic(record.topic).encode()),
-                           ("fulfil-event-type", record.type.encode())]
-                await producer.send_and_wait(settings.topic(COMMANDS), record.value, key=record.key, headers=headers)
+                headers = [
+                    ("fulfil-source-topic", settings.topic(record.topic).encode()),
+                    ("fulfil-event-type", record.type.encode()),
+                ]
+                await producer.send_and_wait(
+                    settings.topic(COMMANDS), record.value, key=record.key, headers=headers
+                )
             kinds[record.type] += 1
     finally:
         await producer.stop()
     return kinds
 
 
-async def test_replay_verifies_a_simulated_log_with_the_supply_side_rules(settings, env_for_subprocess) -> None:
+async def test_replay_verifies_a_simulated_log_with_the_supply_side_rules(
+    settings, env_for_subprocess
+) -> None:
     """Issue 15: a simulated log with cancelled purchase orders, ticks that make inbounds
     overdue, shrinkage of reserved units, capped SKUs and pre-orders replays bit for bit."""
     await kafka.create_topics(settings)
@@ -186,12 +248,24 @@ async def test_replay_verifies_a_simulated_log_with_the_supply_side_rules(settin
     kinds = await _write_as_routed(settings, records)
     assert kinds["InboundCancelled"] and kinds["ClockTicked"] and kinds["SkuPolicySet"]
     async with allocator(settings):
-        await wait_for(lambda: _core_caught_up(settings), timeout=240, what="the allocator to fold the simulated log")
-    outputs = [parse_output(r.value) for records in (await read_topic(settings, ALLOCATIONS)).values() for r in records]
+        await wait_for(
+            lambda: _core_caught_up(settings),
+            timeout=240,
+            what="the allocator to fold the simulated log",
+        )
+    outputs = [
+        parse_output(r.value)
+        for records in (await read_topic(settings, ALLOCATIONS)).values()
+        for r in records
+    ]
     backordered = Counter(o.data.reason for o in outputs if o.type == "Backordered")
     causes = Counter(o.data.cause.reason for o in outputs if o.type == "BackorderEtaChanged")
-    rejects = Counter(line.reason for o in outputs if o.type == "OrderRejected" for line in o.data.lines)
-    assert backordered["reservation_lost"] and backordered["pre_order"], backordered  # shrinkage, pre-orders
+    rejects = Counter(
+        line.reason for o in outputs if o.type == "OrderRejected" for line in o.data.lines
+    )
+    assert backordered["reservation_lost"] and backordered["pre_order"], (
+        backordered
+    )  # shrinkage, pre-orders
     assert causes["inbound_overdue"], causes  # ticks past ETA + grace
     assert rejects["backorder_limit"], rejects  # a capped SKU
     commands = [r for records in (await read_topic(settings, COMMANDS)).values() for r in records]

@@ -36,7 +36,9 @@ def test_the_quarantine_topics_are_the_services_own(settings) -> None:
     assert quarantine_topic(settings) == settings.topic(NOTIFIER_DLQ)
 
 
-def test_topics_create_makes_the_quarantine_topics_and_their_ledgers(settings, env_for_subprocess) -> None:
+def test_topics_create_makes_the_quarantine_topics_and_their_ledgers(
+    settings, env_for_subprocess
+) -> None:
     result = fulfil("topics", "create", "--json", env=env_for_subprocess(settings))
     assert result.returncode == 0, result.stderr
     created = set(orjson.loads(result.stdout)["created"])
@@ -50,7 +52,9 @@ async def _quarantined_by_the_projector(settings) -> bytes:
     quarantined by a real projector run; returns its bytes."""
     inputs, outputs = scenario(120, seed=21)
     await publish_scenario(settings, inputs, outputs)
-    doc = orjson.loads(orjson.dumps(next(o for o in outputs if o.type == "Backordered").model_dump(mode="json")))
+    doc = orjson.loads(
+        orjson.dumps(next(o for o in outputs if o.type == "Backordered").model_dump(mode="json"))
+    )
     doc["id"] = doc["data"]["order_id"] = "poison-nul-name"
     doc["data"]["customer"]["name"] = "Ada\x00Lovelace"
     poison = orjson.dumps(doc)
@@ -71,7 +75,9 @@ async def _quarantined_by_the_notifier(settings) -> bytes:
     producer = kafka.producer(settings)
     await producer.start()
     try:
-        await producer.send_and_wait(settings.topic(NOTIFIER_DLQ), value, key=b"wh-1", headers=headers)
+        await producer.send_and_wait(
+            settings.topic(NOTIFIER_DLQ), value, key=b"wh-1", headers=headers
+        )
     finally:
         await producer.stop()
     return value
@@ -91,10 +97,19 @@ async def test_dlq_list_show_and_redrive_cover_the_quarantine_topics(
     listing = orjson.loads(listed.stdout)
     by_topic = {item["ref"].rsplit(":", 2)[0]: item for item in listing["dead_letters"]}
     assert set(by_topic) == {settings.topic(PROJECTOR_DLQ), settings.topic(NOTIFIER_DLQ)}
-    projector_letter, notifier_letter = by_topic[settings.topic(PROJECTOR_DLQ)], by_topic[settings.topic(NOTIFIER_DLQ)]
+    projector_letter, notifier_letter = (
+        by_topic[settings.topic(PROJECTOR_DLQ)],
+        by_topic[settings.topic(NOTIFIER_DLQ)],
+    )
     assert projector_letter["source_topic"] == settings.topic(ALLOCATIONS)
-    assert projector_letter["kind"] == "unstorable" and projector_letter["event_id"] == "poison-nul-name"
-    assert notifier_letter["source_topic"] == settings.topic(ALLOCATIONS) and notifier_letter["kind"] == "unparseable"
+    assert (
+        projector_letter["kind"] == "unstorable"
+        and projector_letter["event_id"] == "poison-nul-name"
+    )
+    assert (
+        notifier_letter["source_topic"] == settings.topic(ALLOCATIONS)
+        and notifier_letter["kind"] == "unparseable"
+    )
     assert not projector_letter["redriven"] and not notifier_letter["redriven"]
     assert sorted(listing["counts"], key=str) == sorted(
         [{"source_topic": settings.topic(ALLOCATIONS), "kind": "unstorable", "count": 1},
@@ -112,9 +127,15 @@ async def test_dlq_list_show_and_redrive_cover_the_quarantine_topics(
     for letter, value in ((projector_letter, projector_poison), (notifier_letter, notifier_poison)):
         first = fulfil("dlq", "redrive", letter["ref"], "--json", env=env)
         assert first.returncode == 0, first.stderr
-        assert orjson.loads(first.stdout) == {"redriven": [letter["ref"]], "skipped_already_redriven": []}
+        assert orjson.loads(first.stdout) == {
+            "redriven": [letter["ref"]],
+            "skipped_already_redriven": [],
+        }
         again = fulfil("dlq", "redrive", letter["ref"], "--json", env=env)
-        assert orjson.loads(again.stdout) == {"redriven": [], "skipped_already_redriven": [letter["ref"]]}
+        assert orjson.loads(again.stdout) == {
+            "redriven": [],
+            "skipped_already_redriven": [letter["ref"]],
+        }
         # Back on the topic it came from, the same bytes, once, saying where it was.
         back = [
             r for records in (await read_topic(settings, ALLOCATIONS)).values() for r in records

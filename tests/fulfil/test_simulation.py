@@ -26,7 +26,11 @@ def day() -> list:
 @pytest.fixture(scope="module")
 def parsed(day) -> list:
     """The inputs (orders.v1 / inventory.v1): everything but the invalid messages and the ticks."""
-    return [parse_input(r.value) for r in day if not r.type.startswith("invalid:") and r.type != "ClockTicked"]
+    return [
+        parse_input(r.value)
+        for r in day
+        if not r.type.startswith("invalid:") and r.type != "ClockTicked"
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +48,9 @@ def folded(day, parsed) -> tuple[list, list]:
             tick = parse_event(record.value)
             for wh in sorted(states):
                 # one tick per command partition, each with its own id
-                states[wh], produced = decide(states[wh], tick.model_copy(update={"id": f"{tick.id}/{wh}"}))
+                states[wh], produced = decide(
+                    states[wh], tick.model_copy(update={"id": f"{tick.id}/{wh}"})
+                )
                 outputs.extend(produced)
             continue
         event = parse_input(record.value)
@@ -74,8 +80,16 @@ def test_default_day_is_the_documented_size_and_shape(day) -> None:
 
 def test_every_input_event_type_and_case_is_there(day, parsed) -> None:
     types = Counter(e.type for e in parsed)
-    assert set(types) == {"OrderPlaced", "OrderCancelled", "StockReceived", "StockAdjusted",
-                          "InboundScheduled", "ShipmentDelayed", "SkuPolicySet", "InboundCancelled"}
+    assert set(types) == {
+        "OrderPlaced",
+        "OrderCancelled",
+        "StockReceived",
+        "StockAdjusted",
+        "InboundScheduled",
+        "ShipmentDelayed",
+        "SkuPolicySet",
+        "InboundCancelled",
+    }
     ticks = [r for r in day if r.type == "ClockTicked"]
     assert len(ticks) >= 4 and {(r.topic, r.key) for r in ticks} == {("allocator.commands.v1", b"")}
     assert types["OrderPlaced"] > 0.7 * len(parsed)
@@ -89,7 +103,10 @@ def test_every_input_event_type_and_case_is_there(day, parsed) -> None:
     assert len({line.currency for line in priced}) >= 3
     locales = Counter((o.customer.locale or "").split("-")[0] for o in orders)
     assert locales["en"] and locales["de"] and len(locales) >= 5
-    assert all(o.customer.email.split("@")[1].endswith(("example.com", "example.org", "example.net")) for o in orders)
+    assert all(
+        o.customer.email.split("@")[1].endswith(("example.com", "example.org", "example.net"))
+        for o in orders
+    )
     assert len({o.warehouse_id for o in orders}) == 3
     assert len({line.sku for o in orders for line in o.lines}) <= 300
 
@@ -100,7 +117,10 @@ def test_every_input_event_type_and_case_is_there(day, parsed) -> None:
     # Purchase orders cancelled before anything arrived; some stuck past their ETA.
     cancelled = {e.data.inbound_id for e in parsed if e.type == "InboundCancelled"}
     assert cancelled and cancelled <= set(inbounds)
-    assert not {r.inbound_id for r in [e.data for e in parsed if e.type == "StockReceived"]} & cancelled
+    assert (
+        not {r.inbound_id for r in [e.data for e in parsed if e.type == "StockReceived"]}
+        & cancelled
+    )
     assert sum(e.data.eta < START.date() for e in inbounds.values()) >= 3
     receipts = [e.data for e in parsed if e.type == "StockReceived"]
     against = [r for r in receipts if r.inbound_id is not None]
@@ -125,7 +145,10 @@ def test_every_input_event_type_and_case_is_there(day, parsed) -> None:
     assert len(set_policies) == 15
     assert all(START < e.occurred_at for e in set_policies)
     assert Counter((e.data.backorderable, e.data.discontinued) for e in set_policies) == {
-        (False, False): 3, (False, True): 3, (True, False): 9}
+        (False, False): 3,
+        (False, True): 3,
+        (True, False): 9,
+    }
     assert sum(e.data.backorder_limit is not None for e in set_policies) == 3
     assert sum(e.data.backorder_mode == "covered_only" for e in set_policies) == 3
     assert sum(e.data.release_date is not None for e in set_policies) == 3
@@ -148,7 +171,9 @@ def test_invalid_messages_are_rejected_by_the_contract(day) -> None:
         assert record.type == f"invalid:{caught.value.kind}"
     assert set(kinds) == {"bad_json", "unknown_type", "schema_violation", "bad_quantity"}
     # Some of them name a real order (so `fulfil trace` shows them).
-    placed = {orjson.loads(r.value)["data"]["order_id"].encode() for r in day if r.type == "OrderPlaced"}
+    placed = {
+        orjson.loads(r.value)["data"]["order_id"].encode() for r in day if r.type == "OrderPlaced"
+    }
     assert any(set(re.findall(rb"ord-1-\d{7}", r.value)) & placed for r in invalid)
     assert simulate(events=2_000, seed=3, invalid_rate=0.0) == [
         r.value for r in generate(2_000, 3, invalid_rate=0.0)
@@ -160,16 +185,24 @@ def test_a_healthy_store_most_orders_ship_at_once(folded) -> None:
     inputs, outputs = folded
     first: dict[str, str] = {}
     for out in outputs:
-        if out.type in ("OrderAllocated", "PartiallyShipped", "Backordered") and out.data.order_id not in first:
+        if (
+            out.type in ("OrderAllocated", "PartiallyShipped", "Backordered")
+            and out.data.order_id not in first
+        ):
             first[out.data.order_id] = out.type
     waited = sum(kind != "OrderAllocated" for kind in first.values()) / len(first)
     assert 0.005 < waited < 0.10, waited
     kinds = Counter(out.type for out in outputs)
-    assert kinds["BackorderAllocated"] and kinds["OrderRejected"] and kinds["OrderCancellationProcessed"]
+    assert (
+        kinds["BackorderAllocated"]
+        and kinds["OrderRejected"]
+        and kinds["OrderCancellationProcessed"]
+    )
     # Some cancellations hit orders that had already shipped part of their lines.
     assert any(
         out.type == "OrderCancellationProcessed"
-        and any(line.allocated for line in out.data.lines) and any(line.cancelled for line in out.data.lines)
+        and any(line.allocated for line in out.data.lines)
+        and any(line.cancelled for line in out.data.lines)
         for out in outputs
     )
     report = check(inputs, outputs)
@@ -188,8 +221,22 @@ def test_parameters_shape_the_store() -> None:
 def test_cli_writes_the_same_bytes_and_a_summary(tmp_path) -> None:
     out = tmp_path / "day.jsonl"
     result = subprocess.run(
-        [sys.executable, "-m", "fulfil", "simulate", "--events", "3000", "--seed", "4", "--out", str(out), "--json"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "fulfil",
+            "simulate",
+            "--events",
+            "3000",
+            "--seed",
+            "4",
+            "--out",
+            str(out),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     summary = orjson.loads(result.stdout)
@@ -201,8 +248,18 @@ def test_cli_writes_the_same_bytes_and_a_summary(tmp_path) -> None:
 
 def test_cli_rejects_out_and_publish_together(tmp_path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "fulfil", "simulate", "--out", str(tmp_path / "x.jsonl"), "--publish"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "fulfil",
+            "simulate",
+            "--out",
+            str(tmp_path / "x.jsonl"),
+            "--publish",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
@@ -215,10 +272,16 @@ def test_the_day_has_supply_going_wrong_and_the_audit_holds(folded) -> None:
     inputs, outputs = folded
     reasons = Counter(o.data.reason for o in outputs if o.type == "Backordered")
     causes = Counter(o.data.cause.reason for o in outputs if o.type == "BackorderEtaChanged")
-    rejects = Counter(line.reason for o in outputs if o.type == "OrderRejected" for line in o.data.lines)
+    rejects = Counter(
+        line.reason for o in outputs if o.type == "OrderRejected" for line in o.data.lines
+    )
     assert reasons["pre_order"] and causes["inbound_overdue"] and rejects["backorder_limit"]
-    overdue = [line for o in outputs if o.type == "BackorderEtaChanged" and o.data.cause.reason == "inbound_overdue"
-               for line in o.data.lines]
+    overdue = [
+        line
+        for o in outputs
+        if o.type == "BackorderEtaChanged" and o.data.cause.reason == "inbound_overdue"
+        for line in o.data.lines
+    ]
     assert overdue and all(line.eta is None for line in overdue)
     assert any(o.type == "StockPositionChanged" and o.data.promise_eta for o in outputs)
     report = check(inputs, outputs)

@@ -30,12 +30,16 @@ def _scenario() -> tuple[list, dict[str, str]]:
     customer = {"customer_id": "cus-77", "email": EMAIL, "name": NAME, "locale": "de"}
     events = [
         ev.stock_received(WH, "LAMP-OAK", 2, receipt_id="rcpt-1"),
-        ev.inbound_scheduled("po-7781", WH, [("LAMP-OAK", 20)], date(2026, 11, 16), supplier="Nordic Lights"),
+        ev.inbound_scheduled(
+            "po-7781", WH, [("LAMP-OAK", 20)], date(2026, 11, 16), supplier="Nordic Lights"
+        ),
         ev.order_placed(ORDER, WH, [("LAMP-OAK", 5, "89.00", "EUR")], customer=customer),
         ev.order_placed("ord-trace-2", WH, [("LAMP-OAK", 1)]),  # another order in the same pool
         ev.order_placed("ord-trace-3", "other-wh", [("LAMP-OAK", 1)]),  # and one elsewhere
         ev.shipment_delayed("po-7781", WH, date(2026, 11, 23), reason="port congestion"),
-        ev.stock_adjusted(WH, "LAMP-OAK", -1, reason="damaged in storage"),  # touches nothing of the order
+        ev.stock_adjusted(
+            WH, "LAMP-OAK", -1, reason="damaged in storage"
+        ),  # touches nothing of the order
         ev.stock_received(WH, "LAMP-OAK", 20, receipt_id="rcpt-2", inbound_id="po-7781"),
     ]
     ids = {
@@ -67,17 +71,33 @@ async def traced(settings, test_database):
 
                 await wait_for(routed, timeout=60, what=f"command {count} routed")
         # An upstream bug: a cancellation of the order without a reason (dead-lettered).
-        bad = {"id": "bad-cancel-1", "type": "OrderCancelled", "version": 1, "occurred_at": "2026-11-02T12:00:00+00:00",
-               "source": "shop", "data": {"order_id": ORDER, "warehouse_id": WH, "cancelled_at": "2026-11-02T12:00:00+00:00"}}
+        bad = {
+            "id": "bad-cancel-1",
+            "type": "OrderCancelled",
+            "version": 1,
+            "occurred_at": "2026-11-02T12:00:00+00:00",
+            "source": "shop",
+            "data": {
+                "order_id": ORDER,
+                "warehouse_id": WH,
+                "cancelled_at": "2026-11-02T12:00:00+00:00",
+            },
+        }
         await publish(settings, [orjson.dumps(bad)], topic=ORDERS)
 
         async def settled():
-            outputs = [parse_output(r.value) for records in (await read_topic(settings, ALLOCATIONS)).values() for r in records]
+            outputs = [
+                parse_output(r.value)
+                for records in (await read_topic(settings, ALLOCATIONS)).values()
+                for r in records
+            ]
             done = any(o.type == "BackorderAllocated" and o.data.order_id == ORDER for o in outputs)
             dead = sum(len(r) for r in (await read_topic(settings, ORDERS + ".dlq")).values())
             return outputs if done and dead else None
 
-        outputs = await wait_for(settled, timeout=90, what="the receipt to fill the backorder and the dead letter")
+        outputs = await wait_for(
+            settled, timeout=90, what="the receipt to fill the backorder and the dead letter"
+        )
     finally:
         stop.set()
         await asyncio.wait_for(task, 60)
@@ -96,8 +116,18 @@ async def traced(settings, test_database):
                 """INSERT INTO notifier_outbox (event_id, channel, kind, event_type, warehouse_id, order_id, message_id,
                        recipient, subject, body_text, facts, status, attempts, next_attempt_at, last_error, created_at, updated_at)
                    VALUES ($1, 'email', $2, $3, $4, $5, $6, $7, $8, $9, '{}'::jsonb, $10, $11, $12, $13, $12, $12)""",
-                event_id, kind, event_type, WH, ORDER, f"<{event_id}.email@fulfil>", EMAIL,
-                f"Hallo {NAME}", f"Liebe {NAME}, ...", status, attempts, now + timedelta(minutes=attempts),
+                event_id,
+                kind,
+                event_type,
+                WH,
+                ORDER,
+                f"<{event_id}.email@fulfil>",
+                EMAIL,
+                f"Hallo {NAME}",
+                f"Liebe {NAME}, ...",
+                status,
+                attempts,
+                now + timedelta(minutes=attempts),
                 f"550 mailbox {EMAIL} unavailable" if status == "failed" else None,
             )
     finally:
@@ -105,27 +135,48 @@ async def traced(settings, test_database):
     return settings, ids, mine
 
 
-async def test_trace_shows_the_delay_and_the_eta_change_it_caused(traced, env_for_subprocess) -> None:
+async def test_trace_shows_the_delay_and_the_eta_change_it_caused(
+    traced, env_for_subprocess
+) -> None:
     settings, ids, mine = traced
     env = env_for_subprocess(settings)
     result = fulfil("trace", ORDER, "--json", env=env)
     assert result.returncode == 0, result.stderr
     doc = orjson.loads(result.stdout)
-    assert {"order_id", "warehouse_id", "command_partition", "timeline", "notifications"} <= set(doc)
+    assert {"order_id", "warehouse_id", "command_partition", "timeline", "notifications"} <= set(
+        doc
+    )
     assert (doc["order_id"], doc["warehouse_id"]) == (ORDER, WH)
     everyone = list(range(settings.fulfil_partitions))
     assert doc["command_partition"] == DefaultPartitioner()(WH.encode(), everyone, everyone)
     for item in doc["timeline"]:
-        assert {"topic", "partition", "offset", "type", "id", "causation_id", "occurred_at", "summary"} <= set(item)
+        assert {
+            "topic",
+            "partition",
+            "offset",
+            "type",
+            "id",
+            "causation_id",
+            "occurred_at",
+            "summary",
+        } <= set(item)
     by_id = {item["id"]: item for item in doc["timeline"]}
 
     placed = by_id[ids["placed"]]
-    assert (placed["type"], placed["topic"], placed["relation"]) == ("OrderPlaced", settings.topic(ORDERS), "order")
+    assert (placed["type"], placed["topic"], placed["relation"]) == (
+        "OrderPlaced",
+        settings.topic(ORDERS),
+        "order",
+    )
     assert placed["command_offset"] is not None
 
     # The supplier delay, where it was published and where the allocator read it…
     delayed = by_id[ids["delayed"]]
-    assert (delayed["type"], delayed["topic"], delayed["relation"]) == ("ShipmentDelayed", settings.topic(INVENTORY), "cause")
+    assert (delayed["type"], delayed["topic"], delayed["relation"]) == (
+        "ShipmentDelayed",
+        settings.topic(INVENTORY),
+        "cause",
+    )
     assert delayed["partition"] == DefaultPartitioner()(WH.encode(), everyone, everyone)
     assert delayed["command_offset"] is not None
     # …and the ETA change it caused, linked by causation_id, at its command position.
@@ -137,7 +188,10 @@ async def test_trace_shows_the_delay_and_the_eta_change_it_caused(traced, env_fo
     assert "2026-11-16 → 2026-11-23" in changed[0]["summary"]
     # The inbound the delay names is there from its start; the receipt filled the backorder.
     assert by_id[ids["scheduled"]]["relation"] in ("inbound", "cause")
-    assert any(i["type"] == "BackorderAllocated" and i["causation_id"] == ids["received"] for i in doc["timeline"])
+    assert any(
+        i["type"] == "BackorderAllocated" and i["causation_id"] == ids["received"]
+        for i in doc["timeline"]
+    )
     assert by_id[ids["received"]]["type"] == "StockReceived"
     # Only this order's outputs; nothing of the other orders or of the unrelated adjustment.
     outputs = [i for i in doc["timeline"] if i["relation"] == "output"]
@@ -166,7 +220,9 @@ async def test_trace_shows_the_delay_and_the_eta_change_it_caused(traced, env_fo
     assert EMAIL not in result.stdout and "Mara" not in result.stdout
     shown = fulfil("trace", ORDER, "--json", "--show-pii", env=env)
     assert shown.returncode == 0 and EMAIL in shown.stdout and NAME in shown.stdout
-    assert "550 mailbox" in shown.stdout and f"mailbox {EMAIL}" not in shown.stdout  # addresses never
+    assert (
+        "550 mailbox" in shown.stdout and f"mailbox {EMAIL}" not in shown.stdout
+    )  # addresses never
 
     # The rich tree says the same, without PII.
     tree = fulfil("trace", ORDER, env={**env, "COLUMNS": "200"})
@@ -179,7 +235,9 @@ async def test_trace_shows_the_delay_and_the_eta_change_it_caused(traced, env_fo
     direct = orjson.loads(fulfil("trace", ORDER, "--warehouse", WH, "--json", env=env).stdout)
     placed_direct = next(i for i in direct["timeline"] if i["id"] == ids["placed"])
     assert placed_direct["topic"] == settings.topic(COMMANDS)
-    assert {i["id"] for i in direct["timeline"] if i["relation"] == "output"} == {o.id for o in mine.values()}
+    assert {i["id"] for i in direct["timeline"] if i["relation"] == "output"} == {
+        o.id for o in mine.values()
+    }
 
 
 async def test_unknown_order_exits_1_with_one_line(settings, env_for_subprocess) -> None:

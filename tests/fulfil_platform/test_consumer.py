@@ -36,7 +36,9 @@ class FlakyPositions:
         self.discarded += partitions
 
 
-async def test_failed_recovery_is_not_ready_then_retried_and_a_failed_batch_is_read_again(settings) -> None:
+async def test_failed_recovery_is_not_ready_then_retried_and_a_failed_batch_is_read_again(
+    settings,
+) -> None:
     topic = settings.topic(TOPIC)
     await kafka.create_topics(settings, [topic])
     await publish(settings, [b"%d" % i for i in range(50)], topic=TOPIC)
@@ -55,17 +57,28 @@ async def test_failed_recovery_is_not_ready_then_retried_and_a_failed_batch_is_r
 
     progress = Progress("runtime-test", 60.0)
     runtime = ConsumerRuntime(
-        settings, name="runtime-test", topics=[topic], group_id=settings.topic("runtime-test"),
-        positions=positions, handler=handler, progress=progress,
+        settings,
+        name="runtime-test",
+        topics=[topic],
+        group_id=settings.topic("runtime-test"),
+        positions=positions,
+        handler=handler,
+        progress=progress,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(runtime.run(stop))
     try:
+
         async def not_ready_for_recovery() -> bool:
             reason = progress.unhealthy_reason or ""
             return "not recovered" in reason and "TimeoutError" in reason
 
-        await wait_for(not_ready_for_recovery, timeout=30, interval=0.02, what="/readyz to name the failed recovery")
+        await wait_for(
+            not_ready_for_recovery,
+            timeout=30,
+            interval=0.02,
+            what="/readyz to name the failed recovery",
+        )
 
         async def all_seen() -> bool:
             assert not task.done(), task.exception()
@@ -93,13 +106,19 @@ async def test_commit_interval_defers_commits_and_a_graceful_stop_flushes_them(s
             seen.extend(r.value for r in records)
 
     runtime = ConsumerRuntime(
-        settings, name="runtime-interval", topics=[topic], group_id=group,
-        positions=FlakyPositions(failures=0), handler=handler, progress=Progress("runtime-interval", 60.0),
+        settings,
+        name="runtime-interval",
+        topics=[topic],
+        group_id=group,
+        positions=FlakyPositions(failures=0),
+        handler=handler,
+        progress=Progress("runtime-interval", 60.0),
         commit_interval=3600.0,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(runtime.run(stop))
     try:
+
         async def first_batch_committed() -> bool:
             assert not task.done(), task.exception()
             return sum((await committed_offsets(settings, group, TOPIC)).values()) > 0
@@ -109,11 +128,15 @@ async def test_commit_interval_defers_commits_and_a_graceful_stop_flushes_them(s
         first = await committed_offsets(settings, group, TOPIC)
         await publish(settings, [b"%d" % i for i in range(40, 80)], topic=TOPIC)
         await wait_for(lambda: _at_least(seen, 80), timeout=60, what="every record handled")
-        assert await committed_offsets(settings, group, TOPIC) == first, "inside the interval nothing is committed"
+        assert await committed_offsets(settings, group, TOPIC) == first, (
+            "inside the interval nothing is committed"
+        )
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
-    assert sum((await committed_offsets(settings, group, TOPIC)).values()) == 80, "a graceful stop commits"
+    assert sum((await committed_offsets(settings, group, TOPIC)).values()) == 80, (
+        "a graceful stop commits"
+    )
 
 
 async def _at_least(seen: list[bytes], n: int) -> bool:

@@ -70,13 +70,19 @@ async def test_endpoints_answer_on_their_paths() -> None:
     async with MetricsServer(health, "127.0.0.1", 0) as server:
         assert (await aget(server.port, "/healthz"))[0] == 200
         status, body = await aget(server.port, "/readyz")
-        assert status == 503 and orjson.loads(body)["components"]["unit-b"]["reason"] == "not connected to the broker"
+        assert (
+            status == 503
+            and orjson.loads(body)["components"]["unit-b"]["reason"]
+            == "not connected to the broker"
+        )
         progress.record_lag({})
         assert (await aget(server.port, "/readyz"))[0] == 200
         progress.dead_lettered("orders.v1.dlq", "bad_json")
         status, text = await aget(server.port, "/metrics")
         assert status == 200
-        assert samples(text.decode(), "fulfil_dead_letters_total", service="unit-b", reason="bad_json") == [1.0]
+        assert samples(
+            text.decode(), "fulfil_dead_letters_total", service="unit-b", reason="bad_json"
+        ) == [1.0]
         assert samples(text.decode(), "fulfil_ready", service="unit-b") == [1.0]
         # The exposition parses as Prometheus text, with our families typed as declared.
         families = {f.name: f.type for f in text_string_to_metric_families(text.decode())}
@@ -109,16 +115,42 @@ async def test_readyz_flips_when_the_core_is_paused_and_back_when_resumed(settin
     async with MetricsServer(health, "127.0.0.1", 0) as server:
         task = asyncio.create_task(core.run(stop))
         try:
+
             async def ready() -> bool:
                 return (await aget(server.port, "/readyz"))[0] == 200 and core.processed >= 300
 
             await wait_for(ready, timeout=60, what="core ready and caught up")
             text = (await aget(server.port, "/metrics"))[1].decode()
             commands, allocations = settings.topic(COMMANDS), settings.topic("allocations.v1")
-            assert sum(samples(text, "fulfil_events_consumed_total", service="allocator-core", topic=commands)) == 300
-            assert sum(samples(text, "fulfil_events_produced_total", service="allocator-core", topic=allocations)) > 0
-            assert sum(samples(text, "fulfil_batch_duration_seconds_count", service="allocator-core")) > 0
-            assert samples(text, "fulfil_consumer_lag", service="allocator-core"), "lag reported per partition"
+            assert (
+                sum(
+                    samples(
+                        text,
+                        "fulfil_events_consumed_total",
+                        service="allocator-core",
+                        topic=commands,
+                    )
+                )
+                == 300
+            )
+            assert (
+                sum(
+                    samples(
+                        text,
+                        "fulfil_events_produced_total",
+                        service="allocator-core",
+                        topic=allocations,
+                    )
+                )
+                > 0
+            )
+            assert (
+                sum(samples(text, "fulfil_batch_duration_seconds_count", service="allocator-core"))
+                > 0
+            )
+            assert samples(text, "fulfil_consumer_lag", service="allocator-core"), (
+                "lag reported per partition"
+            )
 
             core.consumer.pause(*core.consumer.assignment())  # a stuck consumer, artificially
             await publish(settings, stream[300:], topic=COMMANDS)
@@ -141,13 +173,25 @@ async def test_readyz_flips_when_the_core_is_paused_and_back_when_resumed(settin
 
             await wait_for(recovered, timeout=60, what="/readyz passing again after resume")
             text = (await aget(server.port, "/metrics"))[1].decode()
-            assert sum(samples(text, "fulfil_events_consumed_total", service="allocator-core", topic=commands)) == 600
+            assert (
+                sum(
+                    samples(
+                        text,
+                        "fulfil_events_consumed_total",
+                        service="allocator-core",
+                        topic=commands,
+                    )
+                )
+                == 600
+            )
         finally:
             stop.set()
             await task
 
 
-async def test_a_running_allocator_serves_counters_lag_and_dead_letters(settings, env_for_subprocess) -> None:
+async def test_a_running_allocator_serves_counters_lag_and_dead_letters(
+    settings, env_for_subprocess
+) -> None:
     await kafka.create_topics(settings)
     port = embedded.free_port()
     env = {
@@ -156,8 +200,12 @@ async def test_a_running_allocator_serves_counters_lag_and_dead_letters(settings
         "FULFIL_METRICS_HOST": "127.0.0.1",
         "FULFIL_LOG_LEVEL": "WARNING",
     }
-    process = subprocess.Popen([sys.executable, "-m", "fulfil", "allocator"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fulfil", "allocator"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         await publish(settings, mixed_stream(400, seed=5))
         await publish(settings, [b"{not json", b'{"type": "Nope"}'], topic=ORDERS)
@@ -175,15 +223,38 @@ async def test_a_running_allocator_serves_counters_lag_and_dead_letters(settings
             return text if status == 200 and routed >= 400 and allocated > 0 else None
 
         text = await wait_for(scraped, timeout=90, what="router and core counters on /metrics")
-        consumed = sum(samples(text, "fulfil_events_consumed_total", service="allocator-router",
-                                topic=settings.topic(ORDERS)))
-        consumed += sum(samples(text, "fulfil_events_consumed_total", service="allocator-router",
-                                 topic=settings.topic(INVENTORY)))
+        consumed = sum(
+            samples(
+                text,
+                "fulfil_events_consumed_total",
+                service="allocator-router",
+                topic=settings.topic(ORDERS),
+            )
+        )
+        consumed += sum(
+            samples(
+                text,
+                "fulfil_events_consumed_total",
+                service="allocator-router",
+                topic=settings.topic(INVENTORY),
+            )
+        )
         assert consumed == 402
         dlq = settings.topic(ORDERS) + ".dlq"
-        assert samples(text, "fulfil_dead_letters_total", service="allocator-router", topic=dlq, reason="bad_json") == [1.0]
-        assert samples(text, "fulfil_dead_letters_total", service="allocator-router", topic=dlq,
-                        reason="unknown_type") == [1.0]
+        assert samples(
+            text,
+            "fulfil_dead_letters_total",
+            service="allocator-router",
+            topic=dlq,
+            reason="bad_json",
+        ) == [1.0]
+        assert samples(
+            text,
+            "fulfil_dead_letters_total",
+            service="allocator-router",
+            topic=dlq,
+            reason="unknown_type",
+        ) == [1.0]
         for service in ("allocator-router", "allocator-core"):
             assert samples(text, "fulfil_consumer_lag", service=service), f"{service} reports lag"
             assert samples(text, "fulfil_last_progress_timestamp_seconds", service=service)[0] > 0

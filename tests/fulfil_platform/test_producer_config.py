@@ -18,12 +18,16 @@ from tests.fulfil_platform.helpers import settings_from_env
 
 
 def _settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
-    return settings_from_env(monkeypatch, **{"KAFKA_BOOTSTRAP_SERVERS": "kafka-0.example:9092", **env})
+    return settings_from_env(
+        monkeypatch, **{"KAFKA_BOOTSTRAP_SERVERS": "kafka-0.example:9092", **env}
+    )
 
 
 def test_idempotence_is_on_by_default(monkeypatch) -> None:
     assert _settings(monkeypatch).kafka_enable_idempotence is True
-    assert _settings(monkeypatch, KAFKA_ENABLE_IDEMPOTENCE="false").kafka_enable_idempotence is False
+    assert (
+        _settings(monkeypatch, KAFKA_ENABLE_IDEMPOTENCE="false").kafka_enable_idempotence is False
+    )
 
 
 def test_the_embedded_runtime_turns_it_off() -> None:
@@ -32,7 +36,9 @@ def test_the_embedded_runtime_turns_it_off() -> None:
 
 
 @pytest.mark.parametrize("value, idempotent", [(None, True), ("true", True), ("false", False)])
-async def test_built_producers_follow_the_setting(monkeypatch, value: str | None, idempotent: bool) -> None:
+async def test_built_producers_follow_the_setting(
+    monkeypatch, value: str | None, idempotent: bool
+) -> None:
     settings = _settings(monkeypatch, **({"KAFKA_ENABLE_IDEMPOTENCE": value} if value else {}))
 
     producer = kafka.producer(settings)

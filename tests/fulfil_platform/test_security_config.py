@@ -30,9 +30,24 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     where = tmp_path_factory.mktemp("tls")
     ca, key = where / "ca.pem", where / "client.key"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=fulfil-test-ca",
-         "-keyout", str(key), "-out", str(ca)],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=fulfil-test-ca",
+            "-keyout",
+            str(key),
+            "-out",
+            str(ca),
+        ],
+        check=True,
+        capture_output=True,
     )
     return {"ca": ca, "cert": ca, "key": key}
 
@@ -60,7 +75,10 @@ async def test_scram_sha_512_over_tls_reaches_every_kafka_client(monkeypatch, tl
     }
     assert isinstance(context, ssl.SSLContext)
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
-    assert any(dict(x[0] for x in ca["subject"]).get("commonName") == "fulfil-test-ca" for ca in context.get_ca_certs())
+    assert any(
+        dict(x[0] for x in ca["subject"]).get("commonName") == "fulfil-test-ca"
+        for ca in context.get_ca_certs()
+    )
 
     # The clients the services build (constructed, not started: no broker speaks SASL here).
     for client in (kafka.producer(settings), kafka.consumer(settings, "t", group_id="g")):
@@ -106,16 +124,24 @@ def test_sasl_plain_without_tls(monkeypatch) -> None:
 
 
 def test_tls_without_sasl(monkeypatch, tls_files) -> None:
-    settings = settings_from_env(monkeypatch, KAFKA_BOOTSTRAP_SERVERS="kafka:9093", KAFKA_SECURITY_PROTOCOL="SSL",
-                         KAFKA_SSL_CAFILE=str(tls_files["ca"]))
+    settings = settings_from_env(
+        monkeypatch,
+        KAFKA_BOOTSTRAP_SERVERS="kafka:9093",
+        KAFKA_SECURITY_PROTOCOL="SSL",
+        KAFKA_SSL_CAFILE=str(tls_files["ca"]),
+    )
     options = settings.kafka_client_options()
     assert options["security_protocol"] == "SSL" and "sasl_mechanism" not in options
     assert isinstance(options["ssl_context"], ssl.SSLContext)
 
 
 def test_sasl_needs_a_mechanism_and_a_username(monkeypatch) -> None:
-    settings = settings_from_env(monkeypatch, KAFKA_BOOTSTRAP_SERVERS="kafka:9092", KAFKA_SECURITY_PROTOCOL="SASL_SSL")
-    with pytest.raises(ConfigError, match="KAFKA_SASL_MECHANISM and KAFKA_SASL_USERNAME are required"):
+    settings = settings_from_env(
+        monkeypatch, KAFKA_BOOTSTRAP_SERVERS="kafka:9092", KAFKA_SECURITY_PROTOCOL="SASL_SSL"
+    )
+    with pytest.raises(
+        ConfigError, match="KAFKA_SASL_MECHANISM and KAFKA_SASL_USERNAME are required"
+    ):
         settings.kafka_client_options()
 
 
@@ -131,11 +157,20 @@ def test_settings_as_logged_mask_secrets_and_url_passwords(monkeypatch) -> None:
     text = repr(shown)
     for secret in (SASL_PASSWORD, DB_PASSWORD, WEBHOOK_SECRET):
         assert secret not in text
-    assert shown["database_url"] == "postgresql://fulfil:***@db:5432/fulfil?sslmode=verify-full&sslrootcert=/ca.pem"
+    assert (
+        shown["database_url"]
+        == "postgresql://fulfil:***@db:5432/fulfil?sslmode=verify-full&sslrootcert=/ca.pem"
+    )
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fulfil", *args], env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "fulfil", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_bad_security_settings_are_one_line_and_exit_2(settings, env_for_subprocess) -> None:
@@ -148,14 +183,20 @@ def test_bad_security_settings_are_one_line_and_exit_2(settings, env_for_subproc
     assert "KAFKA_SASL_USERNAME" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_postgres_tls_parameters_in_database_url_reach_the_driver(settings, env_for_subprocess) -> None:
+def test_postgres_tls_parameters_in_database_url_reach_the_driver(
+    settings, env_for_subprocess
+) -> None:
     """sslmode in DATABASE_URL is honoured: the test server has no TLS, so `require` must fail, `disable` pass."""
     env = env_for_subprocess(settings)
     joiner = "&" if "?" in settings.database_url else "?"
-    refused = _cli({**env, "DATABASE_URL": settings.database_url + joiner + "sslmode=require"}, "db", "migrate")
+    refused = _cli(
+        {**env, "DATABASE_URL": settings.database_url + joiner + "sslmode=require"}, "db", "migrate"
+    )
     assert refused.returncode != 0
     assert "ssl" in (refused.stdout + refused.stderr).lower()
-    accepted = _cli({**env, "DATABASE_URL": settings.database_url + joiner + "sslmode=disable"}, "db", "migrate")
+    accepted = _cli(
+        {**env, "DATABASE_URL": settings.database_url + joiner + "sslmode=disable"}, "db", "migrate"
+    )
     assert accepted.returncode == 0, accepted.stderr
 
 
@@ -169,8 +210,12 @@ async def test_a_running_service_never_logs_its_secrets(settings, env_for_subpro
         "FULFIL_LOG_LEVEL": "DEBUG",
         "FULFIL_LOG_FORMAT": "console",
     }
-    process = subprocess.Popen([sys.executable, "-m", "fulfil", "allocator"], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fulfil", "allocator"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     lines: list[bytes] = []
 
     async def read() -> None:
@@ -179,6 +224,7 @@ async def test_a_running_service_never_logs_its_secrets(settings, env_for_subpro
 
     reader = asyncio.create_task(read())
     try:
+
         async def started() -> bool:
             if process.poll() is not None:
                 raise AssertionError(b"".join(lines).decode()[-3000:])
@@ -192,7 +238,9 @@ async def test_a_running_service_never_logs_its_secrets(settings, env_for_subpro
     output = b"".join(lines).decode()
     assert code == 0, output[-3000:]
     assert "allocator configuration" in output
-    assert "fulfil:***@127.0.0.1:1/fulfil" in output, "the database URL is logged, with its password masked"
+    assert "fulfil:***@127.0.0.1:1/fulfil" in output, (
+        "the database URL is logged, with its password masked"
+    )
     for secret in (SASL_PASSWORD, DB_PASSWORD, WEBHOOK_SECRET, SMTP_PASSWORD):
         assert secret not in output
 

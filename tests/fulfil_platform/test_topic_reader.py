@@ -41,7 +41,11 @@ async def test_reads_to_the_log_end_after_batched_produce(settings) -> None:
         assert [r.value for r in found[parts[1]]] == [b"b%d" % i for i in range(5)]
         assert all(found[tp] == [] for tp in parts[2:])  # empty partitions end too
         # From an offset, up to a limit (exclusive), one fetch at a time.
-        values = [r.value async for chunk in read_partition(consumer, parts[0], 2, ends={parts[0]: 6}) for r in chunk]
+        values = [
+            r.value
+            async for chunk in read_partition(consumer, parts[0], 2, ends={parts[0]: 6})
+            for r in chunk
+        ]
         assert values == [b"s2", b"b0", b"b1", b"b2"]
         # A start at the limit reads nothing and does not wait.
         assert await read_all(consumer, {parts[0]: 6}, ends={parts[0]: 6}) == {parts[0]: []}

@@ -27,7 +27,10 @@ def test_a_wrapper_is_as_transient_as_what_it_wraps() -> None:
 
 
 async def test_transient_failures_are_waited_out() -> None:
-    failures = [ConnectionResetError(104, "reset"), _wrapped(ConnectionRefusedError(111, "refused"))]
+    failures = [
+        ConnectionResetError(104, "reset"),
+        _wrapped(ConnectionRefusedError(111, "refused")),
+    ]
     retries: list[int] = []
 
     async def step() -> str:
@@ -35,7 +38,9 @@ async def test_transient_failures_are_waited_out() -> None:
             raise failures.pop(0)
         return "started"
 
-    result = await wait_out(step, asyncio.Event(), what="start", on_retry=lambda exc, n: retries.append(n))
+    result = await wait_out(
+        step, asyncio.Event(), what="start", on_retry=lambda exc, n: retries.append(n)
+    )
     assert result == "started" and retries == [1, 2]
 
 

@@ -14,8 +14,13 @@ counts = st.integers(0, 1_000_000)
 printable = st.characters(exclude_categories=("Cc", "Cs"))
 texts = st.text(printable, min_size=1, max_size=60).map(str.strip).filter(bool)
 offsets = st.sampled_from(
-    [UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-5, minutes=-30)),
-     timezone(timedelta(hours=14)), timezone(timedelta(hours=-12))]
+    [
+        UTC,
+        timezone(timedelta(hours=2)),
+        timezone(timedelta(hours=-5, minutes=-30)),
+        timezone(timedelta(hours=14)),
+        timezone(timedelta(hours=-12)),
+    ]
 )
 # Close to both ends of the contract's range (1970-01-01 .. 9000-01-01 UTC), whatever the offset.
 timestamps = st.builds(
@@ -26,10 +31,17 @@ timestamps = st.builds(
 dates = st.dates(min_value=date(1970, 1, 1), max_value=date(8999, 12, 31)).map(date.isoformat)
 money = st.decimals(min_value=0, max_value=100_000, places=2, allow_nan=False).map(str)
 currencies = st.sampled_from(["EUR", "USD", "GBP", "JPY", "CHF"])
-emails = st.builds(lambda u, d: f"{u}@{d}.example", st.from_regex(r"[a-z][a-z0-9]{0,10}(\.[a-z0-9]{1,5})?", fullmatch=True), st.from_regex(r"[a-z]{1,10}", fullmatch=True))
+emails = st.builds(
+    lambda u, d: f"{u}@{d}.example",
+    st.from_regex(r"[a-z][a-z0-9]{0,10}(\.[a-z0-9]{1,5})?", fullmatch=True),
+    st.from_regex(r"[a-z]{1,10}", fullmatch=True),
+)
 customers = st.fixed_dictionaries(
     {"customer_id": ids, "email": emails},
-    optional={"name": st.text(printable, max_size=40), "locale": st.sampled_from(["en", "de", "fr-CA"])},
+    optional={
+        "name": st.text(printable, max_size=40),
+        "locale": st.sampled_from(["en", "de", "fr-CA"]),
+    },
 )
 
 
@@ -40,7 +52,12 @@ def _priced(line: dict, price: str | None, currency: str) -> dict:
 
 
 order_lines = st.lists(
-    st.builds(_priced, st.fixed_dictionaries({"sku": skus, "quantity": quantities}), st.none() | money, currencies),
+    st.builds(
+        _priced,
+        st.fixed_dictionaries({"sku": skus, "quantity": quantities}),
+        st.none() | money,
+        currencies,
+    ),
     min_size=1,
     max_size=8,
 ).map(lambda lines: [{**line, "line_no": i + 1} for i, line in enumerate(lines)])
@@ -48,67 +65,143 @@ order_lines = st.lists(
 allocation_lines = st.lists(
     st.fixed_dictionaries(
         {"sku": skus, "quantity": quantities},
-        optional={"shipped": counts, "allocated": counts, "backordered": counts, "eta": st.none() | dates},
+        optional={
+            "shipped": counts,
+            "allocated": counts,
+            "backordered": counts,
+            "eta": st.none() | dates,
+        },
     ),
     min_size=1,
     max_size=5,
 ).map(lambda lines: [{**line, "line_no": i + 1} for i, line in enumerate(lines)])
 
-order_output = {"order_id": ids, "warehouse_id": ids, "customer": customers, "lines": allocation_lines}
+order_output = {
+    "order_id": ids,
+    "warehouse_id": ids,
+    "customer": customers,
+    "lines": allocation_lines,
+}
 
 DATA: dict[str, st.SearchStrategy] = {
     "OrderPlaced": st.fixed_dictionaries(
-        {"order_id": ids, "warehouse_id": ids, "customer": customers, "lines": order_lines, "placed_at": timestamps},
-        optional={"fulfilment_policy": st.sampled_from(["ship_partial", "ship_complete"]), "priority": st.integers(-1000, 1000)},
+        {
+            "order_id": ids,
+            "warehouse_id": ids,
+            "customer": customers,
+            "lines": order_lines,
+            "placed_at": timestamps,
+        },
+        optional={
+            "fulfilment_policy": st.sampled_from(["ship_partial", "ship_complete"]),
+            "priority": st.integers(-1000, 1000),
+        },
     ),
-    "OrderCancelled": st.fixed_dictionaries({"order_id": ids, "warehouse_id": ids, "reason": texts, "cancelled_at": timestamps}),
+    "OrderCancelled": st.fixed_dictionaries(
+        {"order_id": ids, "warehouse_id": ids, "reason": texts, "cancelled_at": timestamps}
+    ),
     "StockReceived": st.fixed_dictionaries(
-        {"receipt_id": ids, "warehouse_id": ids, "sku": skus, "quantity": quantities, "received_at": timestamps},
+        {
+            "receipt_id": ids,
+            "warehouse_id": ids,
+            "sku": skus,
+            "quantity": quantities,
+            "received_at": timestamps,
+        },
         optional={"inbound_id": ids},
     ),
     "StockAdjusted": st.fixed_dictionaries(
-        {"adjustment_id": ids, "warehouse_id": ids, "sku": skus, "delta": st.integers(-1_000_000, 1_000_000).filter(bool), "reason": texts}
+        {
+            "adjustment_id": ids,
+            "warehouse_id": ids,
+            "sku": skus,
+            "delta": st.integers(-1_000_000, 1_000_000).filter(bool),
+            "reason": texts,
+        }
     ),
     "InboundScheduled": st.fixed_dictionaries(
         {
             "inbound_id": ids,
             "warehouse_id": ids,
-            "lines": st.lists(st.fixed_dictionaries({"sku": skus, "quantity": quantities}), min_size=1, max_size=5, unique_by=lambda x: x["sku"]),
+            "lines": st.lists(
+                st.fixed_dictionaries({"sku": skus, "quantity": quantities}),
+                min_size=1,
+                max_size=5,
+                unique_by=lambda x: x["sku"],
+            ),
             "eta": dates,
         },
         optional={"supplier": texts},
     ),
-    "ShipmentDelayed": st.fixed_dictionaries({"inbound_id": ids, "warehouse_id": ids, "new_eta": dates, "reason": texts}),
+    "ShipmentDelayed": st.fixed_dictionaries(
+        {"inbound_id": ids, "warehouse_id": ids, "new_eta": dates, "reason": texts}
+    ),
     "SkuPolicySet": st.fixed_dictionaries(
-        {"warehouse_id": ids, "sku": skus, "backorderable": st.booleans(), "discontinued": st.booleans()},
+        {
+            "warehouse_id": ids,
+            "sku": skus,
+            "backorderable": st.booleans(),
+            "discontinued": st.booleans(),
+        },
         optional={
             "backorder_limit": st.none() | counts,
             "backorder_mode": st.sampled_from(["any", "covered_only"]),
             "release_date": st.none() | dates,
         },
     ),
-    "InboundCancelled": st.fixed_dictionaries({"inbound_id": ids, "warehouse_id": ids, "reason": texts, "cancelled_at": timestamps}),
+    "InboundCancelled": st.fixed_dictionaries(
+        {"inbound_id": ids, "warehouse_id": ids, "reason": texts, "cancelled_at": timestamps}
+    ),
     "ClockTicked": st.fixed_dictionaries({"now": timestamps}),
     "OrderAllocated": st.fixed_dictionaries({**order_output, "shipment_id": ids}),
     "PartiallyShipped": st.fixed_dictionaries({**order_output, "shipment_id": ids}),
     "Backordered": st.fixed_dictionaries(
-        {**order_output, "reason": st.sampled_from(["insufficient_stock", "ship_complete_hold", "reservation_lost", "pre_order"])}
+        {
+            **order_output,
+            "reason": st.sampled_from(
+                ["insufficient_stock", "ship_complete_hold", "reservation_lost", "pre_order"]
+            ),
+        }
     ),
     "BackorderAllocated": st.fixed_dictionaries({**order_output, "shipment_id": ids}),
     "BackorderEtaChanged": st.fixed_dictionaries(
-        {**order_output, "cause": st.fixed_dictionaries({"event_type": st.just("ShipmentDelayed"), "event_id": ids}, optional={"inbound_id": ids})}
+        {
+            **order_output,
+            "cause": st.fixed_dictionaries(
+                {"event_type": st.just("ShipmentDelayed"), "event_id": ids},
+                optional={"inbound_id": ids},
+            ),
+        }
     ),
     "OrderRejected": st.fixed_dictionaries(order_output),
     "OrderCancellationProcessed": st.fixed_dictionaries({**order_output, "reason": texts}),
     "StockPositionChanged": st.fixed_dictionaries(
-        {"warehouse_id": ids, "sku": skus, "available": counts, "backordered": counts, "reserved": counts, "incoming": counts},
-        optional={"next_eta": st.none() | dates, "shortfall": counts, "promise_eta": st.none() | dates},
+        {
+            "warehouse_id": ids,
+            "sku": skus,
+            "available": counts,
+            "backordered": counts,
+            "reserved": counts,
+            "incoming": counts,
+        },
+        optional={
+            "next_eta": st.none() | dates,
+            "shortfall": counts,
+            "promise_eta": st.none() | dates,
+        },
     ),
 }
 
 
 def envelopes(event_type: str) -> st.SearchStrategy[dict]:
     return st.fixed_dictionaries(
-        {"id": ids, "type": st.just(event_type), "version": st.just(1), "occurred_at": timestamps, "source": ids, "data": DATA[event_type]},
+        {
+            "id": ids,
+            "type": st.just(event_type),
+            "version": st.just(1),
+            "occurred_at": timestamps,
+            "source": ids,
+            "data": DATA[event_type],
+        },
         optional={"correlation_id": ids, "causation_id": ids},
     )

@@ -63,7 +63,9 @@ def _message_names(document: dict[str, Any], channel: dict[str, Any]) -> set[str
 
 
 def test_committed_document_is_current(fresh: bytes) -> None:
-    assert asyncapi.ASYNCAPI.read_bytes() == fresh, "run `make asyncapi`: schemas/asyncapi.json is stale"
+    assert asyncapi.ASYNCAPI.read_bytes() == fresh, (
+        "run `make asyncapi`: schemas/asyncapi.json is stale"
+    )
 
 
 def test_generation_is_deterministic_and_ignores_the_environment(
@@ -74,7 +76,12 @@ def test_generation_is_deterministic_and_ignores_the_environment(
     monkeypatch.setenv("FULFIL_MAX_MESSAGE_BYTES", "2048")
     assert asyncapi.render() == fresh
     text = fresh.decode()
-    for leak in (" object at 0x", str(Path(asyncapi.__file__).resolve().parents[1]), "<function", "<locals>"):
+    for leak in (
+        " object at 0x",
+        str(Path(asyncapi.__file__).resolve().parents[1]),
+        "<function",
+        "<locals>",
+    ):
         assert leak not in text, f"{leak!r} leaked into the document"
 
 
@@ -122,7 +129,9 @@ def test_payload_schemas_are_valid(document: dict[str, Any]) -> None:
 
 def test_every_event_type_is_a_message_with_its_payload_schema(document: dict[str, Any]) -> None:
     messages = document["components"]["messages"]
-    assert set(REGISTRY) <= set(messages), f"missing messages: {sorted(set(REGISTRY) - set(messages))}"
+    assert set(REGISTRY) <= set(messages), (
+        f"missing messages: {sorted(set(REGISTRY) - set(messages))}"
+    )
     assert set(REGISTRY) == COMMAND_TYPES | OUTPUT_TYPES
     for name, spec in REGISTRY.items():
         payload = _resolve(document, messages[name]["payload"]["$ref"])
@@ -141,7 +150,9 @@ def test_every_topic_has_its_channels_and_events(document: dict[str, Any]) -> No
     # Unprefixed: the shared topics, the .dlq topics included, and the consumers' own
     # quarantine topics, named after their groups.
     assert set(base_topics()) | set(GROUP_DEAD_LETTERS) <= set(by_address)
-    assert {a for a in by_address if a not in base_topics()} <= {a for a in by_address if a.endswith(DLQ_SUFFIX)}
+    assert {a for a in by_address if a not in base_topics()} <= {
+        a for a in by_address if a.endswith(DLQ_SUFFIX)
+    }
     assert ALLOCATIONS + DLQ_SUFFIX not in by_address, "nobody dead-letters to allocations.v1.dlq"
     expected = {
         ORDERS: {n for n, s in REGISTRY.items() if s.topic == ORDERS},

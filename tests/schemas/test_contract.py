@@ -32,7 +32,11 @@ ALL_TYPES = sorted(REGISTRY)
 
 
 def test_every_event_type_has_a_strategy_and_a_topic() -> None:
-    assert set(DATA) == set(ALL_TYPES) == {m.__name__ for m in INPUT_EVENTS + INTERNAL_COMMANDS + OUTPUT_EVENTS}
+    assert (
+        set(DATA)
+        == set(ALL_TYPES)
+        == {m.__name__ for m in INPUT_EVENTS + INTERNAL_COMMANDS + OUTPUT_EVENTS}
+    )
     assert {REGISTRY[m.__name__].topic for m in INTERNAL_COMMANDS} == {COMMANDS}
     assert {REGISTRY[t].topic for t in ("OrderPlaced", "OrderCancelled")} == {ORDERS}
     assert {REGISTRY[m.__name__].topic for m in INPUT_EVENTS} == {ORDERS, INVENTORY}
@@ -93,7 +97,12 @@ BAD_INPUTS = [
     ("OrderPlaced", "data.lines.0.unit_price", _DELETE, "unit_price and currency"),
     ("OrderPlaced", "data.lines.1.line_no", 1, "line_no must be unique"),
     ("OrderPlaced", "data.lines", [], "data.lines"),
-    ("OrderPlaced", "data.lines", [{"line_no": i, "sku": "S", "quantity": 1} for i in range(1, 502)], "data.lines"),
+    (
+        "OrderPlaced",
+        "data.lines",
+        [{"line_no": i, "sku": "S", "quantity": 1} for i in range(1, 502)],
+        "data.lines",
+    ),
     ("OrderPlaced", "data.customer.email", "not-an-email", "data.customer.email"),
     ("OrderPlaced", "data.placed_at", "2026-11-01T09:59:00", "data.placed_at"),
     ("OrderPlaced", "data.placed_at", "yesterday", "data.placed_at"),
@@ -117,7 +126,12 @@ BAD_INPUTS = [
     ("SkuPolicySet", "data.backorderable", "maybe", "data.backorderable"),
     # What the stores downstream cannot hold (issue 12, defect 3). PostgreSQL text
     # cannot hold NUL at all; other controls in ids and names are never meant.
-    ("OrderPlaced", "data.order_id", "o-\x00-1", "data.order_id: must not contain control characters"),
+    (
+        "OrderPlaced",
+        "data.order_id",
+        "o-\x00-1",
+        "data.order_id: must not contain control characters",
+    ),
     ("OrderPlaced", "data.order_id", "o-\n1", "data.order_id"),
     ("OrderPlaced", "data.warehouse_id", "wh\x1b[31m", "data.warehouse_id"),
     ("OrderPlaced", "data.customer.customer_id", "c\x7f", "data.customer.customer_id"),
@@ -219,7 +233,9 @@ def _at(doc: object, path: str) -> object:
 @pytest.mark.parametrize("event_type", sorted(VALID))
 @settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(data=st.data())
-def test_a_control_character_in_any_string_is_rejected_naming_the_field(event_type: str, data: st.DataObject) -> None:
+def test_a_control_character_in_any_string_is_rejected_naming_the_field(
+    event_type: str, data: st.DataObject
+) -> None:
     """Whatever string of an input carries a control character (TAB, LF and CR aside),
     the input is rejected and the reason names that string's field."""
     doc = data.draw(envelopes(event_type))
@@ -227,14 +243,20 @@ def test_a_control_character_in_any_string_is_rejected_naming_the_field(event_ty
     original = _at(doc, path)
     at = data.draw(st.integers(0, len(original)))
     inside = 0 < at < len(original)
-    poisoned = original[:at] + data.draw(st.sampled_from([c for c in POISON if inside or c not in TRIMMED])) + original[at:]
+    poisoned = (
+        original[:at]
+        + data.draw(st.sampled_from([c for c in POISON if inside or c not in TRIMMED]))
+        + original[at:]
+    )
     with pytest.raises(ContractError) as info:
         parse_input(orjson.dumps(_mutate(doc, path, poisoned)))
     assert path in info.value.reason
 
 
 @pytest.mark.parametrize(("event_type", "path", "value", "expected"), BAD_INPUTS)
-def test_bad_input_is_rejected_with_a_reason_naming_the_field(event_type, path, value, expected) -> None:
+def test_bad_input_is_rejected_with_a_reason_naming_the_field(
+    event_type, path, value, expected
+) -> None:
     parse_input(orjson.dumps(VALID[event_type]))  # the base is valid
     with pytest.raises(ContractError) as info:
         parse_input(_json(_mutate(VALID[event_type], path, value)))
@@ -273,7 +295,18 @@ def test_tolerant_reader_ignores_unknown_fields() -> None:
 
 
 def test_outputs_are_not_accepted_as_inputs() -> None:
-    alloc = {**VALID_ORDER, "type": "StockPositionChanged", "data": {"warehouse_id": "w", "sku": "s", "available": 1, "backordered": 0, "reserved": 0, "incoming": 0}}
+    alloc = {
+        **VALID_ORDER,
+        "type": "StockPositionChanged",
+        "data": {
+            "warehouse_id": "w",
+            "sku": "s",
+            "available": 1,
+            "backordered": 0,
+            "reserved": 0,
+            "incoming": 0,
+        },
+    }
     parse_event(orjson.dumps(alloc))
     with pytest.raises(ContractError) as info:
         parse_input(orjson.dumps(alloc))
@@ -317,7 +350,9 @@ def test_trusted_construction_serialises_like_model_construct_for_every_output_m
         given_fields = dict(reversed(list(required.items())))
         built = model.trusted(**given_fields)
         reference = model.model_construct(**given_fields)
-        assert built.model_dump_json(warnings=False) == reference.model_dump_json(warnings=False), model.__name__
+        assert built.model_dump_json(warnings=False) == reference.model_dump_json(warnings=False), (
+            model.__name__
+        )
         assert built == reference and built.model_fields_set == reference.model_fields_set
 
 
@@ -368,7 +403,12 @@ BAD_OUTPUTS = [
     ("StockPositionChanged", "data.next_eta", "9999-12-31", "data.next_eta"),
     ("OrderAllocated", "data.lines.0.allocated", 1_000_001, "data.lines.0.allocated"),
     ("PartiallyShipped", "data.customer.name", "Ann\x00", "data.customer.name"),
-    ("BackorderEtaChanged", "data.cause.event_type", "Shipment\x00Delayed", "data.cause.event_type"),
+    (
+        "BackorderEtaChanged",
+        "data.cause.event_type",
+        "Shipment\x00Delayed",
+        "data.cause.event_type",
+    ),
     ("BackorderEtaChanged", "data.cause.reason", "late\x00", "data.cause.reason"),
     ("OrderCancellationProcessed", "data.reason", "\x00", "data.reason"),
     ("Backordered", "occurred_at", "0001-01-01T00:00:00+14:00", "occurred_at"),
@@ -382,11 +422,17 @@ def test_a_stock_position_up_to_bigint_is_a_valid_output() -> None:
 
 
 def test_the_bad_output_table_covers_every_output_type() -> None:
-    assert {row[0] for row in BAD_OUTPUTS} == set(VALID_OUTPUTS) == {m.model_fields["type"].annotation.__args__[0] for m in OUTPUT_EVENTS}
+    assert (
+        {row[0] for row in BAD_OUTPUTS}
+        == set(VALID_OUTPUTS)
+        == {m.model_fields["type"].annotation.__args__[0] for m in OUTPUT_EVENTS}
+    )
 
 
 @pytest.mark.parametrize(("event_type", "path", "value", "expected"), BAD_OUTPUTS)
-def test_bad_output_is_rejected_with_a_reason_naming_the_field(event_type, path, value, expected) -> None:
+def test_bad_output_is_rejected_with_a_reason_naming_the_field(
+    event_type, path, value, expected
+) -> None:
     parse_output(orjson.dumps(VALID_OUTPUTS[event_type]))  # the base is valid
     with pytest.raises(ContractError) as info:
         parse_output(_json(_mutate(VALID_OUTPUTS[event_type], path, value)))
@@ -403,11 +449,43 @@ def test_clock_ticks_are_commands_never_inputs() -> None:
 
 
 def test_sku_policy_and_stock_position_extensions_are_optional() -> None:
-    policy = parse_event(orjson.dumps({**_base("SkuPolicySet"), "data": {"warehouse_id": "W", "sku": "S"}}))
-    assert (policy.data.backorder_limit, policy.data.backorder_mode, policy.data.release_date) == (None, "any", None)
+    policy = parse_event(
+        orjson.dumps({**_base("SkuPolicySet"), "data": {"warehouse_id": "W", "sku": "S"}})
+    )
+    assert (policy.data.backorder_limit, policy.data.backorder_mode, policy.data.release_date) == (
+        None,
+        "any",
+        None,
+    )
     with pytest.raises(ContractError):
-        parse_event(orjson.dumps({**_base("SkuPolicySet"), "data": {"warehouse_id": "W", "sku": "S", "backorder_mode": "some"}}))
+        parse_event(
+            orjson.dumps(
+                {
+                    **_base("SkuPolicySet"),
+                    "data": {"warehouse_id": "W", "sku": "S", "backorder_mode": "some"},
+                }
+            )
+        )
     with pytest.raises(ContractError):
-        parse_event(orjson.dumps({**_base("SkuPolicySet"), "data": {"warehouse_id": "W", "sku": "S", "backorder_limit": -1}}))
-    position = {"warehouse_id": "W", "sku": "S", "available": 0, "backordered": 0, "reserved": 0, "incoming": 0}
-    assert parse_event(orjson.dumps({**_base("StockPositionChanged"), "data": position})).data.promise_eta is None
+        parse_event(
+            orjson.dumps(
+                {
+                    **_base("SkuPolicySet"),
+                    "data": {"warehouse_id": "W", "sku": "S", "backorder_limit": -1},
+                }
+            )
+        )
+    position = {
+        "warehouse_id": "W",
+        "sku": "S",
+        "available": 0,
+        "backordered": 0,
+        "reserved": 0,
+        "incoming": 0,
+    }
+    assert (
+        parse_event(
+            orjson.dumps({**_base("StockPositionChanged"), "data": position})
+        ).data.promise_eta
+        is None
+    )

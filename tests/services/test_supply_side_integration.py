@@ -49,7 +49,12 @@ LATE_ETA = date(2026, 11, 5)  # the overdue inbound
 CANCELLED_ETA = date(2026, 11, 16)  # the cancelled purchase order
 REFILL_ETA = date(2026, 11, 23)  # replaces the shrunk units
 RELEASE = date(2026, 11, 20)  # the pre-order's release date
-GERMAN = {"customer_id": "cus-de", "email": "ord-late@shop.example", "name": "Jürgen Weiß", "locale": "de"}
+GERMAN = {
+    "customer_id": "cus-de",
+    "email": "ord-late@shop.example",
+    "name": "Jürgen Weiß",
+    "locale": "de",
+}
 
 
 def midnight(day: date) -> datetime:
@@ -67,7 +72,9 @@ def smtp() -> Iterator[SmtpServer]:
 
 
 @pytest.fixture
-async def services(settings: Settings, test_database: str, smtp: SmtpServer) -> AsyncIterator[Settings]:
+async def services(
+    settings: Settings, test_database: str, smtp: SmtpServer
+) -> AsyncIterator[Settings]:
     """Allocator, projector and notifier running in-process on one database; all stopped."""
     settings = settings.model_copy(update={"database_url": test_database})
     await kafka.create_topics(settings)
@@ -75,7 +82,9 @@ async def services(settings: Settings, test_database: str, smtp: SmtpServer) -> 
     allocator = asyncio.create_task(run_allocator(settings, "all", stop))
     projector = Projector(settings)
     projecting = asyncio.create_task(projector.run(stop))
-    notifier_settings = notifier_settings_for(settings, test_database, smtp_url=smtp.url, webhook_url=None)
+    notifier_settings = notifier_settings_for(
+        settings, test_database, smtp_url=smtp.url, webhook_url=None
+    )
     try:
         async with running_notifier(notifier_settings):
             yield notifier_settings
@@ -115,7 +124,11 @@ class Story:
 
 
 async def outputs(settings: Settings) -> list[Any]:
-    return [parse_output(r.value) for records in (await read_topic(settings, ALLOCATIONS)).values() for r in records]
+    return [
+        parse_output(r.value)
+        for records in (await read_topic(settings, ALLOCATIONS)).values()
+        for r in records
+    ]
 
 
 def of(found: list[Any], type_: str, order_id: str) -> list[Any]:
@@ -133,17 +146,26 @@ async def rows(settings: Settings, sql: str, *args: Any) -> list[dict[str, Any]]
 
 
 async def line_of(settings: Settings, order_id: str, line_no: int = 1) -> dict[str, Any] | None:
-    found = await rows(settings, "SELECT * FROM order_lines WHERE warehouse_id = $1 AND order_id = $2 AND line_no = $3",
-                       WH, order_id, line_no)
+    found = await rows(
+        settings,
+        "SELECT * FROM order_lines WHERE warehouse_id = $1 AND order_id = $2 AND line_no = $3",
+        WH,
+        order_id,
+        line_no,
+    )
     return found[0] if found else None
 
 
 async def backlog(settings: Settings, sku: str) -> dict[str, Any] | None:
-    found = await rows(settings, "SELECT * FROM sku_backlog WHERE warehouse_id = $1 AND sku = $2", WH, sku)
+    found = await rows(
+        settings, "SELECT * FROM sku_backlog WHERE warehouse_id = $1 AND sku = $2", WH, sku
+    )
     return found[0] if found else None
 
 
-async def until_line(settings: Settings, order_id: str, what: str, **expected: Any) -> dict[str, Any]:
+async def until_line(
+    settings: Settings, order_id: str, what: str, **expected: Any
+) -> dict[str, Any]:
     """The order line once the projector shows `expected` in it."""
 
     async def shown() -> dict[str, Any] | None:
@@ -167,7 +189,13 @@ def only_line(event: Any) -> Any:
 
 
 def fulfil(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fulfil", *args], env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "fulfil", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 async def test_supply_side_stories_through_allocator_projector_and_notifier(
@@ -180,18 +208,29 @@ async def test_supply_side_stories_through_allocator_projector_and_notifier(
         await story.tick(START)
 
         # ------------------------------------------------ a cancelled purchase order
-        await story.send(ev.inbound_scheduled("po-cancel", WH, [("LAMP", 10)], CANCELLED_ETA, supplier="Nordic Lights"))
+        await story.send(
+            ev.inbound_scheduled(
+                "po-cancel", WH, [("LAMP", 10)], CANCELLED_ETA, supplier="Nordic Lights"
+            )
+        )
         await story.send(ev.order_placed("ord-cancel", WH, [("LAMP", 3, "89.00", "EUR")]))
         (placed,) = await until_output(settings, "Backordered", "ord-cancel")
         assert only_line(placed).eta == CANCELLED_ETA
-        cancel = await story.send(ev.inbound_cancelled("po-cancel", WH, reason="supplier closed the order"))
+        cancel = await story.send(
+            ev.inbound_cancelled("po-cancel", WH, reason="supplier closed the order")
+        )
         (undated,) = await until_output(settings, "BackorderEtaChanged", "ord-cancel")
         assert (only_line(undated).previous_eta, only_line(undated).eta) == (CANCELLED_ETA, None)
-        assert (undated.data.cause.event_type, undated.data.cause.event_id) == ("InboundCancelled", cancel.id)
+        assert (undated.data.cause.event_type, undated.data.cause.event_id) == (
+            "InboundCancelled",
+            cancel.id,
+        )
         assert undated.data.cause.inbound_id == "po-cancel"
 
         # ------------------------------------------------ an overdue inbound
-        await story.send(ev.inbound_scheduled("po-late", WH, [("CHAIR", 5)], LATE_ETA, supplier="Slow Freight"))
+        await story.send(
+            ev.inbound_scheduled("po-late", WH, [("CHAIR", 5)], LATE_ETA, supplier="Slow Freight")
+        )
         await story.send(ev.order_placed("ord-late", WH, [("CHAIR", 2)], customer=GERMAN))
         (placed,) = await until_output(settings, "Backordered", "ord-late")
         assert only_line(placed).eta == LATE_ETA
@@ -205,12 +244,23 @@ async def test_supply_side_stories_through_allocator_projector_and_notifier(
 
         # ------------------------------------------------ shrinkage of reserved units
         await story.send(ev.stock_received(WH, "VASE", 3, receipt_id="rcpt-vase"))
-        await story.send(ev.inbound_scheduled("po-refill", WH, [("VASE", 5), ("BOWL", 1)], REFILL_ETA))
-        await story.send(ev.order_placed("ord-shrink", WH, [("VASE", 3), ("BOWL", 1)], policy="ship_complete"))
+        await story.send(
+            ev.inbound_scheduled("po-refill", WH, [("VASE", 5), ("BOWL", 1)], REFILL_ETA)
+        )
+        await story.send(
+            ev.order_placed("ord-shrink", WH, [("VASE", 3), ("BOWL", 1)], policy="ship_complete")
+        )
         (held,) = await until_output(settings, "Backordered", "ord-shrink")
         assert held.data.reason == "ship_complete_hold"
-        assert [(ln.reserved, ln.backordered) for ln in held.data.lines] == [(3, 3), (0, 1)]  # held whole
-        await story.send(ev.stock_adjusted(WH, "VASE", -3, adjustment_id="adj-damaged", reason="damaged in storage"))
+        assert [(ln.reserved, ln.backordered) for ln in held.data.lines] == [
+            (3, 3),
+            (0, 1),
+        ]  # held whole
+        await story.send(
+            ev.stock_adjusted(
+                WH, "VASE", -3, adjustment_id="adj-damaged", reason="damaged in storage"
+            )
+        )
         held, lost = await until_output(settings, "Backordered", "ord-shrink", count=2)
         assert lost.data.reason == "reservation_lost"
         vase = lost.data.lines[0]
@@ -229,10 +279,14 @@ async def test_supply_side_stories_through_allocator_projector_and_notifier(
         await story.send(ev.order_placed("ord-pre", WH, [("GAME", 1, "59.00", "EUR")]))
         (pre,) = await until_output(settings, "Backordered", "ord-pre")
         assert pre.data.reason == "pre_order"
-        await story.send(ev.stock_received(WH, "GAME", 4, receipt_id="rcpt-game-early"))  # early: held
+        await story.send(
+            ev.stock_received(WH, "GAME", 4, receipt_id="rcpt-game-early")
+        )  # early: held
         (dated,) = await until_output(settings, "BackorderEtaChanged", "ord-pre")
         assert only_line(dated).eta == RELEASE
-        await until_line(settings, "ord-pre", "dated the release, still waiting", eta=RELEASE, allocated=0)
+        await until_line(
+            settings, "ord-pre", "dated the release, still waiting", eta=RELEASE, allocated=0
+        )
         assert (await backlog(settings, "GAME") or {}).get("promise_eta") == RELEASE
         await story.tick(date(2026, 11, 19))  # the day before: still held
         await story.tick(RELEASE)
@@ -242,8 +296,12 @@ async def test_supply_side_stories_through_allocator_projector_and_notifier(
         assert shipped.causation_id in ticks  # released by the tick, not by the early receipt
 
         # The shrunk units are replaced: the ship_complete order ships whole only now.
-        await story.send(ev.stock_received(WH, "VASE", 5, receipt_id="rcpt-po-refill", inbound_id="po-refill"))
-        await story.send(ev.stock_received(WH, "BOWL", 1, receipt_id="rcpt-po-refill-b", inbound_id="po-refill"))
+        await story.send(
+            ev.stock_received(WH, "VASE", 5, receipt_id="rcpt-po-refill", inbound_id="po-refill")
+        )
+        await story.send(
+            ev.stock_received(WH, "BOWL", 1, receipt_id="rcpt-po-refill-b", inbound_id="po-refill")
+        )
         (whole,) = await until_output(settings, "BackorderAllocated", "ord-shrink")
         assert [(ln.sku, ln.shipped) for ln in whole.data.lines] == [("VASE", 3), ("BOWL", 1)]
 
@@ -254,7 +312,12 @@ async def test_supply_side_stories_through_allocator_projector_and_notifier(
     # The command log folds to what is on allocations.v1, and the §5 invariants hold (extended for shrinkage).
     expected, actual = await expected_and_actual(settings)
     assert expected == actual
-    assert {o.type for o in before} >= {"Backordered", "BackorderEtaChanged", "OrderRejected", "BackorderAllocated"}
+    assert {o.type for o in before} >= {
+        "Backordered",
+        "BackorderEtaChanged",
+        "OrderRejected",
+        "BackorderAllocated",
+    }
 
     # ------------------------------------------------ the read models
     await until_line(settings, "ord-pre", "shipped on the release date", allocated=1, backordered=0)
@@ -268,8 +331,14 @@ async def test_supply_side_stories_through_allocator_projector_and_notifier(
 
     conn = await pg.connect(settings.require_database(), LIVE_SCHEMA, timeout=10)
     try:
-        inbounds = {r["inbound_id"]: r for r in await queries.inbound(conn, as_of=midnight(RELEASE), grace_days=2)}
-        late = {r["inbound_id"] for r in await queries.inbound(conn, as_of=midnight(RELEASE), late_only=True)}
+        inbounds = {
+            r["inbound_id"]: r
+            for r in await queries.inbound(conn, as_of=midnight(RELEASE), grace_days=2)
+        }
+        late = {
+            r["inbound_id"]
+            for r in await queries.inbound(conn, as_of=midnight(RELEASE), late_only=True)
+        }
     finally:
         await conn.close()
     assert inbounds["po-cancel"]["status"] == "cancelled"
@@ -300,15 +369,20 @@ async def test_supply_side_stories_through_allocator_projector_and_notifier(
 
     gone = mail(undated)
     assert gone.subject == "New expected date for your order ord-cancel"
-    assert "3 × LAMP: no date yet: the supplier delivery these items were coming with has been cancelled" in gone.text
+    assert (
+        "3 × LAMP: no date yet: the supplier delivery these items were coming with has been cancelled"
+        in gone.text
+    )
     assert "16 November 2026 we last told you no longer holds" in gone.text
     assert "https://shop.example/orders/ord-cancel/cancel" in gone.text
     assert "supplier closed the order" not in gone.text  # purchasing's note is internal
 
     overdue = mail(changes[-1])
     assert overdue.subject == "Neuer voraussichtlicher Versandtermin für Ihre Bestellung ord-late"
-    assert "noch kein Termin: Die Lieferung unseres Lieferanten, die wir zum 7. November 2026 erwartet hatten, " \
-           "ist nicht eingetroffen" in overdue.text
+    assert (
+        "noch kein Termin: Die Lieferung unseres Lieferanten, die wir zum 7. November 2026 erwartet hatten, "
+        "ist nicht eingetroffen" in overdue.text
+    )
     assert overdue.text.startswith("Hallo Jürgen Weiß,")
 
     again = mail(lost)
@@ -318,17 +392,27 @@ async def test_supply_side_stories_through_allocator_projector_and_notifier(
 
     refused = mail(rejected)
     assert refused.subject == "Items from your order ord-cap cannot be delivered"
-    assert "3 × MUG: out of stock, and we cannot take more of it on backorder right now" in refused.text
+    assert (
+        "3 × MUG: out of stock, and we cannot take more of it on backorder right now"
+        in refused.text
+    )
     assert "36.00" in refused.text  # the refund of the rejected units
 
     confirmed = mail(pre)
     assert confirmed.subject == "Your pre-order ord-pre is confirmed"
-    assert "not released yet" in confirmed.text and "cancel your pre-order at any time before it ships" in confirmed.text
+    assert (
+        "not released yet" in confirmed.text
+        and "cancel your pre-order at any time before it ships" in confirmed.text
+    )
     assert "backorder" not in confirmed.text.lower()
     assert "20 November 2026" in mail(dated).text
     assert mail(shipped).subject == "The rest of your order ord-pre is on its way"
-    assert not re.search(r"\b5\. November 2026", overdue.text)  # no date in the past relative to the log's today
-    assert "15. November 2026" in overdue.text  # the next update: a week after the tick that caused it
+    assert not re.search(
+        r"\b5\. November 2026", overdue.text
+    )  # no date in the past relative to the log's today
+    assert (
+        "15. November 2026" in overdue.text
+    )  # the next update: a week after the tick that caused it
 
     # ------------------------------------------------ fulfil trace
     env = env_for_subprocess(settings)
@@ -336,7 +420,9 @@ async def test_supply_side_stories_through_allocator_projector_and_notifier(
     assert late_trace.returncode == 0, late_trace.stderr
     timeline = orjson.loads(late_trace.stdout)["timeline"]
     tick_ids = {i["id"] for i in timeline if i["type"] == "ClockTicked"}
-    assert tick_ids == {c.causation_id for c in changes}  # the two ticks that moved the date, no other
+    assert tick_ids == {
+        c.causation_id for c in changes
+    }  # the two ticks that moved the date, no other
     last = timeline[-1]
     assert (last["type"], last["id"]) == ("BackorderEtaChanged", changes[-1].id)
     assert "2026-11-07 → no date" in last["summary"] and "inbound_overdue" in last["summary"]
@@ -345,4 +431,10 @@ async def test_supply_side_stories_through_allocator_projector_and_notifier(
     assert [i["type"] for i in cancel_trace if i["relation"] == "cause"] == ["InboundCancelled"]
     pre_trace = orjson.loads(fulfil("trace", "ord-pre", "--json", env=env).stdout)["timeline"]
     assert [i["type"] for i in pre_trace if i["relation"] in ("order", "output", "cause")] == [
-        "OrderPlaced", "Backordered", "StockReceived", "BackorderEtaChanged", "ClockTicked", "BackorderAllocated"]
+        "OrderPlaced",
+        "Backordered",
+        "StockReceived",
+        "BackorderEtaChanged",
+        "ClockTicked",
+        "BackorderAllocated",
+    ]

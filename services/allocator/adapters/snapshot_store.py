@@ -129,7 +129,9 @@ def _encode(snapshot: Snapshot, compress: bool) -> bytes:
     if compress:
         payload = zlib.compress(payload, 1)
         flags |= FLAG_ZLIB
-    header = _HEADER.pack(MAGIC, FORMAT_VERSION, flags, len(payload), hashlib.sha256(payload).digest())
+    header = _HEADER.pack(
+        MAGIC, FORMAT_VERSION, flags, len(payload), hashlib.sha256(payload).digest()
+    )
     return header + payload
 
 
@@ -139,14 +141,18 @@ def decode_snapshot(data: bytes) -> Snapshot:
         raise SnapshotUnreadable(f"truncated: {len(data)} bytes, shorter than the header")
     magic, version, flags, length, digest = _HEADER.unpack_from(data)
     if magic != MAGIC:
-        raise SnapshotUnreadable("not a fulfil snapshot (wrong magic; an old pickle or a foreign file)")
+        raise SnapshotUnreadable(
+            "not a fulfil snapshot (wrong magic; an old pickle or a foreign file)"
+        )
     if version != FORMAT_VERSION:
         raise SnapshotUnreadable(f"format version {version}, this code reads {FORMAT_VERSION}")
     if flags & ~FLAG_ZLIB:
         raise SnapshotUnreadable(f"unknown flags {flags:#x}")
     payload = memoryview(data)[_HEADER.size :]
     if len(payload) != length:
-        raise SnapshotUnreadable(f"truncated or padded: payload {len(payload)} bytes, header says {length}")
+        raise SnapshotUnreadable(
+            f"truncated or padded: payload {len(payload)} bytes, header says {length}"
+        )
     if hashlib.sha256(payload).digest() != digest:
         raise SnapshotUnreadable("checksum mismatch (a damaged file)")
     try:

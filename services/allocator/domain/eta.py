@@ -97,7 +97,9 @@ def promise(sku: SkuState, today: date | None, grace_days: int) -> date | None:
     return cover(supply(sku, today, grace_days), sku.waiting + 1)
 
 
-def position(sku: SkuState, today: date | None = None, grace_days: int = DEFAULT_OVERDUE_GRACE_DAYS) -> Position:
+def position(
+    sku: SkuState, today: date | None = None, grace_days: int = DEFAULT_OVERDUE_GRACE_DAYS
+) -> Position:
     """The SKU's stock position as StockPositionChanged reports it."""
     return (
         sku.available,
@@ -138,7 +140,9 @@ def coverable(sku: SkuState, units: int, today: date | None, grace_days: int) ->
     return 0
 
 
-def recompute_sku_etas(sku: SkuState, mark: Mark, today: date | None = None, grace_days: int = 0) -> None:
+def recompute_sku_etas(
+    sku: SkuState, mark: Mark, today: date | None = None, grace_days: int = 0
+) -> None:
     """Walk the queue against scheduled supply; update lines' raw ETAs.
 
     A block nobody touched since the last walk whose first and last lines
@@ -192,7 +196,12 @@ def _kept_dates(
 
 
 def _walk_block(
-    entries: list[QueueEntry], cum: int, total: int, ends: list[int], etas: list[date | None], mark: Mark
+    entries: list[QueueEntry],
+    cum: int,
+    total: int,
+    ends: list[int],
+    etas: list[date | None],
+    mark: Mark,
 ) -> tuple[int, bool]:
     """Date every line of a block; return the units waiting up to its end and if any is dated."""
     covered = False
@@ -210,7 +219,9 @@ def _walk_block(
     return cum, covered
 
 
-def _recompute_tail(sku: SkuState, line: Line, mark: Mark, today: date | None, grace_days: int) -> None:
+def _recompute_tail(
+    sku: SkuState, line: Line, mark: Mark, today: date | None, grace_days: int
+) -> None:
     """Only `line` was appended at the queue tail since the last walk."""
     eta = (
         cover(supply(sku, today, grace_days), sku.waiting)

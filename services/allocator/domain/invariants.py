@@ -131,7 +131,9 @@ def _sku_problems(
     name = f"sku {key}"
     _stock_problems(name, key, sku, tally, problems, sku.held(state.today))
     if sku.held(state.today) != (key in state.release_pending):
-        problems.append(f"{name}: held {sku.held(state.today)} but release pending {key in state.release_pending}")
+        problems.append(
+            f"{name}: held {sku.held(state.today)} but release pending {key in state.release_pending}"
+        )
     queue = list(sku.queue) if sku.queue is not None else []
     if sku.queue is not None:
         problems.extend(f"{name}: {p}" for p in _queue_problems(sku.queue))
@@ -185,7 +187,9 @@ def _queued_line_problems(
             problems.append(f"{name}: queue entry {entry[:4]} does not match its line")
 
 
-def _incoming_problems(name: str, state: AllocatorState, sku: SkuState, problems: list[str]) -> None:
+def _incoming_problems(
+    name: str, state: AllocatorState, sku: SkuState, problems: list[str]
+) -> None:
     incoming = 0
     for inbound_id, inbound in sku.inbounds.items():
         remaining = inbound.remaining(sku.sku)

@@ -228,7 +228,14 @@ def _load_order(raw: list[Any]) -> Order:
             raw_eta,
             eta,
         ) = item
-        line = Line(order, _int(line_no), _str(sku), _int(quantity), _opt_str(unit_price), _opt_str(currency))
+        line = Line(
+            order,
+            _int(line_no),
+            _str(sku),
+            _int(quantity),
+            _opt_str(unit_price),
+            _opt_str(currency),
+        )
         line.allocated = _int(allocated)
         line.reserved = _int(line_reserved)
         line.waiting = _int(line_waiting)

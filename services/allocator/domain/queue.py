@@ -175,7 +175,6 @@ class BackorderQueue:
         self._touch(upper)
 
 
-
 # ---------------------------------------------------------------- a line's way through the queue
 
 

@@ -365,7 +365,6 @@ class SkuState:
                 best = inbound.eta
         return best
 
-
     def queued_lines(self) -> list[Line]:
         """The waiting lines in queue order (head first)."""
         if self.queue is None:

@@ -22,7 +22,10 @@ Stage = Literal["all", "router", "core"]
 
 
 async def run_allocator(
-    settings: Settings, stage: Stage = "all", stop: asyncio.Event | None = None, health: Health | None = None
+    settings: Settings,
+    stage: Stage = "all",
+    stop: asyncio.Event | None = None,
+    health: Health | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT (or `stop`): finish the batch, commit, snapshot, return."""
     stop = stop or asyncio.Event()
@@ -37,7 +40,9 @@ async def _run(settings: Settings, stage: Stage, stop: asyncio.Event, health: He
         await _run_stages(settings, stage, stop, health)
 
 
-async def _run_stages(settings: Settings, stage: Stage, stop: asyncio.Event, health: Health) -> None:
+async def _run_stages(
+    settings: Settings, stage: Stage, stop: asyncio.Event, health: Health
+) -> None:
     stall = settings.fulfil_ready_stall_seconds
     # Topics must exist with FULFIL_PARTITIONS partitions before anyone
     # subscribes or produces: auto-created ones get another partition count.
@@ -47,12 +52,19 @@ async def _run_stages(settings: Settings, stage: Stage, stop: asyncio.Event, hea
         log.warning("could not ensure topics", error=str(exc))
     router_app = None
     if stage in ("all", "router"):
-        router_app, _ = build_router(settings, progress=health.add(Progress("allocator-router", stall)))
+        router_app, _ = build_router(
+            settings, progress=health.add(Progress("allocator-router", stall))
+        )
         await router_app.start()
     core_task = None
     clock_task = None
     if stage in ("all", "core"):
-        core_task = asyncio.create_task(AllocatorCore(settings, progress=health.add(Progress("allocator-core", stall))).run(stop), name="allocator-core")
+        core_task = asyncio.create_task(
+            AllocatorCore(settings, progress=health.add(Progress("allocator-core", stall))).run(
+                stop
+            ),
+            name="allocator-core",
+        )
         # Today reaches the core only through its log: tick it on a wall-clock schedule.
         clock_task = asyncio.create_task(run_clock(settings, stop), name="allocator-clock")
     log.info("allocator started", stage=stage)

@@ -10,7 +10,9 @@ from pydantic import ValidationError
 
 from schemas.contract import ClockTickedData
 
-clock_app = typer.Typer(help="The allocator's clock (its only notion of today).", no_args_is_help=True)
+clock_app = typer.Typer(
+    help="The allocator's clock (its only notion of today).", no_args_is_help=True
+)
 
 
 def _usage(message: str) -> typer.Exit:
@@ -20,7 +22,10 @@ def _usage(message: str) -> typer.Exit:
 
 @clock_app.command("tick")
 def tick(
-    now: Annotated[str, typer.Option("--now", help="RFC 3339 timestamp with offset, e.g. 2026-11-20T08:00:00Z.")],
+    now: Annotated[
+        str,
+        typer.Option("--now", help="RFC 3339 timestamp with offset, e.g. 2026-11-20T08:00:00Z."),
+    ],
 ) -> None:
     """Write a ClockTicked for NOW on every command partition (tests, staging, catching up)."""
     from fulfil_platform.config import load_settings

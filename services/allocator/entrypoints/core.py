@@ -143,28 +143,53 @@ class AllocatorCore:
                 emissions, error = fold.apply(record.offset, record.value)
                 if error is not None:
                     self.progress.dead_lettered(self.commands + DLQ_SUFFIX, error.kind)
-                    log.warning("command dead-lettered", reason=error.reason, partition=tp.partition, offset=record.offset)
-                    outgoing.append((
-                        self.commands + DLQ_SUFFIX, record.value, record.key, None,
-                        dead_letter_headers(
-                            reason=error.reason, kind=error.kind, topic=tp.topic, partition=tp.partition,
-                            offset=record.offset, stage="allocator-core", original=record.headers,
-                        ),
-                    ))
+                    log.warning(
+                        "command dead-lettered",
+                        reason=error.reason,
+                        partition=tp.partition,
+                        offset=record.offset,
+                    )
+                    outgoing.append(
+                        (
+                            self.commands + DLQ_SUFFIX,
+                            record.value,
+                            record.key,
+                            None,
+                            dead_letter_headers(
+                                reason=error.reason,
+                                kind=error.kind,
+                                topic=tp.topic,
+                                partition=tp.partition,
+                                offset=record.offset,
+                                stage="allocator-core",
+                                original=record.headers,
+                            ),
+                        )
+                    )
                 for emission in emissions:
                     event = emission.event
                     if event.type == "StockPositionChanged" and event.data.shortfall:
                         # DESIGN §4: a shortfall is reported on the topic and to operators (a
                         # count was wrong or stock was lost after it had been promised).
                         log.warning(
-                            "stock shortfall", warehouse_id=event.data.warehouse_id, sku=event.data.sku,
-                            shortfall=event.data.shortfall, available=event.data.available,
+                            "stock shortfall",
+                            warehouse_id=event.data.warehouse_id,
+                            sku=event.data.sku,
+                            shortfall=event.data.shortfall,
+                            available=event.data.available,
                             causation_id=event.causation_id,
                         )
-                    outgoing.append((
-                        self.allocations, emission.value, emission.key, tp.partition,
-                        output_headers(tp.partition, emission.command_offset, emission.index, event),
-                    ))
+                    outgoing.append(
+                        (
+                            self.allocations,
+                            emission.value,
+                            emission.key,
+                            tp.partition,
+                            output_headers(
+                                tp.partition, emission.command_offset, emission.index, event
+                            ),
+                        )
+                    )
             if records[-1].offset == fold.applied_offset:
                 fold.snapshot.applied_digest = record_digest(records[-1].value)
             commits[tp] = fold.applied_offset + 1
@@ -202,8 +227,12 @@ class AllocatorCore:
                 # another member wrote: the outputs' order on the partition is no longer
                 # what this fold assumed. Rebuild from the snapshot and the output tail.
                 OUTPUT_RESYNCS.labels(str(partition)).inc()
-                log.warning("output batch landed at an unexpected offset; rebuilding the partition",
-                            partition=partition, expected=expected, got=base)
+                log.warning(
+                    "output batch landed at an unexpected offset; rebuilding the partition",
+                    partition=partition,
+                    expected=expected,
+                    got=base,
+                )
                 resync.add(partition)
             self.tail_end[partition] = max(expected or 0, base + count)
             if fold is not None:
@@ -220,7 +249,10 @@ class AllocatorCore:
             (self.last_snapshot_at.get(partition, 0.0), partition)
             for partition, fold in self.folds.items()
             if fold.commands_since_snapshot >= self.snapshot_every
-            or (fold.commands_since_snapshot and now - self.last_snapshot_at.get(partition, 0.0) >= self.snapshot_seconds)
+            or (
+                fold.commands_since_snapshot
+                and now - self.last_snapshot_at.get(partition, 0.0) >= self.snapshot_seconds
+            )
         ]
         if due:
             _, partition = min(due)
@@ -231,7 +263,9 @@ class AllocatorCore:
         # output offset is not yet known to be past them: snapshot later.
         if fold.applied_offset < fold.written_upto[0]:
             return
-        fold.snapshot.output_offset = max(fold.snapshot.output_offset, self.tail_end.get(partition, 0))
+        fold.snapshot.output_offset = max(
+            fold.snapshot.output_offset, self.tail_end.get(partition, 0)
+        )
         fold.snapshot.cluster_id = self.cluster_id
         # The fold is not touched meanwhile: the runtime's lock is held by the caller.
         try:
@@ -239,7 +273,12 @@ class AllocatorCore:
         except OSError as exc:
             # Snapshots only shorten restarts: a full or read-only disk must not stop the core.
             SNAPSHOTS_SKIPPED.labels("allocator-core", type(exc).__name__).inc()
-            log.warning("snapshot skipped", partition=partition, error=type(exc).__name__, detail=str(exc)[:200])
+            log.warning(
+                "snapshot skipped",
+                partition=partition,
+                error=type(exc).__name__,
+                detail=str(exc)[:200],
+            )
         else:
             fold.commands_since_snapshot = 0
         self.last_snapshot_at[partition] = time.monotonic()
@@ -281,8 +320,12 @@ class AllocatorCore:
             try:
                 loaded = await asyncio.to_thread(self.store.load, tp.partition)
             except Exception as exc:  # noqa: BLE001 - any unreadable snapshot: the log has it all
-                log.warning("snapshot unreadable; rebuilding the partition from the command log",
-                            partition=tp.partition, error=type(exc).__name__, detail=str(exc)[:200])
+                log.warning(
+                    "snapshot unreadable; rebuilding the partition from the command log",
+                    partition=tp.partition,
+                    error=type(exc).__name__,
+                    detail=str(exc)[:200],
+                )
                 loaded = None
             if loaded is None:
                 loaded = Snapshot(new_state(grace_days=self.settings.fulfil_overdue_grace_days))
@@ -318,20 +361,38 @@ class AllocatorCore:
             return
         for partition, snapshot in taken.items():
             if snapshot.cluster_id and self.cluster_id and snapshot.cluster_id != self.cluster_id:
-                self._refuse(partition, f"it was taken on cluster {snapshot.cluster_id!r}, the broker is cluster {self.cluster_id!r}")
-        tps = [TopicPartition(self.commands, p) for p in taken] + [TopicPartition(self.allocations, p) for p in taken]
+                self._refuse(
+                    partition,
+                    f"it was taken on cluster {snapshot.cluster_id!r}, the broker is cluster {self.cluster_id!r}",
+                )
+        tps = [TopicPartition(self.commands, p) for p in taken] + [
+            TopicPartition(self.allocations, p) for p in taken
+        ]
         ends = await kafka.log_ends(self.tail_reader, tps)
         for partition, snapshot in taken.items():
             end = ends[TopicPartition(self.commands, partition)]
             if end <= snapshot.applied_offset:
-                self._refuse(partition, f"it is at command offset {snapshot.applied_offset}, the log ends at {end}")
+                self._refuse(
+                    partition,
+                    f"it is at command offset {snapshot.applied_offset}, the log ends at {end}",
+                )
             if snapshot.applied_digest is not None:
-                record = await kafka.read_at(self.tail_reader, TopicPartition(self.commands, partition), snapshot.applied_offset)
+                record = await kafka.read_at(
+                    self.tail_reader,
+                    TopicPartition(self.commands, partition),
+                    snapshot.applied_offset,
+                )
                 if record is None or record_digest(record.value) != snapshot.applied_digest:
-                    self._refuse(partition, f"the command at offset {snapshot.applied_offset} is not the one it was taken after")
+                    self._refuse(
+                        partition,
+                        f"the command at offset {snapshot.applied_offset} is not the one it was taken after",
+                    )
             out_end = ends[TopicPartition(self.allocations, partition)]
             if out_end < snapshot.output_offset:
-                self._refuse(partition, f"it expects {snapshot.output_offset} outputs, the output log ends at {out_end}")
+                self._refuse(
+                    partition,
+                    f"it expects {snapshot.output_offset} outputs, the output log ends at {out_end}",
+                )
 
     def _refuse(self, partition: int, why: str) -> None:
         path = self.store.path(partition)
@@ -347,7 +408,8 @@ class AllocatorCore:
         if not starts:
             return {}
         tails = await kafka.read_ranges(
-            self.tail_reader, {TopicPartition(self.allocations, p): start for p, start in starts.items()}
+            self.tail_reader,
+            {TopicPartition(self.allocations, p): start for p, start in starts.items()},
         )
         result = {}
         for tp, records in tails.items():
@@ -356,7 +418,10 @@ class AllocatorCore:
                 position = position_of(record.headers)
                 if position is not None and position > written:
                     written = position
-            result[tp.partition] = (written, records[-1].offset + 1 if records else starts[tp.partition])
+            result[tp.partition] = (
+                written,
+                records[-1].offset + 1 if records else starts[tp.partition],
+            )
         return result
 
 

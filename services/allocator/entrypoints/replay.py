@@ -113,7 +113,11 @@ async def replay(
     report = ReplayReport()
     wanted = partitions if partitions is not None else list(range(settings.fulfil_partitions))
     # Large fetches: a replay reads whole partitions, round trips dominate otherwise.
-    big = {"max_partition_fetch_bytes": 32 * 1024 * 1024, "fetch_max_bytes": 64 * 1024 * 1024, "fetch_max_wait_ms": 5}
+    big = {
+        "max_partition_fetch_bytes": 32 * 1024 * 1024,
+        "fetch_max_bytes": 64 * 1024 * 1024,
+        "fetch_max_wait_ms": 5,
+    }
     commands_reader = kafka.consumer(settings, group_id=None, **big)
     outputs_reader = kafka.consumer(settings, group_id=None, **big)
     await commands_reader.start()
@@ -134,7 +138,11 @@ async def _replay_partition(run: _Run, p: int) -> PartitionReport:
     part = PartitionReport(p)
     grace = run.settings.fulfil_overdue_grace_days
     fold = PartitionFold(p, Snapshot(new_state(grace_days=grace)))
-    outputs = _Stream(run.outputs_reader, TopicPartition(run.settings.topic(ALLOCATIONS), p)) if run.verify else None
+    outputs = (
+        _Stream(run.outputs_reader, TopicPartition(run.settings.topic(ALLOCATIONS), p))
+        if run.verify
+        else None
+    )
     commands_tp = TopicPartition(run.settings.topic(COMMANDS), p)
     commands = _Stream(run.commands_reader, commands_tp)
     while part.divergence is None and (chunk := await commands.chunk()):
@@ -155,7 +163,9 @@ async def _replay_partition(run: _Run, p: int) -> PartitionReport:
     return part
 
 
-async def _compare(part: PartitionReport, command: Any, emissions: list[Any], outputs: _Stream, from_offset: int) -> Divergence | None:
+async def _compare(
+    part: PartitionReport, command: Any, emissions: list[Any], outputs: _Stream, from_offset: int
+) -> Divergence | None:
     """The n-th regenerated output against the n-th record of the output partition."""
     p = part.partition
     for emission in emissions:
@@ -164,10 +174,26 @@ async def _compare(part: PartitionReport, command: Any, emissions: list[Any], ou
         if command.offset < from_offset:
             continue
         if actual is None:
-            return Divergence(p, command.offset, emission.index, None, emission.value, None, "output missing from allocations")
-        if actual.value != emission.value or position_of(actual.headers) != (command.offset, emission.index):
             return Divergence(
-                p, command.offset, emission.index, actual.offset, emission.value, actual.value,
+                p,
+                command.offset,
+                emission.index,
+                None,
+                emission.value,
+                None,
+                "output missing from allocations",
+            )
+        if actual.value != emission.value or position_of(actual.headers) != (
+            command.offset,
+            emission.index,
+        ):
+            return Divergence(
+                p,
+                command.offset,
+                emission.index,
+                actual.offset,
+                emission.value,
+                actual.value,
                 "output differs from the re-folded one",
             )
         part.verified += 1
@@ -180,6 +206,11 @@ def _extra(p: int, extra: Any | None) -> Divergence | None:
         return None
     position = position_of(extra.headers) or (-1, -1)
     return Divergence(
-        p, position[0], position[1], extra.offset, None, extra.value,
+        p,
+        position[0],
+        position[1],
+        extra.offset,
+        None,
+        extra.value,
         "output on allocations that the command log does not produce",
     )

@@ -58,7 +58,9 @@ def build_router(
 ) -> tuple[FastStream, RouterStats]:
     broker = broker or make_broker(settings)
     app = FastStream(broker)
-    stats = RouterStats(progress or Progress("allocator-router", settings.fulfil_ready_stall_seconds))
+    stats = RouterStats(
+        progress or Progress("allocator-router", settings.fulfil_ready_stall_seconds)
+    )
     commands = settings.topic(COMMANDS)
     max_bytes = settings.fulfil_max_message_bytes
     # The hot path sends through a plain aiokafka producer in per-partition
@@ -92,8 +94,11 @@ def build_router(
     @app.after_startup
     async def _watch_lag() -> None:
         lag_stop.clear()
-        lag_watchers.append(asyncio.create_task(
-            watch_lag(stats.progress, lambda: subscriber.consumer, lag_stop), name="router-lag"))
+        lag_watchers.append(
+            asyncio.create_task(
+                watch_lag(stats.progress, lambda: subscriber.consumer, lag_stop), name="router-lag"
+            )
+        )
 
     @app.on_shutdown
     async def _stop_watching() -> None:
@@ -110,7 +115,9 @@ def build_router(
         settings.topic(ORDERS),
         settings.topic(INVENTORY),
         batch=True,
-        group_id=settings.topic(ROUTER_GROUP),  # prefixed: environments sharing a cluster stay apart
+        group_id=settings.topic(
+            ROUTER_GROUP
+        ),  # prefixed: environments sharing a cluster stay apart
         auto_offset_reset="earliest",
         max_records=5_000,
         batch_timeout_ms=100,
@@ -127,7 +134,11 @@ def build_router(
 
     @subscriber
     async def route(_: list[Any], message: Any = Context("message")) -> None:  # noqa: B008 - FastStream DI
-        records = message.raw_message if isinstance(message.raw_message, tuple) else (message.raw_message,)
+        records = (
+            message.raw_message
+            if isinstance(message.raw_message, tuple)
+            else (message.raw_message,)
+        )
         with stats.progress.batch():
             await _route(records)
 
@@ -138,27 +149,49 @@ def build_router(
             value = record.value or b""
             try:
                 if len(value) > max_bytes:
-                    raise ContractError(f"message is {len(value)} bytes, more than the limit of {max_bytes}", "oversize")
+                    raise ContractError(
+                        f"message is {len(value)} bytes, more than the limit of {max_bytes}",
+                        "oversize",
+                    )
                 if (name := undecodable_header(record.headers)) is not None:
                     # Headers are text by contract: a binary one means a producer other
                     # than the one the contract describes; its owner should see it.
                     raise ContractError(f"header {name!r}: value is not UTF-8 text", "bad_header")
                 event = parse_input(value)
             except ContractError as exc:
-                log.warning("input dead-lettered", reason=exc.reason, kind=exc.kind, topic=record.topic,
-                            partition=record.partition, offset=record.offset)
+                log.warning(
+                    "input dead-lettered",
+                    reason=exc.reason,
+                    kind=exc.kind,
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                )
                 await sender.add(
-                    record.topic + DLQ_SUFFIX, value, key=record.key,
-                    headers=dead_letter_headers(reason=exc.reason, kind=exc.kind, topic=record.topic,
-                                                partition=record.partition, offset=record.offset,
-                                                stage="allocator-router", original=record.headers),
+                    record.topic + DLQ_SUFFIX,
+                    value,
+                    key=record.key,
+                    headers=dead_letter_headers(
+                        reason=exc.reason,
+                        kind=exc.kind,
+                        topic=record.topic,
+                        partition=record.partition,
+                        offset=record.offset,
+                        stage="allocator-router",
+                        original=record.headers,
+                    ),
                 )
                 stats.dead_lettered += 1
                 stats.progress.dead_lettered(record.topic + DLQ_SUFFIX, exc.kind)
                 continue
             await sender.add(
-                commands, value, key=event.data.warehouse_id.encode(),
-                headers=[("fulfil-source-topic", record.topic.encode()), ("fulfil-event-type", event.type.encode())],
+                commands,
+                value,
+                key=event.data.warehouse_id.encode(),
+                headers=[
+                    ("fulfil-source-topic", record.topic.encode()),
+                    ("fulfil-event-type", event.type.encode()),
+                ],
             )
             stats.routed += 1
         # Acked (offsets committed) by FastStream only after this returns.

@@ -39,7 +39,9 @@ def tick(now: datetime, partition: int) -> ClockTicked:
     )
 
 
-async def write_ticks(settings: Settings, now: datetime, producer: AIOKafkaProducer | None = None) -> int:
+async def write_ticks(
+    settings: Settings, now: datetime, producer: AIOKafkaProducer | None = None
+) -> int:
     """Write one tick for `now` on every command partition; returns how many."""
     topic = settings.topic(COMMANDS)
     own = producer is None
@@ -75,7 +77,9 @@ async def run_clock(settings: Settings, stop: asyncio.Event) -> None:
             try:
                 await write_ticks(settings, datetime.now(UTC), client)
             except Exception as exc:  # noqa: BLE001 - the next tick tries again; nothing is lost
-                log.warning("clock tick not written", error=type(exc).__name__, detail=str(exc)[:200])
+                log.warning(
+                    "clock tick not written", error=type(exc).__name__, detail=str(exc)[:200]
+                )
             try:
                 await asyncio.wait_for(stop.wait(), timeout=every)
             except TimeoutError:

@@ -138,14 +138,31 @@ class OutboxStore:
         async with self.pool.acquire() as conn, conn.transaction():
             plan = await self._apply(conn, event_ids, order_keys, planner, render, now)
             if dead_letters:
-                await conn.executemany(_RECORD_DEAD_LETTER, [
-                    (d.topic, d.partition, d.offset, d.key, d.value, [k.replace("\x00", "") for k, _ in d.headers],
-                     [v for _, v in d.headers], d.kind, d.reason.replace("\x00", ""), now)
-                    for d in dead_letters
-                ])
+                await conn.executemany(
+                    _RECORD_DEAD_LETTER,
+                    [
+                        (
+                            d.topic,
+                            d.partition,
+                            d.offset,
+                            d.key,
+                            d.value,
+                            [k.replace("\x00", "") for k, _ in d.headers],
+                            [v for _, v in d.headers],
+                            d.kind,
+                            d.reason.replace("\x00", ""),
+                            now,
+                        )
+                        for d in dead_letters
+                    ],
+                )
             if offsets:
                 await conn.executemany(
-                    _SAVE_OFFSET, [(topic, partition, offset, now) for (topic, partition), offset in offsets.items()]
+                    _SAVE_OFFSET,
+                    [
+                        (topic, partition, offset, now)
+                        for (topic, partition), offset in offsets.items()
+                    ],
                 )
             return plan
 
@@ -206,13 +223,19 @@ class OutboxStore:
                 list(orders),
             ):
                 notice = Notice.from_json(r["facts"])
-                row = Row(channel=r["channel"], notice=notice, due=r["next_attempt_at"], row_id=r["id"])
+                row = Row(
+                    channel=r["channel"], notice=notice, due=r["next_attempt_at"], row_id=r["id"]
+                )
                 held.setdefault((notice.warehouse_id, notice.order_id, row.channel), []).append(row)
         plan = planner(existing, held)
         if plan.inserts:
-            await conn.executemany(_INSERT, [self._insert_args(row, render, now) for row in plan.inserts])
+            await conn.executemany(
+                _INSERT, [self._insert_args(row, render, now) for row in plan.inserts]
+            )
         if plan.updates:
-            await conn.executemany(_UPDATE_HELD, [self._update_args(row, render, now) for row in plan.updates])
+            await conn.executemany(
+                _UPDATE_HELD, [self._update_args(row, render, now) for row in plan.updates]
+            )
         return plan
 
     # ------------------------------------------------------------ dead letters
@@ -238,16 +261,26 @@ class OutboxStore:
                 limit,
             )
             for r in rows:
-                await publish(Quarantined(
-                    r["source_topic"], r["source_partition"], r["source_offset"], r["record_key"],
-                    r["record_value"], tuple(zip(r["header_names"], r["header_values"], strict=True)),
-                    r["kind"], r["reason"],
-                ))
+                await publish(
+                    Quarantined(
+                        r["source_topic"],
+                        r["source_partition"],
+                        r["source_offset"],
+                        r["record_key"],
+                        r["record_value"],
+                        tuple(zip(r["header_names"], r["header_values"], strict=True)),
+                        r["kind"],
+                        r["reason"],
+                    )
+                )
             if rows:
                 await conn.executemany(
                     "UPDATE notifier_dead_letters SET published_at = $4 "
                     "WHERE source_topic = $1 AND source_partition = $2 AND source_offset = $3",
-                    [(r["source_topic"], r["source_partition"], r["source_offset"], now) for r in rows],
+                    [
+                        (r["source_topic"], r["source_partition"], r["source_offset"], now)
+                        for r in rows
+                    ],
                 )
             return len(rows)
 
@@ -297,13 +330,17 @@ class OutboxStore:
         new = 0
         async with self.pool.acquire() as conn, conn.transaction():
             for row in rows:
-                inserted = await conn.fetchval(_INSERT + " RETURNING id", *self._insert_args(row, render, now))
+                inserted = await conn.fetchval(
+                    _INSERT + " RETURNING id", *self._insert_args(row, render, now)
+                )
                 new += inserted is not None
         return new
 
     # ------------------------------------------------------------ sender side
 
-    async def claim(self, channel: str, now: datetime, lease_until: datetime, limit: int) -> list[Claimed]:
+    async def claim(
+        self, channel: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[Claimed]:
         """Take up to `limit` due rows of `channel`; they are due again at `lease_until`
         if nobody marks them (a sender that died mid-send), and count one attempt."""
         rows = await self.pool.fetch(
@@ -337,7 +374,9 @@ class OutboxStore:
             now,
         )
 
-    async def mark_retry(self, row_id: int, now: datetime, next_attempt_at: datetime, error: str) -> None:
+    async def mark_retry(
+        self, row_id: int, now: datetime, next_attempt_at: datetime, error: str
+    ) -> None:
         await self.pool.execute(
             "UPDATE notifier_outbox SET next_attempt_at = $3, last_error = $4, updated_at = $2 "
             "WHERE id = $1 AND status = 'pending'",

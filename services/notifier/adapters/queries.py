@@ -22,7 +22,9 @@ _STORED_OFFSETS = "SELECT topic, partition, next_offset FROM notifier_offsets"
 _PENDING = "SELECT count(*) FROM notifier_outbox WHERE status = 'pending'"
 
 
-async def order_notifications(conn: asyncpg.Connection, warehouse_id: str, order_id: str) -> list[dict[str, Any]] | None:
+async def order_notifications(
+    conn: asyncpg.Connection, warehouse_id: str, order_id: str
+) -> list[dict[str, Any]] | None:
     """The outbox rows of one order, oldest first, without message or recipient;
     None when the outbox does not exist yet (the notifier never ran here)."""
     if await conn.fetchval("SELECT to_regclass('notifier_outbox')") is None:

@@ -25,10 +25,29 @@ WHERE l.backordered > 0 AND o.customer_email IS NOT NULL
 ORDER BY o.order_id, o.warehouse_id, l.line_no
 """
 
-_ORDER_FIELDS = ("order_id", "warehouse_id", "customer_id", "customer_email", "customer_name",
-                 "customer_locale", "placed_at", "backordered_since")
-_LINE_FIELDS = ("line_no", "sku", "quantity", "allocated", "backordered", "reserved", "rejected",
-                "cancelled", "eta", "unit_price", "currency")
+_ORDER_FIELDS = (
+    "order_id",
+    "warehouse_id",
+    "customer_id",
+    "customer_email",
+    "customer_name",
+    "customer_locale",
+    "placed_at",
+    "backordered_since",
+)
+_LINE_FIELDS = (
+    "line_no",
+    "sku",
+    "quantity",
+    "allocated",
+    "backordered",
+    "reserved",
+    "rejected",
+    "cancelled",
+    "eta",
+    "unit_price",
+    "currency",
+)
 
 
 def _quote(identifier: str) -> str:

@@ -66,7 +66,9 @@ class EmailChannel:
         try:
             message = build_message(row, self.sender)
         except (ValueError, TypeError) as exc:  # a header the email library refuses: no retry helps
-            raise DeliveryError(f"message could not be built: {type(exc).__name__}", permanent=True) from None
+            raise DeliveryError(
+                f"message could not be built: {type(exc).__name__}", permanent=True
+            ) from None
         try:
             await aiosmtplib.send(
                 message,
@@ -91,6 +93,8 @@ class EmailChannel:
             ) from None
         except aiosmtplib.SMTPResponseException as exc:
             # 5xx is the server's final answer for this message; 4xx means try later.
-            raise DeliveryError(f"SMTP {exc.code}: {exc.message}", permanent=exc.code >= 500) from None
+            raise DeliveryError(
+                f"SMTP {exc.code}: {exc.message}", permanent=exc.code >= 500
+            ) from None
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             raise DeliveryError(f"SMTP unavailable: {type(exc).__name__}") from None

@@ -58,7 +58,9 @@ class WebhookChannel:
 
     def __init__(self, settings: NotifierSettings, now: Callable[[], datetime]):
         self.url = settings.webhook_url or ""
-        self.key = secret_key(settings.webhook_secret.get_secret_value() if settings.webhook_secret else "")
+        self.key = secret_key(
+            settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
+        )
         self.timeout = settings.webhook_timeout_seconds
         # The service layer's clock: each attempt is signed with the time it is made.
         self.now = now

@@ -90,7 +90,9 @@ class Policy:
 
 def message_id(source_id: str, channel: str, domain: str = "fulfil") -> str:
     """The RFC 5322 Message-ID of a message: derived from its event id, so a resend is recognisable."""
-    local = source_id if _SAFE_ID.match(source_id) else str(uuid.uuid5(REMINDER_NAMESPACE, source_id))
+    local = (
+        source_id if _SAFE_ID.match(source_id) else str(uuid.uuid5(REMINDER_NAMESPACE, source_id))
+    )
     return f"<{local}.{channel}@{domain}>"
 
 
@@ -154,7 +156,9 @@ def notice_for(event: Any, policy: Policy) -> Notice | None:
         # Why lines lost their date, kept per line so that it survives folding.
         reason = eta_cause(data.cause)
         if reason is not None:
-            lines = tuple(x.model_copy(update={"reason": reason}) if x.eta is None else x for x in lines)
+            lines = tuple(
+                x.model_copy(update={"reason": reason}) if x.eta is None else x for x in lines
+            )
     customer = data.customer
     return Notice(
         kind=kind,
@@ -222,8 +226,15 @@ def update_held_eta_notice(held: Notice, later: Notice) -> Notice | None:
         if now is None:
             lines.append(line)  # the later event does not speak about this line
         elif now.backordered > 0:
-            lines.append(line.model_copy(update={"eta": now.eta, "backordered": now.backordered,
-                                                 "reserved": now.reserved}))
+            lines.append(
+                line.model_copy(
+                    update={
+                        "eta": now.eta,
+                        "backordered": now.backordered,
+                        "reserved": now.reserved,
+                    }
+                )
+            )
         # else: shipped, cancelled or rejected by now: the later message says so.
     kept = _without_news(lines)
     if not kept:
@@ -253,7 +264,11 @@ def reminder_period_index(since: datetime, now: datetime, reminder_days: float) 
 
 def reminder_id(warehouse_id: str, order_id: str, period_index: int) -> str:
     """Deterministic per (order, period): a restarted notifier never reminds twice."""
-    return str(uuid.uuid5(REMINDER_NAMESPACE, f"reminder\x1f{warehouse_id}\x1f{order_id}\x1f{period_index}"))
+    return str(
+        uuid.uuid5(
+            REMINDER_NAMESPACE, f"reminder\x1f{warehouse_id}\x1f{order_id}\x1f{period_index}"
+        )
+    )
 
 
 def reminder_notice(

@@ -85,7 +85,11 @@ def plan_batch(
                 was = row.notice
                 new_held, current = fold(was, current)
                 if new_held is None:
-                    row.status, row.superseded_by, row.changed = "superseded", notice.source_id, True
+                    row.status, row.superseded_by, row.changed = (
+                        "superseded",
+                        notice.source_id,
+                        True,
+                    )
                     row.note = "folded into a later message"
                     rows.remove(row)
                     if notice.kind == ETA_CHANGED:

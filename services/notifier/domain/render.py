@@ -29,10 +29,34 @@ LANGUAGES = ("en", "de")
 DEFAULT_LANGUAGE = "en"
 
 _MONTHS = {
-    "en": ("January", "February", "March", "April", "May", "June", "July", "August",
-           "September", "October", "November", "December"),
-    "de": ("Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August",
-           "September", "Oktober", "November", "Dezember"),
+    "en": (
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ),
+    "de": (
+        "Januar",
+        "Februar",
+        "März",
+        "April",
+        "Mai",
+        "Juni",
+        "Juli",
+        "August",
+        "September",
+        "Oktober",
+        "November",
+        "Dezember",
+    ),
 }
 _SPACES = re.compile(r"\s+")
 _BLANK_RUNS = re.compile(r"\n{3,}")
@@ -96,7 +120,9 @@ def _amounts(lines: list[NoticeLine], field: str, lang: str) -> list[str]:
         if not units or line.unit_price is None or line.currency is None:
             continue
         try:
-            totals[line.currency] = totals.get(line.currency, Decimal(0)) + Decimal(line.unit_price) * units
+            totals[line.currency] = (
+                totals.get(line.currency, Decimal(0)) + Decimal(line.unit_price) * units
+            )
         except InvalidOperation:
             continue
     return [format_money(v, c, lang) for c, v in sorted(totals.items()) if v > 0]
@@ -108,9 +134,14 @@ def _context(notice: Notice, lang: str) -> dict[str, Any]:
 
     lines = list(notice.lines)
     waiting = [
-        {"sku": x.sku, "qty": x.backordered, "reserved": x.reserved, "eta": day(x.eta),
-         # Fully on the shelf, set aside for a ship-complete order: no date to give.
-         "held": x.reserved >= x.backordered}
+        {
+            "sku": x.sku,
+            "qty": x.backordered,
+            "reserved": x.reserved,
+            "eta": day(x.eta),
+            # Fully on the shelf, set aside for a ship-complete order: no date to give.
+            "held": x.reserved >= x.backordered,
+        }
         for x in lines
         if x.backordered > 0
     ]
@@ -125,9 +156,16 @@ def _context(notice: Notice, lang: str) -> dict[str, Any]:
                 direction = "later"
             else:
                 direction = "earlier"
-            changes.append({"sku": x.sku, "qty": x.backordered, "eta": day(x.eta),
-                            "previous": day(x.previous_eta), "direction": direction,
-                            "cause": x.reason if x.eta is None else None})
+            changes.append(
+                {
+                    "sku": x.sku,
+                    "qty": x.backordered,
+                    "eta": day(x.eta),
+                    "previous": day(x.previous_eta),
+                    "direction": direction,
+                    "cause": x.reason if x.eta is None else None,
+                }
+            )
     return {
         "lang": lang,
         "name": _clean(notice.customer.name),
@@ -141,7 +179,9 @@ def _context(notice: Notice, lang: str) -> dict[str, Any]:
         "changes": changes,
         "later": any(c["direction"] == "later" for c in changes),
         "unknown": any(c["direction"] in ("unknown",) for c in changes),
-        "rejected": [{"sku": x.sku, "qty": x.rejected, "reason": x.reason} for x in lines if x.rejected > 0],
+        "rejected": [
+            {"sku": x.sku, "qty": x.rejected, "reason": x.reason} for x in lines if x.rejected > 0
+        ],
         "cancelled": [{"sku": x.sku, "qty": x.cancelled} for x in lines if x.cancelled > 0],
         "already_shipped": [{"sku": x.sku, "qty": x.allocated} for x in lines if x.allocated > 0],
         "refund_cancelled": _amounts(lines, "cancelled", lang),
@@ -157,7 +197,9 @@ def render_email(notice: Notice) -> EmailContent:
     subject = "".join(text_template.blocks["subject"](text_template.new_context(context)))
     # Templates stay readable; the layout of plain text is normalised here:
     # at most one blank line in a row, no trailing blanks.
-    text = _BLANK_RUNS.sub("\n\n", _TRAILING.sub("\n", text_template.render(context))).strip() + "\n"
+    text = (
+        _BLANK_RUNS.sub("\n\n", _TRAILING.sub("\n", text_template.render(context))).strip() + "\n"
+    )
     html = env.get_template(f"{lang}/{notice.kind}.html.j2").render(context).strip() + "\n"
     # A subject is one header line: no newlines, no runs of blanks.
     return EmailContent(subject=_SPACES.sub(" ", subject).strip(), text=text, html=html)

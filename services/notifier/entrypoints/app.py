@@ -100,9 +100,15 @@ class StoredPositions:
                 offsets[tp] = stored[tp.partition]
             else:
                 offsets[tp] = (await self.runtime.consumer.committed(tp)) or 0
-        log.info("partitions recovered", partitions=sorted(tp.partition for tp in partitions),
-                 offsets={str(tp.partition): o for tp, o in sorted(offsets.items(), key=lambda i: i[0].partition)},
-                 stored=sorted(stored))
+        log.info(
+            "partitions recovered",
+            partitions=sorted(tp.partition for tp in partitions),
+            offsets={
+                str(tp.partition): o
+                for tp, o in sorted(offsets.items(), key=lambda i: i[0].partition)
+            },
+            stored=sorted(stored),
+        )
         return offsets
 
     async def release(self, partitions: list[TopicPartition]) -> None:
@@ -176,8 +182,13 @@ async def run_notifier(
             return await _run(settings, stop, clock, ready, health)
 
 
-async def _run(settings: NotifierSettings, stop: asyncio.Event, clock: Clock | None, ready: asyncio.Event | None,
-               health: Health) -> NotifierRuntime:
+async def _run(
+    settings: NotifierSettings,
+    stop: asyncio.Event,
+    clock: Clock | None,
+    ready: asyncio.Event | None,
+    health: Health,
+) -> NotifierRuntime:
     settings.require_kafka()
     url = settings.require_database()
     settings.require_channels()
@@ -195,8 +206,14 @@ async def _run(settings: NotifierSettings, stop: asyncio.Event, clock: Clock | N
         await producer.stop()
         await pool.close()
         # Flat counter names: a key called "email" would be taken for an address by the redactor.
-        counts = {f"{s.channel.name}_{k}": getattr(s, k) for s in runtime.senders for k in ("sent", "failed")}
-        log.info("notifier stopped", events=runtime.handler.records if runtime.handler else 0, **counts)
+        counts = {
+            f"{s.channel.name}_{k}": getattr(s, k)
+            for s in runtime.senders
+            for k in ("sent", "failed")
+        }
+        log.info(
+            "notifier stopped", events=runtime.handler.records if runtime.handler else 0, **counts
+        )
     return runtime
 
 
@@ -223,48 +240,83 @@ def _wire(runtime: NotifierRuntime, producer: Any) -> ReminderScheduler:
     store = runtime.store = OutboxStore(runtime.pool)
     policy = Policy.from_settings(settings)
     render = renderer(settings.fulfil_notifier_message_id_domain)
-    runtime.senders = [ChannelSender(c, store, settings, runtime.clock) for c in channels_for(settings, runtime.clock)]
+    runtime.senders = [
+        ChannelSender(c, store, settings, runtime.clock)
+        for c in channels_for(settings, runtime.clock)
+    ]
     wakers = [sender.wake for sender in runtime.senders]
     dlq = quarantine_topic(settings)
 
     async def publish_dead_letter(letter: Quarantined) -> None:
-        await producer.send_and_wait(dlq, letter.value, key=letter.key, headers=list(letter.headers))
+        await producer.send_and_wait(
+            dlq, letter.value, key=letter.key, headers=list(letter.headers)
+        )
         progress.dead_lettered(dlq, letter.kind)
 
-    runtime.handler = BatchHandler(store, policy, render, runtime.clock, wakers=wakers,
-                                   publish_dead_letter=publish_dead_letter)
+    runtime.handler = BatchHandler(
+        store, policy, render, runtime.clock, wakers=wakers, publish_dead_letter=publish_dead_letter
+    )
     topic = settings.topic(ALLOCATIONS)
     positions = StoredPositions(store, topic)
     runtime.consumer = positions.runtime = ConsumerRuntime(
-        settings, name="notifier", topics=[topic], group_id=group_id(settings), positions=positions,
-        handler=batch_handler(runtime.handler, progress), progress=progress,
-        max_records=settings.fulfil_notifier_batch_size, commit_offsets=True,
+        settings,
+        name="notifier",
+        topics=[topic],
+        group_id=group_id(settings),
+        positions=positions,
+        handler=batch_handler(runtime.handler, progress),
+        progress=progress,
+        max_records=settings.fulfil_notifier_batch_size,
+        commit_offsets=True,
     )
-    return ReminderScheduler(ReadModel(runtime.pool, settings.fulfil_read_model_schema), store, policy,
-                             render, runtime.clock, wakers=wakers)
+    return ReminderScheduler(
+        ReadModel(runtime.pool, settings.fulfil_read_model_schema),
+        store,
+        policy,
+        render,
+        runtime.clock,
+        wakers=wakers,
+    )
 
 
-async def _serve(runtime: NotifierRuntime, producer: Any, stop: asyncio.Event, ready: asyncio.Event | None) -> None:
+async def _serve(
+    runtime: NotifierRuntime, producer: Any, stop: asyncio.Event, ready: asyncio.Event | None
+) -> None:
     settings = runtime.settings
     reminders = _wire(runtime, producer)
-    assert runtime.handler is not None and runtime.consumer is not None and runtime.store is not None
+    assert (
+        runtime.handler is not None and runtime.consumer is not None and runtime.store is not None
+    )
     # Dead letters recorded before a crash (committed, not yet published) go out now.
     await runtime.handler.publish_dead_letters()
     tasks = [
         asyncio.create_task(runtime.consumer.run(stop), name="notifier-consumer"),
-        asyncio.create_task(_watch_outbox(runtime.store, [s.channel.name for s in runtime.senders], stop),
-                            name="notifier-outbox-metrics"),
-        *(asyncio.create_task(s.run(stop), name=f"notifier-sender-{s.channel.name}") for s in runtime.senders),
+        asyncio.create_task(
+            _watch_outbox(runtime.store, [s.channel.name for s in runtime.senders], stop),
+            name="notifier-outbox-metrics",
+        ),
+        *(
+            asyncio.create_task(s.run(stop), name=f"notifier-sender-{s.channel.name}")
+            for s in runtime.senders
+        ),
     ]
     if settings.fulfil_notifier_reminder_days > 0:
-        tasks.append(asyncio.create_task(
-            reminders.run(stop, settings.fulfil_notifier_reminder_check_seconds), name="notifier-reminders"))
+        tasks.append(
+            asyncio.create_task(
+                reminders.run(stop, settings.fulfil_notifier_reminder_check_seconds),
+                name="notifier-reminders",
+            )
+        )
     joined = asyncio.create_task(runtime.consumer.ready.wait())
     stopper = asyncio.create_task(stop.wait())
     try:
         await asyncio.wait([joined, stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
         if joined.done():
-            log.info("notifier started", channels=[s.channel.name for s in runtime.senders], group=group_id(settings))
+            log.info(
+                "notifier started",
+                channels=[s.channel.name for s in runtime.senders],
+                group=group_id(settings),
+            )
             if ready is not None:
                 ready.set()
             await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -278,7 +330,9 @@ async def _serve(runtime: NotifierRuntime, producer: Any, stop: asyncio.Event, r
             raise result
 
 
-async def _watch_outbox(store: OutboxStore, channels: list[str], stop: asyncio.Event, interval: float = 5.0) -> None:
+async def _watch_outbox(
+    store: OutboxStore, channels: list[str], stop: asyncio.Event, interval: float = 5.0
+) -> None:
     """Keep the outbox gauges (pending and failed per channel) current."""
     while not stop.is_set():
         try:

@@ -61,11 +61,15 @@ def _when(value: datetime | None) -> str:
 @notifications_app.callback(invoke_without_command=True)
 def notifications(
     ctx: typer.Context,
-    failed: Annotated[bool, typer.Option("--failed", help="Only messages that gave up (status failed).")] = False,
+    failed: Annotated[
+        bool, typer.Option("--failed", help="Only messages that gave up (status failed).")
+    ] = False,
     channel: Annotated[
         str | None, typer.Option(help="Only this channel (email, webhook).", callback=_channel)
     ] = None,
-    limit: Annotated[int, typer.Option(min=1, max=100_000, help="At most this many, newest first.")] = 50,
+    limit: Annotated[
+        int, typer.Option(min=1, max=100_000, help="At most this many, newest first.")
+    ] = 50,
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON document.")] = False,
 ) -> None:
     """List outbox messages, newest first (no addresses or names: look those up by order)."""
@@ -73,14 +77,17 @@ def notifications(
         return
 
     async def work(store: Any) -> tuple[list[dict[str, Any]], dict[str, dict[str, int]]]:
-        return await store.list(status="failed" if failed else None, channel=channel, limit=limit), await store.counts()
+        return await store.list(
+            status="failed" if failed else None, channel=channel, limit=limit
+        ), await store.counts()
 
     rows, counts = asyncio.run(_with_store(work))
     if json_output:
         typer.echo(orjson.dumps({"counts": counts, "messages": rows}).decode())
         return
     summary = "; ".join(
-        f"{ch}: " + ", ".join(f"{n} {status}" for status, n in sorted(by.items())) for ch, by in sorted(counts.items())
+        f"{ch}: " + ", ".join(f"{n} {status}" for status, n in sorted(by.items()))
+        for ch, by in sorted(counts.items())
     )
     typer.echo(summary or "the outbox is empty")
     for r in rows:
@@ -96,7 +103,9 @@ def notifications(
 
 @notifications_app.command("retry")
 def retry(
-    ids: Annotated[list[int] | None, typer.Argument(help="Outbox ids to re-queue (default: every failed one).")] = None,
+    ids: Annotated[
+        list[int] | None, typer.Argument(help="Outbox ids to re-queue (default: every failed one).")
+    ] = None,
     channel: Annotated[
         str | None, typer.Option(help="Only this channel (email, webhook).", callback=_channel)
     ] = None,

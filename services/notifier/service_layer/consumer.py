@@ -78,20 +78,32 @@ class BatchHandler:
         consumed, raw, dead, offsets = self._decode(records)
         plan, consumed, dead = await self._store(consumed, raw, dead, offsets, len(records))
         for d in dead:
-            log.warning("allocation event quarantined", kind=d.kind, reason=d.reason, topic=d.topic,
-                        partition=d.partition, offset=d.offset)
+            log.warning(
+                "allocation event quarantined",
+                kind=d.kind,
+                reason=d.reason,
+                topic=d.topic,
+                partition=d.partition,
+                offset=d.offset,
+            )
         self.records += len(consumed)
         self.rows += len(plan.inserts)
         self.quarantined += len(dead)
         if any(row.status == "pending" for row in plan.inserts) or plan.updates:
             for waker in self.wakers:
                 waker.set()
-        log.debug("batch recorded", events=len(consumed), rows=len(plan.inserts), folded=len(plan.updates),
-                  quarantined=len(dead))
+        log.debug(
+            "batch recorded",
+            events=len(consumed),
+            rows=len(plan.inserts),
+            folded=len(plan.updates),
+            quarantined=len(dead),
+        )
         await self.publish_dead_letters()
 
-    def _decode(self, records: list[Any]) -> tuple[list[Consumed], dict[int, Any], list[Quarantined],
-                                                   dict[tuple[str, int], int]]:
+    def _decode(
+        self, records: list[Any]
+    ) -> tuple[list[Consumed], dict[int, Any], list[Quarantined], dict[tuple[str, int], int]]:
         consumed: list[Consumed] = []
         raw: dict[int, Any] = {}  # id(Consumed) → its record, for quarantining it later
         dead: list[Quarantined] = []
@@ -108,15 +120,23 @@ class BatchHandler:
             problem = self._unrenderable(event)
             if problem is not None:
                 # One odd event must not stall everyone behind it: dead-letter it, visibly.
-                dead.append(_quarantine(record, RENDER_ERROR, f"notifier could not render it: {problem}"))
+                dead.append(
+                    _quarantine(record, RENDER_ERROR, f"notifier could not render it: {problem}")
+                )
                 continue
             item = Consumed(event, record.topic, record.partition, record.offset)
             raw[id(item)] = record
             consumed.append(item)
         return consumed, raw, dead, offsets
 
-    async def _store(self, consumed: list[Consumed], raw: dict[int, Any], dead: list[Quarantined],
-                     offsets: dict[tuple[str, int], int], seen: int) -> tuple[Plan, list[Consumed], list[Quarantined]]:
+    async def _store(
+        self,
+        consumed: list[Consumed],
+        raw: dict[int, Any],
+        dead: list[Quarantined],
+        offsets: dict[tuple[str, int], int],
+        seen: int,
+    ) -> tuple[Plan, list[Consumed], list[Quarantined]]:
         """Record the batch; when PostgreSQL refuses some records' data, quarantine those and
         record the rest. An outage is raised as it is (the runtime backs off and reads the
         batch again); anything else as BatchFailed (no message content inside)."""
@@ -128,7 +148,11 @@ class BatchHandler:
             if not _poison(exc):
                 log.error("batch not recorded", error=_describe(exc), records=seen)
                 raise BatchFailed(_describe(exc)) from None
-            log.warning("batch refused, looking for the records that break it", error=_describe(exc), records=seen)
+            log.warning(
+                "batch refused, looking for the records that break it",
+                error=_describe(exc),
+                records=seen,
+            )
             refused = exc
         try:
             culprits = await self._isolate(consumed)
@@ -136,8 +160,12 @@ class BatchHandler:
                 raise BatchFailed(_describe(refused))
             bad = {id(item) for item, _ in culprits}
             consumed = [c for c in consumed if id(c) not in bad]
-            dead = dead + [_quarantine(raw[id(item)], UNSTORABLE, f"notifier could not store it: {_describe(err)}")
-                           for item, err in culprits]
+            dead = dead + [
+                _quarantine(
+                    raw[id(item)], UNSTORABLE, f"notifier could not store it: {_describe(err)}"
+                )
+                for item, err in culprits
+            ]
             return await self._record(consumed, offsets, dead), consumed, dead
         except BatchFailed:
             log.error("batch not recorded", error=_describe(refused), records=seen)
@@ -155,7 +183,9 @@ class BatchHandler:
             return 0
         published = 0
         try:
-            while n := await self.store.publish_dead_letters(self.publish_dead_letter, self.clock.now()):
+            while n := await self.store.publish_dead_letters(
+                self.publish_dead_letter, self.clock.now()
+            ):
                 published += n
         except Exception as exc:  # noqa: BLE001 - retried after the next batch
             log.warning("dead letters not published yet", error=type(exc).__name__)
@@ -164,7 +194,9 @@ class BatchHandler:
     # ------------------------------------------------------------ internals
 
     def _planner(self, consumed: list[Consumed], now: Any) -> Callable[..., Plan]:
-        return lambda existing, held: plan_batch(consumed, existing=existing, held=held, policy=self.policy, now=now)
+        return lambda existing, held: plan_batch(
+            consumed, existing=existing, held=held, policy=self.policy, now=now
+        )
 
     @staticmethod
     def _keys(consumed: list[Consumed]) -> tuple[list[str], set[tuple[str, str]]]:
@@ -173,13 +205,19 @@ class BatchHandler:
         order_keys = {(c.event.data.warehouse_id, c.event.data.order_id) for c in relevant}  # type: ignore[attr-defined]
         return event_ids, order_keys
 
-    async def _record(self, consumed: list[Consumed], offsets: dict[tuple[str, int], int],
-                      dead: list[Quarantined]) -> Plan:
+    async def _record(
+        self, consumed: list[Consumed], offsets: dict[tuple[str, int], int], dead: list[Quarantined]
+    ) -> Plan:
         event_ids, order_keys = self._keys(consumed)
         now = self.clock.now()
         return await self.store.record(
-            event_ids=event_ids, order_keys=order_keys, planner=self._planner(consumed, now),
-            render=self.render, offsets=offsets, now=now, dead_letters=dead,
+            event_ids=event_ids,
+            order_keys=order_keys,
+            planner=self._planner(consumed, now),
+            render=self.render,
+            offsets=offsets,
+            now=now,
+            dead_letters=dead,
         )
 
     async def _isolate(self, consumed: list[Consumed]) -> list[tuple[Consumed, Exception]]:
@@ -188,8 +226,13 @@ class BatchHandler:
 
         async def probe(items: list[Consumed]) -> Exception | None:
             event_ids, order_keys = self._keys(items)
-            return await self.store.probe(event_ids=event_ids, order_keys=order_keys,
-                                          planner=self._planner(items, now), render=self.render, now=now)
+            return await self.store.probe(
+                event_ids=event_ids,
+                order_keys=order_keys,
+                planner=self._planner(items, now),
+                render=self.render,
+                now=now,
+            )
 
         async def failing(items: list[Consumed]) -> list[tuple[Consumed, Exception]]:
             error = await probe(items)
@@ -217,10 +260,25 @@ class BatchHandler:
 
 
 def _quarantine(record: Any, kind: str, reason: str) -> Quarantined:
-    headers = dead_letter_headers(reason=reason, kind=kind, topic=record.topic, partition=record.partition,
-                                  offset=record.offset, stage=STAGE, original=record.headers)
-    return Quarantined(record.topic, record.partition, record.offset, record.key, record.value or b"",
-                       tuple(headers), kind, reason)
+    headers = dead_letter_headers(
+        reason=reason,
+        kind=kind,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        stage=STAGE,
+        original=record.headers,
+    )
+    return Quarantined(
+        record.topic,
+        record.partition,
+        record.offset,
+        record.key,
+        record.value or b"",
+        tuple(headers),
+        kind,
+        reason,
+    )
 
 
 def _describe(exc: Exception) -> str:

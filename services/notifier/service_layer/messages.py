@@ -22,6 +22,8 @@ def renderer(message_id_domain: str = "fulfil") -> Renderer:
         mid = message_id(notice.source_id, channel, message_id_domain)
         if channel == "email":
             return Rendered(mid, notice.customer.email, email.subject, email.text, email.html, None)
-        return Rendered(mid, None, email.subject, None, None, render_webhook(notice, email).decode())
+        return Rendered(
+            mid, None, email.subject, None, None, render_webhook(notice, email).decode()
+        )
 
     return render

@@ -73,24 +73,34 @@ class ChannelSender:
                     handled = await self.run_once()
                 except Exception as exc:  # noqa: BLE001
                     # The database is away: keep the task alive and try again later.
-                    log.warning("sender round failed", channel=self.channel.name, error=type(exc).__name__)
+                    log.warning(
+                        "sender round failed", channel=self.channel.name, error=type(exc).__name__
+                    )
                     handled = 0
                 if not handled:
                     await self._idle(stop)
         finally:
             await self.channel.close()
-            log.info("sender stopped", channel=self.channel.name, sent=self.sent, failed=self.failed)
+            log.info(
+                "sender stopped", channel=self.channel.name, sent=self.sent, failed=self.failed
+            )
 
     async def run_once(self) -> int:
         """One round: claim due rows, send them concurrently, mark them. Returns rows handled."""
         now = self.clock.now()
         rows = await self.store.claim(self.channel.name, now, now + self.lease, self.concurrency)
         if rows:
-            results = await asyncio.gather(*(self._deliver(row) for row in rows), return_exceptions=True)
+            results = await asyncio.gather(
+                *(self._deliver(row) for row in rows), return_exceptions=True
+            )
             for result in results:
                 if isinstance(result, Exception):
                     # Marking failed (database away): the row is sent again after its lease.
-                    log.warning("delivery not recorded", channel=self.channel.name, error=type(result).__name__)
+                    log.warning(
+                        "delivery not recorded",
+                        channel=self.channel.name,
+                        error=type(result).__name__,
+                    )
         return len(rows)
 
     async def _deliver(self, row: Claimed) -> None:
@@ -100,19 +110,31 @@ class ChannelSender:
         except DeliveryError as exc:
             await self._failed(row, exc.summary, exc.permanent)
         except TimeoutError:
-            await self._failed(row, f"send took longer than its deadline ({self.deadline:g} s)", permanent=False)
+            await self._failed(
+                row, f"send took longer than its deadline ({self.deadline:g} s)", permanent=False
+            )
         except Exception as exc:  # noqa: BLE001 - a channel bug must not stop the sender
             await self._failed(row, f"unexpected {type(exc).__name__}", permanent=False)
         else:
             await self.store.mark_sent(row.id, self.clock.now())
             self.sent += 1
-            log.debug("message sent", channel=row.channel, event_id=row.event_id, kind=row.kind,
-                      attempt=row.attempts)
+            log.debug(
+                "message sent",
+                channel=row.channel,
+                event_id=row.event_id,
+                kind=row.kind,
+                attempt=row.attempts,
+            )
 
     async def _failed(self, row: Claimed, summary: str, permanent: bool) -> None:
         now = self.clock.now()
-        context = {"channel": row.channel, "event_id": row.event_id, "kind": row.kind,
-                   "attempt": row.attempts, "error": summary}
+        context = {
+            "channel": row.channel,
+            "event_id": row.event_id,
+            "kind": row.kind,
+            "attempt": row.attempts,
+            "error": summary,
+        }
         if permanent or row.attempts >= self.max_attempts:
             await self.store.mark_failed(row.id, now, summary)
             self.failed += 1

@@ -246,7 +246,13 @@ def _price(text: str) -> Decimal:
 def _fast_line(v: dict[str, Any]) -> LineTotals:
     get = v.get
     no, sku, qty = v["line_no"], v["sku"], v["quantity"]
-    a, b, r, x, c = get("allocated", 0), get("backordered", 0), get("reserved", 0), get("rejected", 0), get("cancelled", 0)
+    a, b, r, x, c = (
+        get("allocated", 0),
+        get("backordered", 0),
+        get("reserved", 0),
+        get("rejected", 0),
+        get("cancelled", 0),
+    )
     if not (
         type(no) is int and type(qty) is int and type(a) is int and type(b) is int
         and type(r) is int and type(x) is int and type(c) is int
@@ -285,7 +291,13 @@ def _fast_allocation(value: bytes) -> Event:
     if type(wh) is not str or not 0 < len(wh) <= 128:
         raise _Unusual
     if kind == "StockPositionChanged":
-        sku, avail, back, res, inc = data["sku"], data["available"], data["backordered"], data["reserved"], data["incoming"]
+        sku, avail, back, res, inc = (
+            data["sku"],
+            data["available"],
+            data["backordered"],
+            data["reserved"],
+            data["incoming"],
+        )
         short, eta, prom = data.get("shortfall", 0), data.get("next_eta"), data.get("promise_eta")
         if not (
             type(sku) is str and 0 < len(sku) <= 128
@@ -295,12 +307,27 @@ def _fast_allocation(value: bytes) -> Event:
             and (eta is None or type(eta) is str) and (prom is None or type(prom) is str)
         ):  # fmt: skip
             raise _Unusual
-        next_eta = (_dates.get(eta) or _cached(_dates, eta, date.fromisoformat)) if eta is not None else None
-        promise_eta = (_dates.get(prom) or _cached(_dates, prom, date.fromisoformat)) if prom is not None else None
-        return StockPosition(occurred_at, wh, sku, avail, back, res, inc, next_eta, short, promise_eta)
+        next_eta = (
+            (_dates.get(eta) or _cached(_dates, eta, date.fromisoformat))
+            if eta is not None
+            else None
+        )
+        promise_eta = (
+            (_dates.get(prom) or _cached(_dates, prom, date.fromisoformat))
+            if prom is not None
+            else None
+        )
+        return StockPosition(
+            occurred_at, wh, sku, avail, back, res, inc, next_eta, short, promise_eta
+        )
     if kind not in ORDER_EVENT_TYPES:
         raise _Unusual
-    event_id, order_id, customer, lines = doc["id"], data["order_id"], data["customer"], data["lines"]
+    event_id, order_id, customer, lines = (
+        doc["id"],
+        data["order_id"],
+        data["customer"],
+        data["lines"],
+    )
     cid, email = customer["customer_id"], customer["email"]
     name, locale = customer.get("name"), customer.get("locale")
     if not (
@@ -320,7 +347,9 @@ def _fast_allocation(value: bytes) -> Event:
     elif kind == "BackorderEtaChanged":
         cause = data["cause"]
         cause_type, cause_reason = cause["event_type"], cause.get("reason")
-        if type(cause_type) is not str or (cause_reason is not None and type(cause_reason) is not str):
+        if type(cause_type) is not str or (
+            cause_reason is not None and type(cause_reason) is not str
+        ):
             raise _Unusual
     return OrderEvent(
         event_id, kind, occurred_at, order_id, wh, Customer(cid, email, name, locale),

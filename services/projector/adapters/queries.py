@@ -104,7 +104,9 @@ async def inbound(
         item["late"] = is_late(
             item["current_eta"], item["delay_days"], expected, received, today, cancelled
         )
-        item["overdue"] = is_overdue(item["current_eta"], expected, received, today, grace_days, cancelled)
+        item["overdue"] = is_overdue(
+            item["current_eta"], expected, received, today, grace_days, cancelled
+        )
         if item["overdue"]:
             item["late"] = True
         if item["late"] or not late_only:
@@ -287,7 +289,9 @@ async def reorder(
     for r in await conn.fetch(_REORDER_SQL, warehouse_id, sku):
         demand = demand_stats(r["units"], r["max_daily"], r["first_day"], r["last_day"])
         if r["sku_n"]:
-            lead: LeadTimeStats | None = LeadTimeStats(r["sku_n"], r["sku_avg"], r["sku_max"], "sku")
+            lead: LeadTimeStats | None = LeadTimeStats(
+                r["sku_n"], r["sku_avg"], r["sku_max"], "sku"
+            )
         elif r["wh_n"]:
             lead = LeadTimeStats(r["wh_n"], r["wh_avg"], r["wh_max"], "warehouse")
         else:

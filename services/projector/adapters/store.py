@@ -282,7 +282,9 @@ class Store:
 
     # ------------------------------------------------------------ offsets
 
-    async def init_offsets(self, partitions: Iterable[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
+    async def init_offsets(
+        self, partitions: Iterable[TopicPartitionKey]
+    ) -> dict[TopicPartitionKey, int]:
         """Stored next offsets for `partitions`, creating rows (at 0) that are missing,
         so every later batch can lock its rows."""
         topics, parts = _unzip(sorted(partitions), 2)
@@ -301,7 +303,9 @@ class Store:
         )
         return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
 
-    async def lock_offsets(self, expected: dict[TopicPartitionKey, int]) -> dict[TopicPartitionKey, tuple[int, int]]:
+    async def lock_offsets(
+        self, expected: dict[TopicPartitionKey, int]
+    ) -> dict[TopicPartitionKey, tuple[int, int]]:
         """Row-lock the batch's offsets; raise StalePositions unless they are `expected`.
         Returns the last applied allocator position of the partitions that have one."""
         topics, parts = _unzip(sorted(expected), 2)
@@ -354,7 +358,12 @@ class Store:
                 ids,
             ):
                 customer = (
-                    Customer(r["customer_id"], r["customer_email"], r["customer_name"], r["customer_locale"])
+                    Customer(
+                        r["customer_id"],
+                        r["customer_email"],
+                        r["customer_name"],
+                        r["customer_locale"],
+                    )
                     if r["customer_id"] is not None
                     else None
                 )
@@ -445,66 +454,147 @@ class Store:
             new_lines: list[tuple[Any, ...]] = []
             for o in changes.orders:
                 c = o.customer
-                orders.append((
-                    o.order_id, o.warehouse_id,
-                    c.customer_id if c else None, c.email if c else None,
-                    c.name if c else None, c.locale if c else None,
-                    o.status, o.updated_at, o.backordered_since, o.backordered_ever,
-                    o.last_event_type, o.last_event_id,
-                ))
+                orders.append(
+                    (
+                        o.order_id,
+                        o.warehouse_id,
+                        c.customer_id if c else None,
+                        c.email if c else None,
+                        c.name if c else None,
+                        c.locale if c else None,
+                        o.status,
+                        o.updated_at,
+                        o.backordered_since,
+                        o.backordered_ever,
+                        o.last_event_type,
+                        o.last_event_id,
+                    )
+                )
                 for ln in o.lines.values():
-                    new = stored_lines is not None and (o.warehouse_id, o.order_id, ln.line_no) not in stored_lines
-                    (new_lines if new else lines).append((
-                        o.order_id, ln.line_no, o.warehouse_id, ln.sku, ln.quantity,
-                        ln.allocated, ln.backordered, ln.reserved, ln.rejected, ln.cancelled,
-                        ln.eta, ln.unit_price, ln.currency, ln.reason,
-                        ln.backordered_since, ln.updated_at, ln.eta_reason, ln.backorder_reason,
-                    ))
+                    new = (
+                        stored_lines is not None
+                        and (o.warehouse_id, o.order_id, ln.line_no) not in stored_lines
+                    )
+                    (new_lines if new else lines).append(
+                        (
+                            o.order_id,
+                            ln.line_no,
+                            o.warehouse_id,
+                            ln.sku,
+                            ln.quantity,
+                            ln.allocated,
+                            ln.backordered,
+                            ln.reserved,
+                            ln.rejected,
+                            ln.cancelled,
+                            ln.eta,
+                            ln.unit_price,
+                            ln.currency,
+                            ln.reason,
+                            ln.backordered_since,
+                            ln.updated_at,
+                            ln.eta_reason,
+                            ln.backorder_reason,
+                        )
+                    )
             await self._copy("tmp_orders", orders)
             await conn.execute(_UPSERT_ORDERS)
             if await self._copy("tmp_lines", lines):
                 await conn.execute(_UPSERT_LINES)
             if new_lines:
-                await conn.copy_records_to_table("order_lines", records=new_lines, columns=_LINE_COLUMNS)
+                await conn.copy_records_to_table(
+                    "order_lines", records=new_lines, columns=_LINE_COLUMNS
+                )
         if changes.placements:
-            await self._copy("tmp_placed", [
-                (p.order_id, p.warehouse_id, p.customer.customer_id, p.customer.email,
-                 p.customer.name, p.customer.locale, p.placed_at, p.occurred_at)
-                for p in changes.placements
-            ])
+            await self._copy(
+                "tmp_placed",
+                [
+                    (
+                        p.order_id,
+                        p.warehouse_id,
+                        p.customer.customer_id,
+                        p.customer.email,
+                        p.customer.name,
+                        p.customer.locale,
+                        p.placed_at,
+                        p.occurred_at,
+                    )
+                    for p in changes.placements
+                ],
+            )
             await conn.execute(_UPSERT_PLACED)
-        if await self._copy("tmp_demand", [
-            (d.warehouse_id, d.order_id, d.placed_at, d.sku, d.day, d.quantity)
-            for d in changes.demand
-        ]):
+        if await self._copy(
+            "tmp_demand",
+            [
+                (d.warehouse_id, d.order_id, d.placed_at, d.sku, d.day, d.quantity)
+                for d in changes.demand
+            ],
+        ):
             await conn.execute(_ADD_DEMAND)
-        if await self._copy("tmp_positions", [
-            (p.warehouse_id, p.sku, p.available, p.reserved, p.incoming, p.next_eta,
-             p.shortfall, p.occurred_at, p.promise_eta)
-            for p in changes.positions
-        ]):
+        if await self._copy(
+            "tmp_positions",
+            [
+                (
+                    p.warehouse_id,
+                    p.sku,
+                    p.available,
+                    p.reserved,
+                    p.incoming,
+                    p.next_eta,
+                    p.shortfall,
+                    p.occurred_at,
+                    p.promise_eta,
+                )
+                for p in changes.positions
+            ],
+        ):
             await conn.execute(_UPSERT_POSITIONS)
         if changes.backlog_skus:
             whs, skus = _unzip(changes.backlog_skus, 2)
             await conn.execute(_RECOMPUTE_BACKLOG, whs, skus)
         if changes.inbounds:
-            await self._copy("tmp_inbounds", [
-                (i.warehouse_id, i.inbound_id, i.supplier, i.original_eta, i.current_eta,
-                 i.scheduled_at, i.updated_at, i.cancelled_at, i.cancel_reason)
-                for i in changes.inbounds
-            ])
+            await self._copy(
+                "tmp_inbounds",
+                [
+                    (
+                        i.warehouse_id,
+                        i.inbound_id,
+                        i.supplier,
+                        i.original_eta,
+                        i.current_eta,
+                        i.scheduled_at,
+                        i.updated_at,
+                        i.cancelled_at,
+                        i.cancel_reason,
+                    )
+                    for i in changes.inbounds
+                ],
+            )
             await conn.execute(_UPSERT_INBOUNDS)
-            if await self._copy("tmp_inbound_lines", [
-                (i.warehouse_id, i.inbound_id, ln.sku, ln.quantity_expected,
-                 ln.quantity_received, ln.first_received_at, ln.quantity_cancelled)
-                for i in changes.inbounds
-                for ln in i.lines.values()
-            ]):
+            if await self._copy(
+                "tmp_inbound_lines",
+                [
+                    (
+                        i.warehouse_id,
+                        i.inbound_id,
+                        ln.sku,
+                        ln.quantity_expected,
+                        ln.quantity_received,
+                        ln.first_received_at,
+                        ln.quantity_cancelled,
+                    )
+                    for i in changes.inbounds
+                    for ln in i.lines.values()
+                ],
+            ):
                 await conn.execute(_UPSERT_INBOUND_LINES)
-        if await self._copy("tmp_receipts", [
-            (r.warehouse_id, r.receipt_id, r.inbound_id, r.sku, r.quantity, r.received_at)
-            for r in changes.receipts
-        ]):
+        if await self._copy(
+            "tmp_receipts",
+            [
+                (r.warehouse_id, r.receipt_id, r.inbound_id, r.sku, r.quantity, r.received_at)
+                for r in changes.receipts
+            ],
+        ):
             await conn.execute(_INSERT_RECEIPTS)
         if changes.inbound_event_ids:
             await conn.execute(_INSERT_INBOUND_EVENTS, changes.inbound_event_ids)

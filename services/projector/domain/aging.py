@@ -25,4 +25,3 @@ def bucket(days: int) -> str:
         if days >= first and (last is None or days <= last):
             return name
     return BUCKETS[0][0]  # negative ages are clamped by age_days
-

@@ -171,7 +171,9 @@ class BatchFold:
             self._inbound(event, fold)
 
     def _inbound(
-        self, event: InboundScheduled | ShipmentDelayed | InboundCancelled | StockReceived, fold: Callable[..., Any]
+        self,
+        event: InboundScheduled | ShipmentDelayed | InboundCancelled | StockReceived,
+        fold: Callable[..., Any],
     ) -> None:
         key = (event.warehouse_id, event.inbound_id)
         state = fold(self._inbounds.get(key), event)

@@ -104,7 +104,12 @@ def eta_reason(event: OrderEvent, reported_eta: date | None, previous: LineState
             return "inbound_overdue"
         if event.cause_type == "InboundCancelled":
             return "inbound_cancelled"
-    if previous is not None and previous.backordered and previous.eta is None and previous.eta_reason:
+    if (
+        previous is not None
+        and previous.backordered
+        and previous.eta is None
+        and previous.eta_reason
+    ):
         return previous.eta_reason  # still undated, for the same reason
     return "not_scheduled"
 
@@ -128,7 +133,11 @@ def apply_order_event(state: OrderState | None, event: OrderEvent) -> OrderState
         previous = state.lines.get(reported.line_no)
         if reported.backordered:
             # The oldest unit still waiting has waited since the line first opened.
-            since = previous.backordered_since if previous is not None and previous.backordered > 0 else at
+            since = (
+                previous.backordered_since
+                if previous is not None and previous.backordered > 0
+                else at
+            )
             state.backordered_ever = True
         else:
             since = None
@@ -142,9 +151,11 @@ def apply_order_event(state: OrderState | None, event: OrderEvent) -> OrderState
             rejected=reported.rejected,
             cancelled=reported.cancelled,
             eta=reported.eta,
-            unit_price=reported.unit_price if reported.unit_price is not None
+            unit_price=reported.unit_price
+            if reported.unit_price is not None
             else (previous.unit_price if previous else None),
-            currency=reported.currency if reported.currency is not None
+            currency=reported.currency
+            if reported.currency is not None
             else (previous.currency if previous else None),
             reason=reported.reason if reported.rejected else None,
             backordered_since=since,

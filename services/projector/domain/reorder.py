@@ -48,7 +48,9 @@ class Suggestion:
     suggested_order_quantity: int
 
 
-def demand_stats(units_ordered: int, max_daily: int, first_day: date, last_day: date) -> DemandStats:
+def demand_stats(
+    units_ordered: int, max_daily: int, first_day: date, last_day: date
+) -> DemandStats:
     days = (last_day - first_day).days + 1
     return DemandStats(units_ordered, days, units_ordered / days, max_daily)
 

@@ -17,8 +17,10 @@ _WHY = {
     ALLOCATIONS: "Fold allocation decisions and stock positions into the read models "
     "(backlog, orders, deposits, reorder).",
 }
-_INPUTS = "Count demand and inbound shipments for the same inputs the allocator accepted; " \
+_INPUTS = (
+    "Count demand and inbound shipments for the same inputs the allocator accepted; "
     "the rest is skipped."
+)
 
 
 def describe(broker: Any, settings: Settings) -> None:

@@ -34,7 +34,10 @@ WarehouseOption = Annotated[str | None, typer.Option("--warehouse", help="Only t
 SkuOption = Annotated[str | None, typer.Option("--sku", help="Only this SKU.")]
 AsOfOption = Annotated[
     str | None,
-    typer.Option("--as-of", help="Reference time (ISO 8601 date or timestamp, UTC if no offset); default now."),
+    typer.Option(
+        "--as-of",
+        help="Reference time (ISO 8601 date or timestamp, UTC if no offset); default now.",
+    ),
 ]
 
 
@@ -132,7 +135,9 @@ def _query(run: Callable[[Any], Awaitable[T]]) -> T:
 
 
 def _rounded(rows: list[dict[str, Any]], digits: int = 4) -> list[dict[str, Any]]:
-    return [{k: round(v, digits) if isinstance(v, float) else v for k, v in row.items()} for row in rows]
+    return [
+        {k: round(v, digits) if isinstance(v, float) else v for k, v in row.items()} for row in rows
+    ]
 
 
 # ---------------------------------------------------------------- service & schema
@@ -141,9 +146,11 @@ def _rounded(rows: list[dict[str, Any]], digits: int = 4) -> list[dict[str, Any]
 def projector(
     health_file: Annotated[
         Path | None,
-        typer.Option("--health-file", help="Keep a JSON health flag here ({\"healthy\": ...})."),
+        typer.Option("--health-file", help='Keep a JSON health flag here ({"healthy": ...}).'),
     ] = None,
-    max_records: Annotated[int, typer.Option(min=1, max=100_000, help="Records per batch.")] = 10_000,
+    max_records: Annotated[
+        int, typer.Option(min=1, max=100_000, help="Records per batch.")
+    ] = 10_000,
 ) -> None:
     """Fold allocations.v1 (and the inputs it needs) into PostgreSQL until SIGTERM/SIGINT."""
     settings = load_settings()
@@ -223,7 +230,9 @@ def rebuild(
             bar.update(task, completed=done, total=known, rate=done / elapsed, left=left)
 
         try:
-            report = asyncio.run(run_rebuild(settings, progress=progress, allow_truncated=allow_truncated))
+            report = asyncio.run(
+                run_rebuild(settings, progress=progress, allow_truncated=allow_truncated)
+            )
         except (RebuildBusy, HistoryTruncated) as exc:
             typer.echo(f"fulfil: {exc}", err=True)
             raise typer.Exit(1) from None
@@ -250,13 +259,17 @@ def rebuild(
 def backlog(
     warehouse: WarehouseOption = None,
     sku: SkuOption = None,
-    all_skus: Annotated[bool, typer.Option("--all", help="Include SKUs without backorders.")] = False,
+    all_skus: Annotated[
+        bool, typer.Option("--all", help="Include SKUs without backorders.")
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Backordered units, open orders, oldest backorder and stock position per (warehouse, SKU)."""
     from services.projector.adapters import queries
 
-    rows = _query(lambda c: queries.backlog(c, warehouse_id=warehouse, sku=sku, include_all=all_skus))
+    rows = _query(
+        lambda c: queries.backlog(c, warehouse_id=warehouse, sku=sku, include_all=all_skus)
+    )
     if json_output:
         _print_json(rows)
     else:
@@ -287,13 +300,19 @@ def order(
         typer.echo(
             f"order {found['order_id']} ({found['warehouse_id']}): {found['status']}"
             f"; placed {_cell(found['placed_at'])}; updated {_cell(found['updated_at'])}"
-            + (f"; backordered since {_cell(found['backordered_since'])}" if found["backordered_since"] else "")
+            + (
+                f"; backordered since {_cell(found['backordered_since'])}"
+                if found["backordered_since"]
+                else ""
+            )
         )
         _print_table("lines", found["lines"], list(queries.LINE_FIELDS))
 
 
 def inbound(
-    late: Annotated[bool, typer.Option("--late", help="Only delayed or overdue shipments.")] = False,
+    late: Annotated[
+        bool, typer.Option("--late", help="Only delayed or overdue shipments.")
+    ] = False,
     as_of: AsOfOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -329,9 +348,14 @@ def _usage(message: str) -> typer.Exit:
 
 def promise(
     sku: Annotated[str, typer.Argument(help="The SKU to promise.")],
-    warehouse: Annotated[str | None, typer.Option("--warehouse", help="The warehouse_id (required).")] = None,
+    warehouse: Annotated[
+        str | None, typer.Option("--warehouse", help="The warehouse_id (required).")
+    ] = None,
     quantity: Annotated[
-        str, typer.Option("--quantity", metavar="N", help="Units a new order would ask for (default 1).")
+        str,
+        typer.Option(
+            "--quantity", metavar="N", help="Units a new order would ask for (default 1)."
+        ),
     ] = "1",
     as_of: AsOfOption = None,
     json_output: JsonOption = False,
@@ -412,7 +436,9 @@ def deposits(
 def reorder(
     warehouse: WarehouseOption = None,
     sku: SkuOption = None,
-    needed: Annotated[bool, typer.Option("--needed", help="Only SKUs below their reorder point.")] = False,
+    needed: Annotated[
+        bool, typer.Option("--needed", help="Only SKUs below their reorder point.")
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Reorder suggestions: safety stock, reorder point and the gap to the current position."""

@@ -116,7 +116,9 @@ class Applied:
     duplicates: int = 0
 
 
-async def apply_batch(store: Store, decoded: Decoded, positions: dict[TopicPartitionKey, int]) -> Applied | None:
+async def apply_batch(
+    store: Store, decoded: Decoded, positions: dict[TopicPartitionKey, int]
+) -> Applied | None:
     """Apply the records at or after `positions` (the next offset per partition
     this process believes is stored); None if there is nothing new.
 
@@ -177,7 +179,9 @@ async def apply_batch(store: Store, decoded: Decoded, positions: dict[TopicParti
 Quarantine = Callable[[TopicPartitionKey, int, BaseException], Awaitable[None]]
 
 
-async def skip_record(store: Store, tp: TopicPartitionKey, start: int, offset: int, position: Position | None) -> None:
+async def skip_record(
+    store: Store, tp: TopicPartitionKey, start: int, offset: int, position: Position | None
+) -> None:
     """Store `offset` as applied without applying it (it is quarantined)."""
     async with store.transaction():
         last = (await store.lock_offsets({tp: start})).get(tp)

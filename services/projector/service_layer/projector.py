@@ -183,7 +183,9 @@ class Projector:
             if self.store is not None:
                 with contextlib.suppress(Exception):
                     await self.store.conn.close()
-            log.info("projector stopped", batches=self.batches, events=self.events, skipped=self.skipped)
+            log.info(
+                "projector stopped", batches=self.batches, events=self.events, skipped=self.skipped
+            )
 
     async def _migrate(self, stop: asyncio.Event) -> bool:
         """Migrate the schema, waiting out PostgreSQL being away; False if stopped meanwhile."""
@@ -194,8 +196,13 @@ class Projector:
                 log.info("migrations applied", schema=self.schema, migrations=applied)
             return True
 
-        if not await wait_out(migrate_once, stop, what="migrations", max_unexpected=MAX_UNEXPECTED_FAILURES,
-                              on_retry=self._migrate_failed):
+        if not await wait_out(
+            migrate_once,
+            stop,
+            what="migrations",
+            max_unexpected=MAX_UNEXPECTED_FAILURES,
+            on_retry=self._migrate_failed,
+        ):
             return False
         self.progress.set_unhealthy(None)
         self._sync_health()
@@ -242,8 +249,13 @@ class Projector:
             raise
         offsets = {}
         for tp in partitions:
-            offsets[tp] = self.positions[(tp.topic, tp.partition)] = stored[(tp.topic, tp.partition)]
-        log.info("partitions positioned", partitions=sorted(f"{tp.topic}:{tp.partition}@{o}" for tp, o in offsets.items()))
+            offsets[tp] = self.positions[(tp.topic, tp.partition)] = stored[
+                (tp.topic, tp.partition)
+            ]
+        log.info(
+            "partitions positioned",
+            partitions=sorted(f"{tp.topic}:{tp.partition}@{o}" for tp, o in offsets.items()),
+        )
         return offsets
 
     async def release(self, partitions: list[TopicPartition]) -> None:
@@ -264,7 +276,9 @@ class Projector:
         if self.suspect and self.runtime is not None:
             self.suspect = False
             if self.positions:
-                log.warning("database connection lost; recovering every partition from the stored offsets")
+                log.warning(
+                    "database connection lost; recovering every partition from the stored offsets"
+                )
                 await self.runtime.recover_again()
         self._sync_health()
 
@@ -290,7 +304,11 @@ class Projector:
             if pending is not None and not pending.done():
                 with contextlib.suppress(Exception):
                     await pending
-        return {tp: offset for tp in batch.records if (offset := self.positions.get((tp.topic, tp.partition))) is not None}
+        return {
+            tp: offset
+            for tp in batch.records
+            if (offset := self.positions.get((tp.topic, tp.partition))) is not None
+        }
 
     async def _apply(self, batch: Batch, decoded: Decoded, chunk: Sequence[Any]) -> None:
         store = await self._connected()
@@ -325,13 +343,20 @@ class Projector:
             reason=reason, kind="unstorable", topic=tp[0], partition=tp[1], offset=offset,
             stage="projector", original=getattr(record, "headers", ()),
         )  # fmt: skip
-        sent = await self.producer.send(self.dlq_topic, record.value, key=getattr(record, "key", None), headers=headers)
+        sent = await self.producer.send(
+            self.dlq_topic, record.value, key=getattr(record, "key", None), headers=headers
+        )
         await sent
         self.quarantined += 1
         self.progress.dead_lettered(self.dlq_topic, "unstorable")
         # Where and why only: the value may hold customer data.
         log.warning(
-            "record quarantined", topic=tp[0], partition=tp[1], offset=offset, reason=reason, dlq=self.dlq_topic
+            "record quarantined",
+            topic=tp[0],
+            partition=tp[1],
+            offset=offset,
+            reason=reason,
+            dlq=self.dlq_topic,
         )
 
     # ------------------------------------------------------------ health file
@@ -343,7 +368,12 @@ class Projector:
             return
         self.written_health = state
         body = orjson.dumps(
-            {"healthy": state[0], "reason": state[1], "at": datetime.now(UTC).isoformat(), "pid": os.getpid()}
+            {
+                "healthy": state[0],
+                "reason": state[1],
+                "at": datetime.now(UTC).isoformat(),
+                "pid": os.getpid(),
+            }
         )
         self.health_file.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("wb", dir=self.health_file.parent, delete=False) as tmp:
@@ -386,4 +416,6 @@ async def run_projector(
     progress = health.add(Progress("projector", settings.fulfil_ready_stall_seconds))
     async with serving(health, settings.fulfil_metrics_host, settings.fulfil_metrics_port):
         with stop_on_signals(stop):
-            await Projector(settings, health_file=health_file, max_records=max_records, progress=progress).run(stop)
+            await Projector(
+                settings, health_file=health_file, max_records=max_records, progress=progress
+            ).run(stop)

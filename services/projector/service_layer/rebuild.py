@@ -68,7 +68,10 @@ class HistoryTruncated(RuntimeError):
     silently lack the events retention removed."""
 
     def __init__(self, truncated: list[tuple[str, int, int]]):
-        where = "; ".join(f"{topic} partition {partition} starts at offset {start}" for topic, partition, start in truncated)
+        where = "; ".join(
+            f"{topic} partition {partition} starts at offset {start}"
+            for topic, partition, start in truncated
+        )
         super().__init__(
             f"history is truncated ({where}): a rebuild would drop the events before it and swap "
             "the incomplete model in. Rerun with --allow-truncated to rebuild from what is left."
@@ -78,7 +81,9 @@ class HistoryTruncated(RuntimeError):
 
 def truncated_history(starts: dict[tuple[str, int], int]) -> list[tuple[str, int, int]]:
     """(topic, partition, start) of every partition whose log starts above 0, sorted."""
-    return sorted((topic, partition, start) for (topic, partition), start in starts.items() if start > 0)
+    return sorted(
+        (topic, partition, start) for (topic, partition), start in starts.items() if start > 0
+    )
 
 
 # Reads where each partition's log starts now (a seam: tests stand in for retention).
@@ -116,7 +121,9 @@ class _Reader:
         self.positions: dict[tuple[str, int], int] = {}
         self.tps: list[TopicPartition] = []
 
-    async def start(self, log_starts: LogStarts, allow_truncated: bool) -> list[tuple[str, int, int]]:
+    async def start(
+        self, log_starts: LogStarts, allow_truncated: bool
+    ) -> list[tuple[str, int, int]]:
         """Assign every partition at the start of its log; raises HistoryTruncated when
         a log starts above 0, unless `allow_truncated` (then returns those partitions)."""
         await self.consumer.start()
@@ -128,7 +135,9 @@ class _Reader:
             self.tps.extend(TopicPartition(topic, p) for p in sorted(partitions))
         self.consumer.assign(self.tps)
         starts = await log_starts(self.consumer, self.tps) if self.tps else {}
-        truncated = truncated_history({(tp.topic, tp.partition): offset for tp, offset in starts.items()})
+        truncated = truncated_history(
+            {(tp.topic, tp.partition): offset for tp, offset in starts.items()}
+        )
         if truncated and not allow_truncated:
             raise HistoryTruncated(truncated)
         for tp in self.tps:
@@ -164,7 +173,9 @@ class _Reader:
         return True
 
 
-async def _apply(store: Store, reader: _Reader, records: list[Any], settings: Settings) -> tuple[int, int, int]:
+async def _apply(
+    store: Store, reader: _Reader, records: list[Any], settings: Settings
+) -> tuple[int, int, int]:
     decoded = decode_batch(records, settings.fulfil_topic_prefix, settings.fulfil_max_message_bytes)
 
     async def quarantine(tp: tuple[str, int], offset: int, exc: BaseException) -> None:
@@ -176,8 +187,14 @@ async def _apply(store: Store, reader: _Reader, records: list[Any], settings: Se
             reason=poison_reason(exc), kind="unstorable", topic=tp[0], partition=tp[1], offset=offset,
             stage="projector", original=record.headers,
         )  # fmt: skip
-        await (await reader.producer.send(reader.dlq_topic, record.value, key=record.key, headers=headers))
-        log.warning("record quarantined", topic=tp[0], partition=tp[1], offset=offset, dlq=reader.dlq_topic)
+        await (
+            await reader.producer.send(
+                reader.dlq_topic, record.value, key=record.key, headers=headers
+            )
+        )
+        log.warning(
+            "record quarantined", topic=tp[0], partition=tp[1], offset=offset, dlq=reader.dlq_topic
+        )
 
     applied = await apply_isolating(store, decoded, reader.positions, quarantine)
     if applied is None:
@@ -220,7 +237,10 @@ async def rebuild(
             await store.prepare()
             truncated = await reader.start(log_starts, allow_truncated)
             if truncated:
-                log.warning("rebuilding from truncated history", partitions=[f"{t}:{p}@{o}" for t, p, o in truncated])
+                log.warning(
+                    "rebuilding from truncated history",
+                    partitions=[f"{t}:{p}@{o}" for t, p, o in truncated],
+                )
             await store.init_offsets(reader.positions)
             if truncated:
                 # The shadow's offsets start where the logs do, not at 0.
@@ -263,7 +283,9 @@ async def rebuild(
         # Queries still reading the old tables finish first; the DROP waits for them.
         await admin.execute(_DROP_RETIRED)
         offsets = {f"{t}:{p}": o for (t, p), o in sorted(reader.positions.items())}
-        return RebuildReport(records, events, skipped, time.monotonic() - started, offsets, truncated)
+        return RebuildReport(
+            records, events, skipped, time.monotonic() - started, offsets, truncated
+        )
     finally:
         with contextlib.suppress(Exception):
             await admin.execute("SELECT pg_advisory_unlock_all()")

@@ -59,7 +59,11 @@ async def test_example_scenario_end_to_end(settings, running_allocator) -> None:
 
     async def settled():
         outs = await _outputs(settings)
-        return outs if any(o.type == "BackorderAllocated" and o.data.order_id == "ord-1001" for o in outs) else None
+        return (
+            outs
+            if any(o.type == "BackorderAllocated" and o.data.order_id == "ord-1001" for o in outs)
+            else None
+        )
 
     outputs = await wait_for(settled, timeout=90, what="the final receipt to fill ord-1001")
     by_order: dict[str, list] = {}
@@ -86,26 +90,42 @@ async def test_example_scenario_end_to_end(settings, running_allocator) -> None:
     assert actual == expected
     for records in (await read_topic(settings, ALLOCATIONS)).values():
         for record in records:
-            assert {"fulfil-command-partition", "fulfil-command-offset", "fulfil-output-index"} <= set(_headers(record))
+            assert {
+                "fulfil-command-partition",
+                "fulfil-command-offset",
+                "fulfil-output-index",
+            } <= set(_headers(record))
 
 
 BAD = {
     "bad_json": b'{"id": "x", "type": "OrderPlaced", ',
-    "unknown_type": orjson.dumps({**VALID["OrderPlaced"], "id": "bad-type", "type": "OrderTeleported"}),
-    "schema_violation": orjson.dumps({**VALID["OrderPlaced"], "id": "bad-schema", "data": {"order_id": "o"}}),
+    "unknown_type": orjson.dumps(
+        {**VALID["OrderPlaced"], "id": "bad-type", "type": "OrderTeleported"}
+    ),
+    "schema_violation": orjson.dumps(
+        {**VALID["OrderPlaced"], "id": "bad-schema", "data": {"order_id": "o"}}
+    ),
     "bad_quantity": orjson.dumps(
-        {**VALID["StockReceived"], "id": "bad-qty", "data": {**VALID["StockReceived"]["data"], "quantity": -4}}
+        {
+            **VALID["StockReceived"],
+            "id": "bad-qty",
+            "data": {**VALID["StockReceived"]["data"], "quantity": -4},
+        }
     ),
     "oversize": orjson.dumps({**VALID["StockAdjusted"], "id": "big", "padding": "x" * 1_010_000}),
 }
 
 
-async def test_bad_input_goes_to_the_dlq_and_good_input_around_it_is_processed(settings, running_allocator) -> None:
+async def test_bad_input_goes_to_the_dlq_and_good_input_around_it_is_processed(
+    settings, running_allocator
+) -> None:
     good_before = parse_input(orjson.dumps({**VALID["StockReceived"], "id": "good-1"}))
     good_after = parse_input(orjson.dumps({**VALID["OrderPlaced"], "id": "good-2"}))
     await publish(settings, [good_before])
     for kind, raw in BAD.items():
-        await publish(settings, [raw], topic=INVENTORY if kind in ("bad_quantity", "oversize") else ORDERS)
+        await publish(
+            settings, [raw], topic=INVENTORY if kind in ("bad_quantity", "oversize") else ORDERS
+        )
     await publish(settings, [good_after])
 
     async def both_good_processed():
@@ -137,27 +157,55 @@ async def test_bad_input_goes_to_the_dlq_and_good_input_around_it_is_processed(s
     assert sorted(parse_input(r.value).id for r in commands) == ["good-1", "good-2"]
 
     async def router_committed():
-        offsets = await committed_offsets(settings, settings.topic("fulfil-allocator-router"), ORDERS)
+        offsets = await committed_offsets(
+            settings, settings.topic("fulfil-allocator-router"), ORDERS
+        )
         return sum(offsets.values()) == 4  # every message on orders.v1 is consumed, bad or good
 
     await wait_for(router_committed, timeout=30, what="router offsets committed past the bad input")
 
 
-async def test_a_shortfall_is_reported_on_the_topic_and_logged_for_operators(settings, running_allocator) -> None:
+async def test_a_shortfall_is_reported_on_the_topic_and_logged_for_operators(
+    settings, running_allocator
+) -> None:
     from structlog.testing import capture_logs
 
-    received = {**VALID["StockReceived"], "id": "sf-receipt",
-                "data": {**VALID["StockReceived"]["data"], "receipt_id": "sf-r", "sku": "SF-1", "quantity": 5}}
-    adjusted = {**VALID["StockAdjusted"], "id": "sf-adjust",
-                "data": {**VALID["StockAdjusted"]["data"], "adjustment_id": "sf-a", "sku": "SF-1", "delta": -8}}
+    received = {
+        **VALID["StockReceived"],
+        "id": "sf-receipt",
+        "data": {
+            **VALID["StockReceived"]["data"],
+            "receipt_id": "sf-r",
+            "sku": "SF-1",
+            "quantity": 5,
+        },
+    }
+    adjusted = {
+        **VALID["StockAdjusted"],
+        "id": "sf-adjust",
+        "data": {
+            **VALID["StockAdjusted"]["data"],
+            "adjustment_id": "sf-a",
+            "sku": "SF-1",
+            "delta": -8,
+        },
+    }
     with capture_logs() as logs:
-        await publish(settings, [parse_input(orjson.dumps(received)), parse_input(orjson.dumps(adjusted))])
+        await publish(
+            settings, [parse_input(orjson.dumps(received)), parse_input(orjson.dumps(adjusted))]
+        )
 
         async def shortfall_reported():
-            positions = [o for o in await _outputs(settings) if o.type == "StockPositionChanged" and o.causation_id == "sf-adjust"]
+            positions = [
+                o
+                for o in await _outputs(settings)
+                if o.type == "StockPositionChanged" and o.causation_id == "sf-adjust"
+            ]
             return positions or None
 
-        [position] = await wait_for(shortfall_reported, timeout=60, what="the adjustment's stock position")
+        [position] = await wait_for(
+            shortfall_reported, timeout=60, what="the adjustment's stock position"
+        )
 
         async def logged():
             return [entry for entry in logs if entry["event"] == "stock shortfall"] or None
@@ -168,7 +216,9 @@ async def test_a_shortfall_is_reported_on_the_topic_and_logged_for_operators(set
     assert (entry["sku"], entry["shortfall"], entry["causation_id"]) == ("SF-1", 3, "sf-adjust")
 
 
-async def test_clock_ticks_reach_every_core_partition_and_never_come_from_inventory(settings, running_allocator) -> None:
+async def test_clock_ticks_reach_every_core_partition_and_never_come_from_inventory(
+    settings, running_allocator
+) -> None:
     """`fulfil clock tick` writes a ClockTicked on every command partition; the core folds
     it (an overdue inbound loses its customers' date); the router dead-letters a tick
     sent to inventory.v1 (an internal command is never accepted from upstream)."""
@@ -185,7 +235,10 @@ async def test_clock_ticks_reach_every_core_partition_and_never_come_from_invent
         await wait_for(lambda: _at_least(commands, 2), timeout=30, what="the order routed")
     forged = tick(datetime(2030, 1, 1, tzinfo=UTC), 0)
     await publish(settings, [forged], topic=INVENTORY)
-    assert await write_ticks(settings, datetime(2026, 11, 20, 8, tzinfo=UTC)) == settings.fulfil_partitions
+    assert (
+        await write_ticks(settings, datetime(2026, 11, 20, 8, tzinfo=UTC))
+        == settings.fulfil_partitions
+    )
 
     async def undated():
         for out in await _outputs(settings):
@@ -195,9 +248,18 @@ async def test_clock_ticks_reach_every_core_partition_and_never_come_from_invent
 
     changed = await wait_for(undated, timeout=60, what="the overdue inbound's customer told")
     assert changed.data.lines[0].eta is None and changed.data.cause.reason == "inbound_overdue"
-    dead = await wait_for(lambda: _records(settings, INVENTORY + ".dlq"), timeout=30, what="the forged tick dead-lettered")
+    dead = await wait_for(
+        lambda: _records(settings, INVENTORY + ".dlq"),
+        timeout=30,
+        what="the forged tick dead-lettered",
+    )
     assert _headers(dead[0])[H_KIND] == "unknown_type"
-    ticks = [r for rs in (await read_topic(settings, COMMANDS)).values() for r in rs if _headers(r).get("fulfil-event-type") == "ClockTicked"]
+    ticks = [
+        r
+        for rs in (await read_topic(settings, COMMANDS)).values()
+        for r in rs
+        if _headers(r).get("fulfil-event-type") == "ClockTicked"
+    ]
     assert sorted(r.partition for r in ticks) == list(range(settings.fulfil_partitions))
     expected, actual = await expected_and_actual(settings)
     assert actual == expected

@@ -63,7 +63,9 @@ async def _core(settings: Settings, health: Health | None = None):
             await asyncio.wait_for(task, 60)
 
 
-async def _run_until_caught_up(settings: Settings, health: Health | None = None, timeout: float = 90) -> None:
+async def _run_until_caught_up(
+    settings: Settings, health: Health | None = None, timeout: float = 90
+) -> None:
     async with _core(settings, health) as task:
 
         async def done() -> bool:
@@ -96,7 +98,9 @@ async def _assert_repeats_identical_and_applied_once_exact(settings: Settings) -
         for record in records:
             event_id = orjson.loads(record.value)["id"]
             if event_id in first:
-                assert first[event_id] == record.value, f"output {event_id} written twice with different bytes"
+                assert first[event_id] == record.value, (
+                    f"output {event_id} written twice with different bytes"
+                )
                 continue
             first[event_id] = record.value
             applied[partition].append(record.value)
@@ -105,7 +109,9 @@ async def _assert_repeats_identical_and_applied_once_exact(settings: Settings) -
         for record in records:
             with contextlib.suppress(ContractError):
                 inputs.append(parse_input(record.value))
-    report = log_audit.check(inputs, [parse_output(v) for values in applied.values() for v in values])
+    report = log_audit.check(
+        inputs, [parse_output(v) for values in applied.values() for v in values]
+    )
     assert report.ok, f"{len(report.problems)} invariant violations, e.g. {report.problems[:5]}"
     assert applied == {p: expected.get(p, []) for p in applied}  # in order, per partition
 
@@ -122,7 +128,9 @@ def core_settings(settings: Settings) -> Settings:
 # ---------------------------------------------------------------- #5
 
 
-async def test_unreadable_snapshot_is_discarded_and_the_partition_rebuilt(core_settings: Settings) -> None:
+async def test_unreadable_snapshot_is_discarded_and_the_partition_rebuilt(
+    core_settings: Settings,
+) -> None:
     """#5: an unreadable snapshot (here an unsupported pickle protocol, a ValueError the old
     store let escape from the rebalance listener) must not make a zombie: the partition is
     rebuilt from the log and its outputs are exactly those of a clean run."""
@@ -156,7 +164,9 @@ async def test_unwritable_state_directory_only_skips_snapshots(core_settings: Se
     )
     health = Health()
     async with _core(settings, health) as task:
-        await wait_for(lambda: _ready(health), timeout=60, what="the core to recover its partitions")
+        await wait_for(
+            lambda: _ready(health), timeout=60, what="the core to recover its partitions"
+        )
         state.mkdir(parents=True, exist_ok=True)
         for path in state.iterdir():
             path.unlink()
@@ -212,7 +222,9 @@ async def test_revoked_partition_states_can_be_collected(core_settings: Settings
         probe.state = state
         alive = weakref.ref(probe)
         del probe, state
-        await core.recover([TopicPartition(settings.topic(COMMANDS), 1)])  # another recovery freezes again
+        await core.recover(
+            [TopicPartition(settings.topic(COMMANDS), 1)]
+        )  # another recovery freezes again
         await core.release([tp])
         gc.collect()
         assert alive() is None, "a revoked partition's state stays frozen in memory"
@@ -231,7 +243,11 @@ def _core_process(env: dict[str, str], state_dir: Path) -> Any:
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "fulfil", "allocator", "--stage", "core"],
-            env={**env, "FULFIL_STATE_DIR": str(state_dir), "FULFIL_LOG_LEVEL": os.environ.get("CORE_FAULTS_LOG_LEVEL", "WARNING")},
+            env={
+                **env,
+                "FULFIL_STATE_DIR": str(state_dir),
+                "FULFIL_LOG_LEVEL": os.environ.get("CORE_FAULTS_LOG_LEVEL", "WARNING"),
+            },
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
@@ -275,10 +291,16 @@ async def test_snapshot_of_another_log_is_refused_with_its_remedy(
     stderr = _stderr(process)
     assert code == EXIT_REFUSED, f"exit {code}: {stderr[-2000:]}"
     message = [line for line in stderr.splitlines() if line.startswith("fulfil: ")]
-    assert len(message) == 1 and "does not match the command log" in message[0] and "Delete " in message[0], stderr[-2000:]
+    assert (
+        len(message) == 1
+        and "does not match the command log" in message[0]
+        and "Delete " in message[0]
+    ), stderr[-2000:]
 
 
-async def test_snapshot_from_a_broker_that_lost_its_data_is_refused(proxied_settings: Settings, proxied_broker, tmp_path) -> None:
+async def test_snapshot_from_a_broker_that_lost_its_data_is_refused(
+    proxied_settings: Settings, proxied_broker, tmp_path
+) -> None:
     """#4: the broker restarted with its memory lost and received more commands than before:
     the log end alone would not notice, the cluster id and the command digest do."""
     settings = proxied_settings.model_copy(update={"fulfil_snapshot_every": 300})
@@ -311,12 +333,16 @@ async def test_same_offsets_different_commands_are_refused(core_settings: Settin
 # ---------------------------------------------------------------- #1
 
 
-async def test_failed_flush_never_advances_a_snapshot_or_commit(proxied_settings: Settings, proxied_broker) -> None:
+async def test_failed_flush_never_advances_a_snapshot_or_commit(
+    proxied_settings: Settings, proxied_broker
+) -> None:
     """#1: the broker stalls past the producer's request timeout in the middle of the work
     (KafkaTimeoutError on flush). The batch's folds must be dropped and rebuilt, so that
     in the end every output is on the topic exactly once, in order. A core that dies of
     it is restarted, as an orchestrator would."""
-    settings = proxied_settings.model_copy(update={"fulfil_snapshot_every": 200, "kafka_request_timeout_ms": 2_000})
+    settings = proxied_settings.model_copy(
+        update={"fulfil_snapshot_every": 200, "kafka_request_timeout_ms": 2_000}
+    )
     await kafka.create_topics(settings)
     stream = mixed_stream(4_000, seed=1)
     await publish(settings, stream[:500], topic=COMMANDS)
@@ -337,7 +363,9 @@ async def test_failed_flush_never_advances_a_snapshot_or_commit(proxied_settings
                 # (not ready until recovered, which needs the broker back) or the core dies.
                 return task.done() or not health.readiness()[0]
 
-            await wait_for(flush_failed, timeout=60, interval=0.05, what="the stalled produce to fail")
+            await wait_for(
+                flush_failed, timeout=60, interval=0.05, what="the stalled produce to fail"
+            )
             proxied_broker.proxy.resume()
             restarts = 0
 
@@ -373,7 +401,9 @@ async def test_a_core_stopped_past_its_session_writes_nothing_the_new_owner_does
     """#9: core b is SIGSTOPped mid-work for longer than the session timeout; core a takes its
     partitions; then b is SIGCONTed while work continues. The output topic must equal a
     clean fold: no output twice, none lost, none out of order."""
-    settings = core_settings.model_copy(update={"fulfil_partitions": 6, "fulfil_snapshot_every": 500})
+    settings = core_settings.model_copy(
+        update={"fulfil_partitions": 6, "fulfil_snapshot_every": 500}
+    )
     await kafka.create_topics(settings)
     env = {**env_for_subprocess(settings), "FULFIL_SNAPSHOT_EVERY": "500"}
     stream = mixed_stream(30_000, seed=9, warehouses=24, skus_per_warehouse=30)

@@ -55,14 +55,18 @@ def _start(env: dict[str, str]) -> subprocess.Popen:
     )
 
 
-async def test_sigkill_at_random_points_loses_and_duplicates_nothing(settings, env_for_subprocess) -> None:
+async def test_sigkill_at_random_points_loses_and_duplicates_nothing(
+    settings, env_for_subprocess
+) -> None:
     rng = random.Random(SEED)
     await kafka.create_topics(settings)
     stream = mixed_stream(EVENTS, seed=SEED)
     # Each run gets a fresh slice of the stream on top of what is left, so that
     # kills land in the middle of work rather than on an idle allocator.
-    slices = [stream[i::KILLS + 1] for i in range(KILLS + 1)]
-    slices = [stream[sum(map(len, slices[:i])):sum(map(len, slices[: i + 1]))] for i in range(KILLS + 1)]
+    slices = [stream[i :: KILLS + 1] for i in range(KILLS + 1)]
+    slices = [
+        stream[sum(map(len, slices[:i])) : sum(map(len, slices[: i + 1]))] for i in range(KILLS + 1)
+    ]
     env = env_for_subprocess(settings)
     kills = 0
     busy_kills = 0
@@ -77,14 +81,27 @@ async def test_sigkill_at_random_points_loses_and_duplicates_nothing(settings, e
                 before = await outputs.total()
 
                 async def producing_or_exited(before=before, process=process):
-                    return process.poll() is not None or await outputs.total() > before or await _caught_up(settings)
+                    return (
+                        process.poll() is not None
+                        or await outputs.total() > before
+                        or await _caught_up(settings)
+                    )
 
                 if rng.random() < 0.2:
                     # A kill during start-up: group join, snapshot load, output-tail read.
-                    await asyncio.sleep(rng.uniform(0.5, 3.0))  # a random kill point, not a wait for a condition
+                    await asyncio.sleep(
+                        rng.uniform(0.5, 3.0)
+                    )  # a random kill point, not a wait for a condition
                 else:
-                    await wait_for(producing_or_exited, timeout=120, interval=0.01, what=f"outputs before kill {kills + 1}")
-                    await asyncio.sleep(rng.uniform(0.0, 0.25))  # a random kill point inside the work
+                    await wait_for(
+                        producing_or_exited,
+                        timeout=120,
+                        interval=0.01,
+                        what=f"outputs before kill {kills + 1}",
+                    )
+                    await asyncio.sleep(
+                        rng.uniform(0.0, 0.25)
+                    )  # a random kill point inside the work
                 assert process.poll() is None, process.stderr.read().decode()[-2000:]
                 process.send_signal(signal.SIGKILL)
                 process.wait(timeout=30)
@@ -99,7 +116,9 @@ async def test_sigkill_at_random_points_loses_and_duplicates_nothing(settings, e
                     raise AssertionError(process.stderr.read().decode()[-2000:])
                 return await _caught_up(settings)
 
-            await wait_for(caught_up, timeout=300, interval=1.0, what="the last allocator to catch up")
+            await wait_for(
+                caught_up, timeout=300, interval=1.0, what="the last allocator to catch up"
+            )
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=60) == 0, "graceful stop must exit 0"
     finally:
@@ -113,8 +132,17 @@ async def test_sigkill_at_random_points_loses_and_duplicates_nothing(settings, e
     missing = {orjson.loads(v)["id"] for vs in expected.values() for v in vs} - set(ids)
     assert kills >= KILLS
     assert busy_kills >= KILLS // 3, f"only {busy_kills} of {kills} kills hit a busy allocator"
-    divergence = {p: (len(expected[p]), len(actual.get(p, [])), _first_difference(expected[p], actual.get(p, []))) for p in expected}
+    divergence = {
+        p: (
+            len(expected[p]),
+            len(actual.get(p, [])),
+            _first_difference(expected[p], actual.get(p, [])),
+        )
+        for p in expected
+    }
     assert not duplicated, f"{len(duplicated)} output ids written twice, e.g. {duplicated[:3]}"
-    assert not missing, f"{len(missing)} output ids missing, e.g. {sorted(missing)[:3]}; (expected, actual, first divergence) per partition: {divergence}"
+    assert not missing, (
+        f"{len(missing)} output ids missing, e.g. {sorted(missing)[:3]}; (expected, actual, first divergence) per partition: {divergence}"
+    )
     assert actual == expected  # byte for byte, in order, per partition
     assert sum(len(v) for v in expected.values()) > EVENTS // 2

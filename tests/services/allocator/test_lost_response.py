@@ -55,7 +55,9 @@ async def _recipe(settings: Settings) -> dict[int, list[bytes]]:
         out = applied.setdefault(partition, [])
         for record in records:
             position = position_of(record.headers)
-            assert position is not None, f"output without position headers at {partition}:{record.offset}"
+            assert position is not None, (
+                f"output without position headers at {partition}:{record.offset}"
+            )
             if last is not None and position <= last:
                 continue
             last = position
@@ -66,7 +68,9 @@ async def _recipe(settings: Settings) -> dict[int, list[bytes]]:
 async def test_lost_produce_responses_lose_nothing_and_repeat_only_identical_outputs(
     proxied_settings: Settings, proxied_broker, test_database: str
 ) -> None:
-    settings = proxied_settings.model_copy(update={"fulfil_snapshot_every": 300, "database_url": test_database})
+    settings = proxied_settings.model_copy(
+        update={"fulfil_snapshot_every": 300, "database_url": test_database}
+    )
     await kafka.create_topics(settings)
     stream = mixed_stream(3_000, seed=8)
     await publish(settings, stream, topic=COMMANDS)
@@ -93,7 +97,9 @@ async def test_lost_produce_responses_lose_nothing_and_repeat_only_identical_out
     ids = Counter(orjson.loads(r.value)["id"] for records in outputs.values() for r in records)
     repeated = sum(n - 1 for n in ids.values())
     expected = fold_command_log(await read_topic(settings, COMMANDS))
-    assert set(ids) == {orjson.loads(v)["id"] for vs in expected.values() for v in vs}, "outputs lost"
+    assert set(ids) == {orjson.loads(v)["id"] for vs in expected.values() for v in vs}, (
+        "outputs lost"
+    )
     assert repeated == 0, f"{repeated} outputs written twice after {LOST} lost responses"
     await _assert_repeats_identical_and_applied_once_exact(settings)
     # So is applying each position once, the README's recipe.
@@ -109,4 +115,6 @@ async def test_lost_produce_responses_lose_nothing_and_repeat_only_identical_out
         await wait_caught_up(settings, check=lambda: failed(projector))
         assert projector.duplicates == repeated
     deduplicated = [parse_output(v) for p in sorted(recipe) for v in recipe[p]]
-    assert_tables_equal(await dump(settings.database_url), normalise_reference(reference.fold(stream, deduplicated)))
+    assert_tables_equal(
+        await dump(settings.database_url), normalise_reference(reference.fold(stream, deduplicated))
+    )

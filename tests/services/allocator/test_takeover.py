@@ -140,7 +140,9 @@ class BatchWindow:
     async def __aenter__(self) -> BatchWindow:
         self.outputs = kafka.consumer(self.settings, group_id=None)
         await self.outputs.start()
-        self.outputs.assign([TopicPartition(self.settings.topic(ALLOCATIONS), p) for p in self.partitions])
+        self.outputs.assign(
+            [TopicPartition(self.settings.topic(ALLOCATIONS), p) for p in self.partitions]
+        )
         # assign, not subscribe: reading the group's offsets must not join the group
         self.offsets = kafka.consumer(self.settings, group_id=self.settings.topic(CORE_GROUP))
         self.commands = [TopicPartition(self.settings.topic(COMMANDS), p) for p in self.partitions]
@@ -210,8 +212,15 @@ async def test_survivor_takes_over_a_killed_cores_partitions_exactly_once(
 ) -> None:
     settings = settings.model_copy(update={"fulfil_partitions": PARTITIONS})
     await kafka.create_topics(settings)
-    stream = mixed_stream(WARMUP + BOTH + AT_KILL + AFTER_KILL, seed=SEED, warehouses=WAREHOUSES, skus_per_warehouse=30)
-    assert {partition_of(e) for e in stream} == set(range(PARTITIONS)), "every partition must get work"
+    stream = mixed_stream(
+        WARMUP + BOTH + AT_KILL + AFTER_KILL,
+        seed=SEED,
+        warehouses=WAREHOUSES,
+        skus_per_warehouse=30,
+    )
+    assert {partition_of(e) for e in stream} == set(range(PARTITIONS)), (
+        "every partition must get work"
+    )
     warmup, both, at_kill, after_kill = (
         stream[:WARMUP],
         stream[WARMUP : WARMUP + BOTH],
@@ -256,7 +265,9 @@ async def test_survivor_takes_over_a_killed_cores_partitions_exactly_once(
         async def split() -> dict[int, Core] | None:
             assert a.alive() and b.alive(), f"a:\n{a.tail()}\nb:\n{b.tail()}"
             now = owners(cores)
-            return now if set(now) == set(range(PARTITIONS)) and set(now.values()) == {a, b} else None
+            return (
+                now if set(now) == set(range(PARTITIONS)) and set(now.values()) == {a, b} else None
+            )
 
         split_owners = await wait_for(split, timeout=60, what="the group to split the partitions")
         mine_a = sorted(p for p, core in split_owners.items() if core is a)
@@ -286,8 +297,12 @@ async def test_survivor_takes_over_a_killed_cores_partitions_exactly_once(
                     assert b.alive(), b.tail()
                     return await window.open()
 
-                inside = await wait_for(b_inside_a_batch, timeout=60, interval=0.005, what="core b inside a batch")
-                b.process.send_signal(signal.SIGKILL)  # at once: b commits when its batch is acknowledged
+                inside = await wait_for(
+                    b_inside_a_batch, timeout=60, interval=0.005, what="core b inside a batch"
+                )
+                b.process.send_signal(
+                    signal.SIGKILL
+                )  # at once: b commits when its batch is acknowledged
             b.process.wait(timeout=30)
             # Nobody owns b's partitions until the group evicts b, a session timeout later.
             committed_at_kill = await core_committed(settings)
@@ -303,9 +318,13 @@ async def test_survivor_takes_over_a_killed_cores_partitions_exactly_once(
             assert a.alive(), a.tail()
             return all(owners(cores).get(p) is a for p in range(PARTITIONS))
 
-        await wait_for(a_took_over, timeout=60, interval=0.1, what="core a to recover core b's partitions")
+        await wait_for(
+            a_took_over, timeout=60, interval=0.1, what="core a to recover core b's partitions"
+        )
         await publish(settings, after_kill, topic=COMMANDS)
-        await wait_for(caught_up, timeout=90, interval=0.5, what="core a to catch up on every partition")
+        await wait_for(
+            caught_up, timeout=90, interval=0.5, what="core a to catch up on every partition"
+        )
         final = await core_committed(settings)
 
         a.process.send_signal(signal.SIGTERM)

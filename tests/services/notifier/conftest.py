@@ -34,20 +34,37 @@ WEBHOOK_SECRET = "test-webhook-secret"
 TOLERANCE_SECONDS = 300
 
 
-def standard_webhook_valid(secret: str, headers: dict[str, str], body: bytes, *, now: float | None = None,
-                           tolerance: float = TOLERANCE_SECONDS) -> bool:
+def standard_webhook_valid(
+    secret: str,
+    headers: dict[str, str],
+    body: bytes,
+    *,
+    now: float | None = None,
+    tolerance: float = TOLERANCE_SECONDS,
+) -> bool:
     """A receiver's check, written here from the Standard Webhooks spec (not from our code):
     HMAC-SHA256 over "{webhook-id}.{webhook-timestamp}.{body}", base64, `v1,` prefix, any of
     the space-separated signatures; the timestamp within `tolerance` of the receiver's clock."""
     lower = {k.lower(): v for k, v in headers.items()}
-    msg_id, stamp, signatures = (lower.get(h) for h in ("webhook-id", "webhook-timestamp", "webhook-signature"))
+    msg_id, stamp, signatures = (
+        lower.get(h) for h in ("webhook-id", "webhook-timestamp", "webhook-signature")
+    )
     if not (msg_id and stamp and signatures and stamp.isdigit()):
         return False
     if abs((time.time() if now is None else now) - int(stamp)) > tolerance:
         return False
-    key = base64.b64decode(secret[len("whsec_"):]) if secret.startswith("whsec_") else secret.encode()
-    expected = base64.b64encode(hmac.new(key, f"{msg_id}.{stamp}.".encode() + body, hashlib.sha256).digest())
-    return any(sig.startswith("v1,") and hmac.compare_digest(sig[3:].encode(), expected) for sig in signatures.split(" "))
+    key = (
+        base64.b64decode(secret[len("whsec_") :])
+        if secret.startswith("whsec_")
+        else secret.encode()
+    )
+    expected = base64.b64encode(
+        hmac.new(key, f"{msg_id}.{stamp}.".encode() + body, hashlib.sha256).digest()
+    )
+    return any(
+        sig.startswith("v1,") and hmac.compare_digest(sig[3:].encode(), expected)
+        for sig in signatures.split(" ")
+    )
 
 
 # ---------------------------------------------------------------- SMTP
@@ -118,7 +135,9 @@ class SmtpServer:
 
     def start(self) -> None:
         if self.controller is None:
-            controller = Controller(self.recorder, hostname="127.0.0.1", port=self.port, **self.options)
+            controller = Controller(
+                self.recorder, hostname="127.0.0.1", port=self.port, **self.options
+            )
             try:
                 controller.start()
             except BaseException:
@@ -187,8 +206,15 @@ class WebhookReceiver:
                 headers = dict(self.headers.items())
                 ok = standard_webhook_valid(receiver.secret, headers, body)
                 with receiver.lock:
-                    receiver.hooks.append(ReceivedHook(
-                        self.headers.get("webhook-id"), self.headers.get("webhook-signature"), ok, body, headers))
+                    receiver.hooks.append(
+                        ReceivedHook(
+                            self.headers.get("webhook-id"),
+                            self.headers.get("webhook-signature"),
+                            ok,
+                            body,
+                            headers,
+                        )
+                    )
                 self.send_response(200 if ok else 401)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -198,7 +224,9 @@ class WebhookReceiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, name="webhook-receiver", daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, name="webhook-receiver", daemon=True
+        )
         self.thread.start()
 
     def stop(self) -> None:
@@ -221,7 +249,9 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
 # ---------------------------------------------------------------- settings, clock, logs
 
 
-def notifier_settings_for(settings: Settings, database_url: str, **overrides: Any) -> NotifierSettings:
+def notifier_settings_for(
+    settings: Settings, database_url: str, **overrides: Any
+) -> NotifierSettings:
     values = {
         **settings.model_dump(),
         "database_url": database_url,

@@ -21,12 +21,14 @@ EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 
 
 @asynccontextmanager
-async def running_notifier(settings: NotifierSettings, clock: Any = None,
-                           health: Health | None = None) -> AsyncIterator[asyncio.Task[NotifierRuntime]]:
+async def running_notifier(
+    settings: NotifierSettings, clock: Any = None, health: Health | None = None
+) -> AsyncIterator[asyncio.Task[NotifierRuntime]]:
     stop = asyncio.Event()
     ready = asyncio.Event()
-    task = asyncio.create_task(run_notifier(settings, stop, clock=clock, ready=ready, handle_signals=False,
-                                            health=health))
+    task = asyncio.create_task(
+        run_notifier(settings, stop, clock=clock, ready=ready, handle_signals=False, health=health)
+    )
     ready_wait = asyncio.create_task(ready.wait())
     await asyncio.wait([task, ready_wait], timeout=60, return_when=asyncio.FIRST_COMPLETED)
     ready_wait.cancel()
@@ -58,8 +60,10 @@ async def outbox(settings: NotifierSettings, **where: Any) -> list[dict[str, Any
 async def stored_offsets(settings: NotifierSettings) -> dict[int, int]:
     conn = await asyncpg.connect(settings.database_url)
     try:
-        rows = await conn.fetch("SELECT partition, next_offset FROM notifier_offsets WHERE topic = $1",
-                                settings.topic(ALLOCATIONS))
+        rows = await conn.fetch(
+            "SELECT partition, next_offset FROM notifier_offsets WHERE topic = $1",
+            settings.topic(ALLOCATIONS),
+        )
         return {r["partition"]: r["next_offset"] for r in rows}
     finally:
         await conn.close()

@@ -34,14 +34,28 @@ def _stream(orders: int) -> list:
             events.append(b.order_allocated(order, cust, **wh))
         elif kind == 1:
             events.append(b.backordered(order, cust, **wh))
-            events.append(b.eta_changed(order, cust, lines=[
-                b.line(1, "SKU-9", 2, backordered=2, eta=date(2026, 5, 4), previous_eta=None)], **wh))
+            events.append(
+                b.eta_changed(
+                    order,
+                    cust,
+                    lines=[
+                        b.line(
+                            1, "SKU-9", 2, backordered=2, eta=date(2026, 5, 4), previous_eta=None
+                        )
+                    ],
+                    **wh,
+                )
+            )
         elif kind == 2:
             events.append(b.partially_shipped(order, cust, **wh))
             events.append(b.backorder_allocated(order, cust, **wh))
         elif kind == 3:
             events.append(b.backordered(order, cust, **wh))
-            events.append(b.cancellation_processed(order, cust, lines=[b.line(1, "SKU-9", 2, cancelled=2)], **wh))
+            events.append(
+                b.cancellation_processed(
+                    order, cust, lines=[b.line(1, "SKU-9", 2, cancelled=2)], **wh
+                )
+            )
         else:
             events.append(b.order_rejected(order, cust, **wh))
         if n % 10 == 0:
@@ -50,9 +64,12 @@ def _stream(orders: int) -> list:
 
 
 def _start(env: dict[str, str], log: Path) -> subprocess.Popen:
-    with log.open("ab") as output:  # our logs (stderr) and FastStream's (stdout): all checked for PII
-        return subprocess.Popen([sys.executable, "-m", "fulfil", "notifier"], env=env,
-                                stdout=output, stderr=output)
+    with log.open(
+        "ab"
+    ) as output:  # our logs (stderr) and FastStream's (stdout): all checked for PII
+        return subprocess.Popen(
+            [sys.executable, "-m", "fulfil", "notifier"], env=env, stdout=output, stderr=output
+        )
 
 
 async def test_sigkill_mid_stream_sends_every_message_once_per_channel(
@@ -60,9 +77,15 @@ async def test_sigkill_mid_stream_sends_every_message_once_per_channel(
 ) -> None:
     rng = random.Random(SEED)
     notifier = notifier_settings_for(
-        settings, test_database, smtp_url=smtp_server.url, webhook_url=webhook_receiver.url,
-        webhook_secret=WEBHOOK_SECRET, fulfil_notifier_lease_seconds=2.0, fulfil_notifier_concurrency=4,
-        fulfil_notifier_batch_size=50, fulfil_log_level="DEBUG",
+        settings,
+        test_database,
+        smtp_url=smtp_server.url,
+        webhook_url=webhook_receiver.url,
+        webhook_secret=WEBHOOK_SECRET,
+        fulfil_notifier_lease_seconds=2.0,
+        fulfil_notifier_concurrency=4,
+        fulfil_notifier_batch_size=50,
+        fulfil_log_level="DEBUG",
     )
     await kafka.create_topics(notifier)
     events = _stream(ORDERS)
@@ -92,7 +115,11 @@ async def test_sigkill_mid_stream_sends_every_message_once_per_channel(
                 async def reached_or_exited(target=target, process=process):
                     return process.poll() is not None or delivered() >= target
 
-                await wait_for(reached_or_exited, timeout=90, what=f"{target} deliveries before kill {kills + 1}")
+                await wait_for(
+                    reached_or_exited,
+                    timeout=90,
+                    what=f"{target} deliveries before kill {kills + 1}",
+                )
             assert process.poll() is None, log.read_text()[-3000:]
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=30)
@@ -106,7 +133,9 @@ async def test_sigkill_mid_stream_sends_every_message_once_per_channel(
             rows = await outbox(notifier)
             return len(rows) == 2 * len(expected) and all(r["status"] == "sent" for r in rows)
 
-        await wait_for(all_sent, timeout=120, interval=0.5, what="every message sent after the last restart")
+        await wait_for(
+            all_sent, timeout=120, interval=0.5, what="every message sent after the last restart"
+        )
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0, "graceful stop must exit 0"
     finally:
@@ -136,7 +165,9 @@ async def test_sigkill_mid_stream_sends_every_message_once_per_channel(
     for copies in hooks.values():
         assert len({h.body for h in copies}) == 1 and all(h.verified for h in copies)
     assert kills == KILLS
-    assert sum(len(c) for c in mails.values()) >= len(expected)  # (resends after a kill are allowed)
+    assert sum(len(c) for c in mails.values()) >= len(
+        expected
+    )  # (resends after a kill are allowed)
 
     text = log.read_text()
     assert "notifier started" in text and "notifier stopped" in text

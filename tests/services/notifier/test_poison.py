@@ -78,14 +78,26 @@ async def test_poison_is_quarantined_once_and_the_good_messages_behind_it_are_se
         # Key = the warehouse, as the allocator writes them: same partition as the good events.
         sends = []
         for n, raw in enumerate(poison.values()):
-            sends.append(await producer.send(settings.topic(ALLOCATIONS), raw, key=b.WAREHOUSE.encode()))
-            sends.append(await producer.send(settings.topic(ALLOCATIONS), after[n].model_dump_json().encode(),
-                                             key=b.WAREHOUSE.encode()))
+            sends.append(
+                await producer.send(settings.topic(ALLOCATIONS), raw, key=b.WAREHOUSE.encode())
+            )
+            sends.append(
+                await producer.send(
+                    settings.topic(ALLOCATIONS),
+                    after[n].model_dump_json().encode(),
+                    key=b.WAREHOUSE.encode(),
+                )
+            )
         metadata = [await s for s in sends]
         await (await producer.send(settings.topic(ALLOCATIONS), odd, key=b.WAREHOUSE.encode()))
         last = b.order_allocated("ord-last", b.customer(60))
-        await (await producer.send(settings.topic(ALLOCATIONS), last.model_dump_json().encode(),
-                                   key=b.WAREHOUSE.encode()))
+        await (
+            await producer.send(
+                settings.topic(ALLOCATIONS),
+                last.model_dump_json().encode(),
+                key=b.WAREHOUSE.encode(),
+            )
+        )
     finally:
         await producer.stop()
     poison_offsets = {m.offset for m in metadata[0::2]}
@@ -93,6 +105,7 @@ async def test_poison_is_quarantined_once_and_the_good_messages_behind_it_are_se
     good = [before, *after, last]
     odd_mail = f"<{odd_event.id}.email@fulfil>"
     async with running_notifier(settings):
+
         async def all_good_mail():
             got = {m.message_id for m in smtp_server.mails}
             return {f"<{e.id}.email@fulfil>" for e in good} <= got
@@ -101,7 +114,9 @@ async def test_poison_is_quarantined_once_and_the_good_messages_behind_it_are_se
 
         async def all_quarantined():
             records = await _quarantined(settings)
-            odd_done = odd_mail in {m.message_id for m in smtp_server.mails} or any(r.value == odd for r in records)
+            odd_done = odd_mail in {m.message_id for m in smtp_server.mails} or any(
+                r.value == odd for r in records
+            )
             return odd_done and len(records) >= len(poison) and records
 
         await wait_for(all_quarantined, timeout=30, what="every poison record quarantined")
@@ -114,6 +129,10 @@ async def test_poison_is_quarantined_once_and_the_good_messages_behind_it_are_se
     assert all(h[H_REASON] and h[H_STAGE] == "notifier" for h in headers)
     # Nothing of the poison was sent, and every good event was sent once.
     mails = [m.message_id for m in smtp_server.mails]
-    assert sorted(mails) == sorted([*(f"<{e.id}.email@fulfil>" for e in good), *([odd_mail] if odd_sent else [])])
+    assert sorted(mails) == sorted(
+        [*(f"<{e.id}.email@fulfil>" for e in good), *([odd_mail] if odd_sent else [])]
+    )
     rows = await outbox(settings, channel="email")
-    assert {r["event_id"] for r in rows} == {e.id for e in good} | ({odd_event.id} if odd_sent else set())
+    assert {r["event_id"] for r in rows} == {e.id for e in good} | (
+        {odd_event.id} if odd_sent else set()
+    )

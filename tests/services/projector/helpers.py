@@ -127,7 +127,9 @@ def supply_scenario(n: int, seed: int, **options: Any) -> tuple[list[Any], list[
         if event.type == "OrderPlaced":
             skus.extend((d.warehouse_id, line.sku) for line in d.lines)
         elif event.type == "InboundScheduled" and rng.random() < 0.2:
-            pending_cancels.append((i + rng.randint(1, 40), ev.inbound_cancelled(d.inbound_id, d.warehouse_id)))
+            pending_cancels.append(
+                (i + rng.randint(1, 40), ev.inbound_cancelled(d.inbound_id, d.warehouse_id))
+            )
         if i % 25 == 24:
             add(ev.clock_ticked(at), at, command_only=True)
         if skus and rng.random() < 0.015:
@@ -138,7 +140,9 @@ def supply_scenario(n: int, seed: int, **options: Any) -> tuple[list[Any], list[
             elif kind == "covered":
                 policy = ev.sku_policy_set(wh, sku, backorder_mode="covered_only")
             else:
-                policy = ev.sku_policy_set(wh, sku, release_date=at.date() + timedelta(days=rng.randint(1, 5)))
+                policy = ev.sku_policy_set(
+                    wh, sku, release_date=at.date() + timedelta(days=rng.randint(1, 5))
+                )
             add(policy, at)
     _, outputs = allocator_fold(commands)
     return published, outputs
@@ -146,7 +150,9 @@ def supply_scenario(n: int, seed: int, **options: Any) -> tuple[list[Any], list[
 
 async def publish_scenario(settings: Settings, inputs: list[Any], outputs: list[Any]) -> None:
     """Inputs to orders.v1 / inventory.v1 and outputs to allocations.v1, keyed by warehouse."""
-    await kafka.create_topics(settings, [settings.topic(t) for t in (ORDERS, INVENTORY, ALLOCATIONS)])
+    await kafka.create_topics(
+        settings, [settings.topic(t) for t in (ORDERS, INVENTORY, ALLOCATIONS)]
+    )
     await publish(settings, inputs)
     await publish(settings, outputs)
 
@@ -160,7 +166,9 @@ async def topic_ends(settings: Settings) -> dict[tuple[str, int], int]:
     return ends
 
 
-async def stored_offsets(database_url: str, schema: str = LIVE_SCHEMA) -> dict[tuple[str, int], int]:
+async def stored_offsets(
+    database_url: str, schema: str = LIVE_SCHEMA
+) -> dict[tuple[str, int], int]:
     conn = await asyncpg.connect(database_url)
     try:
         rows = await conn.fetch(
@@ -215,7 +223,9 @@ def _normal(value: Any) -> Any:
     return value
 
 
-async def dump(database_url: str, schema: str = LIVE_SCHEMA) -> dict[str, dict[tuple, dict[str, Any]]]:
+async def dump(
+    database_url: str, schema: str = LIVE_SCHEMA
+) -> dict[str, dict[tuple, dict[str, Any]]]:
     """Every compared table as {key: row}, values normalised for comparison."""
     conn = await asyncpg.connect(database_url)
     try:

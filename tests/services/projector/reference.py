@@ -130,8 +130,12 @@ def fold(inputs: list[Any], outputs: list[Any]) -> dict[str, Any]:
             row["updated_at"] = later(row["updated_at"], ev.occurred_at)
             if row["customer_id"] is None:
                 c = d.customer
-                row.update(customer_id=c.customer_id, customer_email=c.email,
-                           customer_name=c.name, customer_locale=c.locale)
+                row.update(
+                    customer_id=c.customer_id,
+                    customer_email=c.email,
+                    customer_name=c.name,
+                    customer_locale=c.locale,
+                )
             if (d.warehouse_id, d.order_id) not in demand_seen:
                 demand_seen.add((d.warehouse_id, d.order_id))
                 day = d.placed_at.astimezone(UTC).date()
@@ -161,7 +165,9 @@ def fold(inputs: list[Any], outputs: list[Any]) -> dict[str, Any]:
             listed = {ln.sku: ln.quantity for ln in d.lines}
             for (wh, iid, sku), line in inbound_lines.items():
                 if (wh, iid) == key and sku not in listed:
-                    line["quantity_expected"] = min(line["quantity_expected"], line["quantity_received"])
+                    line["quantity_expected"] = min(
+                        line["quantity_expected"], line["quantity_received"]
+                    )
             for sku, quantity in listed.items():
                 inbound_line(d.warehouse_id, d.inbound_id, sku)["quantity_expected"] = quantity
         elif ev.type == "ShipmentDelayed":
@@ -184,7 +190,9 @@ def fold(inputs: list[Any], outputs: list[Any]) -> dict[str, Any]:
             ib["updated_at"] = later(ib["updated_at"], ev.occurred_at)
             for (wh, iid, _), line in inbound_lines.items():
                 if (wh, iid) == (d.warehouse_id, d.inbound_id):
-                    line["quantity_cancelled"] = max(0, line["quantity_expected"] - line["quantity_received"])
+                    line["quantity_cancelled"] = max(
+                        0, line["quantity_expected"] - line["quantity_received"]
+                    )
         elif ev.type == "StockReceived" and d.inbound_id is not None:
             if (d.warehouse_id, d.receipt_id) in receipts:
                 continue
@@ -202,7 +210,9 @@ def fold(inputs: list[Any], outputs: list[Any]) -> dict[str, Any]:
 
     for ib in inbounds.values():
         ib["delay_days"] = (
-            (ib["current_eta"] - ib["original_eta"]).days if ib["original_eta"] is not None else None
+            (ib["current_eta"] - ib["original_eta"]).days
+            if ib["original_eta"] is not None
+            else None
         )
 
     for order_key, row in orders.items():
@@ -219,7 +229,9 @@ def fold(inputs: list[Any], outputs: list[Any]) -> dict[str, Any]:
             "position_at": None, "promise_eta": None,
         })  # fmt: skip
         open_lines = [
-            ln for ln in lines.values() if (ln["warehouse_id"], ln["sku"]) == key and ln["backordered"]
+            ln
+            for ln in lines.values()
+            if (ln["warehouse_id"], ln["sku"]) == key and ln["backordered"]
         ]
         backlog[key] = {
             "warehouse_id": key[0], "sku": key[1],
@@ -236,7 +248,8 @@ def fold(inputs: list[Any], outputs: list[Any]) -> dict[str, Any]:
         "inbounds": inbounds,
         "inbound_lines": inbound_lines,
         "daily_demand": {
-            k: {"warehouse_id": k[0], "sku": k[1], "day": k[2], "units": v} for k, v in demand.items()
+            k: {"warehouse_id": k[0], "sku": k[1], "day": k[2], "units": v}
+            for k, v in demand.items()
         },
     }
 
@@ -245,11 +258,30 @@ def fold(inputs: list[Any], outputs: list[Any]) -> dict[str, Any]:
 
 
 def backlog_query(tables: dict[str, Any]) -> list[dict[str, Any]]:
-    fields = ("warehouse_id", "sku", "backordered_units", "open_orders", "oldest_backorder_at",
-              "next_eta", "promise_eta", "available", "reserved", "incoming")
-    rows = [{f: r[f] for f in fields} for r in tables["sku_backlog"].values() if r["backordered_units"]]
-    return sorted(rows, key=lambda r: (-r["backordered_units"], r["oldest_backorder_at"],
-                                       r["warehouse_id"], r["sku"]))
+    fields = (
+        "warehouse_id",
+        "sku",
+        "backordered_units",
+        "open_orders",
+        "oldest_backorder_at",
+        "next_eta",
+        "promise_eta",
+        "available",
+        "reserved",
+        "incoming",
+    )
+    rows = [
+        {f: r[f] for f in fields} for r in tables["sku_backlog"].values() if r["backordered_units"]
+    ]
+    return sorted(
+        rows,
+        key=lambda r: (
+            -r["backordered_units"],
+            r["oldest_backorder_at"],
+            r["warehouse_id"],
+            r["sku"],
+        ),
+    )
 
 
 def aging_query(tables: dict[str, Any], as_of: datetime) -> dict[str, Any]:
@@ -259,7 +291,9 @@ def aging_query(tables: dict[str, Any], as_of: datetime) -> dict[str, Any]:
         if not ln["backordered"]:
             continue
         age = max(0, math.floor((as_of - ln["backordered_since"]) / DAY))
-        name = names[0] if age <= 7 else names[1] if age <= 14 else names[2] if age <= 30 else names[3]
+        name = (
+            names[0] if age <= 7 else names[1] if age <= 14 else names[2] if age <= 30 else names[3]
+        )
         counts = per.setdefault((ln["warehouse_id"], ln["sku"]), dict.fromkeys(names, 0))
         counts[name] += ln["backordered"]
     overall = dict.fromkeys(names, 0)
@@ -269,8 +303,10 @@ def aging_query(tables: dict[str, Any], as_of: datetime) -> dict[str, Any]:
     return {
         "as_of": as_of,
         "overall": {**overall, "backordered_units": sum(overall.values())},
-        "skus": [{"warehouse_id": k[0], "sku": k[1], **c, "backordered_units": sum(c.values())}
-                 for k, c in sorted(per.items())],
+        "skus": [
+            {"warehouse_id": k[0], "sku": k[1], **c, "backordered_units": sum(c.values())}
+            for k, c in sorted(per.items())
+        ],
     }
 
 
@@ -280,8 +316,15 @@ def deposits_query(tables: dict[str, Any]) -> dict[str, Any]:
     for ln in tables["order_lines"].values():
         if not ln["backordered"] or ln["unit_price"] is None:
             continue
-        t = totals.setdefault(ln["currency"], {"currency": ln["currency"], "amount": Decimal(0),
-                                               "backordered_units": 0, "orders": set()})
+        t = totals.setdefault(
+            ln["currency"],
+            {
+                "currency": ln["currency"],
+                "amount": Decimal(0),
+                "backordered_units": 0,
+                "orders": set(),
+            },
+        )
         t["amount"] += ln["backordered"] * ln["unit_price"]
         t["backordered_units"] += ln["backordered"]
         t["orders"].add((ln["warehouse_id"], ln["order_id"]))
@@ -293,7 +336,10 @@ def deposits_query(tables: dict[str, Any]) -> dict[str, Any]:
         o["backordered_units"] += ln["backordered"]
     return {
         "totals": [{**t, "orders": len(t["orders"])} for _, t in sorted(totals.items())],
-        "orders": sorted(per_order.values(), key=lambda o: (-o["amount"], o["order_id"], o["warehouse_id"], o["currency"])),
+        "orders": sorted(
+            per_order.values(),
+            key=lambda o: (-o["amount"], o["order_id"], o["warehouse_id"], o["currency"]),
+        ),
     }
 
 
@@ -315,7 +361,9 @@ def reorder_query(tables: dict[str, Any]) -> list[dict[str, Any]]:
         observed = (last_day[wh] - first).days + 1
         avg_daily = sum(days.values()) / observed
         max_daily = max(days.values())
-        observations = leads.get((wh, sku)) or [x for (w, _), xs in leads.items() if w == wh for x in xs]
+        observations = leads.get((wh, sku)) or [
+            x for (w, _), xs in leads.items() if w == wh for x in xs
+        ]
         backlog = tables["sku_backlog"].get((wh, sku), {})
         available = backlog.get("available", 0)
         incoming = backlog.get("incoming", 0)

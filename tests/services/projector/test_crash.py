@@ -54,7 +54,9 @@ async def _in_transaction(conn: asyncpg.Connection) -> bool:
     )
 
 
-async def test_sigkill_mid_batch_loses_and_doubles_nothing(pg_settings, database_url, env_for_subprocess) -> None:
+async def test_sigkill_mid_batch_loses_and_doubles_nothing(
+    pg_settings, database_url, env_for_subprocess
+) -> None:
     rng = random.Random(SEED)
     inputs, outputs = scenario(5_000, seed=SEED)
     await publish_scenario(pg_settings, inputs, outputs)
@@ -67,7 +69,9 @@ async def test_sigkill_mid_batch_loses_and_doubles_nothing(pg_settings, database
     try:
         while kills < KILLS:
             process = _start(env)
-            target = sum((await stored_offsets(pg_settings.database_url)).values()) + rng.randint(150, 700)
+            target = sum((await stored_offsets(pg_settings.database_url)).values()) + rng.randint(
+                150, 700
+            )
 
             async def kill_point(target=target, process=process) -> bool:
                 if process.poll() is not None:
@@ -80,7 +84,9 @@ async def test_sigkill_mid_batch_loses_and_doubles_nothing(pg_settings, database
             process.send_signal(signal.SIGKILL)
             await asyncio.to_thread(process.wait, 30)
             kills += 1
-            assert sum((await stored_offsets(pg_settings.database_url)).values()) < total, "ran out of work"
+            assert sum((await stored_offsets(pg_settings.database_url)).values()) < total, (
+                "ran out of work"
+            )
 
         process = _start(env)
         await wait_caught_up(pg_settings, timeout=180, check=lambda: _alive(process))
@@ -91,7 +97,9 @@ async def test_sigkill_mid_batch_loses_and_doubles_nothing(pg_settings, database
         if process is not None and process.poll() is None:
             process.kill()
             process.wait()
-    assert mid_transaction >= MID_BATCH_KILLS, f"only {mid_transaction} of {kills} kills hit an open transaction"
+    assert mid_transaction >= MID_BATCH_KILLS, (
+        f"only {mid_transaction} of {kills} kills hit an open transaction"
+    )
 
     crashed = await dump(pg_settings.database_url)
     # The clean run: the same topics, one uninterrupted projector, another database.

@@ -11,16 +11,27 @@ from tests.metrics_helpers import aget, samples, scrape, stop_gracefully
 from tests.services.projector.helpers import publish_scenario, scenario, topic_ends, wait_caught_up
 
 
-async def test_a_running_projector_serves_counters_lag_and_readiness(pg_settings, env_for_subprocess) -> None:
+async def test_a_running_projector_serves_counters_lag_and_readiness(
+    pg_settings, env_for_subprocess
+) -> None:
     inputs, outputs = scenario(300, seed=11)
     await publish_scenario(pg_settings, inputs, outputs)
     records = sum((await topic_ends(pg_settings)).values())
     port = embedded.free_port()
-    env = {**env_for_subprocess(pg_settings), "FULFIL_METRICS_PORT": str(port), "FULFIL_METRICS_HOST": "127.0.0.1",
-           "FULFIL_LOG_LEVEL": "WARNING"}
-    process = subprocess.Popen([sys.executable, "-m", "fulfil", "projector"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {
+        **env_for_subprocess(pg_settings),
+        "FULFIL_METRICS_PORT": str(port),
+        "FULFIL_METRICS_HOST": "127.0.0.1",
+        "FULFIL_LOG_LEVEL": "WARNING",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fulfil", "projector"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
+
         def alive() -> None:
             if process.poll() is not None:
                 raise AssertionError(process.stderr.read().decode()[-2000:])

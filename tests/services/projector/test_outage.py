@@ -33,14 +33,18 @@ def dedicated_postgres():
     """A PostgreSQL of this test's own: stopping it must not disturb other tests."""
     root = Path(tempfile.mkdtemp(prefix="fulfil-pg-outage-"))
     handle = embedded.start_postgres(root / "pgdata")
-    stop = embedded.stop_at_exit(lambda: (embedded.stop_postgres(root / "pgdata"), shutil.rmtree(root, ignore_errors=True)))
+    stop = embedded.stop_at_exit(
+        lambda: (embedded.stop_postgres(root / "pgdata"), shutil.rmtree(root, ignore_errors=True))
+    )
     try:
         yield handle
     finally:
         stop()
 
 
-async def test_postgres_outage_pauses_and_resumes_without_loss(settings, dedicated_postgres, tmp_path) -> None:
+async def test_postgres_outage_pauses_and_resumes_without_loss(
+    settings, dedicated_postgres, tmp_path
+) -> None:
     server = dedicated_postgres
     pg_settings = settings.model_copy(update={"database_url": server.url})
     inputs, outputs = scenario(1_500, seed=23)
@@ -49,19 +53,33 @@ async def test_postgres_outage_pauses_and_resumes_without_loss(settings, dedicat
     health = tmp_path / "health.json"
 
     with capture_logs() as logs:
-        await _outage(pg_settings, server, projector_health=health, inputs=inputs, outputs=outputs,
-                      half_in=half_in, half_out=half_out)
-    retried = ("batch failed; nothing committed, it is read again", "partition recovery failed; retrying")
+        await _outage(
+            pg_settings,
+            server,
+            projector_health=health,
+            inputs=inputs,
+            outputs=outputs,
+            half_in=half_in,
+            half_out=half_out,
+        )
+    retried = (
+        "batch failed; nothing committed, it is read again",
+        "partition recovery failed; retrying",
+    )
     waits = [e["retry_in_s"] for e in logs if e["event"] in retried]
     # Backed off, not a tight loop: capped exponential waits (0.2 s doubling, jitter 20 %, cap 10 s).
     assert len(waits) >= 3
     assert all(0.16 <= w <= 12.0 for w in waits), waits
     assert waits[:3] == sorted(waits[:3]) and waits[2] >= 0.64, waits
 
-    assert_tables_equal(await dump(server.url), normalise_reference(reference.fold(inputs, outputs)))
+    assert_tables_equal(
+        await dump(server.url), normalise_reference(reference.fold(inputs, outputs))
+    )
 
 
-async def _outage(pg_settings, server, *, projector_health, inputs, outputs, half_in, half_out) -> None:
+async def _outage(
+    pg_settings, server, *, projector_health, inputs, outputs, half_in, half_out
+) -> None:
     health = projector_health
     async with running(pg_settings, max_records=100, health_file=health) as projector:
         await wait_for(
@@ -79,7 +97,9 @@ async def _outage(pg_settings, server, *, projector_health, inputs, outputs, hal
             return not projector.healthy and projector.retries >= 3
 
         async def positions() -> dict:
-            return {tp: await projector.consumer.position(tp) for tp in projector.consumer.assignment()}
+            return {
+                tp: await projector.consumer.position(tp) for tp in projector.consumer.assignment()
+            }
 
         async def failing() -> bool:
             failed(projector)
@@ -108,7 +128,9 @@ async def _outage(pg_settings, server, *, projector_health, inputs, outputs, hal
             failed(projector)
             return projector.healthy and orjson.loads(health.read_bytes())["healthy"] is True
 
-        await wait_for(healthy_again, timeout=60, what="the projector and its health file to be healthy")
+        await wait_for(
+            healthy_again, timeout=60, what="the projector and its health file to be healthy"
+        )
 
 
 async def _progress(url: str) -> bool:

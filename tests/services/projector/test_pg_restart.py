@@ -59,8 +59,12 @@ async def test_postgres_restarts_lose_and_double_nothing(settings, restartable_p
         # 1. In the middle of a transaction: it rolls back, the batch is read again.
         watcher = await asyncpg.connect(postgres.url)
         try:
-            await wait_for(lambda: _in_transaction(watcher), timeout=60, interval=0.001,
-                           what="a projector transaction")
+            await wait_for(
+                lambda: _in_transaction(watcher),
+                timeout=60,
+                interval=0.001,
+                what="a projector transaction",
+            )
         finally:
             await watcher.close()
         await asyncio.to_thread(postgres.restart_immediate)
@@ -73,7 +77,9 @@ async def test_postgres_restarts_lose_and_double_nothing(settings, restartable_p
         ends = await topic_ends(pg_settings)
         await asyncio.to_thread(postgres.restart_immediate)
         lost = await stored_offsets(postgres.url)
-        assert any(lost.get(tp, 0) < end for tp, end in ends.items() if end), "the restart lost nothing"
+        assert any(lost.get(tp, 0) < end for tp, end in ends.items() if end), (
+            "the restart lost nothing"
+        )
         await wait_caught_up(pg_settings, timeout=180, check=lambda: failed(projector))
 
         async def ready() -> bool:
@@ -82,4 +88,6 @@ async def test_postgres_restarts_lose_and_double_nothing(settings, restartable_p
 
         await wait_for(ready, timeout=60, what="the projector to be ready again")
 
-    assert_tables_equal(await dump(postgres.url), normalise_reference(reference.fold(inputs, outputs)))
+    assert_tables_equal(
+        await dump(postgres.url), normalise_reference(reference.fold(inputs, outputs))
+    )

@@ -57,8 +57,15 @@ def _poison_allocations(outputs: list) -> list[tuple[str, dict]]:
 
     def huge(d: dict) -> None:
         line = d["data"]["lines"][0]
-        line.update(quantity=3_000_000_000, allocated=0, backordered=3_000_000_000, reserved=0,
-                    rejected=0, cancelled=0, shipped=0)
+        line.update(
+            quantity=3_000_000_000,
+            allocated=0,
+            backordered=3_000_000_000,
+            reserved=0,
+            rejected=0,
+            cancelled=0,
+            shipped=0,
+        )
 
     variant("int-overflow", huge)
     return made
@@ -92,7 +99,9 @@ async def test_poison_records_are_quarantined_and_the_good_ones_applied(pg_setti
         # input the router dead-letters, so only the allocation poisons are quarantined.
         assert projector.quarantined == len(poisons)
 
-    assert_tables_equal(await dump(pg_settings.database_url), normalise_reference(reference.fold(inputs, outputs)))
+    assert_tables_equal(
+        await dump(pg_settings.database_url), normalise_reference(reference.fold(inputs, outputs))
+    )
     letters = await _dead_letters(pg_settings)
     assert len(letters) == len(poisons)
     ids = set()
@@ -102,9 +111,14 @@ async def test_poison_records_are_quarantined_and_the_good_ones_applied(pg_setti
         assert headers[dead_letter_writer.H_KIND] == b"unstorable"
         assert headers[dead_letter_writer.H_STAGE] == b"projector"
         assert headers[dead_letter_writer.H_REASON]
-        assert headers[dead_letter_writer.H_TOPIC] in (pg_settings.topic(ALLOCATIONS).encode(), pg_settings.topic(ORDERS).encode())
+        assert headers[dead_letter_writer.H_TOPIC] in (
+            pg_settings.topic(ALLOCATIONS).encode(),
+            pg_settings.topic(ORDERS).encode(),
+        )
         assert int(headers[dead_letter_writer.H_OFFSET]) >= 0
-        assert b"Ada" not in headers[dead_letter_writer.H_REASON]  # the reason names the problem, not the data
+        assert (
+            b"Ada" not in headers[dead_letter_writer.H_REASON]
+        )  # the reason names the problem, not the data
     assert ids == {doc["id"] for _, doc in poisons}
 
     # A restart starts after them: nothing quarantined twice, later records applied.
@@ -124,9 +138,20 @@ async def test_backlog_sums_beyond_32_bits_are_stored(pg_settings) -> None:
         doc = copy.deepcopy(base)
         doc["id"] = f"big-{n}"
         doc["data"]["order_id"] = f"big-{n}"
-        doc["data"]["lines"] = [dict(doc["data"]["lines"][0], line_no=1, sku="SKU-BIG", quantity=2_000_000_000,
-                                     allocated=0, backordered=2_000_000_000, reserved=0, rejected=0,
-                                     cancelled=0, shipped=0)]
+        doc["data"]["lines"] = [
+            dict(
+                doc["data"]["lines"][0],
+                line_no=1,
+                sku="SKU-BIG",
+                quantity=2_000_000_000,
+                allocated=0,
+                backordered=2_000_000_000,
+                reserved=0,
+                rejected=0,
+                cancelled=0,
+                shipped=0,
+            )
+        ]
         big.append(orjson.dumps(doc))
     await publish_scenario(pg_settings, inputs, outputs)
     await publish(pg_settings, big, topic=ALLOCATIONS)

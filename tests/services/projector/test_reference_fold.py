@@ -42,7 +42,9 @@ async def _check_queries(database_url: str, tables: dict, outputs: list) -> None
         assert await queries.deposits(conn) == reference.deposits_query(tables)
         actual = await queries.reorder(conn)
         expected = reference.reorder_query(tables)
-        assert [(r["warehouse_id"], r["sku"]) for r in actual] == [(r["warehouse_id"], r["sku"]) for r in expected]
+        assert [(r["warehouse_id"], r["sku"]) for r in actual] == [
+            (r["warehouse_id"], r["sku"]) for r in expected
+        ]
         for a, e in zip(actual, expected, strict=True):
             for key, value in e.items():
                 if isinstance(value, float):
@@ -52,7 +54,9 @@ async def _check_queries(database_url: str, tables: dict, outputs: list) -> None
         for (wh, order_id), row in list(tables["orders"].items())[:25]:
             (found,) = await queries.order(conn, order_id, warehouse_id=wh)
             assert found["status"] == row["status"]
-            lines = sorted((k[2], v) for k, v in tables["order_lines"].items() if k[:2] == (wh, order_id))
+            lines = sorted(
+                (k[2], v) for k, v in tables["order_lines"].items() if k[:2] == (wh, order_id)
+            )
             assert [(ln["line_no"], ln["backordered"], ln["eta"]) for ln in found["lines"]] == [
                 (no, v["backordered"], v["eta"]) for no, v in lines
             ]
@@ -70,7 +74,9 @@ async def _check_queries(database_url: str, tables: dict, outputs: list) -> None
     n=st.integers(150, 700),
     max_records=st.sampled_from([3, 40, 5_000]),
 )
-async def test_read_models_equal_the_reference_fold(settings, database_url, seed, n, max_records) -> None:
+async def test_read_models_equal_the_reference_fold(
+    settings, database_url, seed, n, max_records
+) -> None:
     inputs, outputs = scenario(n, seed)
     example = settings.model_copy(
         update={
@@ -93,7 +99,9 @@ async def test_read_models_equal_the_reference_fold(settings, database_url, seed
 async def test_orders_place_before_or_after_their_allocations(pg_settings) -> None:
     """orders.v1 and allocations.v1 have no order between them: either way round, same rows."""
     inputs, outputs = scenario(200, seed=3)
-    await kafka.create_topics(pg_settings, [pg_settings.topic(t) for t in (ORDERS, INVENTORY, ALLOCATIONS)])
+    await kafka.create_topics(
+        pg_settings, [pg_settings.topic(t) for t in (ORDERS, INVENTORY, ALLOCATIONS)]
+    )
     await publish(pg_settings, outputs)
     async with running(pg_settings) as projector:
         await wait_caught_up(pg_settings, check=lambda: failed(projector))
@@ -108,7 +116,10 @@ async def test_orders_place_before_or_after_their_allocations(pg_settings) -> No
 async def _count_status(database_url: str, status: str) -> int:
     conn = await asyncpg.connect(database_url)
     try:
-        return await conn.fetchval(f"SELECT count(*) FROM {LIVE_SCHEMA}.orders WHERE status = $1", status)  # noqa: S608
+        return await conn.fetchval(
+            f"SELECT count(*) FROM {LIVE_SCHEMA}.orders WHERE status = $1",  # noqa: S608 - constant
+            status,
+        )
     finally:
         await conn.close()
 
@@ -118,10 +129,16 @@ async def test_supply_side_events_equal_the_reference_fold(pg_settings) -> None:
     (issue 15) land in the read models exactly as the reference fold says."""
     inputs, outputs = supply_scenario(900, seed=11)
     kinds = {o.data.reason for o in outputs if o.type == "Backordered"}
-    causes = {(o.data.cause.event_type, o.data.cause.reason) for o in outputs if o.type == "BackorderEtaChanged"}
+    causes = {
+        (o.data.cause.event_type, o.data.cause.reason)
+        for o in outputs
+        if o.type == "BackorderEtaChanged"
+    }
     rejects = {ln.reason for o in outputs if o.type == "OrderRejected" for ln in o.data.lines}
     assert {"pre_order"} <= kinds, kinds
-    assert ("ClockTicked", "inbound_overdue") in causes and any(c[0] == "InboundCancelled" for c in causes), causes
+    assert ("ClockTicked", "inbound_overdue") in causes and any(
+        c[0] == "InboundCancelled" for c in causes
+    ), causes
     assert {"backorder_limit", "not_covered"} & rejects, rejects
     assert any(o.type == "StockPositionChanged" and o.data.promise_eta for o in outputs)
     await publish_scenario(pg_settings, inputs, outputs)

@@ -54,7 +54,9 @@ async def test_a_resent_batch_of_outputs_is_applied_once(pg_settings) -> None:
     positioned = list(enumerate(outputs))
     cut = len(positioned) // 2
     first, second = positioned[:cut], positioned[cut:]
-    await kafka.create_topics(pg_settings, [pg_settings.topic(t) for t in (ORDERS, INVENTORY, ALLOCATIONS)])
+    await kafka.create_topics(
+        pg_settings, [pg_settings.topic(t) for t in (ORDERS, INVENTORY, ALLOCATIONS)]
+    )
     await publish(pg_settings, inputs)
 
     await _publish_outputs(pg_settings, first)

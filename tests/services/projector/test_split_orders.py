@@ -27,7 +27,9 @@ def split_order() -> tuple[list, list]:
         ev.order_placed("o-split", "WH1", [("SKU-A", 3, "2.00", "EUR")]),
         ev.order_placed("o-split", "WH2", [("SKU-B", 4, "5.00", "EUR")]),
         ev.order_placed("o-wait", "WH1", [("SKU-C", 1, "7.00", "EUR")]),
-        ev.order_placed("o-wait", "WH2", [("SKU-D", 2, "3.00", "EUR"), ("SKU-E", 1, "1.00", "EUR")]),
+        ev.order_placed(
+            "o-wait", "WH2", [("SKU-D", 2, "3.00", "EUR"), ("SKU-E", 1, "1.00", "EUR")]
+        ),
     ]
     _, outputs = allocator_fold(inputs)
     return inputs, outputs
@@ -45,7 +47,9 @@ async def _json(env: dict[str, str], *args: str):
     return orjson.loads(result.stdout)
 
 
-async def test_a_split_order_is_two_orders_in_every_read_model(pg_settings, env_for_subprocess) -> None:
+async def test_a_split_order_is_two_orders_in_every_read_model(
+    pg_settings, env_for_subprocess
+) -> None:
     inputs, outputs = split_order()
     await publish_scenario(pg_settings, inputs, outputs)
     async with running(pg_settings) as projector:
@@ -55,10 +59,16 @@ async def test_a_split_order_is_two_orders_in_every_read_model(pg_settings, env_
     try:
         orders = {
             (r["warehouse_id"], r["order_id"]): r["status"]
-            for r in await conn.fetch("SELECT warehouse_id, order_id, status FROM projection.orders")
+            for r in await conn.fetch(
+                "SELECT warehouse_id, order_id, status FROM projection.orders"
+            )
         }
         lines = {
-            (r["warehouse_id"], r["order_id"], r["line_no"]): (r["sku"], r["quantity"], r["backordered"])
+            (r["warehouse_id"], r["order_id"], r["line_no"]): (
+                r["sku"],
+                r["quantity"],
+                r["backordered"],
+            )
             for r in await conn.fetch(
                 "SELECT warehouse_id, order_id, line_no, sku, quantity, backordered FROM projection.order_lines"
             )
@@ -94,7 +104,9 @@ async def test_a_split_order_is_two_orders_in_every_read_model(pg_settings, env_
     assert result.exit_code == 1 and "not found" in result.stderr
 
     deposits = await _json(env, "deposits")
-    assert deposits["totals"] == [{"currency": "EUR", "amount": "34.00", "backordered_units": 8, "orders": 3}]
+    assert deposits["totals"] == [
+        {"currency": "EUR", "amount": "34.00", "backordered_units": 8, "orders": 3}
+    ]
     assert sorted((o["warehouse_id"], o["order_id"], o["amount"]) for o in deposits["orders"]) == [
         ("WH1", "o-wait", "7.00"),
         ("WH2", "o-split", "20.00"),

@@ -130,7 +130,13 @@ def test_every_other_snapshot_field_round_trips_generically(
     monkeypatch.setattr(snapshot_store, "Snapshot", Extended)
     extras = {
         "written_upto": (41, 2),
-        "log": {"cluster_id": "abc", "start": 0, "end": 99, "ratio": 0.5, "nested": {"t": (1, "x")}},
+        "log": {
+            "cluster_id": "abc",
+            "start": 0,
+            "end": 99,
+            "ratio": 0.5,
+            "nested": {"t": (1, "x")},
+        },
         "partitions": [(0, 1), [2, 3], None, True],
         "note": None,
     }
@@ -154,7 +160,9 @@ class _Planted:
         return (os.mkdir, (str(self.marker),))
 
 
-def test_a_planted_pickle_runs_no_code_and_is_discarded(store: SnapshotStore, tmp_path: Path) -> None:
+def test_a_planted_pickle_runs_no_code_and_is_discarded(
+    store: SnapshotStore, tmp_path: Path
+) -> None:
     marker = tmp_path / "code-ran"
     store.directory.mkdir(parents=True)
     store.path(0).write_bytes(pickle.dumps(_Planted(marker)))
@@ -199,7 +207,9 @@ def test_another_format_version_is_discarded(store: SnapshotStore, saved: Path) 
 def _with_checksum(payload: bytes, flags: int = 0) -> bytes:
     import hashlib
 
-    return HEADER.pack(b"FULFILAS", 1, flags, len(payload), hashlib.sha256(payload).digest()) + payload
+    return (
+        HEADER.pack(b"FULFILAS", 1, flags, len(payload), hashlib.sha256(payload).digest()) + payload
+    )
 
 
 @pytest.mark.parametrize(
@@ -301,7 +311,9 @@ def test_a_failed_rename_leaves_no_temp_file(store: SnapshotStore, saved: Path) 
     assert sorted(p.name for p in store.directory.iterdir()) == ["cmd-0.snapshot"]
 
 
-def test_a_full_disk_raises_and_keeps_the_previous_snapshot(store: SnapshotStore, saved: Path) -> None:
+def test_a_full_disk_raises_and_keeps_the_previous_snapshot(
+    store: SnapshotStore, saved: Path
+) -> None:
     """A full disk, root-proof: RLIMIT_FSIZE makes the write fail with EFBIG part-way
     (in a child process, so the limit cannot touch the test runner)."""
     before = saved.read_bytes()
@@ -329,7 +341,12 @@ def test_a_full_disk_raises_and_keeps_the_previous_snapshot(store: SnapshotStore
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.stdout.strip() == "write error 27", result.stderr  # EFBIG
     assert sorted(p.name for p in store.directory.iterdir()) == ["cmd-0.snapshot"]

@@ -48,7 +48,9 @@ def digests(stream: list[Any]) -> tuple[str, str]:
     plain = state_to_plain(state)
     for name in _ID_SETS:  # sets: their order follows the process's string hash seed
         plain[name] = {scope: sorted(ids) for scope, ids in plain[name].items()}
-    return outputs.hexdigest(), hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()
+    return outputs.hexdigest(), hashlib.sha256(
+        json.dumps(plain, sort_keys=True).encode()
+    ).hexdigest()
 
 
 _ID_SETS = ("closed_orders", "tombstones", "seen_receipts", "seen_adjustments")

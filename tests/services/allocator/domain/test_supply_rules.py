@@ -117,7 +117,9 @@ def test_a_cancelled_inbound_leaves_its_customers_without_a_date(alloc: Allocato
     assert (moved["o1"].previous_eta, moved["o1"].eta) == (D1, D2)  # IN2 covers 1..5
     assert moved["o2"].eta is None  # nothing covers units 5..8 any more
     assert moved["o3"].eta is None
-    assert all(o.data.cause.event_type == "InboundCancelled" for o in of_type(out, "BackorderEtaChanged"))
+    assert all(
+        o.data.cause.event_type == "InboundCancelled" for o in of_type(out, "BackorderEtaChanged")
+    )
     assert all(o.data.cause.inbound_id == "IN1" for o in of_type(out, "BackorderEtaChanged"))
     assert alloc.position("WH1", "A")["incoming"] == 5
     assert alloc.position("WH1", "B")["incoming"] == 0
@@ -133,8 +135,13 @@ def test_cancelling_a_partly_received_inbound_closes_it_short(alloc: Allocator) 
     out = alloc.cancel_inbound("IN1", "WH1")
     assert line(one(out, "BackorderEtaChanged", "o1")).eta is None
     assert alloc.position("WH1", "A") | {"next_eta": None} == {
-        "available": 0, "backordered": 2, "reserved": 0, "incoming": 0,
-        "next_eta": None, "shortfall": 0, "promise_eta": None,
+        "available": 0,
+        "backordered": 2,
+        "reserved": 0,
+        "incoming": 0,
+        "next_eta": None,
+        "shortfall": 0,
+        "promise_eta": None,
     }
 
 
@@ -225,7 +232,10 @@ def test_covered_only_accepts_only_what_an_inbound_covers(alloc: Allocator) -> N
     alloc.schedule("IN1", "WH1", [("A", 4)], D1)
     alloc.place("o1", "WH1", [("A", 3)])
     out = alloc.place("o2", "WH1", [("A", 3)])  # 1 covered, 2 not
-    assert (line(one(out, "OrderRejected", "o2")).rejected, line(one(out, "Backordered", "o2")).eta) == (2, D1)
+    assert (
+        line(one(out, "OrderRejected", "o2")).rejected,
+        line(one(out, "Backordered", "o2")).eta,
+    ) == (2, D1)
     alloc.tick(day(D1, 3))  # IN1 overdue: nothing is covered
     out = alloc.place("o3", "WH1", [("A", 1)])
     assert line(one(out, "OrderRejected", "o3")).reason == "not_covered"

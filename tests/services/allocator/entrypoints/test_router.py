@@ -33,7 +33,13 @@ def _order(event_id: str) -> bytes:
 
 
 def _order_with(event_id: str, field: str, value: object) -> bytes:
-    return orjson.dumps({**VALID["OrderPlaced"], "id": event_id, "data": {**VALID["OrderPlaced"]["data"], field: value}})
+    return orjson.dumps(
+        {
+            **VALID["OrderPlaced"],
+            "id": event_id,
+            "data": {**VALID["OrderPlaced"]["data"], field: value},
+        }
+    )
 
 
 @pytest.fixture
@@ -59,7 +65,9 @@ async def _send_all(settings, records: list[tuple[bytes | None, bytes, list]]) -
     await producer.start()
     try:
         futures = [
-            await producer.send(settings.topic(ORDERS), value, key=key, headers=headers, partition=0)
+            await producer.send(
+                settings.topic(ORDERS), value, key=key, headers=headers, partition=0
+            )
             for key, value, headers in records
         ]
         await asyncio.gather(*futures)
@@ -67,9 +75,13 @@ async def _send_all(settings, records: list[tuple[bytes | None, bytes, list]]) -
         await producer.stop()
 
 
-async def test_undecodable_headers_are_dead_lettered_and_the_batch_around_them_is_routed(settings, running_router) -> None:
+async def test_undecodable_headers_are_dead_lettered_and_the_batch_around_them_is_routed(
+    settings, running_router
+) -> None:
     good_ids = [f"good-{i}" for i in range(40)]
-    records: list[tuple[bytes | None, bytes, list]] = [(b"wh-1", _order(i), []) for i in good_ids[:20]]
+    records: list[tuple[bytes | None, bytes, list]] = [
+        (b"wh-1", _order(i), []) for i in good_ids[:20]
+    ]
     # In the middle of the batch: a valid envelope with a non-UTF-8 header value (FastStream's
     # batch parser raised on it and the whole batch was lost), one with a binary key (orders.v1
     # keys are the upstream's choice and the router never reads them: routed), one with a
@@ -79,7 +91,17 @@ async def test_undecodable_headers_are_dead_lettered_and_the_batch_around_them_i
     records.append((None, _order("null-header"), [("empty", None)]))
     records.append((b"wh-1", NOT_UTF8, []))
     # Valid JSON the stores downstream could not hold: the contract stops it here (defect 3).
-    records.append((b"wh-1", _order_with("nul-name", "customer", {"customer_id": "c-1", "email": "a@b.example", "name": "Ann\x00"}), []))
+    records.append(
+        (
+            b"wh-1",
+            _order_with(
+                "nul-name",
+                "customer",
+                {"customer_id": "c-1", "email": "a@b.example", "name": "Ann\x00"},
+            ),
+            [],
+        )
+    )
     records.append((b"wh-1", _order_with("year-one", "placed_at", "0001-01-01T00:00:00+14:00"), []))
     records += [(b"wh-1", _order(i), []) for i in good_ids[20:]]
     await _send_all(settings, records)
@@ -87,7 +109,10 @@ async def test_undecodable_headers_are_dead_lettered_and_the_batch_around_them_i
 
     async def batch_consumed():
         progress = health.components.get("allocator-router")
-        return progress is not None and progress.lag.get(TopicPartition(settings.topic(ORDERS), 0)) == 0
+        return (
+            progress is not None
+            and progress.lag.get(TopicPartition(settings.topic(ORDERS), 0)) == 0
+        )
 
     await wait_for(batch_consumed, timeout=60, what="the router to consume the batch")
     # A later batch: its ack commits whatever the consumer has passed, the batch above included.
@@ -103,13 +128,17 @@ async def test_undecodable_headers_are_dead_lettered_and_the_batch_around_them_i
         offsets = await committed_offsets(settings, settings.topic(ROUTER_GROUP), ORDERS)
         return offsets if sum(offsets.values()) == len(records) else None
 
-    await wait_for(committed_past_all, timeout=60, what="router offsets committed past every record")
+    await wait_for(
+        committed_past_all, timeout=60, what="router offsets committed past every record"
+    )
     # Committed only after the batch's sends were acknowledged: everything routed is there now.
     commands = [r for rs in (await read_topic(settings, COMMANDS)).values() for r in rs]
     # Every good record exactly once, and nothing else.
     assert sorted(parse_input(r.value).id for r in commands) == sorted(routed_ids)
 
-    letters = await wait_for(all_dead_lettered, timeout=30, what="the undecodable records in the DLQ")
+    letters = await wait_for(
+        all_dead_lettered, timeout=30, what="the undecodable records in the DLQ"
+    )
     assert len(letters) == 4
     for letter in letters:
         # A dead letter's own headers are text: any reader (FastStream's parser included) can open it.
@@ -117,8 +146,11 @@ async def test_undecodable_headers_are_dead_lettered_and_the_batch_around_them_i
         assert headers[H_TOPIC] == settings.topic(ORDERS)
         assert int(headers[H_OFFSET]) >= 0
         assert headers[H_REASON]
-    reasons = {orjson.loads(letter.value)["id"]: dict(letter.headers)[H_REASON].decode()
-               for letter in letters if letter.value != NOT_UTF8}
+    reasons = {
+        orjson.loads(letter.value)["id"]: dict(letter.headers)[H_REASON].decode()
+        for letter in letters
+        if letter.value != NOT_UTF8
+    }
     assert "data.customer.name" in reasons["nul-name"]
     assert "data.placed_at" in reasons["year-one"]
     by_kind = {dict(letter.headers)[H_KIND].decode(): letter for letter in letters}
@@ -137,8 +169,13 @@ async def test_undecodable_headers_are_dead_lettered_and_the_batch_around_them_i
 
 def test_a_dead_letters_own_headers_are_always_utf8() -> None:
     headers = dead_letter_headers(
-        reason="€" * 5_000, kind="schema_violation", topic="orders.v1", partition=0, offset=7,
-        stage="allocator-router", original=[("bin", NOT_UTF8), ("ok", b"x"), ("null", None)],
+        reason="€" * 5_000,
+        kind="schema_violation",
+        topic="orders.v1",
+        partition=0,
+        offset=7,
+        stage="allocator-router",
+        original=[("bin", NOT_UTF8), ("ok", b"x"), ("null", None)],
     )
     for _, value in headers:
         value.decode("utf-8")  # a cut reason ends on a character boundary

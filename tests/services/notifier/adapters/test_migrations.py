@@ -15,7 +15,10 @@ async def test_migrations_apply_once_even_when_started_together(test_database) -
     assert await apply_migrations(test_database) == []
     conn = await asyncpg.connect(test_database)
     try:
-        tables = {r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+        tables = {
+            r["tablename"]
+            for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        }
         assert {"notifier_outbox", "notifier_offsets", "notifier_dead_letters"} <= tables
         assert not [t for t in tables if not (t.startswith(("notifier_", "_yoyo", "yoyo")))]
         # A killed migrator leaves no lock behind: the lock is a session advisory lock.

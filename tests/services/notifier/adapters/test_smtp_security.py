@@ -49,16 +49,52 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A throw-away CA and a server certificate for 127.0.0.1 (subjectAltName IP) it signed."""
     where = tmp_path_factory.mktemp("smtp-tls")
     ca, ca_key = where / "ca.pem", where / "ca.key"
-    cert, key, csr, ext = where / "server.pem", where / "server.key", where / "server.csr", where / "server.ext"
+    cert, key, csr, ext = (
+        where / "server.pem",
+        where / "server.key",
+        where / "server.csr",
+        where / "server.ext",
+    )
     ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-    _openssl("req", "-x509", *ec, "-days", "2", "-subj", "/CN=fulfil-notifier-test-ca",
-             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-             "-keyout", ca_key, "-out", ca)
+    _openssl(
+        "req",
+        "-x509",
+        *ec,
+        "-days",
+        "2",
+        "-subj",
+        "/CN=fulfil-notifier-test-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout",
+        ca_key,
+        "-out",
+        ca,
+    )
     _openssl("req", "-new", *ec, "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", csr)
-    ext.write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
-                   "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n")
-    _openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "2",
-             "-extfile", ext, "-out", cert)
+    ext.write_text(
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+        "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        csr,
+        "-CA",
+        ca,
+        "-CAkey",
+        ca_key,
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        ext,
+        "-out",
+        cert,
+    )
     return {"ca": ca, "cert": cert, "key": key}
 
 
@@ -86,7 +122,9 @@ class Authenticator:
         self.lock = threading.Lock()
         self._attempts: list[Attempt] = []
 
-    def __call__(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+    def __call__(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> AuthResult:
         if not isinstance(auth_data, LoginPassword):
             return AuthResult(success=False, handled=False)
         login, password = auth_data.login.decode(), auth_data.password.decode()
@@ -122,8 +160,14 @@ def _started(request: pytest.FixtureRequest, **options: Any) -> SmtpServer:
 def starttls_smtp(request, tls_files) -> SecureSmtp:
     """Plain port that refuses mail before STARTTLS and AUTH before TLS, and requires AUTH."""
     auth = Authenticator(USER, PASSWORD)
-    server = _started(request, tls_context=_server_context(tls_files), require_starttls=True,
-                      authenticator=auth, auth_required=True, auth_require_tls=True)
+    server = _started(
+        request,
+        tls_context=_server_context(tls_files),
+        require_starttls=True,
+        authenticator=auth,
+        auth_required=True,
+        auth_require_tls=True,
+    )
     return SecureSmtp(server, auth)
 
 
@@ -132,8 +176,13 @@ def smtps_smtp(request, tls_files) -> SecureSmtp:
     """Implicit TLS (smtps://) requiring AUTH. aiosmtpd's auth_require_tls only knows
     STARTTLS, so it is off here; the connection is TLS from the first byte anyway."""
     auth = Authenticator(USER, PASSWORD)
-    server = _started(request, ssl_context=_server_context(tls_files), authenticator=auth,
-                      auth_required=True, auth_require_tls=False)
+    server = _started(
+        request,
+        ssl_context=_server_context(tls_files),
+        authenticator=auth,
+        auth_required=True,
+        auth_require_tls=False,
+    )
     return SecureSmtp(server, auth)
 
 
@@ -141,7 +190,9 @@ def _url(server: SmtpServer, user: str | None = None, password: str | None = Non
     scheme, _, where = server.url.partition("://")
     if user is None:
         return server.url
-    userinfo = quote(user, safe="") + (f":{quote(password, safe='')}" if password is not None else "")
+    userinfo = quote(user, safe="") + (
+        f":{quote(password, safe='')}" if password is not None else ""
+    )
     return f"{scheme}://{userinfo}@{where}"
 
 
@@ -149,21 +200,37 @@ def _url(server: SmtpServer, user: str | None = None, password: str | None = Non
 
 
 def _channel_settings(**values: Any) -> NotifierSettings:
-    defaults: dict[str, Any] = {"smtp_timeout_seconds": 5.0, "smtp_username": None, "smtp_password": None}
+    defaults: dict[str, Any] = {
+        "smtp_timeout_seconds": 5.0,
+        "smtp_username": None,
+        "smtp_password": None,
+    }
     return load_notifier_settings(**{**defaults, **values})
 
 
 def _row(n: int = 1) -> Claimed:
     return Claimed(
-        id=n, event_id=f"evt-{n}", channel="email", kind="backordered", event_type="Backordered",
-        order_id=f"ord-{n}", message_id=f"<evt-{n}.email@fulfil>", recipient=f"customer{n}@shop-customers.example",
-        subject="Your order", body_text="Hello", body_html=None, body_json=None, attempts=0,
+        id=n,
+        event_id=f"evt-{n}",
+        channel="email",
+        kind="backordered",
+        event_type="Backordered",
+        order_id=f"ord-{n}",
+        message_id=f"<evt-{n}.email@fulfil>",
+        recipient=f"customer{n}@shop-customers.example",
+        subject="Your order",
+        body_text="Hello",
+        body_html=None,
+        body_json=None,
+        attempts=0,
         created_at=datetime(2026, 3, 2, 9, 0, tzinfo=UTC),
     )
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
-async def test_smtps_with_credentials_in_the_url_is_implicit_tls_and_authenticated(smtps_smtp, tls_files) -> None:
+async def test_smtps_with_credentials_in_the_url_is_implicit_tls_and_authenticated(
+    smtps_smtp, tls_files
+) -> None:
     url = _url(smtps_smtp.server, USER, PASSWORD)
     assert url.startswith("smtps://")
     channel = EmailChannel(_channel_settings(smtp_url=url, smtp_ssl_cafile=tls_files["ca"]))
@@ -180,8 +247,11 @@ async def test_smtps_with_credentials_in_the_url_is_implicit_tls_and_authenticat
 async def test_explicit_username_and_password_win_over_the_url(starttls_smtp, tls_files) -> None:
     # The URL's credentials are wrong: only the explicit ones can log in.
     settings = _channel_settings(
-        smtp_url=_url(starttls_smtp.server, "someone-else", WRONG_PASSWORD), smtp_starttls=True,
-        smtp_username=USER, smtp_password=PASSWORD, smtp_ssl_cafile=tls_files["ca"],
+        smtp_url=_url(starttls_smtp.server, "someone-else", WRONG_PASSWORD),
+        smtp_starttls=True,
+        smtp_username=USER,
+        smtp_password=PASSWORD,
+        smtp_ssl_cafile=tls_files["ca"],
     )
     await EmailChannel(settings).send(_row())
     (mail,) = starttls_smtp.mails
@@ -189,17 +259,27 @@ async def test_explicit_username_and_password_win_over_the_url(starttls_smtp, tl
     assert [(a.login, a.ok) for a in starttls_smtp.auth.attempts] == [(USER, True)]
 
 
-async def test_smtp_password_completes_a_url_that_names_only_the_user(starttls_smtp, tls_files) -> None:
-    settings = _channel_settings(smtp_url=_url(starttls_smtp.server, USER), smtp_starttls=True,
-                                 smtp_password=PASSWORD, smtp_ssl_cafile=tls_files["ca"])
+async def test_smtp_password_completes_a_url_that_names_only_the_user(
+    starttls_smtp, tls_files
+) -> None:
+    settings = _channel_settings(
+        smtp_url=_url(starttls_smtp.server, USER),
+        smtp_starttls=True,
+        smtp_password=PASSWORD,
+        smtp_ssl_cafile=tls_files["ca"],
+    )
     await EmailChannel(settings).send(_row())
     (mail,) = starttls_smtp.mails
     assert mail.auth_login == USER
 
 
-async def test_an_untrusted_server_certificate_is_a_retryable_failure_and_no_password_is_sent(starttls_smtp) -> None:
+async def test_an_untrusted_server_certificate_is_a_retryable_failure_and_no_password_is_sent(
+    starttls_smtp,
+) -> None:
     # No SMTP_SSL_CAFILE: the system's trust store does not know the test CA.
-    settings = _channel_settings(smtp_url=_url(starttls_smtp.server, USER, PASSWORD), smtp_starttls=True)
+    settings = _channel_settings(
+        smtp_url=_url(starttls_smtp.server, USER, PASSWORD), smtp_starttls=True
+    )
     with pytest.raises(DeliveryError) as failure:
         await EmailChannel(settings).send(_row())
     assert not failure.value.permanent
@@ -207,9 +287,13 @@ async def test_an_untrusted_server_certificate_is_a_retryable_failure_and_no_pas
     assert starttls_smtp.mails == [] and starttls_smtp.auth.attempts == []
 
 
-async def test_without_starttls_the_server_refuses_auth_and_nothing_is_sent(starttls_smtp, tls_files) -> None:
+async def test_without_starttls_the_server_refuses_auth_and_nothing_is_sent(
+    starttls_smtp, tls_files
+) -> None:
     # SMTP_STARTTLS left off: aiosmtpd offers no AUTH on a plain connection.
-    settings = _channel_settings(smtp_url=_url(starttls_smtp.server, USER, PASSWORD), smtp_ssl_cafile=tls_files["ca"])
+    settings = _channel_settings(
+        smtp_url=_url(starttls_smtp.server, USER, PASSWORD), smtp_ssl_cafile=tls_files["ca"]
+    )
     with pytest.raises(DeliveryError) as failure:
         await EmailChannel(settings).send(_row())
     assert not failure.value.permanent
@@ -243,7 +327,10 @@ def test_smtps_defaults_to_port_465() -> None:
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"smtp_url": f"smtp://{quote(USER, safe='')}@mail.example"}, "names an SMTP user but no password"),
+        (
+            {"smtp_url": f"smtp://{quote(USER, safe='')}@mail.example"},
+            "names an SMTP user but no password",
+        ),
         ({"smtp_url": "smtp://mail.example", "smtp_password": PASSWORD}, "is set without a user"),
         ({"smtp_url": f"smtp://:{quote(PASSWORD, safe='')}@mail.example"}, "is set without a user"),
         ({"smtp_url": "smtp://orders:pw-K7q@s@mail.example"}, "as %40"),
@@ -251,7 +338,9 @@ def test_smtps_defaults_to_port_465() -> None:
         ({"smtp_url": "smtp://u@mail.example", "smtp_username": "u"}, "SMTP_PASSWORD is required"),
     ],
 )
-def test_smtp_settings_that_cannot_work_are_one_config_error_without_the_password(values, message) -> None:
+def test_smtp_settings_that_cannot_work_are_one_config_error_without_the_password(
+    values, message
+) -> None:
     with pytest.raises(ConfigError, match=message) as failure:
         _channel_settings(**values)
     assert "pw-K7q" not in str(failure.value) and "K7q" not in str(failure.value)
@@ -279,8 +368,15 @@ def test_a_ca_file_that_is_not_pem_is_a_config_error(tmp_path) -> None:
 @pytest.fixture
 def secure_notifier(settings, test_database, tls_files):
     def make(url: str, **overrides: Any) -> NotifierSettings:
-        return notifier_settings_for(settings, test_database, smtp_url=url, smtp_starttls=True,
-                                     smtp_ssl_cafile=tls_files["ca"], **overrides)
+        return notifier_settings_for(
+            settings,
+            test_database,
+            smtp_url=url,
+            smtp_starttls=True,
+            smtp_ssl_cafile=tls_files["ca"],
+            **overrides,
+        )
+
     return make
 
 
@@ -293,7 +389,9 @@ async def test_starttls_and_auth_required_by_the_server_deliver_the_email(
     await publish(notifier, [event])
 
     async with running_notifier(notifier):
-        (row,) = await wait_for(lambda: outbox(notifier, status="sent"), timeout=60, what="the email over TLS")
+        (row,) = await wait_for(
+            lambda: outbox(notifier, status="sent"), timeout=60, what="the email over TLS"
+        )
     (mail,) = starttls_smtp.mails
     assert mail.message_id == f"<{event.id}.email@fulfil>" == row["message_id"]
     assert mail.to == "customer3@shop-customers.example"
@@ -329,14 +427,19 @@ async def test_credentials_in_smtp_url_log_in_and_stay_masked_in_the_logs(
 async def test_a_wrong_password_is_retried_then_failed_and_the_notifier_keeps_running(
     starttls_smtp, secure_notifier, captured_logs
 ) -> None:
-    notifier = secure_notifier(starttls_smtp.server.url, smtp_username=USER, smtp_password=WRONG_PASSWORD,
-                               fulfil_notifier_max_attempts=3)
+    notifier = secure_notifier(
+        starttls_smtp.server.url,
+        smtp_username=USER,
+        smtp_password=WRONG_PASSWORD,
+        fulfil_notifier_max_attempts=3,
+    )
     await kafka.create_topics(notifier)
     await publish(notifier, [b.partially_shipped("ord-pw", b.customer(5))])
 
     async with running_notifier(notifier) as task:
-        (row,) = await wait_for(lambda: outbox(notifier, status="failed"), timeout=60,
-                                what="attempts to run out")
+        (row,) = await wait_for(
+            lambda: outbox(notifier, status="failed"), timeout=60, what="attempts to run out"
+        )
         assert not task.done(), "the notifier stopped on an authentication failure"
     assert row["attempts"] == 3
     assert row["last_error"] == "SMTP authentication failed (535)"

@@ -31,10 +31,22 @@ WHSEC = "whsec_" + base64.b64encode(b"a 24-byte key for tests!").decode()
 
 def _row(event_id: str = "3f2a8c4e-1b7d-4e8a-9c55-0d6f2e1a7b90") -> Claimed:
     now = datetime.now(UTC)
-    return Claimed(id=1, event_id=event_id, channel="webhook", kind="backordered", event_type="Backordered",
-                   order_id="ord-1", message_id=f"<{event_id}.webhook@fulfil>", recipient=None, subject="s",
-                   body_text=None, body_html=None, body_json='{"notification_id": "x", "order_id": "ord-1"}',
-                   attempts=1, created_at=now)
+    return Claimed(
+        id=1,
+        event_id=event_id,
+        channel="webhook",
+        kind="backordered",
+        event_type="Backordered",
+        order_id="ord-1",
+        message_id=f"<{event_id}.webhook@fulfil>",
+        recipient=None,
+        subject="s",
+        body_text=None,
+        body_html=None,
+        body_json='{"notification_id": "x", "order_id": "ord-1"}',
+        attempts=1,
+        created_at=now,
+    )
 
 
 async def _send(settings: Any, clock: FakeClock, row: Claimed) -> None:
@@ -51,15 +63,21 @@ async def test_a_signed_request_verifies_and_tampering_or_a_late_replay_is_refus
     settings, test_database, webhook_receiver, secret
 ) -> None:
     webhook_receiver.secret = secret
-    notifier = notifier_settings_for(settings, test_database, webhook_url=webhook_receiver.url, webhook_secret=secret)
+    notifier = notifier_settings_for(
+        settings, test_database, webhook_url=webhook_receiver.url, webhook_secret=secret
+    )
     clock = FakeClock(datetime.now(UTC))
     row = _row()
     await _send(notifier, clock, row)
     (hook,) = webhook_receiver.received()
     assert hook.verified, "a fresh, untouched request verifies"
     headers, body = hook.headers, hook.body
-    assert headers["webhook-id"] == row.event_id, "the webhook id is the event id (the receiver's dedup key)"
-    assert headers["webhook-timestamp"] == str(int(clock.now().timestamp())), "signed at the service clock's time"
+    assert headers["webhook-id"] == row.event_id, (
+        "the webhook id is the event id (the receiver's dedup key)"
+    )
+    assert headers["webhook-timestamp"] == str(int(clock.now().timestamp())), (
+        "signed at the service clock's time"
+    )
     assert headers["webhook-signature"].startswith("v1,")
 
     # The library's verifier (5 minutes tolerance, its own clock) agrees; it reads raw secrets as bytes.
@@ -84,8 +102,9 @@ async def test_a_signed_request_verifies_and_tampering_or_a_late_replay_is_refus
 async def test_each_attempt_is_signed_at_its_own_time_with_the_same_id(
     settings, test_database, webhook_receiver
 ) -> None:
-    notifier = notifier_settings_for(settings, test_database, webhook_url=webhook_receiver.url,
-                                     webhook_secret=WEBHOOK_SECRET)
+    notifier = notifier_settings_for(
+        settings, test_database, webhook_url=webhook_receiver.url, webhook_secret=WEBHOOK_SECRET
+    )
     # ...and a request signed 10 minutes ago (what a replay looks like to the receiver) is refused by it.
     clock = FakeClock(datetime.now(UTC) - timedelta(minutes=10))
     row = _row("ord-1.event/with dots")  # not header-safe: the id is derived from it, stably
@@ -102,4 +121,6 @@ async def test_each_attempt_is_signed_at_its_own_time_with_the_same_id(
 
 def test_a_malformed_whsec_secret_is_one_config_line(settings, test_database) -> None:
     with pytest.raises(ConfigError, match="WEBHOOK_SECRET: a whsec_ secret must not be empty"):
-        notifier_settings_for(settings, test_database, webhook_url="http://127.0.0.1:9/x", webhook_secret="whsec_")
+        notifier_settings_for(
+            settings, test_database, webhook_url="http://127.0.0.1:9/x", webhook_secret="whsec_"
+        )

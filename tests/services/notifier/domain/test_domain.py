@@ -48,8 +48,12 @@ def _no_internal_ids(event, *texts: str) -> None:
 def test_each_order_event_decides_one_message_per_channel_and_stock_positions_none() -> None:
     cust = b.customer()
     events = [
-        b.order_allocated("o1", cust), b.partially_shipped("o1", cust), b.backordered("o1", cust),
-        b.backorder_allocated("o1", cust), b.eta_changed("o1", cust), b.order_rejected("o1", cust),
+        b.order_allocated("o1", cust),
+        b.partially_shipped("o1", cust),
+        b.backordered("o1", cust),
+        b.backorder_allocated("o1", cust),
+        b.eta_changed("o1", cust),
+        b.order_rejected("o1", cust),
         b.cancellation_processed("o1", cust),
     ]
     for event in events:
@@ -58,9 +62,19 @@ def test_each_order_event_decides_one_message_per_channel_and_stock_positions_no
         hold = 300 if event.type == "BackorderEtaChanged" else 0
         assert all(d.hold_seconds == hold for d in decisions)
     assert decide(b.stock_position(), POLICY) == []
-    quiet = Policy(channels=("email",), cancel_url_template=POLICY.cancel_url_template, order_confirmation=False)
+    quiet = Policy(
+        channels=("email",),
+        cancel_url_template=POLICY.cancel_url_template,
+        order_confirmation=False,
+    )
     assert decide(b.order_allocated("o1", cust), quiet) == []
-    assert decide(b.backordered("o1", cust), Policy(channels=(), cancel_url_template="https://x/{order_id}")) == []
+    assert (
+        decide(
+            b.backordered("o1", cust),
+            Policy(channels=(), cancel_url_template="https://x/{order_id}"),
+        )
+        == []
+    )
 
 
 def test_backorder_with_a_date_states_it_and_the_cancel_link() -> None:
@@ -83,8 +97,15 @@ def test_backorder_without_a_date_says_so_and_when_the_next_update_comes() -> No
     # The weekly reminder: at the latest 7 days after the event (2 March 2026).
     assert "We will write to you again by 9 March 2026 at the latest" in mail.text
     assert "https://shop.example/orders/ord-8/cancel" in mail.text
-    hold = b.backordered("ord-9", b.customer(), reason="ship_complete_hold",
-                         lines=[b.line(1, "A", 2, backordered=2, reserved=2), b.line(2, "B", 1, backordered=1, eta=date(2026, 5, 1))])
+    hold = b.backordered(
+        "ord-9",
+        b.customer(),
+        reason="ship_complete_hold",
+        lines=[
+            b.line(1, "A", 2, backordered=2, reserved=2),
+            b.line(2, "B", 1, backordered=1, eta=date(2026, 5, 1)),
+        ],
+    )
     _, mail = _email(hold)
     assert mail.subject == "Your order ord-9 will ship in one delivery"
     assert "2 × A: in stock and set aside for you" in mail.text
@@ -95,13 +116,23 @@ def test_backorder_without_a_date_says_so_and_when_the_next_update_comes() -> No
 def test_every_backorder_message_carries_the_cancel_link_and_others_do_not() -> None:
     cust = b.customer()
     link = "https://shop.example/orders/o%2F1/cancel"  # the order id is URL-quoted
-    with_link = [b.partially_shipped("o/1", cust), b.backordered("o/1", cust), b.eta_changed("o/1", cust),
-                 b.backorder_allocated("o/1", cust, lines=[b.line(1, "S", 5, shipped=2, allocated=2, backordered=3)])]
+    with_link = [
+        b.partially_shipped("o/1", cust),
+        b.backordered("o/1", cust),
+        b.eta_changed("o/1", cust),
+        b.backorder_allocated(
+            "o/1", cust, lines=[b.line(1, "S", 5, shipped=2, allocated=2, backordered=3)]
+        ),
+    ]
     for event in with_link:
         _, mail = _email(event)
         assert link in mail.text and f'href="{link}"' in mail.html, event.type
-    for event in [b.order_allocated("o/1", cust), b.order_rejected("o/1", cust), b.cancellation_processed("o/1", cust),
-                  b.backorder_allocated("o/1", cust)]:
+    for event in [
+        b.order_allocated("o/1", cust),
+        b.order_rejected("o/1", cust),
+        b.cancellation_processed("o/1", cust),
+        b.backorder_allocated("o/1", cust),
+    ]:
         _, mail = _email(event)
         assert link not in mail.text, event.type
 
@@ -111,7 +142,10 @@ def test_other_messages_say_what_happened() -> None:
     _, mail = _email(b.order_allocated("o2", cust))
     assert mail.subject == "Your order o2 is on its way" and "3 × SKU-1" in mail.text
     _, mail = _email(b.backorder_allocated("o2", cust))
-    assert mail.subject == "The rest of your order o2 is on its way" and "That completes your order" in mail.text
+    assert (
+        mail.subject == "The rest of your order o2 is on its way"
+        and "That completes your order" in mail.text
+    )
     _, mail = _email(b.order_rejected("o2", cust))
     assert "1 × SKU-OLD: no longer available (discontinued)" in mail.text
     assert "full refund of EUR 12.50" in mail.text
@@ -137,7 +171,14 @@ def test_customer_name_is_escaped_in_html_and_plain_in_text() -> None:
 
 def test_german_locale_and_english_fallback() -> None:
     assert [language(x) for x in ("de", "de-AT", "de_DE", "DE", "fr-FR", None, "en-GB")] == [
-        "de", "de", "de", "de", "en", "en", "en"]
+        "de",
+        "de",
+        "de",
+        "de",
+        "en",
+        "en",
+        "en",
+    ]
     _, mail = _email(b.partially_shipped("o4", b.customer(locale="de-DE", name="Jürgen")))
     assert mail.subject == "Ein Teil Ihrer Bestellung o4 ist unterwegs"
     assert mail.text.startswith("Hallo Jürgen,")
@@ -155,9 +196,15 @@ def test_german_locale_and_english_fallback() -> None:
 def test_every_kind_renders_in_every_language_without_ids() -> None:
     for locale in ("en", "de"):
         cust = b.customer(locale=locale)
-        for event in [b.order_allocated("o5", cust), b.partially_shipped("o5", cust), b.backordered("o5", cust),
-                      b.backorder_allocated("o5", cust), b.eta_changed("o5", cust), b.order_rejected("o5", cust),
-                      b.cancellation_processed("o5", cust)]:
+        for event in [
+            b.order_allocated("o5", cust),
+            b.partially_shipped("o5", cust),
+            b.backordered("o5", cust),
+            b.backorder_allocated("o5", cust),
+            b.eta_changed("o5", cust),
+            b.order_rejected("o5", cust),
+            b.cancellation_processed("o5", cust),
+        ]:
             _, mail = _email(event)
             assert mail.subject and mail.text and mail.html.startswith("<!DOCTYPE html>")
             _no_internal_ids(event, mail.subject, mail.text, mail.html)
@@ -170,7 +217,9 @@ def test_webhook_body_is_stable_json() -> None:
     assert body == render_webhook(notice)  # same bytes every time: resends verify too
     doc = orjson.loads(body)
     assert doc["notification_id"] == event.id and doc["kind"] == ETA_CHANGED
-    assert doc["lines"][0]["eta"] == "2026-04-21" and doc["lines"][0]["previous_eta"] == "2026-04-14"
+    assert (
+        doc["lines"][0]["eta"] == "2026-04-21" and doc["lines"][0]["previous_eta"] == "2026-04-14"
+    )
     assert doc["cancel_url"] == "https://shop.example/orders/o6/cancel"
     # Signatures: test_webhook_signing.py.
 
@@ -188,12 +237,32 @@ def _consumed(events) -> list[Consumed]:
     return [Consumed(e, "allocations.v1", 0, i) for i, e in enumerate(events)]
 
 
-def test_a_burst_of_eta_changes_folds_into_one_message_with_the_latest_and_last_told_dates() -> None:
+def test_a_burst_of_eta_changes_folds_into_one_message_with_the_latest_and_last_told_dates() -> (
+    None
+):
     cust = b.customer()
-    first = b.eta_changed("o7", cust, lines=[b.line(1, "A", 3, backordered=3, eta=date(2026, 4, 21), previous_eta=date(2026, 4, 14))])
-    second = b.eta_changed("o7", cust, lines=[b.line(2, "B", 1, backordered=1, eta=None, previous_eta=date(2026, 4, 10))])
-    third = b.eta_changed("o7", cust, lines=[b.line(1, "A", 3, backordered=3, eta=date(2026, 4, 28), previous_eta=date(2026, 4, 21))])
-    policy = Policy(channels=("email",), cancel_url_template=POLICY.cancel_url_template, eta_hold_seconds=300)
+    first = b.eta_changed(
+        "o7",
+        cust,
+        lines=[
+            b.line(1, "A", 3, backordered=3, eta=date(2026, 4, 21), previous_eta=date(2026, 4, 14))
+        ],
+    )
+    second = b.eta_changed(
+        "o7",
+        cust,
+        lines=[b.line(2, "B", 1, backordered=1, eta=None, previous_eta=date(2026, 4, 10))],
+    )
+    third = b.eta_changed(
+        "o7",
+        cust,
+        lines=[
+            b.line(1, "A", 3, backordered=3, eta=date(2026, 4, 28), previous_eta=date(2026, 4, 21))
+        ],
+    )
+    policy = Policy(
+        channels=("email",), cancel_url_template=POLICY.cancel_url_template, eta_hold_seconds=300
+    )
     held: dict = {}
     plan = plan_batch(_consumed([first, second]), existing=set(), held=held, policy=policy, now=NOW)
     assert [r.status for r in plan.inserts] == ["superseded", "pending"]
@@ -201,8 +270,13 @@ def test_a_burst_of_eta_changes_folds_into_one_message_with_the_latest_and_last_
     # A later batch: the pending row is in the database now.
     pending = plan.inserts[1]
     pending.row_id = 41
-    later = plan_batch(_consumed([third]), existing={(first.id, "email"), (second.id, "email")},
-                       held={("wh-1", "o7", "email"): [pending]}, policy=policy, now=NOW + timedelta(seconds=200))
+    later = plan_batch(
+        _consumed([third]),
+        existing={(first.id, "email"), (second.id, "email")},
+        held={("wh-1", "o7", "email"): [pending]},
+        policy=policy,
+        now=NOW + timedelta(seconds=200),
+    )
     assert [u.row_id for u in later.updates] == [41] and later.updates[0].status == "superseded"
     (row,) = later.inserts
     # The window started with the first change: the later ones do not postpone it.
@@ -216,45 +290,86 @@ def test_a_burst_of_eta_changes_folds_into_one_message_with_the_latest_and_last_
 
 def test_a_change_and_its_reversal_within_the_window_send_nothing() -> None:
     cust = b.customer()
-    there = b.eta_changed("o8", cust, lines=[b.line(1, "A", 3, backordered=3, eta=date(2026, 4, 21), previous_eta=date(2026, 4, 14))])
-    back = b.eta_changed("o8", cust, lines=[b.line(1, "A", 3, backordered=3, eta=date(2026, 4, 14), previous_eta=date(2026, 4, 21))])
+    there = b.eta_changed(
+        "o8",
+        cust,
+        lines=[
+            b.line(1, "A", 3, backordered=3, eta=date(2026, 4, 21), previous_eta=date(2026, 4, 14))
+        ],
+    )
+    back = b.eta_changed(
+        "o8",
+        cust,
+        lines=[
+            b.line(1, "A", 3, backordered=3, eta=date(2026, 4, 14), previous_eta=date(2026, 4, 21))
+        ],
+    )
     plan = plan_batch(_consumed([there, back]), existing=set(), held={}, policy=POLICY, now=NOW)
     assert {r.status for r in plan.inserts} == {"superseded"} and len(plan.inserts) == 4
 
 
 def test_a_shipment_after_a_held_eta_change_drops_what_shipped_and_keeps_the_rest() -> None:
     cust = b.customer()
-    change = b.eta_changed("o9", cust, lines=[
-        b.line(1, "A", 3, backordered=3, eta=date(2026, 4, 21), previous_eta=date(2026, 4, 14)),
-        b.line(2, "B", 2, backordered=2, eta=date(2026, 5, 5), previous_eta=date(2026, 4, 14))])
-    shipped = b.backorder_allocated("o9", cust, lines=[b.line(1, "A", 3, shipped=3, allocated=3),
-                                                       b.line(2, "B", 2, backordered=2, eta=date(2026, 5, 5))])
+    change = b.eta_changed(
+        "o9",
+        cust,
+        lines=[
+            b.line(1, "A", 3, backordered=3, eta=date(2026, 4, 21), previous_eta=date(2026, 4, 14)),
+            b.line(2, "B", 2, backordered=2, eta=date(2026, 5, 5), previous_eta=date(2026, 4, 14)),
+        ],
+    )
+    shipped = b.backorder_allocated(
+        "o9",
+        cust,
+        lines=[
+            b.line(1, "A", 3, shipped=3, allocated=3),
+            b.line(2, "B", 2, backordered=2, eta=date(2026, 5, 5)),
+        ],
+    )
     plan = plan_batch(_consumed([change, shipped]), existing=set(), held={}, policy=POLICY, now=NOW)
     eta_rows = [r for r in plan.inserts if r.notice.kind == ETA_CHANGED]
     assert {r.status for r in eta_rows} == {"pending"}
     assert all([x.sku for x in r.notice.lines] == ["B"] for r in eta_rows)
-    everything = b.backorder_allocated("o9", cust, lines=[b.line(2, "B", 2, shipped=2, allocated=2)])
-    plan = plan_batch(_consumed([change, shipped, everything]), existing=set(), held={}, policy=POLICY, now=NOW)
+    everything = b.backorder_allocated(
+        "o9", cust, lines=[b.line(2, "B", 2, shipped=2, allocated=2)]
+    )
+    plan = plan_batch(
+        _consumed([change, shipped, everything]), existing=set(), held={}, policy=POLICY, now=NOW
+    )
     eta_rows = [r for r in plan.inserts if r.notice.kind == ETA_CHANGED]
     assert {r.status for r in eta_rows} == {"superseded"}
-    assert sum(r.status == "pending" for r in plan.inserts) == 4  # two shipment messages × two channels
+    assert (
+        sum(r.status == "pending" for r in plan.inserts) == 4
+    )  # two shipment messages × two channels
 
 
 def test_redelivered_events_add_nothing() -> None:
     event = b.backordered("o10", b.customer())
     plan = plan_batch(_consumed([event, event]), existing=set(), held={}, policy=POLICY, now=NOW)
     assert len(plan.inserts) == 2
-    plan = plan_batch(_consumed([event]), existing={(event.id, "email"), (event.id, "webhook")}, held={},
-                      policy=POLICY, now=NOW)
+    plan = plan_batch(
+        _consumed([event]),
+        existing={(event.id, "email"), (event.id, "webhook")},
+        held={},
+        policy=POLICY,
+        now=NOW,
+    )
     assert plan.inserts == [] and plan.updates == []
 
 
 def test_held_rows_of_other_channels_are_untouched() -> None:
     cust = b.customer()
-    pending = Row(channel="webhook", notice=notice_for(b.eta_changed("o11", cust), POLICY), due=NOW, row_id=5)
+    pending = Row(
+        channel="webhook", notice=notice_for(b.eta_changed("o11", cust), POLICY), due=NOW, row_id=5
+    )
     policy = Policy(channels=("email",), cancel_url_template=POLICY.cancel_url_template)
-    plan = plan_batch(_consumed([b.eta_changed("o11", cust)]), existing=set(),
-                      held={("wh-1", "o11", "webhook"): [pending]}, policy=policy, now=NOW)
+    plan = plan_batch(
+        _consumed([b.eta_changed("o11", cust)]),
+        existing=set(),
+        held={("wh-1", "o11", "webhook"): [pending]},
+        policy=policy,
+        now=NOW,
+    )
     assert plan.updates == [] and pending.status == "pending"
 
 
@@ -262,8 +377,17 @@ def test_held_rows_of_other_channels_are_untouched() -> None:
 
 
 def _order(**fields):
-    return {"order_id": "o12", "warehouse_id": "wh-1", "customer_id": "c", "customer_email": "x@y.example",
-            "customer_name": "N", "customer_locale": "de", "placed_at": NOW, "backordered_since": NOW, **fields}
+    return {
+        "order_id": "o12",
+        "warehouse_id": "wh-1",
+        "customer_id": "c",
+        "customer_email": "x@y.example",
+        "customer_name": "N",
+        "customer_locale": "de",
+        "placed_at": NOW,
+        "backordered_since": NOW,
+        **fields,
+    }
 
 
 def test_reminder_periods_and_ids_are_deterministic() -> None:
@@ -272,22 +396,40 @@ def test_reminder_periods_and_ids_are_deterministic() -> None:
     assert reminder_period_index(NOW, NOW + timedelta(days=20), 7) == 2
     assert reminder_period_index(NOW, NOW - timedelta(days=1), 7) == 0
     assert reminder_period_index(NOW, NOW + timedelta(days=30), 0) == 0
-    assert reminder_id("wh-1", "o12", 1) == reminder_id("wh-1", "o12", 1) != reminder_id("wh-1", "o12", 2)
-    lines = [{"line_no": 1, "sku": "A", "quantity": 2, "backordered": 2, "eta": None},
-             {"line_no": 2, "sku": "B", "quantity": 1, "backordered": 0, "eta": None}]
-    policy = Policy(channels=("email",), cancel_url_template=POLICY.cancel_url_template, reminder_days=7)
+    assert (
+        reminder_id("wh-1", "o12", 1)
+        == reminder_id("wh-1", "o12", 1)
+        != reminder_id("wh-1", "o12", 2)
+    )
+    lines = [
+        {"line_no": 1, "sku": "A", "quantity": 2, "backordered": 2, "eta": None},
+        {"line_no": 2, "sku": "B", "quantity": 1, "backordered": 0, "eta": None},
+    ]
+    policy = Policy(
+        channels=("email",), cancel_url_template=POLICY.cancel_url_template, reminder_days=7
+    )
     assert reminder_notice(_order(), lines, NOW + timedelta(days=3), policy) is None
     notice = reminder_notice(_order(), lines, NOW + timedelta(days=8), policy)
     assert notice is not None and [x.sku for x in notice.lines] == ["A"]
-    assert notice == reminder_notice(_order(), lines, NOW + timedelta(days=9), policy)  # same period, same message
+    assert notice == reminder_notice(
+        _order(), lines, NOW + timedelta(days=9), policy
+    )  # same period, same message
     mail = render_email(notice)
     assert mail.subject == "Neuigkeiten zu den nachbestellten Artikeln Ihrer Bestellung o12"
     assert "noch kein Termin" in mail.text and "spätestens am 16. März 2026" in mail.text
-    assert reminder_notice(_order(), [dict(lines[0], backordered=0)], NOW + timedelta(days=8), policy) is None
-    assert reminder_notice(_order(backordered_since=None), lines, NOW + timedelta(days=8), policy) is not None
+    assert (
+        reminder_notice(_order(), [dict(lines[0], backordered=0)], NOW + timedelta(days=8), policy)
+        is None
+    )
+    assert (
+        reminder_notice(_order(backordered_since=None), lines, NOW + timedelta(days=8), policy)
+        is not None
+    )
 
 
-@pytest.mark.parametrize("template", ["https://x.example/cancel", "https://x.example/{order}/c", "ftp://x/{order_id}"])
+@pytest.mark.parametrize(
+    "template", ["https://x.example/cancel", "https://x.example/{order}/c", "ftp://x/{order_id}"]
+)
 def test_bad_cancel_url_templates_are_configuration_errors(template) -> None:
     from fulfil_platform.config import ConfigError
     from services.notifier.config import load_notifier_settings
@@ -302,8 +444,9 @@ def test_a_webhook_without_secret_is_a_configuration_error() -> None:
 
     with pytest.raises(ConfigError, match="WEBHOOK_SECRET is required"):
         load_notifier_settings(webhook_url="https://hooks.example/x", webhook_secret=None)
-    settings = load_notifier_settings(webhook_url="https://hooks.example/x", webhook_secret="s",
-                                      fulfil_notifier_webhook=False)
+    settings = load_notifier_settings(
+        webhook_url="https://hooks.example/x", webhook_secret="s", fulfil_notifier_webhook=False
+    )
     assert settings.enabled_channels() == ()
 
 
@@ -311,10 +454,16 @@ def test_backoff_is_exponential_capped_and_jittered() -> None:
     from services.notifier.config import load_notifier_settings
     from services.notifier.service_layer.sender import ChannelSender
 
-    settings = load_notifier_settings(fulfil_notifier_backoff_initial_seconds=2, fulfil_notifier_backoff_max_seconds=60)
-    sender = ChannelSender(channel=SimpleNamespace(name="email"), store=None, settings=settings, clock=None)  # type: ignore[arg-type]
+    settings = load_notifier_settings(
+        fulfil_notifier_backoff_initial_seconds=2, fulfil_notifier_backoff_max_seconds=60
+    )
+    sender = ChannelSender(
+        channel=SimpleNamespace(name="email"), store=None, settings=settings, clock=None
+    )  # type: ignore[arg-type]
     first = [sender.delay(1) for _ in range(50)]
-    assert all(2 <= d <= 4 for d in first) and len(set(first)) > 1  # jitter spreads a burst of failures
+    assert (
+        all(2 <= d <= 4 for d in first) and len(set(first)) > 1
+    )  # jitter spreads a burst of failures
     assert all(8 <= sender.delay(3) <= 10 for _ in range(20))
     assert all(sender.delay(30) == 60 for _ in range(20))  # capped
 
@@ -330,13 +479,19 @@ def _plain(html: str) -> str:
 
 @pytest.mark.parametrize("locale", ["en", "de"])
 def test_a_cancelled_inbound_says_no_date_is_known_and_offers_cancelling(locale) -> None:
-    notice, mail = _email(b.undated("o20", b.customer(locale=locale), "InboundCancelled", "supplier closed"))
+    notice, mail = _email(
+        b.undated("o20", b.customer(locale=locale), "InboundCancelled", "supplier closed")
+    )
     assert notice.reason == "inbound_cancelled" and notice.lines[0].reason == "inbound_cancelled"
     expected = {
-        "en": ("no date yet: the supplier delivery these items were coming with has been cancelled",
-               "14 April 2026 we last told you no longer holds"),
-        "de": ("noch kein Termin: Die Lieferung unseres Lieferanten, mit der diese Artikel kommen sollten, wurde storniert",
-               "der 14. April 2026, den wir Ihnen genannt hatten, gilt nicht mehr"),
+        "en": (
+            "no date yet: the supplier delivery these items were coming with has been cancelled",
+            "14 April 2026 we last told you no longer holds",
+        ),
+        "de": (
+            "noch kein Termin: Die Lieferung unseres Lieferanten, mit der diese Artikel kommen sollten, wurde storniert",
+            "der 14. April 2026, den wir Ihnen genannt hatten, gilt nicht mehr",
+        ),
     }[locale]
     for text in (mail.text, _plain(mail.html)):
         for phrase in expected:
@@ -348,7 +503,9 @@ def test_a_cancelled_inbound_says_no_date_is_known_and_offers_cancelling(locale)
 
 @pytest.mark.parametrize("locale", ["en", "de"])
 def test_an_overdue_inbound_says_no_date_is_known_instead_of_a_past_date(locale) -> None:
-    notice, mail = _email(b.undated("o21", b.customer(locale=locale), "ClockTicked", "inbound_overdue"))
+    notice, mail = _email(
+        b.undated("o21", b.customer(locale=locale), "ClockTicked", "inbound_overdue")
+    )
     assert notice.reason == "inbound_overdue"
     phrase = {
         "en": "no date yet: the supplier delivery we expected for the 14 April 2026 has not arrived, and we would rather not guess a new date",
@@ -357,16 +514,34 @@ def test_an_overdue_inbound_says_no_date_is_known_instead_of_a_past_date(locale)
     assert phrase in mail.text and phrase in _plain(mail.html)
     assert "https://shop.example/orders/o21/cancel" in mail.text
     # A date that only moved to today (the same tick) is an ordinary change.
-    moved = b.eta_changed("o21", b.customer(locale=locale), cause=b.c.EtaChangeCause(
-        event_type="ClockTicked", event_id="t", reason=None))
+    moved = b.eta_changed(
+        "o21",
+        b.customer(locale=locale),
+        cause=b.c.EtaChangeCause(event_type="ClockTicked", event_id="t", reason=None),
+    )
     notice, _ = _email(moved)
     assert notice.reason is None
 
 
 def test_the_cause_of_an_undated_line_survives_folding_with_a_later_change() -> None:
     held = notice_for(b.undated("o22", b.customer(), "InboundCancelled"), POLICY)
-    later = notice_for(b.eta_changed("o22", b.customer(), lines=[
-        b.line(2, "SKU-2", 1, backordered=1, eta=date(2026, 5, 1), previous_eta=date(2026, 4, 20))]), POLICY)
+    later = notice_for(
+        b.eta_changed(
+            "o22",
+            b.customer(),
+            lines=[
+                b.line(
+                    2,
+                    "SKU-2",
+                    1,
+                    backordered=1,
+                    eta=date(2026, 5, 1),
+                    previous_eta=date(2026, 4, 20),
+                )
+            ],
+        ),
+        POLICY,
+    )
     from services.notifier.domain.decide import fold
 
     _, merged = fold(held, later)
@@ -378,10 +553,18 @@ def test_the_cause_of_an_undated_line_survives_folding_with_a_later_change() -> 
 @pytest.mark.parametrize("locale", ["en", "de"])
 def test_reservation_lost_says_the_units_are_backordered_again(locale) -> None:
     lines = [b.line(1, "SKU-1", 3, backordered=3, eta=date(2026, 4, 14))]
-    _, mail = _email(b.backordered("o23", b.customer(locale=locale), lines, reason="reservation_lost"))
+    _, mail = _email(
+        b.backordered("o23", b.customer(locale=locale), lines, reason="reservation_lost")
+    )
     subject, phrase = {
-        "en": ("Items of your order o23 are on backorder again", "turned out to be damaged or missing"),
-        "de": ("Artikel Ihrer Bestellung o23 werden doch nachgeliefert", "beschädigt oder nicht auffindbar"),
+        "en": (
+            "Items of your order o23 are on backorder again",
+            "turned out to be damaged or missing",
+        ),
+        "de": (
+            "Artikel Ihrer Bestellung o23 werden doch nachgeliefert",
+            "beschädigt oder nicht auffindbar",
+        ),
     }[locale]
     assert mail.subject == subject
     assert phrase in mail.text and phrase in _plain(mail.html)
@@ -394,8 +577,16 @@ def test_a_pre_order_gets_a_confirmation_not_a_backorder_notice(locale) -> None:
     lines = [b.line(1, "GAME-2", 1, backordered=1, eta=date(2026, 6, 1))]
     _, mail = _email(b.backordered("o24", b.customer(locale=locale), lines, reason="pre_order"))
     subject, phrase, cancel = {
-        "en": ("Your pre-order o24 is confirmed", "not released yet", "cancel your pre-order at any time before it ships"),
-        "de": ("Ihre Vorbestellung o24 ist bestätigt", "erscheinen erst noch", "jederzeit vor dem Versand kostenlos stornieren"),
+        "en": (
+            "Your pre-order o24 is confirmed",
+            "not released yet",
+            "cancel your pre-order at any time before it ships",
+        ),
+        "de": (
+            "Ihre Vorbestellung o24 ist bestätigt",
+            "erscheinen erst noch",
+            "jederzeit vor dem Versand kostenlos stornieren",
+        ),
     }[locale]
     assert mail.subject == subject
     for text in (mail.text, _plain(mail.html)):
@@ -407,13 +598,27 @@ def test_a_pre_order_gets_a_confirmation_not_a_backorder_notice(locale) -> None:
 @pytest.mark.parametrize("locale", ["en", "de"])
 def test_backorder_limit_and_not_covered_rejections_say_why(locale) -> None:
     lines = [
-        b.line(1, "SKU-CAP", 4, rejected=4, reason="backorder_limit", unit_price="10.00", currency="EUR"),
+        b.line(
+            1,
+            "SKU-CAP",
+            4,
+            rejected=4,
+            reason="backorder_limit",
+            unit_price="10.00",
+            currency="EUR",
+        ),
         b.line(2, "SKU-PO", 1, rejected=1, reason="not_covered"),
     ]
     _, mail = _email(b.order_rejected("o25", b.customer(locale=locale, name="<b>Eve</b>"), lines))
     phrases = {
-        "en": ("we cannot take more of it on backorder right now", "no confirmed supplier delivery covers it"),
-        "de": ("keine weiteren Rückstände dafür annehmen", "keine bestätigte Lieferung unseres Lieferanten deckt ihn ab"),
+        "en": (
+            "we cannot take more of it on backorder right now",
+            "no confirmed supplier delivery covers it",
+        ),
+        "de": (
+            "keine weiteren Rückstände dafür annehmen",
+            "keine bestätigte Lieferung unseres Lieferanten deckt ihn ab",
+        ),
     }[locale]
     for text in (mail.text, _plain(mail.html)):
         for phrase in phrases:

@@ -13,8 +13,13 @@ _OURS = ("KAFKA_", "DATABASE_URL", "SMTP_", "WEBHOOK_", "FULFIL_")
 
 def _run(*args: str, **env: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(_OURS)}
-    return subprocess.run([sys.executable, "-m", "fulfil", *args], env={**clean, **env},
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "fulfil", *args],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.mark.parametrize(
@@ -22,10 +27,21 @@ def _run(*args: str, **env: str) -> subprocess.CompletedProcess:
     [
         ({}, "KAFKA_BOOTSTRAP_SERVERS is not set"),
         ({"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}, "DATABASE_URL is not set"),
-        ({"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "DATABASE_URL": "postgresql://x@127.0.0.1:1/x"},
-         "no notification channel is configured"),
-        ({"WEBHOOK_URL": "https://hooks.example/x"}, "WEBHOOK_SECRET is required when WEBHOOK_URL is set"),
-        ({"FULFIL_CANCEL_URL_TEMPLATE": "https://shop.example/cancel"}, "invalid FULFIL_CANCEL_URL_TEMPLATE"),
+        (
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+                "DATABASE_URL": "postgresql://x@127.0.0.1:1/x",
+            },
+            "no notification channel is configured",
+        ),
+        (
+            {"WEBHOOK_URL": "https://hooks.example/x"},
+            "WEBHOOK_SECRET is required when WEBHOOK_URL is set",
+        ),
+        (
+            {"FULFIL_CANCEL_URL_TEMPLATE": "https://shop.example/cancel"},
+            "invalid FULFIL_CANCEL_URL_TEMPLATE",
+        ),
         ({"SMTP_USERNAME": "u"}, "SMTP_PASSWORD is required"),
     ],
 )

@@ -15,7 +15,9 @@ from services.notifier.service_layer.messages import renderer
 from tests.builders import allocations as b
 from tests.services.notifier.conftest import FakeClock
 
-POLICY = Policy(channels=("email", "webhook"), cancel_url_template="https://shop.example/o/{order_id}/cancel")
+POLICY = Policy(
+    channels=("email", "webhook"), cancel_url_template="https://shop.example/o/{order_id}/cancel"
+)
 
 
 class FakeStore:
@@ -29,8 +31,14 @@ class FakeStore:
 
 
 def _record(offset: int, value: bytes, partition: int = 0):
-    return SimpleNamespace(topic="allocations.v1", partition=partition, offset=offset, value=value, key=b"wh-1",
-                           headers=[])
+    return SimpleNamespace(
+        topic="allocations.v1",
+        partition=partition,
+        offset=offset,
+        value=value,
+        key=b"wh-1",
+        headers=[],
+    )
 
 
 async def test_offsets_cover_every_record_and_bad_ones_are_dead_lettered() -> None:
@@ -54,10 +62,19 @@ async def test_offsets_cover_every_record_and_bad_ones_are_dead_lettered() -> No
     (call,) = store.calls
     assert call["offsets"] == {("allocations.v1", 0): 14, ("allocations.v1", 1): 5}
     # Quarantined in the batch's own transaction, with the offsets.
-    assert [(d.offset, d.kind) for d in call["dead_letters"]] == [(11, "bad_json"), (12, "render_error")]
-    assert sorted(call["event_ids"]) == sorted([good.id, rejected.id])  # no StockPositionChanged, no poison
+    assert [(d.offset, d.kind) for d in call["dead_letters"]] == [
+        (11, "bad_json"),
+        (12, "render_error"),
+    ]
+    assert sorted(call["event_ids"]) == sorted(
+        [good.id, rejected.id]
+    )  # no StockPositionChanged, no poison
     assert {(r.notice.order_id, r.channel) for r in call["plan"].inserts} == {
-        ("ord-1", "email"), ("ord-1", "webhook"), ("ord-2", "email"), ("ord-2", "webhook")}
+        ("ord-1", "email"),
+        ("ord-1", "webhook"),
+        ("ord-2", "email"),
+        ("ord-2", "webhook"),
+    }
 
 
 async def test_an_outage_is_handed_back_as_it_is_never_retried_here_never_quarantined() -> None:
@@ -66,7 +83,9 @@ async def test_an_outage_is_handed_back_as_it_is_never_retried_here_never_quaran
 
         async def record(self, **kw):
             self.calls.append(kw)
-            raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+            raise asyncpg.ConnectionDoesNotExistError(
+                "connection was closed in the middle of operation"
+            )
 
         async def probe(self, **kw):
             self.probes += 1
@@ -85,10 +104,14 @@ async def test_an_outage_is_handed_back_as_it_is_never_retried_here_never_quaran
 async def test_a_bug_is_a_batch_failure_without_message_content() -> None:
     class BrokenStore(FakeStore):
         async def record(self, **kw):
-            raise asyncpg.UniqueViolationError('duplicate key value violates unique constraint, Key (x)=(Eve)')
+            raise asyncpg.UniqueViolationError(
+                "duplicate key value violates unique constraint, Key (x)=(Eve)"
+            )
 
     handler = BatchHandler(BrokenStore(), POLICY, renderer(), FakeClock())  # type: ignore[arg-type]
     with pytest.raises(BatchFailed) as raised:
         await handler.handle([_record(1, encode(b.backordered("ord-1", b.customer())))])
-    assert not is_transient(raised.value), "counted as unexpected by the runtime (exit after repeated failures)"
+    assert not is_transient(raised.value), (
+        "counted as unexpected by the runtime (exit after repeated failures)"
+    )
     assert "Eve" not in str(raised.value) and "UniqueViolationError" in str(raised.value)

@@ -34,18 +34,24 @@ OLD_LEASE = 1.5  # valid before: longer than every single timeout
 class _SlowRecorder(_Recorder):
     """Answers EHLO, MAIL, RCPT and DATA after STEP_DELAY each: 2 s a message."""
 
-    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]) -> list[str]:  # noqa: N802
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:  # noqa: N802
         await asyncio.sleep(STEP_DELAY)  # the server is slow (its own loop, not the test's)
         session.host_name = hostname
         return responses
 
-    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:  # noqa: N802
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:  # noqa: N802
         await asyncio.sleep(STEP_DELAY)
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 OK"
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:  # noqa: N802
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:  # noqa: N802
         await asyncio.sleep(STEP_DELAY)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
@@ -64,17 +70,30 @@ async def test_a_send_longer_than_the_configured_lease_is_not_sent_again_by_a_se
     server.start()
     pool = await asyncpg.create_pool(test_database, min_size=1, max_size=4)
     try:
-        notifier = notifier_settings_for(settings, test_database, smtp_url=server.url, smtp_timeout_seconds=1.0,
-                                         webhook_timeout_seconds=1.0, fulfil_notifier_lease_seconds=OLD_LEASE)
+        notifier = notifier_settings_for(
+            settings,
+            test_database,
+            smtp_url=server.url,
+            smtp_timeout_seconds=1.0,
+            webhook_timeout_seconds=1.0,
+            fulfil_notifier_lease_seconds=OLD_LEASE,
+        )
         await apply_migrations(test_database)
         store = OutboxStore(pool)
         clock = SystemClock()
         event = b.order_allocated("ord-slow", b.customer(1))
         notice = notice_for(event, Policy.from_settings(notifier))
         assert notice is not None
-        assert await store.insert([Row(channel="email", notice=notice, due=clock.now())], renderer(), clock.now()) == 1
+        assert (
+            await store.insert(
+                [Row(channel="email", notice=notice, due=clock.now())], renderer(), clock.now()
+            )
+            == 1
+        )
 
-        first, second = (ChannelSender(EmailChannel(notifier), store, notifier, clock) for _ in range(2))
+        first, second = (
+            ChannelSender(EmailChannel(notifier), store, notifier, clock) for _ in range(2)
+        )
         started = time.monotonic()
         sending = asyncio.create_task(first.run_once())
 
@@ -92,7 +111,9 @@ async def test_a_send_longer_than_the_configured_lease_is_not_sent_again_by_a_se
 
         await wait_for(first_done, timeout=60, interval=0.05, what="the first sender's slow send")
         assert await sending == 1
-        assert time.monotonic() - started > OLD_LEASE, "precondition: the send outlasted the configured lease"
+        assert time.monotonic() - started > OLD_LEASE, (
+            "precondition: the send outlasted the configured lease"
+        )
         (row,) = await outbox(notifier)
         assert row["status"] == "sent" and row["attempts"] == 1
         assert claimed_by_second == 0

@@ -31,17 +31,26 @@ async def _read_model(database_url: str, schema: str) -> None:
     assert applied, f"the projector's migrations in {MIGRATIONS_DIR} applied nothing"
 
 
-async def _order(conn, order_id: str, since, *, email: str, name: str, locale: str = "en", eta=None, qty: int = 2):
+async def _order(
+    conn, order_id: str, since, *, email: str, name: str, locale: str = "en", eta=None, qty: int = 2
+):
     await conn.execute(
         "INSERT INTO projection.orders (order_id, warehouse_id, customer_id, customer_email, customer_name,"
         " customer_locale, status, placed_at, updated_at, backordered_since)"
         " VALUES ($1, 'wh-1', $1, $2, $3, $4, 'backordered', $5, $5, $5)",
-        order_id, email, name, locale, since,
+        order_id,
+        email,
+        name,
+        locale,
+        since,
     )
     await conn.execute(
         "INSERT INTO projection.order_lines (order_id, line_no, warehouse_id, sku, quantity, backordered, eta,"
         " unit_price, currency, updated_at) VALUES ($1, 1, 'wh-1', 'SKU-R', $2, $2, $3, 10.5, 'EUR', $4)",
-        order_id, qty, eta, since,
+        order_id,
+        qty,
+        eta,
+        since,
     )
 
 
@@ -51,32 +60,66 @@ async def test_one_reminder_per_period_per_waiting_order_and_none_after_it_ships
     clock = FakeClock()
     t0 = clock.now()
     notifier = notifier_settings_for(
-        settings, test_database, smtp_url=smtp_server.url, webhook_url=webhook_receiver.url,
-        webhook_secret=WEBHOOK_SECRET, fulfil_notifier_reminder_days=7,
+        settings,
+        test_database,
+        smtp_url=smtp_server.url,
+        webhook_url=webhook_receiver.url,
+        webhook_secret=WEBHOOK_SECRET,
+        fulfil_notifier_reminder_days=7,
     )
     await apply_migrations(test_database)
     conn = await asyncpg.connect(test_database)
     pool = await asyncpg.create_pool(test_database, min_size=1, max_size=4)
-    senders = [ChannelSender(EmailChannel(notifier), OutboxStore(pool), notifier, clock),
-               # Weeks of fake time move the reminders; the signature takes real time, as a receiver checks it.
-               ChannelSender(WebhookChannel(notifier, SystemClock().now), OutboxStore(pool), notifier, clock)]
+    senders = [
+        ChannelSender(EmailChannel(notifier), OutboxStore(pool), notifier, clock),
+        # Weeks of fake time move the reminders; the signature takes real time, as a receiver checks it.
+        ChannelSender(
+            WebhookChannel(notifier, SystemClock().now), OutboxStore(pool), notifier, clock
+        ),
+    ]
     try:
         await _read_model(test_database, notifier.fulfil_read_model_schema)
-        await _order(conn, "ord-a", t0, email="anna@reminded.example", name="Anna Remind", eta=date(2026, 4, 20))
-        await _order(conn, "ord-b", t0 + timedelta(days=1), email="ben@reminded.example", name="Ben Remind")
-        await _order(conn, "ord-c", t0, email="cleo@reminded.example", name="Cleo Remind", eta=date(2026, 5, 1))
-        await _order(conn, "ord-e", t0 + timedelta(days=3), email="emil@reminded.example", name="Emil Erinnerung",
-                     locale="de-AT", eta=date(2026, 4, 30))
+        await _order(
+            conn,
+            "ord-a",
+            t0,
+            email="anna@reminded.example",
+            name="Anna Remind",
+            eta=date(2026, 4, 20),
+        )
+        await _order(
+            conn, "ord-b", t0 + timedelta(days=1), email="ben@reminded.example", name="Ben Remind"
+        )
+        await _order(
+            conn,
+            "ord-c",
+            t0,
+            email="cleo@reminded.example",
+            name="Cleo Remind",
+            eta=date(2026, 5, 1),
+        )
+        await _order(
+            conn,
+            "ord-e",
+            t0 + timedelta(days=3),
+            email="emil@reminded.example",
+            name="Emil Erinnerung",
+            locale="de-AT",
+            eta=date(2026, 4, 30),
+        )
         # Placed and shipped at once: never waiting, never reminded.
         await _order(conn, "ord-d", t0, email="dora@reminded.example", name="Dora Remind")
-        await conn.execute("UPDATE projection.order_lines SET backordered = 0, allocated = quantity WHERE order_id = 'ord-d'")
+        await conn.execute(
+            "UPDATE projection.order_lines SET backordered = 0, allocated = quantity WHERE order_id = 'ord-d'"
+        )
 
         policy = Policy.from_settings(notifier)
         store = OutboxStore(pool)
 
         def scheduler() -> ReminderScheduler:  # a fresh one = a restarted notifier
-            return ReminderScheduler(ReadModel(pool, notifier.fulfil_read_model_schema), store, policy,
-                                     renderer(), clock)
+            return ReminderScheduler(
+                ReadModel(pool, notifier.fulfil_read_model_schema), store, policy, renderer(), clock
+            )
 
         async def deliver() -> None:
             for sender in senders:
@@ -96,10 +139,18 @@ async def test_one_reminder_per_period_per_waiting_order_and_none_after_it_ships
         assert await scheduler().tick() == 2
 
         # a ships, c is cancelled.
-        await conn.execute("UPDATE projection.order_lines SET backordered = 0, allocated = quantity WHERE order_id = 'ord-a'")
-        await conn.execute("UPDATE projection.order_lines SET backordered = 0, cancelled = quantity WHERE order_id = 'ord-c'")
-        await conn.execute("UPDATE projection.orders SET status = 'cancelled' WHERE order_id = 'ord-c'")
-        clock.advance(days=6)  # t0 + 14d 2h: second week of a and c, but they no longer wait; e's first week
+        await conn.execute(
+            "UPDATE projection.order_lines SET backordered = 0, allocated = quantity WHERE order_id = 'ord-a'"
+        )
+        await conn.execute(
+            "UPDATE projection.order_lines SET backordered = 0, cancelled = quantity WHERE order_id = 'ord-c'"
+        )
+        await conn.execute(
+            "UPDATE projection.orders SET status = 'cancelled' WHERE order_id = 'ord-c'"
+        )
+        clock.advance(
+            days=6
+        )  # t0 + 14d 2h: second week of a and c, but they no longer wait; e's first week
         assert await scheduler().tick() == 2
         clock.advance(days=1)  # t0 + 15d 2h: b's second week
         assert await scheduler().tick() == 2
@@ -130,5 +181,8 @@ async def test_one_reminder_per_period_per_waiting_order_and_none_after_it_ships
     assert any("We will write to you again by 17 March 2026 at the latest" in m.text for m in ben)
     emil = next(m for m in mails if m.to.startswith("emil"))
     assert emil.subject == "Neuigkeiten zu den nachbestellten Artikeln Ihrer Bestellung ord-e"
-    assert "voraussichtlicher Versand am 30. April 2026" in emil.text and "Hallo Emil Erinnerung," in emil.text
+    assert (
+        "voraussichtlicher Versand am 30. April 2026" in emil.text
+        and "Hallo Emil Erinnerung," in emil.text
+    )
     assert_no_pii(captured_logs.getvalue(), "Remind", "Erinnerung")

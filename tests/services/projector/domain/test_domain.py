@@ -42,8 +42,20 @@ CUSTOMER = Customer("c1", "c1@shop.example", "Ada", "en")
 
 
 def _line(no=1, qty=10, allocated=0, backordered=0, reserved=0, rejected=0, cancelled=0, eta=None):
-    return LineTotals(no, "SKU-A", qty, allocated, backordered, reserved, rejected, cancelled, eta,
-                      Decimal("12.50"), "EUR", "discontinued" if rejected else None)
+    return LineTotals(
+        no,
+        "SKU-A",
+        qty,
+        allocated,
+        backordered,
+        reserved,
+        rejected,
+        cancelled,
+        eta,
+        Decimal("12.50"),
+        "EUR",
+        "discontinued" if rejected else None,
+    )
 
 
 def _event(kind, *lines, at=T0, order_id="o1"):
@@ -73,15 +85,32 @@ def test_status_rule(lines, ever, status) -> None:
 
 
 def test_a_backorder_keeps_its_start_until_the_line_closes() -> None:
-    state = apply_order_event(None, _event("PartiallyShipped", _line(allocated=4, backordered=6, eta=date(2026, 11, 16))))
+    state = apply_order_event(
+        None, _event("PartiallyShipped", _line(allocated=4, backordered=6, eta=date(2026, 11, 16)))
+    )
     assert (state.status, state.backordered_since) == ("partially_shipped", T0)
     later = T0 + timedelta(days=3)
-    state = apply_order_event(state, _event("BackorderEtaChanged", _line(allocated=4, backordered=6, eta=date(2026, 11, 23)), at=later))
-    state = apply_order_event(state, _event("BackorderAllocated", _line(allocated=8, backordered=2), at=later))
+    state = apply_order_event(
+        state,
+        _event(
+            "BackorderEtaChanged",
+            _line(allocated=4, backordered=6, eta=date(2026, 11, 23)),
+            at=later,
+        ),
+    )
+    state = apply_order_event(
+        state, _event("BackorderAllocated", _line(allocated=8, backordered=2), at=later)
+    )
     assert state.backordered_since == T0  # still waiting since the first day
     assert state.lines[1].eta is None and state.lines[1].unit_price == Decimal("12.50")
-    state = apply_order_event(state, _event("BackorderAllocated", _line(allocated=10), at=later + timedelta(days=1)))
-    assert (state.status, state.backordered_since, state.updated_at) == ("shipped", None, later + timedelta(days=1))
+    state = apply_order_event(
+        state, _event("BackorderAllocated", _line(allocated=10), at=later + timedelta(days=1))
+    )
+    assert (state.status, state.backordered_since, state.updated_at) == (
+        "shipped",
+        None,
+        later + timedelta(days=1),
+    )
 
 
 def test_released_in_full_at_placement_is_allocated() -> None:
@@ -94,14 +123,26 @@ def test_released_in_full_at_placement_is_allocated() -> None:
 
 
 def test_inbound_original_and_current_eta_delay_and_receipts() -> None:
-    sched = InboundScheduled("e1", T0, "WH1", "in-1", (("SKU-A", 10), ("SKU-B", 5)), date(2026, 11, 16), "Acme")
+    sched = InboundScheduled(
+        "e1", T0, "WH1", "in-1", (("SKU-A", 10), ("SKU-B", 5)), date(2026, 11, 16), "Acme"
+    )
     state = apply_scheduled(None, sched)
-    state = apply_delayed(state, ShipmentDelayed("e2", T0 + timedelta(days=1), "WH1", "in-1", date(2026, 11, 23)))
+    state = apply_delayed(
+        state, ShipmentDelayed("e2", T0 + timedelta(days=1), "WH1", "in-1", date(2026, 11, 23))
+    )
     received = T0 + timedelta(days=8)
-    state = apply_received(state, StockReceived(received, "WH1", "r1", "in-1", "SKU-A", 4, received))
-    resent = InboundScheduled("e3", T0 + timedelta(days=9), "WH1", "in-1", (("SKU-A", 12),), date(2026, 11, 25), None)
+    state = apply_received(
+        state, StockReceived(received, "WH1", "r1", "in-1", "SKU-A", 4, received)
+    )
+    resent = InboundScheduled(
+        "e3", T0 + timedelta(days=9), "WH1", "in-1", (("SKU-A", 12),), date(2026, 11, 25), None
+    )
     state = apply_scheduled(state, resent)
-    assert (state.original_eta, state.current_eta, state.delay_days) == (date(2026, 11, 16), date(2026, 11, 25), 9)
+    assert (state.original_eta, state.current_eta, state.delay_days) == (
+        date(2026, 11, 16),
+        date(2026, 11, 25),
+        9,
+    )
     assert (state.scheduled_at, state.supplier) == (T0, "Acme")
     assert {s: (ln.quantity_expected, ln.quantity_received) for s, ln in state.lines.items()} == {
         "SKU-A": (12, 4),
@@ -122,7 +163,9 @@ def test_late_means_delayed_or_overdue() -> None:
 def test_batch_counts_a_receipt_and_an_order_once() -> None:
     received = StockReceived(T0, "WH1", "r1", "in-1", "SKU-A", 4, T0)
     placed = OrderPlaced("p1", T0, "o1", "WH1", CUSTOMER, T0, ((1, "SKU-A", 3),))
-    changes = fold_batch(Loaded(counted_receipts={("WH1", "r0")}), [received, received, placed, placed])
+    changes = fold_batch(
+        Loaded(counted_receipts={("WH1", "r0")}), [received, received, placed, placed]
+    )
     assert len(changes.receipts) == 1 and changes.inbounds[0].lines["SKU-A"].quantity_received == 4
     assert [(d.sku, d.quantity, d.day) for d in changes.demand] == [("SKU-A", 3, date(2026, 11, 2))]
 
@@ -159,14 +202,28 @@ def test_safety_stock_and_reorder_point_worked_example() -> None:
     """
     assert safety_stock(50, 10, 20, 6) == 380
     assert reorder_point(20, 6, 380) == 500
-    days = {date(2026, 11, 2): 50, date(2026, 11, 3): 10, date(2026, 11, 5): 20, date(2026, 11, 6): 20}
+    days = {
+        date(2026, 11, 2): 50,
+        date(2026, 11, 3): 10,
+        date(2026, 11, 5): 20,
+        date(2026, 11, 6): 20,
+    }
     demand = daily_demand_stats(days)  # 100 units over 5 observed days (the 4th had none)
     assert (demand.days_observed, demand.avg_daily, demand.max_daily) == (5, 20.0, 50)
-    lead = LeadTimeStats(observations=2, avg_days=6.0, max_days=10.0, source="sku")  # leads 2 and 10 days
+    lead = LeadTimeStats(
+        observations=2, avg_days=6.0, max_days=10.0, source="sku"
+    )  # leads 2 and 10 days
     suggestion = suggest(demand, lead, available=30, incoming=40, backordered=10)
     assert (suggestion.safety_stock, suggestion.reorder_point) == (380, 500)
-    assert (suggestion.position, suggestion.gap, suggestion.suggested_order_quantity) == (60, 440, 440)
-    assert suggest(demand, lead, available=600, incoming=0, backordered=0).suggested_order_quantity == 0
+    assert (suggestion.position, suggestion.gap, suggestion.suggested_order_quantity) == (
+        60,
+        440,
+        440,
+    )
+    assert (
+        suggest(demand, lead, available=600, incoming=0, backordered=0).suggested_order_quantity
+        == 0
+    )
 
 
 # ---------------------------------------------------------------- decoding
@@ -177,12 +234,23 @@ def test_fast_allocation_decoder_agrees_with_the_contract() -> None:
     for event in outputs:
         decoded = decode_allocation(encode(event))
         if event.type == "StockPositionChanged":
-            assert (decoded.sku, decoded.available, decoded.next_eta) == (event.data.sku, event.data.available, event.data.next_eta)
+            assert (decoded.sku, decoded.available, decoded.next_eta) == (
+                event.data.sku,
+                event.data.available,
+                event.data.next_eta,
+            )
             continue
-        assert (decoded.order_id, decoded.type, decoded.occurred_at) == (event.data.order_id, event.type, event.occurred_at)
+        assert (decoded.order_id, decoded.type, decoded.occurred_at) == (
+            event.data.order_id,
+            event.type,
+            event.occurred_at,
+        )
         for got, line in zip(decoded.lines, event.data.lines, strict=True):
             assert (got.line_no, got.backordered, got.reserved, got.eta, got.unit_price) == (
-                line.line_no, line.backordered, line.reserved, line.eta,
+                line.line_no,
+                line.backordered,
+                line.reserved,
+                line.eta,
                 Decimal(line.unit_price) if line.unit_price else None,
             )
 
@@ -199,8 +267,20 @@ def _valid_allocation() -> dict:
         (lambda d: {**d, "type": "OrderTeleported"}, "unknown_type"),
         (lambda d: {**d, "version": 2}, "schema_violation"),
         (lambda d: {**d, "occurred_at": "yesterday"}, "schema_violation"),
-        (lambda d: {**d, "data": {**d["data"], "lines": [{**d["data"]["lines"][0], "allocated": -1}]}}, "schema_violation"),
-        (lambda d: {**d, "data": {**d["data"], "lines": [{**d["data"]["lines"][0], "allocated": 0}]}}, "schema_violation"),
+        (
+            lambda d: {
+                **d,
+                "data": {**d["data"], "lines": [{**d["data"]["lines"][0], "allocated": -1}]},
+            },
+            "schema_violation",
+        ),
+        (
+            lambda d: {
+                **d,
+                "data": {**d["data"], "lines": [{**d["data"]["lines"][0], "allocated": 0}]},
+            },
+            "schema_violation",
+        ),
         (lambda d: {**d, "data": {**d["data"], "customer": None}}, "schema_violation"),
     ],
 )
@@ -216,7 +296,10 @@ def test_inputs_are_validated_like_the_router_does() -> None:
     inputs, _ = scenario(100, seed=1)
     placed = orjson.loads(encode(next(e for e in inputs if e.type == "OrderPlaced")))
     assert isinstance(decode_input(orjson.dumps(placed), 1_000_000), OrderPlaced)
-    bad = {**placed, "data": {**placed["data"], "lines": [{"line_no": 1, "sku": "A", "quantity": -4}]}}
+    bad = {
+        **placed,
+        "data": {**placed["data"], "lines": [{"line_no": 1, "sku": "A", "quantity": -4}]},
+    }
     with pytest.raises(Skip):
         decode_input(orjson.dumps(bad), 1_000_000)
     with pytest.raises(Skip) as info:

@@ -47,33 +47,120 @@ def worked_example() -> tuple[list, list]:
     for day, quantities in ((0, (30, 20)), (1, (10,)), (3, (20,)), (4, (20,))):
         for i, qty in enumerate(quantities):
             placed = T0 + day * DAY + timedelta(hours=i)
-            inputs.append(_at(ev.order_placed(f"o-{day}-{i}", "WH1", [("BEAN", qty, "9.50", "EUR")], placed_at=placed), placed))
+            inputs.append(
+                _at(
+                    ev.order_placed(
+                        f"o-{day}-{i}", "WH1", [("BEAN", qty, "9.50", "EUR")], placed_at=placed
+                    ),
+                    placed,
+                )
+            )
     for inbound_id, lead_days, eta in (("in-fast", 2, "2026-11-04"), ("in-slow", 10, "2026-11-09")):
-        inputs.append(_at(ev.inbound_scheduled(inbound_id, "WH1", [("BEAN", 40)], eta, supplier="Roastery"), T0))
+        inputs.append(
+            _at(
+                ev.inbound_scheduled(inbound_id, "WH1", [("BEAN", 40)], eta, supplier="Roastery"),
+                T0,
+            )
+        )
         received = T0 + lead_days * DAY
-        receipt = ev.stock_received("WH1", "BEAN", 40, receipt_id=f"r-{inbound_id}", inbound_id=inbound_id)
-        inputs.append(receipt.model_copy(update={"occurred_at": received, "data": receipt.data.model_copy(update={"received_at": received})}))
-    inputs.append(_at(ev.inbound_scheduled("in-late", "WH1", [("BEAN", 60)], "2026-11-18"), T0 + 5 * DAY))
+        receipt = ev.stock_received(
+            "WH1", "BEAN", 40, receipt_id=f"r-{inbound_id}", inbound_id=inbound_id
+        )
+        inputs.append(
+            receipt.model_copy(
+                update={
+                    "occurred_at": received,
+                    "data": receipt.data.model_copy(update={"received_at": received}),
+                }
+            )
+        )
+    inputs.append(
+        _at(ev.inbound_scheduled("in-late", "WH1", [("BEAN", 60)], "2026-11-18"), T0 + 5 * DAY)
+    )
     inputs.append(_at(ev.shipment_delayed("in-late", "WH1", "2026-11-25"), T0 + 6 * DAY))
     # Never received, past its ETA plus the grace at AS_OF: overdue.
-    inputs.append(_at(ev.inbound_scheduled("in-stuck", "WH1", [("BEAN", 10)], "2026-11-10"), T0 + 5 * DAY))
+    inputs.append(
+        _at(ev.inbound_scheduled("in-stuck", "WH1", [("BEAN", 10)], "2026-11-10"), T0 + 5 * DAY)
+    )
     # A purchase order cancelled: nothing of it will arrive, so it is not late either.
-    inputs.append(_at(ev.inbound_scheduled("in-po", "WH1", [("BEAN", 25)], "2026-11-12"), T0 + 5 * DAY))
+    inputs.append(
+        _at(ev.inbound_scheduled("in-po", "WH1", [("BEAN", 25)], "2026-11-12"), T0 + 5 * DAY)
+    )
     inputs.append(_at(ev.inbound_cancelled("in-po", "WH1", "supplier closed"), T0 + 7 * DAY))
 
     def envelope(model, kind, n, moment, data):
-        return model(id=f"out-{n}", type=kind, occurred_at=moment, source="tests", causation_id=f"in-{n}", data=data)
+        return model(
+            id=f"out-{n}",
+            type=kind,
+            occurred_at=moment,
+            source="tests",
+            causation_id=f"in-{n}",
+            data=data,
+        )
 
-    waiting = AllocationLine(line_no=1, sku="BEAN", quantity=10, backordered=10, eta=date(2026, 11, 25), unit_price="9.50", currency="EUR")
-    partial = AllocationLine(line_no=1, sku="BEAN", quantity=5, shipped=2, allocated=2, backordered=3, eta=date(2026, 11, 25), unit_price="9.50", currency="EUR")
+    waiting = AllocationLine(
+        line_no=1,
+        sku="BEAN",
+        quantity=10,
+        backordered=10,
+        eta=date(2026, 11, 25),
+        unit_price="9.50",
+        currency="EUR",
+    )
+    partial = AllocationLine(
+        line_no=1,
+        sku="BEAN",
+        quantity=5,
+        shipped=2,
+        allocated=2,
+        backordered=3,
+        eta=date(2026, 11, 25),
+        unit_price="9.50",
+        currency="EUR",
+    )
     outputs = [
-        envelope(Backordered, "Backordered", 1, T0 + 5 * DAY, BackorderedData(
-            order_id="o-wait", warehouse_id="WH1", customer=CUSTOMER, lines=[waiting], reason="insufficient_stock")),
-        envelope(PartiallyShipped, "PartiallyShipped", 2, T0 + 15 * DAY, PartiallyShippedData(
-            order_id="o-part", warehouse_id="WH1", customer=CUSTOMER, lines=[partial], shipment_id="s-1")),
-        envelope(StockPositionChanged, "StockPositionChanged", 3, T0 + 15 * DAY, StockPositionChangedData(
-            warehouse_id="WH1", sku="BEAN", available=30, backordered=13, reserved=0, incoming=53,
-            next_eta=date(2026, 11, 25), promise_eta=date(2026, 11, 25))),
+        envelope(
+            Backordered,
+            "Backordered",
+            1,
+            T0 + 5 * DAY,
+            BackorderedData(
+                order_id="o-wait",
+                warehouse_id="WH1",
+                customer=CUSTOMER,
+                lines=[waiting],
+                reason="insufficient_stock",
+            ),
+        ),
+        envelope(
+            PartiallyShipped,
+            "PartiallyShipped",
+            2,
+            T0 + 15 * DAY,
+            PartiallyShippedData(
+                order_id="o-part",
+                warehouse_id="WH1",
+                customer=CUSTOMER,
+                lines=[partial],
+                shipment_id="s-1",
+            ),
+        ),
+        envelope(
+            StockPositionChanged,
+            "StockPositionChanged",
+            3,
+            T0 + 15 * DAY,
+            StockPositionChangedData(
+                warehouse_id="WH1",
+                sku="BEAN",
+                available=30,
+                backordered=13,
+                reserved=0,
+                incoming=53,
+                next_eta=date(2026, 11, 25),
+                promise_eta=date(2026, 11, 25),
+            ),
+        ),
     ]
     return inputs, outputs
 
@@ -84,7 +171,11 @@ async def projected(pg_settings, env_for_subprocess):
     await publish_scenario(pg_settings, inputs, outputs)
     # Garbage on every topic: skipped (the router dead-letters inputs), nothing stalls.
     for topic in ("orders.v1", "inventory.v1", "allocations.v1"):
-        await publish(pg_settings, [b'{"type": "OrderPlaced", "broken"', orjson.dumps({"type": "OrderPlaced", "id": "x"})], topic=topic)
+        await publish(
+            pg_settings,
+            [b'{"type": "OrderPlaced", "broken"', orjson.dumps({"type": "OrderPlaced", "id": "x"})],
+            topic=topic,
+        )
     async with running(pg_settings) as projector:
         await wait_caught_up(pg_settings, check=lambda: failed(projector))
         assert projector.skipped == 6  # two bad records on each of the three topics
@@ -120,7 +211,9 @@ async def test_json_shapes_of_every_query(projected) -> None:
         "promise_eta": "2026-11-25", "available": 30, "reserved": 0, "incoming": 53,
     }]  # fmt: skip
     assert [r["promise_eta"] for r in await _json(env, "backlog", "--all")] == ["2026-11-25"]
-    assert [r["promise_eta"] for r in await _json(env, "backlog", "--sku", "BEAN")] == ["2026-11-25"]
+    assert [r["promise_eta"] for r in await _json(env, "backlog", "--sku", "BEAN")] == [
+        "2026-11-25"
+    ]
     assert await _json(env, "backlog", "--warehouse", "WH9") == []
 
     (order,) = await _json(env, "order", "o-part")
@@ -131,13 +224,31 @@ async def test_json_shapes_of_every_query(projected) -> None:
         "backorder_reason": "insufficient_stock", "reason": None, "unit_price": "9.50", "currency": "EUR",
     }]  # fmt: skip
     assert "ada@shop.example" not in orjson.dumps(order).decode()  # no PII for support queries
-    assert (await _json(env, "order", "o-0-0"))[0]["status"] == "pending"  # placed, not allocated (here)
+    assert (await _json(env, "order", "o-0-0"))[0][
+        "status"
+    ] == "pending"  # placed, not allocated (here)
 
     inbound = await _json(env, "inbound", "--as-of", AS_OF)
-    assert [i["inbound_id"] for i in inbound] == ["in-fast", "in-slow", "in-stuck", "in-po", "in-late"]
+    assert [i["inbound_id"] for i in inbound] == [
+        "in-fast",
+        "in-slow",
+        "in-stuck",
+        "in-po",
+        "in-late",
+    ]
     (po,) = [i for i in inbound if i["inbound_id"] == "in-po"]
-    assert (po["status"], po["cancel_reason"], po["quantity_cancelled"], po["late"], po["overdue"]) == (
-        "cancelled", "supplier closed", 25, False, False,
+    assert (
+        po["status"],
+        po["cancel_reason"],
+        po["quantity_cancelled"],
+        po["late"],
+        po["overdue"],
+    ) == (
+        "cancelled",
+        "supplier closed",
+        25,
+        False,
+        False,
     )
     assert po["cancelled_at"] is not None
     late = await _json(env, "inbound", "--late", "--as-of", AS_OF)
@@ -155,18 +266,31 @@ async def test_json_shapes_of_every_query(projected) -> None:
         "status": "expected", "late": True, "overdue": False,
     }]  # fmt: skip
     # Within the grace (2 days past its ETA) an inbound is late, not overdue yet.
-    (stuck,) = [i for i in await _json(env, "inbound", "--as-of", "2026-11-12") if i["inbound_id"] == "in-stuck"]
+    (stuck,) = [
+        i
+        for i in await _json(env, "inbound", "--as-of", "2026-11-12")
+        if i["inbound_id"] == "in-stuck"
+    ]
     assert (stuck["late"], stuck["overdue"]) == (True, False)
 
     # The promise date: available units first, then the one-unit promise_eta, then the
     # inbound walk (overdue in-stuck and cancelled in-po give no date).
     promise = await _json(env, "promise", "BEAN", "--warehouse", "WH1", "--as-of", AS_OF)
     assert promise["promise_eta"] is None and promise["from_stock"] == 1 and promise["covered"]
-    promise = await _json(env, "promise", "BEAN", "--warehouse", "WH1", "--quantity", "31", "--as-of", AS_OF)
+    promise = await _json(
+        env, "promise", "BEAN", "--warehouse", "WH1", "--quantity", "31", "--as-of", AS_OF
+    )
     assert (promise["beyond_available"], promise["promise_eta"]) == (1, "2026-11-25")
-    promise = await _json(env, "promise", "BEAN", "--warehouse", "WH1", "--quantity", "87", "--as-of", AS_OF)
-    assert (promise["beyond_available"], promise["promise_eta"]) == (57, "2026-11-25")  # 13 + 57 = in-late's 70
-    promise = await _json(env, "promise", "BEAN", "--warehouse", "WH1", "--quantity", "88", "--as-of", AS_OF)
+    promise = await _json(
+        env, "promise", "BEAN", "--warehouse", "WH1", "--quantity", "87", "--as-of", AS_OF
+    )
+    assert (promise["beyond_available"], promise["promise_eta"]) == (
+        57,
+        "2026-11-25",
+    )  # 13 + 57 = in-late's 70
+    promise = await _json(
+        env, "promise", "BEAN", "--warehouse", "WH1", "--quantity", "88", "--as-of", AS_OF
+    )
     assert (promise["promise_eta"], promise["covered"]) == (None, False)
     for bad in (["--quantity", "0"], ["--quantity", "x"], []):
         result = await _cli(env, "promise", "BEAN", *bad)
@@ -177,15 +301,33 @@ async def test_json_shapes_of_every_query(projected) -> None:
     aging = await _json(env, "aging", "--as-of", AS_OF)
     assert aging["as_of"] == AS_OF
     # o-wait waits since Nov 7 (13 days), o-part since Nov 17 (3 days).
-    assert aging["overall"] == {"days_0_7": 3, "days_8_14": 10, "days_15_30": 0, "days_over_30": 0, "backordered_units": 13}
+    assert aging["overall"] == {
+        "days_0_7": 3,
+        "days_8_14": 10,
+        "days_15_30": 0,
+        "days_over_30": 0,
+        "backordered_units": 13,
+    }
     assert aging["skus"] == [{"warehouse_id": "WH1", "sku": "BEAN", **aging["overall"]}]
 
     deposits = await _json(env, "deposits")
     assert deposits == {
         "totals": [{"currency": "EUR", "amount": "123.50", "backordered_units": 13, "orders": 2}],
         "orders": [
-            {"warehouse_id": "WH1", "order_id": "o-wait", "currency": "EUR", "amount": "95.00", "backordered_units": 10},
-            {"warehouse_id": "WH1", "order_id": "o-part", "currency": "EUR", "amount": "28.50", "backordered_units": 3},
+            {
+                "warehouse_id": "WH1",
+                "order_id": "o-wait",
+                "currency": "EUR",
+                "amount": "95.00",
+                "backordered_units": 10,
+            },
+            {
+                "warehouse_id": "WH1",
+                "order_id": "o-part",
+                "currency": "EUR",
+                "amount": "28.50",
+                "backordered_units": 3,
+            },
         ],
     }
 
@@ -217,21 +359,36 @@ async def test_tables_without_json_and_unknown_order(projected) -> None:
     assert result.stderr.strip() == "fulfil: order 'nope' not found"
     # The real console script, wired in fulfil/cli.py.
     done = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "fulfil", "order", "nope"], env=env, capture_output=True, text=True, timeout=60
+        subprocess.run,
+        [sys.executable, "-m", "fulfil", "order", "nope"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 1 and "not found" in done.stderr
 
 
-async def test_config_errors_exit_2_and_missing_schema_exits_1(pg_settings, env_for_subprocess) -> None:
+async def test_config_errors_exit_2_and_missing_schema_exits_1(
+    pg_settings, env_for_subprocess
+) -> None:
     env = {k: v for k, v in env_for_subprocess(pg_settings).items() if k != "DATABASE_URL"}
     done = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "fulfil", "backlog", "--json"], env=env, capture_output=True, text=True, timeout=60
+        subprocess.run,
+        [sys.executable, "-m", "fulfil", "backlog", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 2 and "DATABASE_URL" in done.stderr
     result = await _cli(env_for_subprocess(pg_settings), "backlog", "--json")
     assert result.exit_code == 1 and "fulfil db migrate" in result.stderr
     result = await _cli(env_for_subprocess(pg_settings), "db", "migrate", "--json")
-    assert orjson.loads(result.stdout) == {"schema": "projection", "applied": ["0001_read_models", "0002_warehouse_order_keys", "0003_supply_side"]}
+    assert orjson.loads(result.stdout) == {
+        "schema": "projection",
+        "applied": ["0001_read_models", "0002_warehouse_order_keys", "0003_supply_side"],
+    }
     assert await _json(env_for_subprocess(pg_settings), "backlog") == []
     assert os.environ.get("DATABASE_URL") != pg_settings.database_url  # CliRunner restored the env
 

@@ -96,10 +96,14 @@ async def test_batch_boundaries_change_nothing(test_database, seed, cuts, interl
         await _apply_in(store, batches)
     finally:
         await store.conn.close()
-    assert_tables_equal(await dump(test_database), normalise_reference(reference.fold(inputs, outputs)))
+    assert_tables_equal(
+        await dump(test_database), normalise_reference(reference.fold(inputs, outputs))
+    )
 
 
-async def test_a_batch_whose_commit_was_not_acknowledged_is_not_applied_twice(test_database) -> None:
+async def test_a_batch_whose_commit_was_not_acknowledged_is_not_applied_twice(
+    test_database,
+) -> None:
     inputs, outputs = scenario(200, seed=2)
     records = as_records(inputs, outputs)
     store = await _fresh_store(test_database)
@@ -112,12 +116,18 @@ async def test_a_batch_whose_commit_was_not_acknowledged_is_not_applied_twice(te
         with pytest.raises(StalePositions) as info:
             await apply_batch(store, decode_batch(records[:300], "", 1_000_000), stale)
         assert await dump(test_database) == before
-        assert info.value.stored == {tp: o for tp, o in positions.items() if tp in info.value.stored}
+        assert info.value.stored == {
+            tp: o for tp, o in positions.items() if tp in info.value.stored
+        }
         # Re-seeking to the stored offsets and going on yields the clean result.
-        await _apply_continue(store, records, info.value.stored | {tp: positions[tp] for tp in positions})
+        await _apply_continue(
+            store, records, info.value.stored | {tp: positions[tp] for tp in positions}
+        )
     finally:
         await store.conn.close()
-    assert_tables_equal(await dump(test_database), normalise_reference(reference.fold(inputs, outputs)))
+    assert_tables_equal(
+        await dump(test_database), normalise_reference(reference.fold(inputs, outputs))
+    )
 
 
 async def _apply_continue(store: Store, records: list[Record], positions: dict) -> None:

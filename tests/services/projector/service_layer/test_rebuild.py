@@ -44,7 +44,15 @@ async def _query_forever(url: str, order_id: str, as_of, stop: asyncio.Event, lo
                     except Exception as exc:  # noqa: BLE001 - recorded and asserted on
                         log["errors"].append(repr(exc))
                         continue
-                    if not (backlog and found and found["lines"] and aging["skus"] and deposits["totals"] and reorder and inbound):
+                    if not (
+                        backlog
+                        and found
+                        and found["lines"]
+                        and aging["skus"]
+                        and deposits["totals"]
+                        and reorder
+                        and inbound
+                    ):
                         log["empty"] += 1
                     log["queries"] += 1
             finally:
@@ -66,7 +74,9 @@ async def test_rebuild_under_concurrent_queries_swaps_in_an_equal_model(pg_setti
         live = await dump(url)
         log = {"errors": [], "empty": 0, "queries": 0}
         stop = asyncio.Event()
-        reader = asyncio.create_task(_query_forever(url, order_id, as_of_after(outputs, 5), stop, log))
+        reader = asyncio.create_task(
+            _query_forever(url, order_id, as_of_after(outputs, 5), stop, log)
+        )
 
         async def projector_runs_ahead() -> None:
             # Records the live projector applies but the swap (no drain) leaves out:
@@ -89,7 +99,9 @@ async def test_rebuild_under_concurrent_queries_swaps_in_an_equal_model(pg_setti
             queries_at_swap = log["queries"]
             deadline = time.monotonic() + 60
             while log["queries"] < queries_at_swap + 4 and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)  # a few more rounds on the new schema, not synchronisation
+                await asyncio.sleep(
+                    0.05
+                )  # a few more rounds on the new schema, not synchronisation
         finally:
             stop.set()
             await reader

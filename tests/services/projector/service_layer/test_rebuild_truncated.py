@@ -29,7 +29,9 @@ from tests.services.projector.helpers import (
 
 def test_truncated_history_names_every_partition_whose_log_starts_above_zero() -> None:
     assert truncated_history({("t.orders.v1", 0): 0, ("t.orders.v1", 1): 0}) == []
-    found = truncated_history({("t.orders.v1", 1): 0, ("t.allocations.v1", 2): 1234, ("t.orders.v1", 0): 7})
+    found = truncated_history(
+        {("t.orders.v1", 1): 0, ("t.allocations.v1", 2): 1234, ("t.orders.v1", 0): 7}
+    )
     assert found == [("t.allocations.v1", 2, 1234), ("t.orders.v1", 0, 7)]
 
 
@@ -51,13 +53,19 @@ async def test_rebuild_refuses_truncated_history_unless_allowed(pg_settings) -> 
     async def retention_moved_the_start(consumer, tps):
         starts = await consumer.beginning_offsets(tps)  # the real broker's answer...
         seen.update({(tp.topic, tp.partition): offset for tp, offset in starts.items()})
-        return {tp: (3 if (tp.topic, tp.partition) == truncated else offset) for tp, offset in starts.items()}
+        return {
+            tp: (3 if (tp.topic, tp.partition) == truncated else offset)
+            for tp, offset in starts.items()
+        }
 
     with pytest.raises(HistoryTruncated) as info:
         await rebuild(pg_settings, log_starts=retention_moved_the_start)
     assert seen and set(seen.values()) == {0}  # ...which starts every log at 0 on Tansu
     message = str(info.value)
-    assert f"{truncated[0]} partition 1 starts at offset 3" in message and "--allow-truncated" in message
+    assert (
+        f"{truncated[0]} partition 1 starts at offset 3" in message
+        and "--allow-truncated" in message
+    )
     assert await dump(pg_settings.database_url) == live  # nothing swapped in
     assert await stored_offsets(pg_settings.database_url) == live_offsets
 
