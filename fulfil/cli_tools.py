@@ -10,6 +10,7 @@ from typing import Annotated
 import orjson
 import typer
 
+from fulfil.cli_common import fail_usage
 from fulfil_platform.config import load_settings
 from fulfil_platform.logs import configure_logging
 
@@ -45,13 +46,17 @@ def publish(
 
     Bad lines are reported with their line number and reason; good lines are
     still published. Exit code 1 if any line was bad. A ClockTicked line goes to
-    every command partition, as `fulfil clock tick --now` writes it.
+    every command partition, as `fulfil clock tick --now` writes it. A file with an
+    allocation event (allocations.v1 is the allocator's) is refused whole: exit 2.
     """
-    from fulfil.publishing import publish_file
+    from fulfil.publishing import NotAnInput, publish_file
 
     settings = load_settings()
     configure_logging(settings.fulfil_log_level, settings.fulfil_log_format)
-    report = asyncio.run(publish_file(settings, file))
+    try:
+        report = asyncio.run(publish_file(settings, file))
+    except NotAnInput as exc:
+        raise fail_usage(str(exc)) from None
     for line_no, reason in report.bad:
         typer.echo(f"{file}:{line_no}: {reason}", err=True)
     if json_output:

@@ -14,10 +14,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from fulfil_platform.config import Settings
 from fulfil_platform.kafka import producer
 from schemas.contract import ClockTicked
-from schemas.registry import COMMANDS, ContractError, parse_event, spec_for
+from schemas.registry import (
+    ALLOCATIONS,
+    COMMANDS,
+    OUTPUT_TYPES,
+    ContractError,
+    parse_event,
+    spec_for,
+)
 from services.allocator.service_layer.clock import write_ticks
 
 
@@ -29,7 +38,32 @@ class PublishReport:
     ticks: int = 0  # ClockTicked lines, each written to every command partition
 
 
+class NotAnInput(ValueError):
+    """The file holds an event only a service may write: nothing of it is published."""
+
+
+def refuse_outputs(path: Path) -> None:
+    """Raise NotAnInput at the first allocation event in the file.
+
+    Checked before anything is sent: a file refused half-way would leave its
+    first lines published. Only the `type` is looked at; the contract is checked
+    while publishing."""
+    with path.open("rb") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            try:
+                doc = orjson.loads(line) if line.strip() else None
+            except orjson.JSONDecodeError:
+                continue  # reported as a bad line while publishing
+            kind = doc.get("type") if isinstance(doc, dict) else None
+            if kind in OUTPUT_TYPES:
+                raise NotAnInput(
+                    f"{path}:{line_no}: {kind} belongs on {ALLOCATIONS}, which only the allocator "
+                    "writes; publish inputs (orders.v1, inventory.v1) and let it decide"
+                )
+
+
 async def publish_file(settings: Settings, path: Path) -> PublishReport:
+    refuse_outputs(path)
     report = PublishReport()
     counts: Counter[str] = Counter()
     tick_records = 0

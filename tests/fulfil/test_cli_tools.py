@@ -112,6 +112,26 @@ async def test_publish_reports_bad_lines_and_publishes_good_ones(
     assert got["inventory.v1"] == (b"wh-1", receipt)
 
 
+async def test_publish_refuses_allocation_events_and_publishes_nothing(
+    settings, env_for_subprocess, tmp_path
+) -> None:
+    """allocations.v1 is the allocator's: an output type in the file is a usage error (exit 2)
+    naming the owner, and no line of the file is published, not even the valid inputs."""
+    await kafka.create_topics(settings)
+    output = {**VALID["OrderPlaced"], "id": "evt-output", "type": "OrderAllocated"}
+    path = tmp_path / "outputs.jsonl"
+    path.write_bytes(orjson.dumps(VALID["OrderPlaced"]) + b"\n" + orjson.dumps(output) + b"\n")
+
+    result = fulfil("publish", str(path), env=env_for_subprocess(settings))
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert f"{path}:2" in result.stderr and "OrderAllocated" in result.stderr
+    assert "allocator" in result.stderr and "allocations.v1" in result.stderr
+    written = await read_topic(settings, "orders.v1")
+    assert sum(len(records) for records in written.values()) == 0
+
+
 async def test_publish_writes_a_clock_tick_to_every_command_partition(
     settings, env_for_subprocess, tmp_path
 ) -> None:
