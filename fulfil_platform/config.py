@@ -36,7 +36,8 @@ class Settings(BaseSettings):
     # How long a produce may wait for the broker before it fails (and the batch is redone).
     kafka_request_timeout_ms: int = Field(default=30_000, ge=1_000, le=300_000)
 
-    database_url: str | None = None
+    # asyncpg takes postgresql:// and postgres:// URLs; anything else fails deep in the driver.
+    database_url: str | None = Field(default=None, pattern=r"^postgres(ql)?://")
 
     fulfil_topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$", max_length=100)
     fulfil_partitions: int = Field(default=6, ge=1, le=1024)
@@ -71,6 +72,11 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("webhook_secret")
     )
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
 
     @field_validator("fulfil_log_level", mode="before")
     @classmethod

@@ -262,3 +262,16 @@ def test_log_masking_covers_passwords_with_unencoded_characters() -> None:
 
     masked = mask_url_password("connecting to postgresql://app:pa/ss@db.internal:5432/fulfil now")
     assert masked == "connecting to postgresql://app:***@db.internal:5432/fulfil now"
+
+
+def test_a_database_url_that_is_not_postgresql_is_a_configuration_error(
+    settings, env_for_subprocess
+) -> None:
+    """Issue 17: a bad DATABASE_URL exited 1 with the driver's exception class; it is a
+    configuration error (exit 2, one line naming the setting), without the password."""
+    env = env_for_subprocess(settings)
+    for bad in ("notaurl", "mysql://shop:s3cret@db.example/shop"):
+        result = _cli({**env, "DATABASE_URL": bad}, "backlog")
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().count("\n") == 0 and "DATABASE_URL" in result.stderr
+        assert "s3cret" not in result.stderr and "Error:" not in result.stderr
