@@ -12,9 +12,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from fulfil.cli_common import JsonOption
+from fulfil.cli_common import JsonOption, fail_usage
 from fulfil_platform.config import load_settings
 from fulfil_platform.logs import redact_pii
+from schemas.registry import base_topics
 
 dlq_app = typer.Typer(help="List, show and redrive dead letters.", no_args_is_help=True)
 console = Console()
@@ -233,7 +234,7 @@ def tail(
     ] = False,
 ) -> None:
     """Pretty-print the envelopes on a topic (customer data redacted unless --show-pii)."""
-    from fulfil.tailing import tail_topic
+    from fulfil.tailing import UnknownTopic, tail_topic
 
     settings = load_settings()
     settings.require_kafka()
@@ -261,6 +262,11 @@ def tail(
         asyncio.run(tail_topic(settings, settings.topic(topic), show, follow=follow))
     except KeyboardInterrupt:
         pass
+    except UnknownTopic:
+        known = ", ".join(base_topics())
+        raise fail_usage(
+            f"no topic {settings.topic(topic)} on the cluster; ours are {known}"
+        ) from None
 
 
 def demo(

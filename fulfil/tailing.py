@@ -11,6 +11,10 @@ from fulfil_platform.config import Settings
 from fulfil_platform.topic_reader import read_chunks
 
 
+class UnknownTopic(ValueError):
+    """The topic is not on the cluster (a typo, or `fulfil topics create` not run)."""
+
+
 async def tail_topic(
     settings: Settings, topic: str, show: Callable[[int, int, bytes], None], *, follow: bool
 ) -> int:
@@ -24,7 +28,7 @@ async def tail_topic(
             else []
         )
         if not partitions:
-            raise ValueError(f"topic {topic} does not exist")
+            raise UnknownTopic(topic)
         # Print as records arrive: a topic can be far larger than memory.
         starts = {TopicPartition(topic, p): 0 for p in partitions}
         async for chunk in read_chunks(consumer, starts, follow=follow, timeout_ms=500):

@@ -279,3 +279,14 @@ async def test_replay_verifies_a_simulated_log_with_the_supply_side_rules(
     assert report["verified"] is True
     assert report["commands"] == len(commands)
     assert report["compared"] == report["outputs"] == len(outputs)
+
+
+async def test_tail_of_a_topic_that_does_not_exist_is_a_usage_error(
+    settings, env_for_subprocess
+) -> None:
+    """Issue 17: `tail nosuch.v1` said `ValueError`; it is a usage error naming the topics."""
+    await kafka.create_topics(settings)
+    result = fulfil("tail", "nosuch.v1", env=env_for_subprocess(settings))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "Error" not in result.stderr
+    assert "nosuch.v1" in result.stderr and "allocations.v1" in result.stderr
