@@ -442,18 +442,19 @@ class OutboxStore:
 
     async def retry_failed(
         self, now: datetime, *, ids: builtins.list[int] | None = None, channel: str | None = None
-    ) -> int:
-        """Re-queue failed rows: due at once, with a fresh set of attempts."""
-        result = await self.pool.execute(
+    ) -> builtins.list[int]:
+        """Re-queue failed rows: due at once, with a fresh set of attempts; their ids."""
+        rows = await self.pool.fetch(
             """
             UPDATE notifier_outbox
             SET status = 'pending', attempts = 0, next_attempt_at = $1, updated_at = $1
             WHERE status = 'failed'
               AND ($2::bigint[] IS NULL OR id = ANY($2::bigint[]))
               AND ($3::text IS NULL OR channel = $3)
+            RETURNING id
             """,
             now,
             ids or None,
             channel,
         )
-        return int(result.split()[-1])
+        return sorted(r["id"] for r in rows)

@@ -113,14 +113,25 @@ def retry(
 ) -> None:
     """Re-queue failed messages: due at once, with a fresh set of attempts, same Message-ID."""
 
-    async def work(store: OutboxStore) -> int:
+    async def work(store: OutboxStore) -> list[int]:
         return await store.retry_failed(datetime.now(UTC), ids=ids or None, channel=channel)
 
     requeued = asyncio.run(_with_store(work))
     if json_output:
-        typer.echo(orjson.dumps({"requeued": requeued}).decode())
+        typer.echo(orjson.dumps({"requeued": len(requeued)}).decode())
     else:
-        typer.echo(f"re-queued {requeued} failed message(s); a running notifier sends them now")
+        typer.echo(
+            f"re-queued {len(requeued)} failed message(s); a running notifier sends them now"
+        )
+    missing = sorted(set(ids or ()) - set(requeued))
+    if missing:
+        what = "in that channel " if channel else ""
+        typer.echo(
+            f"fulfil: no failed message {what}with id {', '.join(map(str, missing))} "
+            "(`fulfil notifications --failed` lists them)",
+            err=True,
+        )
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

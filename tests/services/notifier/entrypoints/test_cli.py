@@ -54,3 +54,12 @@ def test_configuration_errors_exit_2_with_one_line(env, message) -> None:
 def test_notifications_needs_a_database() -> None:
     result = _run("notifications", "--failed", "--json")
     assert result.returncode == 2 and "DATABASE_URL is not set" in result.stderr
+
+
+def test_retry_of_ids_that_are_not_failed_messages_says_so(test_database) -> None:
+    """Issue 17: `notifications retry 42` (no such id) re-queued nothing and said nothing
+    about it; it names the ids it could not re-queue and exits 1."""
+    result = _run("notifications", "retry", "42", "43", DATABASE_URL=test_database)
+    assert result.returncode == 1, result.stderr
+    assert "42" in result.stderr and "43" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
