@@ -308,9 +308,31 @@ def _where(entry: Any) -> str:
     return text
 
 
-def _render(trace: Any, show_pii: bool) -> None:
-    from fulfil.tracing import summarize
+_STYLES = {
+    "order": "bold cyan",
+    "cause": "bold yellow",
+    "inbound": "yellow",
+    "output": "bold green",
+    "dead_letter": "bold red",
+}
 
+
+def _render(trace: Any, show_pii: bool) -> None:
+    tree = Tree(_trace_title(trace, show_pii))
+    _add_entries(tree, trace, show_pii)
+    attached = {e.id for e in trace.entries if e.relation == "output"}
+    others = [row for row in trace.notifications if row.get("event_id") not in attached]
+    if others:
+        branch = tree.add("[bold]other notifications[/bold] (reminders)")
+        for row in others:
+            branch.add(_notification_label(row))
+    console.print(tree)
+    for note in trace.notes:
+        console.print(f"[yellow]note:[/yellow] {escape(note)}")
+    console.print(f"[dim]{trace.records_read:,} records read in {trace.seconds:.2f}s[/dim]")
+
+
+def _trace_title(trace: Any, show_pii: bool) -> str:
     title = f"[bold]order {escape(trace.order_id)}[/bold]"
     if trace.warehouse_id is not None:
         title += f" · warehouse {escape(trace.warehouse_id)} · command partition {trace.command_partition}"
@@ -323,7 +345,24 @@ def _render(trace: Any, show_pii: bool) -> None:
             title += f" · customer {escape(who)} ({escape(str(customer.get('customer_id')))}, {escape(str(customer.get('locale')))})"
         else:
             title += " · customer \\[redacted] (--show-pii to show)"
-    tree = Tree(title)
+    return title
+
+
+def _entry_label(entry: Any, show_pii: bool) -> str:
+    from fulfil.tracing import summarize
+
+    style = _STYLES.get(entry.relation, "bold")
+    when = escape(entry.occurred_at or "?")
+    ident = escape(entry.id or "-")
+    return (
+        f"[dim]{when}[/dim] [{style}]{escape(entry.type)}[/{style}] [dim]{ident} · {escape(_where(entry))}[/dim]\n"
+        f"{escape(summarize(entry, show_pii))}"
+    )
+
+
+def _add_entries(tree: Tree, trace: Any, show_pii: bool) -> None:
+    """Each input with the outputs it caused and their notifications; outputs whose cause
+    is not in the trace stand on their own."""
     by_cause: dict[str, list[Any]] = {}
     for entry in trace.entries:
         if entry.relation == "output" and entry.causation_id:
@@ -332,51 +371,22 @@ def _render(trace: Any, show_pii: bool) -> None:
     for row in trace.notifications:
         notes_by_event.setdefault(row.get("event_id"), []).append(row)
     placed = {e.id for e in trace.entries if e.relation != "output"}
-    styles = {
-        "order": "bold cyan",
-        "cause": "bold yellow",
-        "inbound": "yellow",
-        "output": "bold green",
-        "dead_letter": "bold red",
-    }
-
-    def label(entry: Any) -> str:
-        style = styles.get(entry.relation, "bold")
-        when = escape(entry.occurred_at or "?")
-        ident = escape(entry.id or "-")
-        return (
-            f"[dim]{when}[/dim] [{style}]{escape(entry.type)}[/{style}] [dim]{ident} · {escape(_where(entry))}[/dim]\n"
-            f"{escape(summarize(entry, show_pii))}"
-        )
-
-    def add_outputs(node: Tree, cause_id: str | None) -> None:
-        for output in by_cause.get(cause_id or "", []):
-            child = node.add(label(output))
-            for row in notes_by_event.get(output.id, []):
-                child.add(_notification_label(row))
-
     for entry in trace.entries:
         if entry.relation == "output":
             if entry.causation_id in placed:
                 continue
             node = tree.add(
-                label(entry) + f"\n[red]cause {escape(entry.causation_id or '?')} not found[/red]"
+                _entry_label(entry, show_pii)
+                + f"\n[red]cause {escape(entry.causation_id or '?')} not found[/red]"
             )
             for row in notes_by_event.get(entry.id, []):
                 node.add(_notification_label(row))
             continue
-        node = tree.add(label(entry))
-        add_outputs(node, entry.id)
-    attached = {e.id for e in trace.entries if e.relation == "output"}
-    others = [row for row in trace.notifications if row.get("event_id") not in attached]
-    if others:
-        branch = tree.add("[bold]other notifications[/bold] (reminders)")
-        for row in others:
-            branch.add(_notification_label(row))
-    console.print(tree)
-    for note in trace.notes:
-        console.print(f"[yellow]note:[/yellow] {escape(note)}")
-    console.print(f"[dim]{trace.records_read:,} records read in {trace.seconds:.2f}s[/dim]")
+        node = tree.add(_entry_label(entry, show_pii))
+        for output in by_cause.get(entry.id or "", []):
+            child = node.add(_entry_label(output, show_pii))
+            for row in notes_by_event.get(output.id, []):
+                child.add(_notification_label(row))
 
 
 def _notification_label(row: dict[str, Any]) -> str:
