@@ -402,42 +402,51 @@ class _Supply(_SimBase):
             ]
             gone = rng.choice(others) if others else closed
             for sku, backorderable, discontinued in ((closed, False, False), (gone, False, True)):
-                data = {
-                    "warehouse_id": wh.name,
-                    "sku": self.sku_names[sku],
-                    "backorderable": backorderable,
-                    "discontinued": discontinued,
-                }
-                _, value = self._envelope(SkuPolicySet, data, "pim")
-                records.append(self._record(INVENTORY, wh, value, "SkuPolicySet"))
-            # Merchandising: a hot SKU capped at a few units on backorder, another sold only
-            # as far as purchase orders cover it, and a SKU announced as a pre-order
-            # (release in two days: its stock is held until then).
-            hot = [s for s in wh.hot if s not in (closed, gone)]
-            capped = hot[0] if hot else None
-            covered = hot[1] if len(hot) > 1 else None
-            later = [s for s in self.top[60:120] if s not in (closed, gone, capped, covered)]
-            pre_order = rng.choice(later) if later else None
-            extra: list[tuple[int, dict[str, Any]]] = []
-            if capped is not None:
-                extra.append((capped, {"backorder_limit": rng.randrange(2, 8)}))
-            if covered is not None:
-                extra.append((covered, {"backorder_mode": "covered_only"}))
-            if pre_order is not None:
-                release = (self._at(self.now) + timedelta(days=2)).date()
-                extra.append((pre_order, {"release_date": release}))
-            for sku, fields in extra:
-                data = {
-                    "warehouse_id": wh.name,
-                    "sku": self.sku_names[sku],
-                    "backorderable": True,
-                    "discontinued": False,
-                    **fields,
-                }
-                _, value = self._envelope(SkuPolicySet, data, "pim")
-                records.append(self._record(INVENTORY, wh, value, "SkuPolicySet"))
+                records.append(self._policy_record(wh, sku, backorderable, discontinued, {}))
+            for sku, fields in self._merchandising(wh, closed, gone):
+                records.append(self._policy_record(wh, sku, True, False, fields))
             wh.unbackorderable.add(closed)
             wh.discontinued.add(gone)
             wh.multiplier[gone] = 0.3  # still listed on some channels for a while
             wh.refresh()
         return records
+
+    def _merchandising(
+        self, wh: _Warehouse, closed: int, gone: int
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """A hot SKU capped at a few units on backorder, another sold only as far as purchase
+        orders cover it, and a SKU announced as a pre-order (release in two days: its stock
+        is held until then)."""
+        rng = self.rng
+        hot = [s for s in wh.hot if s not in (closed, gone)]
+        capped = hot[0] if hot else None
+        covered = hot[1] if len(hot) > 1 else None
+        later = [s for s in self.top[60:120] if s not in (closed, gone, capped, covered)]
+        pre_order = rng.choice(later) if later else None
+        extra: list[tuple[int, dict[str, Any]]] = []
+        if capped is not None:
+            extra.append((capped, {"backorder_limit": rng.randrange(2, 8)}))
+        if covered is not None:
+            extra.append((covered, {"backorder_mode": "covered_only"}))
+        if pre_order is not None:
+            release = (self._at(self.now) + timedelta(days=2)).date()
+            extra.append((pre_order, {"release_date": release}))
+        return extra
+
+    def _policy_record(
+        self,
+        wh: _Warehouse,
+        sku: int,
+        backorderable: bool,
+        discontinued: bool,
+        fields: dict[str, Any],
+    ) -> SimRecord:
+        data = {
+            "warehouse_id": wh.name,
+            "sku": self.sku_names[sku],
+            "backorderable": backorderable,
+            "discontinued": discontinued,
+            **fields,
+        }
+        _, value = self._envelope(SkuPolicySet, data, "pim")
+        return self._record(INVENTORY, wh, value, "SkuPolicySet")
