@@ -136,34 +136,17 @@ def simulate(
     Writes JSONL to --out, publishes with --publish, or writes JSONL to stdout.
     A summary goes to stdout (--json: one JSON document) unless stdout carries the JSONL.
     """
-    from fulfil.simulation import START, generate
+    from fulfil.simulation import generate
 
-    if out is not None and publish:
-        raise fail_usage("choose one of --out and --publish")
+    _check_simulate_options(out, publish, rate, json_output)
     to_stdout = out is None and not publish
-    if rate and not publish:
-        raise fail_usage("--rate needs --publish")
-    if to_stdout and json_output:
-        raise fail_usage("--json needs --out or --publish (stdout carries the JSONL)")
     settings = load_settings() if publish else None
     if settings is not None:
         settings.require_kafka()
 
-    counts: Counter[str] = Counter()
-    first = last = None
-    size = 0
+    tally = _Tally()
     started = time.monotonic()
-
-    def tally(stream: Any) -> Any:
-        nonlocal first, last, size
-        for record in stream:
-            counts[record.type] += 1
-            first = first or record.occurred_at
-            last = record.occurred_at
-            size += len(record.value)
-            yield record
-
-    records = tally(generate(events, seed, warehouses, skus, invalid_rate))
+    records = tally.count(generate(events, seed, warehouses, skus, invalid_rate))
     by_topic: dict[str, int] = {}
     with _progress(disable=json_output or to_stdout) as bar:
         task = bar.add_task("simulating" if not publish else "publishing", total=events, rate="")
@@ -175,24 +158,82 @@ def simulate(
         if publish:
             by_topic = asyncio.run(_publish(settings, records, advance, rate))
         else:
-            handle = sys.stdout.buffer if to_stdout else out.open("wb")  # type: ignore[union-attr]
-            try:
-                for count, record in enumerate(records, start=1):
-                    handle.write(record.value)
-                    handle.write(b"\n")
-                    if count % 20_000 == 0:
-                        advance(count)
-                handle.flush()
-            except BrokenPipeError:  # `fulfil simulate | head`: the reader has what it wanted
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-                raise typer.Exit(0) from None
-            finally:
-                if not to_stdout:
-                    handle.close()
-        advance(sum(counts.values()))
+            _write_jsonl(records, out, advance)
+        advance(sum(tally.counts.values()))
     elapsed = time.monotonic() - started
     if to_stdout:
         return
+    document = _simulate_summary(tally, seed, warehouses, skus, elapsed, out, by_topic, publish)
+    if json_output:
+        _dump(document)
+        return
+    _print_simulate_summary(document, tally.size, elapsed, seed, out, by_topic, publish)
+
+
+def _check_simulate_options(
+    out: Path | None, publish: bool, rate: float, json_output: bool
+) -> None:
+    """Reject option combinations `fulfil simulate` cannot honour."""
+    if out is not None and publish:
+        raise fail_usage("choose one of --out and --publish")
+    to_stdout = out is None and not publish
+    if rate and not publish:
+        raise fail_usage("--rate needs --publish")
+    if to_stdout and json_output:
+        raise fail_usage("--json needs --out or --publish (stdout carries the JSONL)")
+
+
+class _Tally:
+    """Counts the simulated records by type, their bytes and their first and last time."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.first: Any = None
+        self.last: Any = None
+        self.size = 0
+
+    def count(self, stream: Any) -> Any:
+        for record in stream:
+            self.counts[record.type] += 1
+            self.first = self.first or record.occurred_at
+            self.last = record.occurred_at
+            self.size += len(record.value)
+            yield record
+
+
+def _write_jsonl(records: Any, out: Path | None, advance: Any) -> None:
+    """One value per line to `out`, or to stdout when there is no `out`."""
+    to_stdout = out is None
+    handle = sys.stdout.buffer if out is None else out.open("wb")
+    try:
+        for count, record in enumerate(records, start=1):
+            handle.write(record.value)
+            handle.write(b"\n")
+            if count % 20_000 == 0:
+                advance(count)
+        handle.flush()
+    except BrokenPipeError:  # `fulfil simulate | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(0) from None
+    finally:
+        if not to_stdout:
+            handle.close()
+
+
+def _simulate_summary(
+    tally: _Tally,
+    seed: int,
+    warehouses: int,
+    skus: int,
+    elapsed: float,
+    out: Path | None,
+    by_topic: dict[str, int],
+    publish: bool,
+) -> dict[str, Any]:
+    """The run's summary document (what --json prints)."""
+    from fulfil.simulation import START
+
+    counts, first, last = tally.counts, tally.first, tally.last
     invalid = {
         kind.split(":", 1)[1]: n
         for kind, n in sorted(counts.items())
@@ -204,7 +245,7 @@ def simulate(
         if not kind.startswith("invalid:")
     }
     total = sum(counts.values())
-    document = {
+    return {
         "events": total,
         "seed": seed,
         "warehouses": warehouses,
@@ -214,19 +255,28 @@ def simulate(
         "first_occurred_at": first.isoformat() if first else None,
         "trading_starts_at": START.isoformat(),
         "last_occurred_at": last.isoformat() if last else None,
-        "bytes": size,
+        "bytes": tally.size,
         "seconds": round(elapsed, 3),
         "events_per_s": round(total / elapsed) if elapsed else None,
         "out": str(out) if out else None,
         "published": by_topic if publish else None,
     }
-    if json_output:
-        _dump(document)
-        return
+
+
+def _print_simulate_summary(
+    document: dict[str, Any],
+    size: int,
+    elapsed: float,
+    seed: int,
+    out: Path | None,
+    by_topic: dict[str, int],
+    publish: bool,
+) -> None:
+    total = document["events"]
     table = Table("type", "count", title=f"simulated {total:,} events (seed {seed})")
-    for kind, n in valid.items():
+    for kind, n in document["by_type"].items():
         table.add_row(kind, f"{n:,}")
-    for kind, n in invalid.items():
+    for kind, n in document["invalid"].items():
         table.add_row(f"[red]invalid[/red] ({kind})", f"{n:,}")
     console.print(table)
     console.print(
@@ -258,9 +308,31 @@ def _where(entry: Any) -> str:
     return text
 
 
-def _render(trace: Any, show_pii: bool) -> None:
-    from fulfil.tracing import summarize
+_STYLES = {
+    "order": "bold cyan",
+    "cause": "bold yellow",
+    "inbound": "yellow",
+    "output": "bold green",
+    "dead_letter": "bold red",
+}
 
+
+def _render(trace: Any, show_pii: bool) -> None:
+    tree = Tree(_trace_title(trace, show_pii))
+    _add_entries(tree, trace, show_pii)
+    attached = {e.id for e in trace.entries if e.relation == "output"}
+    others = [row for row in trace.notifications if row.get("event_id") not in attached]
+    if others:
+        branch = tree.add("[bold]other notifications[/bold] (reminders)")
+        for row in others:
+            branch.add(_notification_label(row))
+    console.print(tree)
+    for note in trace.notes:
+        console.print(f"[yellow]note:[/yellow] {escape(note)}")
+    console.print(f"[dim]{trace.records_read:,} records read in {trace.seconds:.2f}s[/dim]")
+
+
+def _trace_title(trace: Any, show_pii: bool) -> str:
     title = f"[bold]order {escape(trace.order_id)}[/bold]"
     if trace.warehouse_id is not None:
         title += f" · warehouse {escape(trace.warehouse_id)} · command partition {trace.command_partition}"
@@ -273,7 +345,24 @@ def _render(trace: Any, show_pii: bool) -> None:
             title += f" · customer {escape(who)} ({escape(str(customer.get('customer_id')))}, {escape(str(customer.get('locale')))})"
         else:
             title += " · customer \\[redacted] (--show-pii to show)"
-    tree = Tree(title)
+    return title
+
+
+def _entry_label(entry: Any, show_pii: bool) -> str:
+    from fulfil.tracing import summarize
+
+    style = _STYLES.get(entry.relation, "bold")
+    when = escape(entry.occurred_at or "?")
+    ident = escape(entry.id or "-")
+    return (
+        f"[dim]{when}[/dim] [{style}]{escape(entry.type)}[/{style}] [dim]{ident} · {escape(_where(entry))}[/dim]\n"
+        f"{escape(summarize(entry, show_pii))}"
+    )
+
+
+def _add_entries(tree: Tree, trace: Any, show_pii: bool) -> None:
+    """Each input with the outputs it caused and their notifications; outputs whose cause
+    is not in the trace stand on their own."""
     by_cause: dict[str, list[Any]] = {}
     for entry in trace.entries:
         if entry.relation == "output" and entry.causation_id:
@@ -282,51 +371,22 @@ def _render(trace: Any, show_pii: bool) -> None:
     for row in trace.notifications:
         notes_by_event.setdefault(row.get("event_id"), []).append(row)
     placed = {e.id for e in trace.entries if e.relation != "output"}
-    styles = {
-        "order": "bold cyan",
-        "cause": "bold yellow",
-        "inbound": "yellow",
-        "output": "bold green",
-        "dead_letter": "bold red",
-    }
-
-    def label(entry: Any) -> str:
-        style = styles.get(entry.relation, "bold")
-        when = escape(entry.occurred_at or "?")
-        ident = escape(entry.id or "-")
-        return (
-            f"[dim]{when}[/dim] [{style}]{escape(entry.type)}[/{style}] [dim]{ident} · {escape(_where(entry))}[/dim]\n"
-            f"{escape(summarize(entry, show_pii))}"
-        )
-
-    def add_outputs(node: Tree, cause_id: str | None) -> None:
-        for output in by_cause.get(cause_id or "", []):
-            child = node.add(label(output))
-            for row in notes_by_event.get(output.id, []):
-                child.add(_notification_label(row))
-
     for entry in trace.entries:
         if entry.relation == "output":
             if entry.causation_id in placed:
                 continue
             node = tree.add(
-                label(entry) + f"\n[red]cause {escape(entry.causation_id or '?')} not found[/red]"
+                _entry_label(entry, show_pii)
+                + f"\n[red]cause {escape(entry.causation_id or '?')} not found[/red]"
             )
             for row in notes_by_event.get(entry.id, []):
                 node.add(_notification_label(row))
             continue
-        node = tree.add(label(entry))
-        add_outputs(node, entry.id)
-    attached = {e.id for e in trace.entries if e.relation == "output"}
-    others = [row for row in trace.notifications if row.get("event_id") not in attached]
-    if others:
-        branch = tree.add("[bold]other notifications[/bold] (reminders)")
-        for row in others:
-            branch.add(_notification_label(row))
-    console.print(tree)
-    for note in trace.notes:
-        console.print(f"[yellow]note:[/yellow] {escape(note)}")
-    console.print(f"[dim]{trace.records_read:,} records read in {trace.seconds:.2f}s[/dim]")
+        node = tree.add(_entry_label(entry, show_pii))
+        for output in by_cause.get(entry.id or "", []):
+            child = node.add(_entry_label(output, show_pii))
+            for row in notes_by_event.get(output.id, []):
+                child.add(_notification_label(row))
 
 
 def _notification_label(row: dict[str, Any]) -> str:

@@ -10,18 +10,16 @@ Everything it started is stopped on the way out, Ctrl-C included.
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +32,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from fulfil import embedded
+from fulfil.demo_report import keep_stack_running, show_invariants, show_state, show_throughput
 from fulfil.log_audit import InvariantReport, check
 from fulfil_platform import kafka
 from fulfil_platform.config import Settings, load_settings
@@ -240,59 +239,11 @@ async def invariant_check(settings: Settings) -> InvariantReport:
     return check(inputs, outputs)
 
 
-def _query(console: Console, env: dict[str, str], *args: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "fulfil", *args],
-        env={**env, "COLUMNS": str(console.width)},
-        capture_output=True,
-        text=True,
-    )
-    console.print(result.stdout.rstrip(), markup=False, highlight=False)
-    if result.returncode != 0:
-        console.print(
-            f"[red]`fulfil {' '.join(args)}` failed:[/red] {result.stderr.strip()[-300:]}"
-        )
-
-
-def _emails(directory: Path, console: Console, wanted: int = 3) -> None:
-    """Show a few customer emails as the customer reads them: a variety of kinds."""
-    seen: Counter[str] = Counter()
-    shown = 0
-    for path in sorted(directory.glob("*.eml")):
-        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-        subject = str(message["Subject"])
-        kind = subject.split(" ")[0]
-        if seen[kind] or "confirm" in subject.lower():
-            continue
-        seen[kind] += 1
-        body = message.get_body(preferencelist=("plain",))
-        text = body.get_content() if body is not None else ""
-        console.print(
-            Panel(
-                text.strip(),
-                title=f"Subject: {subject}",
-                subtitle=f"To: {message['To']}",
-                border_style="green",
-            )
-        )
-        shown += 1
-        if shown == wanted:
-            return
-
-
 async def run_demo(events: int, seed: int, keep_running: bool, console: Console) -> int:
     from fulfil.simulation import simulate_records
-    from services.allocator.service_layer.clock import write_ticks
 
     base = load_settings()
-    root = (base.fulfil_state_dir / "demo").resolve()
-    if root.exists():
-        leftover = root / "runtime"
-        if (leftover / "pgdata").exists():
-            embedded.stop_postgres(leftover / "pgdata")
-        shutil.rmtree(root)
-    (root / "mail").mkdir(parents=True)
-    (root / "logs").mkdir()
+    root = _fresh_state_dir(base)
     console.print(f"starting the embedded broker and PostgreSQL (state in {root}) …")
     runtime = embedded.Runtime.start(root / "runtime")
     procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -301,39 +252,8 @@ async def run_demo(events: int, seed: int, keep_running: bool, console: Console)
     sink = Controller(mail, hostname="127.0.0.1", port=smtp_port)
     sink.start()
     try:
-        settings = load_settings(
-            kafka_bootstrap_servers=runtime.broker.bootstrap,
-            database_url=runtime.postgres.url,
-            fulfil_topic_prefix="demo.",
-            fulfil_partitions=3,
-            # The scenario's dates are fixed: the wall clock would make them overdue.
-            fulfil_clock_tick_seconds=0,
-            kafka_session_timeout_ms=2000,
-            kafka_heartbeat_interval_ms=300,
-            kafka_enable_idempotence=False,  # Tansu has no idempotent producer
-            fulfil_state_dir=root,
-            smtp_url=f"smtp://127.0.0.1:{smtp_port}",
-        )
-        env = {
-            **os.environ,
-            **runtime.env(),
-            "FULFIL_TOPIC_PREFIX": settings.fulfil_topic_prefix,
-            "FULFIL_PARTITIONS": str(settings.fulfil_partitions),
-            "FULFIL_STATE_DIR": str(root),
-            "SMTP_URL": settings.smtp_url or "",
-            "SMTP_FROM": "orders@shop.example",
-            "FULFIL_LOG_FORMAT": "json",
-            "FULFIL_LOG_LEVEL": "INFO",
-            # Short ETA hold so folded messages leave within the demo.
-            "FULFIL_NOTIFIER_ETA_HOLD_SECONDS": "2",
-            "FULFIL_CANCEL_URL_TEMPLATE": "https://shop.example/orders/{order_id}/cancel",
-            # Most orders ship at once; their confirmations would dominate the run
-            # without showing anything about backorders.
-            "FULFIL_NOTIFIER_ORDER_CONFIRMATION": "false",
-        }
-        env.pop("WEBHOOK_URL", None)
-        # Three services in one demo would all try to bind one metrics port.
-        env.pop("FULFIL_METRICS_PORT", None)
+        settings = _demo_settings(runtime, root, smtp_port)
+        env = _demo_env(runtime, settings, root)
         await kafka.create_topics(settings)
         for name in SERVICES:
             procs[name] = _start(name, env, root / "logs")
@@ -344,126 +264,165 @@ async def run_demo(events: int, seed: int, keep_running: bool, console: Console)
         await producer.start()
         watcher = kafka.consumer(settings, group_id=None)
         await watcher.start()
-        done = False
         with Live(
             progress.table(procs), console=console, refresh_per_second=4, transient=False
         ) as live:
             try:
-                sender = kafka.BatchSender(producer)
-                commands = [
-                    TopicPartition(settings.topic(COMMANDS), p)
-                    for p in range(settings.fulfil_partitions)
-                ]
-                valid = 0
-                observed_at = time.monotonic()
-                last_at = (
-                    None  # the simulated clock: "late" is judged at the end of the simulated day
+                last_at = await _publish_paced(
+                    settings, records, producer, watcher, progress, procs, live, mail
                 )
-                for topic, key, value in records:
-                    if topic == COMMANDS:
-                        # A ClockTicked: today for the allocator core, on every command
-                        # partition, once what came before it is routed.
-                        await sender.flush()
-                        while sum((await kafka.log_ends(watcher, commands)).values()) < valid:
-                            await asyncio.sleep(0.02)  # poll interval
-                        # Not counted as published: ticks are commands, not inputs on orders/inventory.
-                        valid += await write_ticks(
-                            settings, ClockTicked.model_validate_json(value).data.now, producer
-                        )
-                        continue
-                    await sender.add(settings.topic(topic), value, key=key)
-                    progress.published += 1
-                    try:
-                        event = parse_input(value)
-                    except ContractError:
-                        progress.invalid += 1
-                    else:
-                        valid += 1
-                        last_at = (
-                            event.occurred_at
-                            if last_at is None
-                            else max(last_at, event.occurred_at)
-                        )
-                    if progress.published % CHUNK == 0:
-                        await sender.flush()
-                        # orders.v1 and inventory.v1 have no order between them: let the
-                        # router catch up chunk by chunk, so the store's day unfolds in
-                        # (nearly) the order it was simulated.
-                        while sum((await kafka.log_ends(watcher, commands)).values()) < valid:
-                            live.update(progress.table(procs))
-                            await asyncio.sleep(0.02)  # poll interval
-                        if time.monotonic() - observed_at >= OBSERVE_SECONDS:
-                            # Downstream services work while we publish: show them live too.
-                            await _observe(settings, progress, mail)
-                            observed_at = time.monotonic()
-                        live.update(progress.table(procs))
-                await sender.flush()
             finally:
                 await producer.stop()
                 await watcher.stop()
-            while not done:
-                done = await _observe(settings, progress, mail)
-                live.update(progress.table(procs))
+            if not await _until_handled(settings, progress, procs, live, mail):
                 failed = [n for n, p in procs.items() if p.poll() is not None]
-                if failed:
-                    console.print(
-                        f"[red]service exited early: {', '.join(failed)}; logs in {root / 'logs'}[/red]"
-                    )
-                    return 1
-                if not done:
-                    await asyncio.sleep(OBSERVE_SECONDS)  # refresh interval of the live view
+                console.print(
+                    f"[red]service exited early: {', '.join(failed)}; logs in {root / 'logs'}[/red]"
+                )
+                return 1
         elapsed = time.monotonic() - progress.started
 
-        console.rule("[bold]backlog[/bold] (fulfil backlog)")
-        _query(console, env, "backlog")
-        if last_at is not None:
-            console.rule(
-                f"[bold]late inbound shipments[/bold] (fulfil inbound --late --as-of {last_at:%Y-%m-%d %H:%M})"
-            )
-            _query(console, env, "inbound", "--late", "--as-of", last_at.isoformat())
-        console.rule("[bold]customer deposits[/bold] (fulfil deposits --limit 5)")
-        _query(console, env, "deposits", "--limit", "5")
-        console.rule(f"[bold]customer emails[/bold] ({mail.count:,} sent; all in {root / 'mail'})")
-        _emails(root / "mail", console)
+        show_state(console, env, last_at, mail, root)
         console.rule("[bold]invariants[/bold] (recomputed from the topics)")
         report = await invariant_check(settings)
-        if report.ok:
-            console.print(
-                f"[green]OK[/green]: {report.lines_checked:,} order lines satisfy allocated + backordered + rejected + "
-                f"cancelled == ordered; {report.skus_checked:,} SKUs released no more than received; "
-                f"{report.outputs:,} outputs, no id twice"
-            )
-        else:
-            console.print(f"[red]{len(report.problems)} invariant violations[/red]")
-            for problem in report.problems[:20]:
-                console.print(f"  {problem}", markup=False)
-        console.rule("[bold]throughput[/bold]")
-        console.print(
-            f"{progress.published:,} events published, {progress.outputs:,} allocation events, "
-            f"{progress.dead_letters:,} dead letters, {mail.count:,} emails; everything handled in {elapsed:.1f}s "
-            f"({progress.published / elapsed:,.0f} events/s end to end, publishing included)"
-        )
+        show_invariants(console, report)
+        show_throughput(console, progress, mail, elapsed)
         if keep_running:
-            console.rule("[bold]the stack keeps running[/bold]")
-            console.print("In another shell:")
-            for name in (
-                "KAFKA_BOOTSTRAP_SERVERS",
-                "DATABASE_URL",
-                "FULFIL_TOPIC_PREFIX",
-                "FULFIL_PARTITIONS",
-            ):
-                console.print(f"  export {name}={env[name]}", markup=False, highlight=False)
-            console.print(
-                "  fulfil backlog; fulfil order <ORDER_ID>; fulfil trace <ORDER_ID>; fulfil tail allocations.v1"
-            )
-            console.print("Press Ctrl-C to stop everything.")
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(signum, stop.set)
-            await stop.wait()
+            await keep_stack_running(console, env)
         return 0 if report.ok else 1
     finally:
         _stop(procs)
         sink.stop()
         runtime.stop()
+
+
+def _fresh_state_dir(base: Settings) -> Path:
+    """The demo's state directory, emptied (stopping a PostgreSQL a previous run left)."""
+    root = (base.fulfil_state_dir / "demo").resolve()
+    if root.exists():
+        leftover = root / "runtime"
+        if (leftover / "pgdata").exists():
+            embedded.stop_postgres(leftover / "pgdata")
+        shutil.rmtree(root)
+    (root / "mail").mkdir(parents=True)
+    (root / "logs").mkdir()
+    return root
+
+
+def _demo_settings(runtime: embedded.Runtime, root: Path, smtp_port: int) -> Settings:
+    return load_settings(
+        kafka_bootstrap_servers=runtime.broker.bootstrap,
+        database_url=runtime.postgres.url,
+        fulfil_topic_prefix="demo.",
+        fulfil_partitions=3,
+        # The scenario's dates are fixed: the wall clock would make them overdue.
+        fulfil_clock_tick_seconds=0,
+        kafka_session_timeout_ms=2000,
+        kafka_heartbeat_interval_ms=300,
+        kafka_enable_idempotence=False,  # Tansu has no idempotent producer
+        fulfil_state_dir=root,
+        smtp_url=f"smtp://127.0.0.1:{smtp_port}",
+    )
+
+
+def _demo_env(runtime: embedded.Runtime, settings: Settings, root: Path) -> dict[str, str]:
+    """The environment of the demo's services and of the `fulfil` queries it runs."""
+    env = {
+        **os.environ,
+        **runtime.env(),
+        "FULFIL_TOPIC_PREFIX": settings.fulfil_topic_prefix,
+        "FULFIL_PARTITIONS": str(settings.fulfil_partitions),
+        "FULFIL_STATE_DIR": str(root),
+        "SMTP_URL": settings.smtp_url or "",
+        "SMTP_FROM": "orders@shop.example",
+        "FULFIL_LOG_FORMAT": "json",
+        "FULFIL_LOG_LEVEL": "INFO",
+        # Short ETA hold so folded messages leave within the demo.
+        "FULFIL_NOTIFIER_ETA_HOLD_SECONDS": "2",
+        "FULFIL_CANCEL_URL_TEMPLATE": "https://shop.example/orders/{order_id}/cancel",
+        # Most orders ship at once; their confirmations would dominate the run
+        # without showing anything about backorders.
+        "FULFIL_NOTIFIER_ORDER_CONFIRMATION": "false",
+    }
+    env.pop("WEBHOOK_URL", None)
+    # Three services in one demo would all try to bind one metrics port.
+    env.pop("FULFIL_METRICS_PORT", None)
+    return env
+
+
+async def _publish_paced(
+    settings: Settings,
+    records: list[tuple[str, bytes, bytes]],
+    producer: Any,
+    watcher: Any,
+    progress: Progress,
+    procs: dict[str, subprocess.Popen[bytes]],
+    live: Live,
+    mail: MailSink,
+) -> datetime | None:
+    """Publish the simulated records, letting the router catch up chunk by chunk; returns
+    the simulated clock at the end (the latest occurred_at of a valid input)."""
+    from services.allocator.service_layer.clock import write_ticks
+
+    sender = kafka.BatchSender(producer)
+    commands = [
+        TopicPartition(settings.topic(COMMANDS), p) for p in range(settings.fulfil_partitions)
+    ]
+    valid = 0
+    observed_at = time.monotonic()
+    last_at = None  # the simulated clock: "late" is judged at the end of the simulated day
+    for topic, key, value in records:
+        if topic == COMMANDS:
+            # A ClockTicked: today for the allocator core, on every command
+            # partition, once what came before it is routed.
+            await sender.flush()
+            while sum((await kafka.log_ends(watcher, commands)).values()) < valid:
+                await asyncio.sleep(0.02)  # poll interval
+            # Not counted as published: ticks are commands, not inputs on orders/inventory.
+            valid += await write_ticks(
+                settings, ClockTicked.model_validate_json(value).data.now, producer
+            )
+            continue
+        await sender.add(settings.topic(topic), value, key=key)
+        progress.published += 1
+        try:
+            event = parse_input(value)
+        except ContractError:
+            progress.invalid += 1
+        else:
+            valid += 1
+            last_at = event.occurred_at if last_at is None else max(last_at, event.occurred_at)
+        if progress.published % CHUNK == 0:
+            await sender.flush()
+            # orders.v1 and inventory.v1 have no order between them: let the
+            # router catch up chunk by chunk, so the store's day unfolds in
+            # (nearly) the order it was simulated.
+            while sum((await kafka.log_ends(watcher, commands)).values()) < valid:
+                live.update(progress.table(procs))
+                await asyncio.sleep(0.02)  # poll interval
+            if time.monotonic() - observed_at >= OBSERVE_SECONDS:
+                # Downstream services work while we publish: show them live too.
+                await _observe(settings, progress, mail)
+                observed_at = time.monotonic()
+            live.update(progress.table(procs))
+    await sender.flush()
+    return last_at
+
+
+async def _until_handled(
+    settings: Settings,
+    progress: Progress,
+    procs: dict[str, subprocess.Popen[bytes]],
+    live: Live,
+    mail: MailSink,
+) -> bool:
+    """Watch until everything published is handled; False if a service exited early."""
+    done = False
+    while not done:
+        done = await _observe(settings, progress, mail)
+        live.update(progress.table(procs))
+        if any(p.poll() is not None for p in procs.values()):
+            return False
+        if not done:
+            await asyncio.sleep(OBSERVE_SECONDS)  # refresh interval of the live view
+    return True
