@@ -144,6 +144,16 @@ async def test_postgres_restart_mid_batch_sends_every_message_once_per_channel(
     _assert_once_per_channel(await _rows(pg.url), events, smtp_server, webhook_receiver)
 
 
+async def _start_again(pg: Postgres) -> None:
+    """Start the stopped PostgreSQL on its data directory and port."""
+    pg.handle = await asyncio.to_thread(
+        embedded.start_postgres,
+        pg.handle.data_dir,
+        port=pg.handle.port,
+        log_path=pg.handle.log_path,
+    )
+
+
 async def _ready(health: Health) -> bool:
     return health.readiness()[0]
 
@@ -208,12 +218,7 @@ async def test_a_failed_recovery_is_not_ready_and_retried_until_postgres_is_back
             interval=0.05,
             what="/readyz naming the unrecovered partitions",
         )
-        pg.handle = await asyncio.to_thread(
-            embedded.start_postgres,
-            pg.handle.data_dir,
-            port=pg.handle.port,
-            log_path=pg.handle.log_path,
-        )
+        await _start_again(pg)
         await wait_for(
             lambda: sent(len(first) + len(second)),
             timeout=90,
@@ -254,12 +259,7 @@ async def test_started_while_postgres_is_down_it_waits_and_then_sends(
             interval=0.05,
             what="the start to be retried while PostgreSQL is down",
         )
-        pg.handle = await asyncio.to_thread(
-            embedded.start_postgres,
-            pg.handle.data_dir,
-            port=pg.handle.port,
-            log_path=pg.handle.log_path,
-        )
+        await _start_again(pg)
 
         async def sent() -> bool:
             assert not task.done(), task
