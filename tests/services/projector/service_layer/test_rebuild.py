@@ -5,13 +5,12 @@ running projector carries on from the rebuilt schema's offsets."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 from services.projector.adapters import queries
 from services.projector.adapters import store as pg
 from services.projector.service_layer.projector import LIVE_SCHEMA
 from services.projector.service_layer.rebuild import RebuildBusy, rebuild
-from tests.kafka_helpers import publish
+from tests.kafka_helpers import publish, wait_for
 from tests.services.projector import reference
 from tests.services.projector.helpers import (
     as_of_after,
@@ -97,11 +96,11 @@ async def test_rebuild_under_concurrent_queries_swaps_in_an_equal_model(pg_setti
                 before_swap=projector_runs_ahead,
             )
             queries_at_swap = log["queries"]
-            deadline = time.monotonic() + 60
-            while log["queries"] < queries_at_swap + 4 and time.monotonic() < deadline:
-                await asyncio.sleep(
-                    0.05
-                )  # a few more rounds on the new schema, not synchronisation
+
+            async def more_rounds() -> bool:  # a few more reads on the new schema
+                return log["queries"] >= queries_at_swap + 4
+
+            await wait_for(more_rounds, timeout=60, interval=0.05, what="reads after the swap")
         finally:
             stop.set()
             await reader
