@@ -52,7 +52,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
@@ -243,16 +243,7 @@ class ConsumerRuntime:
     # ------------------------------------------------------------------ recovery
 
     async def _recover_due(self) -> None:
-        if not self.unrecovered:
-            return
-        assigned = self.consumer.assignment()
-        for tp in [tp for tp in self.unrecovered if tp not in assigned]:
-            del self.unrecovered[tp]
-        now = time.monotonic()
-        due = sorted(
-            (tp for tp, at in self.unrecovered.items() if at <= now),
-            key=lambda tp: (tp.topic, tp.partition),
-        )
+        due = self._due()
         if not due:
             return
         async with self.lock:
@@ -264,20 +255,7 @@ class ConsumerRuntime:
             except Refused:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure: not recovered, retried
-                delay = self._failed(exc, "recover")
-                for tp in due:
-                    self.unrecovered[tp] = time.monotonic() + delay
-                log.warning(
-                    "partition recovery failed; retrying",
-                    service=self.name,
-                    partitions=[f"{tp.topic}:{tp.partition}" for tp in due],
-                    error=type(exc).__name__,
-                    detail=str(exc)[:200],
-                    retry_in_s=round(delay, 2),
-                )
-                self._report()
-                if not is_transient(exc) and self.unexpected >= self.max_unexpected_failures:
-                    raise
+                self._recovery_failed(due, exc)
                 return
             for tp in due:
                 offset = offsets[tp]
@@ -287,6 +265,36 @@ class ConsumerRuntime:
                 del self.unrecovered[tp]
             self.consumer.resume(*due)
             self._succeeded()
+
+    def _due(self) -> list[TopicPartition]:
+        """The assigned partitions whose recovery is due, in order; forgets unassigned ones."""
+        if not self.unrecovered:
+            return []
+        assigned = self.consumer.assignment()
+        for tp in [tp for tp in self.unrecovered if tp not in assigned]:
+            del self.unrecovered[tp]
+        now = time.monotonic()
+        return sorted(
+            (tp for tp, at in self.unrecovered.items() if at <= now),
+            key=lambda tp: (tp.topic, tp.partition),
+        )
+
+    def _recovery_failed(self, due: list[TopicPartition], exc: Exception) -> None:
+        """Schedule the retry; raise `exc` once too many unexpected failures came in a row."""
+        delay = self._failed(exc, "recover")
+        for tp in due:
+            self.unrecovered[tp] = time.monotonic() + delay
+        log.warning(
+            "partition recovery failed; retrying",
+            service=self.name,
+            partitions=[f"{tp.topic}:{tp.partition}" for tp in due],
+            error=type(exc).__name__,
+            detail=str(exc)[:200],
+            retry_in_s=round(delay, 2),
+        )
+        self._report()
+        if not is_transient(exc) and self.unexpected >= self.max_unexpected_failures:
+            raise exc
 
     def _failed(self, exc: BaseException, what: str) -> float:
         self.failures += 1
@@ -368,20 +376,31 @@ class ConsumerRuntime:
             await self._discard(tps, self._failed(exc, "fenced"))
             return
         except Exception as exc:
-            delay = self._failed(exc, "batch")
-            transient = is_transient(exc)
-            (log.warning if transient else log.error)(
-                "batch failed; nothing committed, it is read again",
-                service=self.name,
-                partitions=[f"{tp.topic}:{tp.partition}" for tp in tps],
-                error=type(exc).__name__,
-                detail=str(exc)[:200],
-                retry_in_s=round(delay, 2),
-            )
-            await self._discard(tps, delay)
-            if not transient and self.unexpected >= self.max_unexpected_failures:
-                raise
+            await self._batch_failed(tps, exc)
             return
+        self._batch_done(records, done)
+
+    async def _batch_failed(self, tps: list[TopicPartition], exc: Exception) -> None:
+        """Read the batch again later; raise `exc` once too many unexpected failures came in a row."""
+        delay = self._failed(exc, "batch")
+        transient = is_transient(exc)
+        (log.warning if transient else log.error)(
+            "batch failed; nothing committed, it is read again",
+            service=self.name,
+            partitions=[f"{tp.topic}:{tp.partition}" for tp in tps],
+            error=type(exc).__name__,
+            detail=str(exc)[:200],
+            retry_in_s=round(delay, 2),
+        )
+        await self._discard(tps, delay)
+        if not transient and self.unexpected >= self.max_unexpected_failures:
+            raise exc
+
+    def _batch_done(
+        self,
+        records: dict[TopicPartition, list[Any]],
+        done: Mapping[TopicPartition, int] | None,
+    ) -> None:
         nexts = (
             dict(done)
             if done is not None
