@@ -21,7 +21,7 @@ skips untouched blocks); with one, the walk visits every line.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import date
 from itertools import accumulate
 from typing import Any
@@ -158,6 +158,13 @@ def recompute_sku_etas(
     if not scheduled and not sku.any_covered:
         queue.clean()  # no dates before, none now
         return
+    any_covered = _walk_blocks(queue.blocks, scheduled, mark)
+    queue.clean()
+    sku.any_covered = any_covered
+
+
+def _walk_blocks(blocks: Iterable[QueueBlock], scheduled: Supply, mark: Mark) -> bool:
+    """Date every block's lines against `scheduled`; whether any line is covered."""
     # cumulative scheduled units at the end of each entry, and the entry's date
     ends: list[int] = list(accumulate(entry[2] for entry in scheduled))
     etas: list[date | None] = [entry[0] for entry in scheduled]
@@ -165,7 +172,7 @@ def recompute_sku_etas(
     monotonic = None not in etas  # an overdue inbound breaks the order of dates
     any_covered = False
     cum = 0  # units waiting ahead of the current block
-    for block in queue.blocks:
+    for block in blocks:
         if not block.dirty and monotonic:
             kept = _kept_dates(block, cum, total, ends, etas)
             if kept is not None:
@@ -174,8 +181,7 @@ def recompute_sku_etas(
                 continue
         cum, covered = _walk_block(block.entries, cum, total, ends, etas, mark)
         any_covered = any_covered or covered
-    queue.clean()
-    sku.any_covered = any_covered
+    return any_covered
 
 
 def _kept_dates(
