@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -16,6 +16,10 @@ from fulfil.cli_common import JsonOption, fail_usage
 from fulfil_platform.config import load_settings
 from fulfil_platform.logs import redact_pii
 from schemas.registry import base_topics
+
+if TYPE_CHECKING:
+    from fulfil_platform.config import Settings
+    from services.allocator.entrypoints.replay import ReplayReport
 
 dlq_app = typer.Typer(help="List, show and redrive dead letters.", no_args_is_help=True)
 console = Console()
@@ -40,8 +44,6 @@ def replay(
     json_output: JsonOption = False,
 ) -> None:
     """Re-fold the command log in-process (no broker writes); exit 1 on divergence with --verify."""
-    from services.allocator.entrypoints.replay import replay as run_replay
-
     settings = load_settings()
     settings.require_kafka()
     for p in partition or ():
@@ -49,6 +51,29 @@ def replay(
             raise typer.BadParameter(
                 f"partition {p} does not exist (FULFIL_PARTITIONS={settings.fulfil_partitions})"
             )
+    report, elapsed = _replay_with_progress(
+        settings, partition, from_offset, verify, quiet=json_output
+    )
+    document = _replay_document(report, verify, elapsed)
+    if json_output:
+        _dump(document)
+    else:
+        _print_replay(document, report, verify, elapsed)
+    if report.divergence:
+        raise typer.Exit(1)
+
+
+def _replay_with_progress(
+    settings: Settings,
+    partition: list[int] | None,
+    from_offset: int,
+    verify: bool,
+    *,
+    quiet: bool,
+) -> tuple[ReplayReport, float]:
+    """The replay's report and its seconds, with a progress bar on stderr unless `quiet`."""
+    from services.allocator.entrypoints.replay import replay as run_replay
+
     with Progress(
         TextColumn("replaying"),
         BarColumn(),
@@ -57,7 +82,7 @@ def replay(
         TimeRemainingColumn(),
         console=err,
         transient=True,
-        disable=json_output,
+        disable=quiet,
     ) as bar:
         task = bar.add_task("replay", total=None, rate="")
         loop = asyncio.new_event_loop()
@@ -80,8 +105,12 @@ def replay(
             elapsed = loop.time() - started
         finally:
             loop.close()
+    return report, elapsed
+
+
+def _replay_document(report: ReplayReport, verify: bool, elapsed: float) -> dict[str, Any]:
     commands = sum(p.commands for p in report.partitions)
-    document = {
+    return {
         "verified": verify and report.divergence is None,
         "commands": commands,
         "outputs": sum(p.outputs for p in report.partitions),
@@ -99,33 +128,33 @@ def replay(
         ],
         "divergence": report.divergence.as_dict() if report.divergence else None,
     }
-    if json_output:
-        _dump(document)
-    else:
+
+
+def _print_replay(
+    document: dict[str, Any], report: ReplayReport, verify: bool, elapsed: float
+) -> None:
+    console.print(
+        f"re-folded {document['commands']:,} commands into {document['outputs']:,} outputs in {elapsed:.1f}s "
+        f"({document['commands_per_s'] or 0:,} commands/s)"
+    )
+    if verify and report.divergence is None:
         console.print(
-            f"re-folded {commands:,} commands into {document['outputs']:,} outputs in {elapsed:.1f}s "
-            f"({document['commands_per_s'] or 0:,} commands/s)"
+            f"[green]verified[/green]: {document['compared']:,} outputs on allocations.v1 equal the re-fold"
         )
-        if verify and report.divergence is None:
-            console.print(
-                f"[green]verified[/green]: {document['compared']:,} outputs on allocations.v1 equal the re-fold"
-            )
-        elif report.divergence:
-            d = report.divergence
-            console.print(
-                f"[red]divergence[/red] in partition {d.partition} at command offset {d.command_offset}, "
-                f"output {d.output_index} (allocations offset {d.output_offset}): {d.problem}"
-            )
-            console.print(
-                "expected:",
-                d.expected.decode("utf-8", "replace") if d.expected else None,
-                markup=False,
-            )
-            console.print(
-                "actual:  ", d.actual.decode("utf-8", "replace") if d.actual else None, markup=False
-            )
-    if report.divergence:
-        raise typer.Exit(1)
+    elif report.divergence:
+        d = report.divergence
+        console.print(
+            f"[red]divergence[/red] in partition {d.partition} at command offset {d.command_offset}, "
+            f"output {d.output_index} (allocations offset {d.output_offset}): {d.problem}"
+        )
+        console.print(
+            "expected:",
+            d.expected.decode("utf-8", "replace") if d.expected else None,
+            markup=False,
+        )
+        console.print(
+            "actual:  ", d.actual.decode("utf-8", "replace") if d.actual else None, markup=False
+        )
 
 
 @dlq_app.command("list")
