@@ -550,6 +550,30 @@ def test_the_cause_of_an_undated_line_survives_folding_with_a_later_change() -> 
     assert "has been cancelled" in render_email(merged).text
 
 
+# A held notice as the outbox has stored it (`facts`) since before the notice's
+# line became the contract's: it must load as it is and be written back unchanged.
+STORED_FACTS = (
+    '{"kind":"eta_changed","source_id":"e-1","event_type":"BackorderEtaChanged",'
+    '"occurred_at":"2026-03-02T09:00:00Z","order_id":"o24","warehouse_id":"wh-1",'
+    '"customer":{"customer_id":"c-1","email":"customer1@shop-customers.example",'
+    '"name":null,"locale":"de"},"lines":[{"line_no":1,"sku":"SKU-1","quantity":5,'
+    '"shipped":0,"allocated":2,"backordered":3,"reserved":0,"rejected":0,"cancelled":0,'
+    '"eta":null,"previous_eta":"2026-04-14","reason":"inbound_overdue",'
+    '"unit_price":"19.90","currency":"EUR"}],"reason":"inbound_overdue",'
+    '"cancel_url":"https://shop.example/orders/o24/cancel","next_update":"2026-03-09"}'
+)
+
+
+def test_a_stored_notice_loads_and_is_stored_again_byte_for_byte() -> None:
+    from services.notifier.domain.model import Notice
+
+    notice = Notice.from_json(STORED_FACTS)
+    assert notice.to_json() == STORED_FACTS
+    assert notice.lines[0].reason == "inbound_overdue"
+    assert "ist nicht eingetroffen" in render_email(notice).text
+    assert orjson.loads(render_webhook(notice))["lines"][0]["reason"] == "inbound_overdue"
+
+
 @pytest.mark.parametrize("locale", ["en", "de"])
 def test_reservation_lost_says_the_units_are_backordered_again(locale) -> None:
     lines = [b.line(1, "SKU-1", 3, backordered=3, eta=date(2026, 4, 14))]
