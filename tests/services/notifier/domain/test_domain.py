@@ -233,8 +233,10 @@ def test_message_ids_derive_from_the_event_id() -> None:
 # ---------------------------------------------------------------- anti-spam folding
 
 
-def _consumed(events) -> list[Consumed]:
-    return [Consumed(e, "allocations.v1", 0, i) for i, e in enumerate(events)]
+def _consumed(events, policy=POLICY) -> list[Consumed]:
+    """The batch as the consumer hands it to the planner: each event's notice, decided once."""
+    notices = [(i, notice_for(e, policy)) for i, e in enumerate(events)]
+    return [Consumed(n, "allocations.v1", 0, i) for i, n in notices if n is not None]
 
 
 def test_a_burst_of_eta_changes_folds_into_one_message_with_the_latest_and_last_told_dates() -> (
@@ -264,14 +266,16 @@ def test_a_burst_of_eta_changes_folds_into_one_message_with_the_latest_and_last_
         channels=("email",), cancel_url_template=POLICY.cancel_url_template, eta_hold_seconds=300
     )
     held: dict = {}
-    plan = plan_batch(_consumed([first, second]), existing=set(), held=held, policy=policy, now=NOW)
+    plan = plan_batch(
+        _consumed([first, second], policy), existing=set(), held=held, policy=policy, now=NOW
+    )
     assert [r.status for r in plan.inserts] == ["superseded", "pending"]
     assert plan.inserts[1].due == NOW + timedelta(seconds=300)
     # A later batch: the pending row is in the database now.
     pending = plan.inserts[1]
     pending.row_id = 41
     later = plan_batch(
-        _consumed([third]),
+        _consumed([third], policy),
         existing={(first.id, "email"), (second.id, "email")},
         held={("wh-1", "o7", "email"): [pending]},
         policy=policy,
@@ -364,7 +368,7 @@ def test_held_rows_of_other_channels_are_untouched() -> None:
     )
     policy = Policy(channels=("email",), cancel_url_template=POLICY.cancel_url_template)
     plan = plan_batch(
-        _consumed([b.eta_changed("o11", cust)]),
+        _consumed([b.eta_changed("o11", cust)], policy),
         existing=set(),
         held={("wh-1", "o11", "webhook"): [pending]},
         policy=policy,
