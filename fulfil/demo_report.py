@@ -31,10 +31,12 @@ def show_state(
     mail: MailSink,
     root: Path,
 ) -> None:
-    """The backlog, the late inbounds, the deposits and a few customer emails."""
+    """The backlog and its aging, the late inbounds, the deposits and a few customer emails."""
     console.rule("[bold]backlog[/bold] (fulfil backlog)")
     _query(console, env, "backlog")
-    if last_at is not None:
+    if last_at is not None:  # the simulated day's end, not the wall clock
+        console.rule(f"[bold]backlog aging[/bold] (fulfil aging --as-of {last_at:%Y-%m-%d %H:%M})")
+        _query(console, env, "aging", "--as-of", last_at.isoformat())
         console.rule(
             f"[bold]late inbound shipments[/bold] (fulfil inbound --late --as-of {last_at:%Y-%m-%d %H:%M})"
         )

@@ -178,7 +178,6 @@ def render(
     rows: Iterable[Mapping[str, Any]],
     *,
     wide: bool = False,
-    title: str | None = None,
     width: int | None = None,
 ) -> RichTable:
     """The rich table of `rows` laid out for `width` (default: the terminal's); every
@@ -200,8 +199,6 @@ def render(
     hidden = len(table.columns) - len(columns) if isinstance(table, Table) else 0
     caption = f"--wide shows {hidden} more column{'s' if hidden > 1 else ''}" if hidden else None
     out = RichTable(
-        title=title,
-        title_justify="left",
         caption=caption,
         caption_justify="left",
         caption_style="dim",
@@ -240,10 +237,13 @@ def print_table(
         typer.echo(empty or f"{title}: none")
         return
     room = width or terminal_width()
-    rendered = render(table, rows, wide=wide, title=title, width=room)
+    rendered = render(table, rows, wide=wide, width=room)
     # Wider than the terminal only when the columns need it: the lines then wrap in the
-    # terminal instead of losing their ends.
-    Console(width=max(room, table_width(rendered)), soft_wrap=False).print(rendered)
+    # terminal instead of losing their ends. The title is a line of its own, so a narrow
+    # table does not fold it.
+    console = Console(width=max(room, table_width(rendered)), soft_wrap=False)
+    console.print(title, style="bold", markup=False, highlight=False)
+    console.print(rendered)
 
 
 def histogram(

@@ -364,3 +364,15 @@ async def live_offsets(conn: asyncpg.Connection) -> dict[tuple[str, int], int]:
     For tools that watch progress (`fulfil demo`); raises asyncpg's
     UndefinedTableError before the projector has migrated."""
     return {(r[0], r[1]): r[2] for r in await conn.fetch(_LIVE_OFFSETS)}
+
+
+_LIVE_POSITIONS = (
+    "SELECT topic, partition, next_offset, updated_at FROM projection.projector_offsets"
+)
+
+
+async def live_positions(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    """Every (topic, partition) the live projection reads: its next offset and when a
+    batch last stored it (for `fulfil status`). Raises asyncpg's UndefinedTableError
+    before the projector has migrated."""
+    return [dict(r) for r in await conn.fetch(_LIVE_POSITIONS)]

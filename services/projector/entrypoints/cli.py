@@ -40,7 +40,10 @@ from services.projector.domain.aging import BUCKETS
 
 T = TypeVar("T")
 
-db_app = typer.Typer(help="Manage the projector's PostgreSQL schema.", no_args_is_help=True)
+db_app = typer.Typer(
+    help="Manage the projector's PostgreSQL schema.\n\nExample: fulfil db migrate",
+    no_args_is_help=True,
+)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 WarehouseOption = Annotated[
@@ -195,7 +198,10 @@ def projector(
         int, typer.Option(min=1, max=100_000, help="Records per batch.")
     ] = 10_000,
 ) -> None:
-    """Fold allocations.v1 (and the inputs it needs) into PostgreSQL until SIGTERM/SIGINT."""
+    """Fold allocations.v1 (and the inputs it needs) into PostgreSQL until SIGTERM/SIGINT.
+
+    Example: fulfil projector --health-file /tmp/projector.health
+    """
     settings = load_settings()
     settings.require_kafka()
     settings.require_database()
@@ -207,7 +213,10 @@ def projector(
 
 @db_app.command("migrate")
 def db_migrate(json_output: JsonOption = False) -> None:
-    """Apply pending read-model migrations (yoyo-migrations); idempotent."""
+    """Apply pending read-model migrations (yoyo-migrations); idempotent.
+
+    Example: fulfil db migrate --json
+    """
     from services.projector.adapters.migrate import migrate
     from services.projector.service_layer.projector import LIVE_SCHEMA
 
@@ -237,6 +246,8 @@ def rebuild(
     `fulfil projector` carries on from the rebuilt schema's offsets. Refuses
     (exit 1) when a source topic no longer starts at offset 0, unless
     --allow-truncated.
+
+    Example: fulfil rebuild --json
     """
     from rich.console import Console
     from rich.progress import (
