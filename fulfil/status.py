@@ -199,8 +199,6 @@ def _consumer(
 
 async def collect(settings: Settings) -> dict[str, Any]:
     """The `fulfil status --json` document."""
-    from services.allocator.entrypoints.core import CORE_GROUP
-    from services.allocator.entrypoints.router import ROUTER_GROUP
     from services.notifier.adapters import queries as notifier_queries
     from services.notifier.entrypoints.app import NOTIFIER_GROUP
     from services.projector.adapters import queries as projector_queries
@@ -212,6 +210,54 @@ async def collect(settings: Settings) -> dict[str, Any]:
     wanted = [t(ORDERS), t(INVENTORY), t(COMMANDS), t(ALLOCATIONS)]
     wanted += [d for dlq in dlqs for d in (dlq, dlq + REDRIVEN_SUFFIX)]
     found = await extents(settings, wanted)
+    allocator = await _allocator_consumers(settings, found)
+    projected, projector_note = await _read(database_url, projector_queries.live_positions)
+    notified, notifier_note = await _read(database_url, notifier_queries.stored_positions)
+    outbox, outbox_note = await _read(database_url, notifier_queries.outbox_counts)
+    consumers = [
+        *allocator,
+        _consumer(
+            service="projector",
+            group=t(GROUP_ID),
+            stored_in="postgresql",
+            positions=_stored(projected),
+            found=found,
+            topics=[t(name) for name in INPUT_TOPICS],
+            last_progress_at=_latest(projected),
+            progress="last batch stored in PostgreSQL",
+            note=projector_note,
+        ),
+        _consumer(
+            service="notifier",
+            group=t(NOTIFIER_GROUP),
+            stored_in="postgresql",
+            positions=_stored(notified),
+            found=found,
+            topics=[t(ALLOCATIONS)],
+            last_progress_at=_latest(notified),
+            progress="last batch stored in PostgreSQL",
+            note=notifier_note,
+        ),
+    ]
+    return {
+        "checked_at": datetime.now(UTC),
+        "topic_prefix": settings.fulfil_topic_prefix,
+        "consumers": consumers,
+        "dead_letters": _dead_letters(dlqs, found),
+        "outbox": _outbox(outbox),
+        "outbox_note": outbox_note,
+    }
+
+
+async def _allocator_consumers(
+    settings: Settings, found: dict[str, Extent]
+) -> list[dict[str, Any]]:
+    """The router and the core: their groups' committed offsets, and the newest record each
+    wrote as its last progress."""
+    from services.allocator.entrypoints.core import CORE_GROUP
+    from services.allocator.entrypoints.router import ROUTER_GROUP
+
+    t = settings.topic
 
     def tps(*topics: str) -> list[TopicPartition]:
         return [
@@ -221,17 +267,7 @@ async def collect(settings: Settings) -> dict[str, Any]:
     router_tps, core_tps = tps(t(ORDERS), t(INVENTORY)), tps(t(COMMANDS))
     router = await _committed(settings, t(ROUTER_GROUP), router_tps) if router_tps else {}
     core = await _committed(settings, t(CORE_GROUP), core_tps) if core_tps else {}
-    projected, projector_note = await _read(database_url, projector_queries.live_positions)
-    notified, notifier_note = await _read(database_url, notifier_queries.stored_positions)
-    outbox, outbox_note = await _read(database_url, notifier_queries.outbox_counts)
-
-    def stored(rows: list[dict[str, Any]] | None) -> dict[tuple[str, int], int | None]:
-        return {(r["topic"], r["partition"]): r["next_offset"] for r in rows or ()}
-
-    def latest(rows: list[dict[str, Any]] | None) -> datetime | None:
-        return max((r["updated_at"] for r in rows or () if r["updated_at"]), default=None)
-
-    consumers = [
+    return [
         _consumer(
             service="allocator-router",
             group=t(ROUTER_GROUP),
@@ -252,57 +288,42 @@ async def collect(settings: Settings) -> dict[str, Any]:
             last_progress_at=await _newest_record_at(settings, found[t(ALLOCATIONS)]),
             progress=f"newest record on {ALLOCATIONS}",
         ),
-        _consumer(
-            service="projector",
-            group=t(GROUP_ID),
-            stored_in="postgresql",
-            positions=stored(projected),
-            found=found,
-            topics=[t(name) for name in INPUT_TOPICS],
-            last_progress_at=latest(projected),
-            progress="last batch stored in PostgreSQL",
-            note=projector_note,
-        ),
-        _consumer(
-            service="notifier",
-            group=t(NOTIFIER_GROUP),
-            stored_in="postgresql",
-            positions=stored(notified),
-            found=found,
-            topics=[t(ALLOCATIONS)],
-            last_progress_at=latest(notified),
-            progress="last batch stored in PostgreSQL",
-            note=notifier_note,
-        ),
     ]
+
+
+def _stored(rows: list[dict[str, Any]] | None) -> dict[tuple[str, int], int | None]:
+    return {(r["topic"], r["partition"]): r["next_offset"] for r in rows or ()}
+
+
+def _latest(rows: list[dict[str, Any]] | None) -> datetime | None:
+    return max((r["updated_at"] for r in rows or () if r["updated_at"]), default=None)
+
+
+def _dead_letters(dlqs: list[str], found: dict[str, Extent]) -> list[dict[str, Any]]:
+    return [
+        {
+            "topic": dlq,
+            "exists": found[dlq].exists,
+            "dead_letters": found[dlq].records,
+            "redriven": found[dlq + REDRIVEN_SUFFIX].records,
+        }
+        for dlq in dlqs
+    ]
+
+
+def _outbox(outbox: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    """The outbox's rows per channel and status, and when each channel last sent."""
+    if outbox is None:
+        return None
     by_channel: dict[str, dict[str, int]] = {}
-    for row in outbox or ():
+    for row in outbox:
         by_channel.setdefault(row["channel"], {})[row["status"]] = row["n"]
     return {
-        "checked_at": datetime.now(UTC),
-        "topic_prefix": settings.fulfil_topic_prefix,
-        "consumers": consumers,
-        "dead_letters": [
-            {
-                "topic": dlq,
-                "exists": found[dlq].exists,
-                "dead_letters": found[dlq].records,
-                "redriven": found[dlq + REDRIVEN_SUFFIX].records,
-            }
-            for dlq in dlqs
-        ],
-        "outbox": None
-        if outbox is None
-        else {
-            "pending": sum(by.get("pending", 0) for by in by_channel.values()),
-            "failed": sum(by.get("failed", 0) for by in by_channel.values()),
-            "channels": by_channel,
-            "last_sent_at": max(
-                (r["last_sent_at"] for r in outbox if r["last_sent_at"]), default=None
-            ),
-            "last_sent_by_channel": {
-                r["channel"]: r["last_sent_at"] for r in outbox if r["last_sent_at"]
-            },
+        "pending": sum(by.get("pending", 0) for by in by_channel.values()),
+        "failed": sum(by.get("failed", 0) for by in by_channel.values()),
+        "channels": by_channel,
+        "last_sent_at": max((r["last_sent_at"] for r in outbox if r["last_sent_at"]), default=None),
+        "last_sent_by_channel": {
+            r["channel"]: r["last_sent_at"] for r in outbox if r["last_sent_at"]
         },
-        "outbox_note": outbox_note,
     }

@@ -185,15 +185,7 @@ def render(
     and the longest word of its header."""
     columns = table.shown(wide) if isinstance(table, Table) else list(table)
     cells = [[c.text(row) for c in columns] for row in rows]
-    least, natural = [], []
-    for i, c in enumerate(columns):
-        widest = max((cell_len(line[i]) for line in cells), default=1)
-        if c.wrap:
-            words = max((_longest_word(line[i]) for line in cells), default=1)
-            least.append(max(_longest_word(c.label), min(max(words, c.wrap), widest)))
-        else:
-            least.append(max(_longest_word(c.label), widest))
-        natural.append(max(cell_len(c.label), widest))
+    least, natural = _column_widths(columns, cells)
     room = (width or terminal_width()) - GAP * max(0, len(columns) - 1)
     widths = layout(least, natural, [c.wrap > 0 for c in columns], room, wide)
     hidden = len(table.columns) - len(columns) if isinstance(table, Table) else 0
@@ -215,6 +207,22 @@ def render(
     for line in cells:
         out.add_row(*line)
     return out
+
+
+def _column_widths(
+    columns: Sequence[Column], cells: list[list[str]]
+) -> tuple[list[int], list[int]]:
+    """Per column, the least width it may take and the width its values would like."""
+    least, natural = [], []
+    for i, c in enumerate(columns):
+        widest = max((cell_len(line[i]) for line in cells), default=1)
+        if c.wrap:
+            words = max((_longest_word(line[i]) for line in cells), default=1)
+            least.append(max(_longest_word(c.label), min(max(words, c.wrap), widest)))
+        else:
+            least.append(max(_longest_word(c.label), widest))
+        natural.append(max(cell_len(c.label), widest))
+    return least, natural
 
 
 def table_width(table: RichTable) -> int:

@@ -36,13 +36,11 @@ EXCEPTIONS: dict[str, str] = {
     "schemas/contract.py": _SPLIT_ELSEWHERE + " (the file's length)",
     "services/projector/adapters/store.py": _SPLIT_ELSEWHERE + " (length, Store.write, Store.load)",
     "services/projector/adapters/decode.py": _SPLIT_ELSEWHERE + " (_fast_allocation, _fast_line)",
-    "services/notifier/domain/render.py:_context": _SPLIT_ELSEWHERE,
     "services/projector/adapters/queries.py:promise": _PROJECTOR,
     "services/projector/domain/orders.py:apply_order_event": _PROJECTOR,
-    "services/projector/entrypoints/cli.py:rebuild": _PROJECTOR,
+    "services/projector/entrypoints/cli.py": _PROJECTOR + " (length, rebuild)",
     "services/projector/service_layer/rebuild.py:rebuild": _PROJECTOR,
     "services/notifier/domain/decide.py:reminder_notice": _NOTIFIER,
-    "services/notifier/domain/plan.py:plan_batch": _NOTIFIER,
 }
 
 
