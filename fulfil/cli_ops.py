@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import re
 from typing import Annotated
 
 import orjson
@@ -20,6 +21,13 @@ from schemas.registry import base_topics
 dlq_app = typer.Typer(help="List, show and redrive dead letters.", no_args_is_help=True)
 console = Console()
 err = Console(stderr=True)
+
+
+def _ref(value: str | None) -> str | None:
+    """A dead letter's REF is TOPIC:PARTITION:OFFSET; anything else is a usage error (exit 2)."""
+    if value is not None and not re.fullmatch(r"[^\s:]+:\d+:\d+", value):
+        raise typer.BadParameter(f"{value!r} is not TOPIC:PARTITION:OFFSET (see `fulfil dlq list`)")
+    return value
 
 
 def _dump(document: object) -> None:
@@ -159,7 +167,10 @@ def dlq_list(json_output: JsonOption = False) -> None:
 @dlq_app.command("show")
 def dlq_show(
     ref: Annotated[
-        str, typer.Argument(help="TOPIC:PARTITION:OFFSET of the dead letter, as `dlq list` shows.")
+        str,
+        typer.Argument(
+            help="TOPIC:PARTITION:OFFSET of the dead letter, as `dlq list` shows.", callback=_ref
+        ),
     ],
     json_output: JsonOption = False,
 ) -> None:
@@ -188,7 +199,8 @@ def dlq_show(
 @dlq_app.command("redrive")
 def dlq_redrive(
     ref: Annotated[
-        str | None, typer.Argument(help="One dead letter (TOPIC:PARTITION:OFFSET).")
+        str | None,
+        typer.Argument(help="One dead letter (TOPIC:PARTITION:OFFSET).", callback=_ref),
     ] = None,
     kind: Annotated[
         str | None,

@@ -18,6 +18,29 @@ from schemas.registry import ALLOCATIONS, COMMANDS, DLQ_SUFFIX, INVENTORY, ORDER
 Headers = list[tuple[str, bytes]] | tuple[()]
 
 
+class _Producer(AIOKafkaProducer):  # type: ignore[misc]  # aiokafka is untyped
+    """A producer that closes itself when `start()` fails (no broker, a stop request), so a
+    failed start never leaves an unclosed client behind."""
+
+    async def start(self) -> None:
+        try:
+            await super().start()
+        except BaseException:
+            await asyncio.shield(self.stop())
+            raise
+
+
+class _Consumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka is untyped
+    """A consumer that closes itself when `start()` fails (see _Producer)."""
+
+    async def start(self) -> None:
+        try:
+            await super().start()
+        except BaseException:
+            await asyncio.shield(self.stop())
+            raise
+
+
 def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     # KAFKA_ENABLE_IDEMPOTENCE: on Apache Kafka the broker drops a batch the producer
     # resends after a lost response; Tansu rejects idempotent producers (InitProducerId
@@ -32,7 +55,7 @@ def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
         "request_timeout_ms": settings.kafka_request_timeout_ms,
     }
     options.update(overrides)
-    return AIOKafkaProducer(**settings.kafka_client_options(), **options)
+    return _Producer(**settings.kafka_client_options(), **options)
 
 
 def consumer(
@@ -52,7 +75,7 @@ def consumer(
         **settings.consumer_group_options(),
     }
     options.update(overrides)
-    return AIOKafkaConsumer(*topics, **settings.kafka_client_options(), **options)
+    return _Consumer(*topics, **settings.kafka_client_options(), **options)
 
 
 def all_topics(settings: Settings) -> list[str]:

@@ -29,7 +29,7 @@ from jinja2 import TemplateError
 
 from fulfil_platform.consumer import is_transient
 from fulfil_platform.dead_letter_writer import dead_letter_headers
-from fulfil_platform.logs import get_logger
+from fulfil_platform.logs import bound_record, get_logger
 from schemas.registry import ContractError, parse_output
 from services.notifier.adapters.outbox import OutboxStore, Quarantined, Renderer
 from services.notifier.domain.decide import KIND_BY_EVENT, Policy, notice_for
@@ -78,14 +78,8 @@ class BatchHandler:
         consumed, raw, dead, offsets = self._decode(records)
         plan, consumed, dead = await self._store(consumed, raw, dead, offsets, len(records))
         for d in dead:
-            log.warning(
-                "allocation event quarantined",
-                kind=d.kind,
-                reason=d.reason,
-                topic=d.topic,
-                partition=d.partition,
-                offset=d.offset,
-            )
+            with bound_record(d):  # where it was read, and its ids as far as its bytes have them
+                log.warning("allocation event quarantined", kind=d.kind, reason=d.reason)
         self.records += len(consumed)
         self.rows += len(plan.inserts)
         self.quarantined += len(dead)
