@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -31,7 +32,8 @@ class _Producer(AIOKafkaProducer):  # type: ignore[misc]  # aiokafka is untyped
 
 
 class _Consumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka is untyped
-    """A consumer that closes itself when `start()` fails (see _Producer)."""
+    """A consumer that closes itself when `start()` fails (see _Producer), and whose `stop()`
+    does not fail when the broker is gone."""
 
     async def start(self) -> None:
         try:
@@ -39,6 +41,26 @@ class _Consumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka is untyped
         except BaseException:
             await asyncio.shield(self.stop())
             raise
+
+    async def stop(self) -> None:
+        try:
+            await super().stop()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # we are being cancelled
+            # aiokafka 0.14's fetcher cancels its pending fetches on close and awaits them;
+            # one waiting out its retry back-off after a failed fetch (the broker is gone)
+            # re-raises that cancellation, and stop() ends there. Finish closing instead.
+            await self._close_after_fetcher_failure()
+
+    async def _close_after_fetcher_failure(self) -> None:
+        fetcher = self._fetcher
+        for pending in list(getattr(fetcher, "_pending_tasks", ()) or ()):
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pending
+        await self._client.close()
 
 
 def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
