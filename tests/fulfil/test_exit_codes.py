@@ -8,6 +8,7 @@ the signals; exits are polled with a deadline.
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from schemas.registry import ALLOCATIONS
 from tests.builders.allocations import customer, order_allocated
 from tests.fulfil.helpers import fulfil
 from tests.kafka_helpers import publish, wait_for
-from tests.processes import Service
+from tests.processes import REPO, Service
 
 EVERY_LINE = ("event", "service", "logger", "level", "timestamp")
 
@@ -331,3 +332,22 @@ async def test_sigterm_after_the_broker_went_away_exits_0(
     assert await service.terminate() == 0, service.output()[-3000:]
     _all_json(service)
     assert "Unclosed" not in service.output()
+
+
+# ------------------------------------------------------------------ the table itself
+
+
+def test_every_row_of_the_readme_table_names_a_test_that_exists() -> None:
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("### Exit codes", 1)[1].split("\n### ", 1)[0]
+    rows = [line for line in table.splitlines() if re.match(r"^\| \d+ \|", line)]
+    assert len(rows) >= 15
+    for row in rows:
+        named = re.findall(r"`([^`]+)`", row.rstrip(" |").rsplit(" | ", 1)[1])
+        assert named, f"no test named in: {row}"
+        for name in named:
+            path, _, function = name.rpartition("::") if "::" in name else ("", "", name)
+            if name.endswith(".py"):
+                path, function = name, ""
+            source = (REPO / (path or "tests/fulfil/test_exit_codes.py")).read_text()
+            assert not function or f"def {function}(" in source, f"{name} (row: {row})"
