@@ -15,6 +15,7 @@ PostgreSQL driver (asyncpg, or the migrations' DB-API facade over it).
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -97,6 +98,11 @@ def postgres_address(url: str | None) -> str | None:
     return host if host.startswith("/") else f"{host}:{port}"
 
 
+def _unreachable(exc: OSError) -> bool:
+    """No answer at all: refused, timed out, no route, no such host."""
+    return isinstance(exc, (TimeoutError, socket.gaierror)) or bool(exc.errno)
+
+
 def _kafka(chain: list[BaseException], environ: Mapping[str, str]) -> Failure | None:
     for exc in chain:
         if "KafkaConnectionError" in _names(exc) or (
@@ -112,7 +118,7 @@ def _kafka(chain: list[BaseException], environ: Mapping[str, str]) -> Failure | 
 
 
 def _postgres(chain: list[BaseException], environ: Mapping[str, str]) -> Failure | None:
-    for exc in chain:
+    for exc in reversed(chain):  # the root cause first: a wrapper says less
         names = _names(exc)
         in_driver = _raised_in(exc, _POSTGRES_MODULES)
         if not in_driver:
@@ -124,6 +130,10 @@ def _postgres(chain: list[BaseException], environ: Mapping[str, str]) -> Failure
                 EXIT_USAGE,
                 f"invalid DATABASE_URL: PostgreSQL at {where} refused the connection: {exc}",
             )
+        if isinstance(exc, OSError) and exc.errno is None and not _unreachable(exc):
+            # The server answered and hung up (it rejected the SSL upgrade sslmode asked for,
+            # ...): its own words say why.
+            return Failure(EXIT_FAILED, f"PostgreSQL at {where} refused the connection: {exc}")
         if isinstance(exc, OSError) or names & set(_POSTGRES_AWAY):
             return Failure(
                 EXIT_FAILED,
