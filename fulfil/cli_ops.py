@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import re
 from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
@@ -27,6 +28,13 @@ dlq_app = typer.Typer(
 )
 console = Console()
 err = Console(stderr=True)
+
+
+def _ref(value: str | None) -> str | None:
+    """A dead letter's REF is TOPIC:PARTITION:OFFSET; anything else is a usage error (exit 2)."""
+    if value is not None and not re.fullmatch(r"[^\s:]+:\d+:\d+", value):
+        raise typer.BadParameter(f"{value!r} is not TOPIC:PARTITION:OFFSET (see `fulfil dlq list`)")
+    return value
 
 
 def _dump(document: object) -> None:
@@ -197,7 +205,10 @@ def dlq_list(wide: WideOption = False, json_output: JsonOption = False) -> None:
 @dlq_app.command("show")
 def dlq_show(
     ref: Annotated[
-        str, typer.Argument(help="TOPIC:PARTITION:OFFSET of the dead letter, as `dlq list` shows.")
+        str,
+        typer.Argument(
+            help="TOPIC:PARTITION:OFFSET of the dead letter, as `dlq list` shows.", callback=_ref
+        ),
     ],
     json_output: JsonOption = False,
 ) -> None:
@@ -229,7 +240,8 @@ def dlq_show(
 @dlq_app.command("redrive")
 def dlq_redrive(
     ref: Annotated[
-        str | None, typer.Argument(help="One dead letter (TOPIC:PARTITION:OFFSET).")
+        str | None,
+        typer.Argument(help="One dead letter (TOPIC:PARTITION:OFFSET).", callback=_ref),
     ] = None,
     kind: Annotated[
         str | None,

@@ -40,7 +40,7 @@ from fulfil_platform import kafka
 from fulfil_platform.config import Settings
 from fulfil_platform.consumer import Batch, ConsumerRuntime, Refused
 from fulfil_platform.dead_letter_writer import dead_letter_headers
-from fulfil_platform.logs import get_logger
+from fulfil_platform.logs import bound_record, get_logger
 from fulfil_platform.metrics import SNAPSHOTS_SKIPPED, Progress
 from fulfil_platform.unanswered_produce import fail_unanswered_produces
 from schemas.allocation_headers import output_headers, position_of
@@ -151,7 +151,7 @@ class AllocatorCore:
                 emissions, error = fold.apply(record.offset, record.value)
                 if error is not None:
                     outgoing.append(self._dead_letter(tp, record, error))
-                outgoing.extend(self._output(tp, emission) for emission in emissions)
+                outgoing.extend(self._output(tp, record, emission) for emission in emissions)
             if records[-1].offset == fold.applied_offset:
                 fold.snapshot.applied_digest = record_digest(records[-1].value)
             commits[tp] = fold.applied_offset + 1
@@ -178,12 +178,8 @@ class AllocatorCore:
 
     def _dead_letter(self, tp: TopicPartition, record: Any, error: ContractError) -> _Outgoing:
         self.progress.dead_lettered(self.commands + DLQ_SUFFIX, error.kind)
-        log.warning(
-            "command dead-lettered",
-            reason=error.reason,
-            partition=tp.partition,
-            offset=record.offset,
-        )
+        with bound_record(record):
+            log.warning("command dead-lettered", reason=error.reason, kind=error.kind)
         return (
             self.commands + DLQ_SUFFIX,
             record.value,
@@ -200,19 +196,21 @@ class AllocatorCore:
             ),
         )
 
-    def _output(self, tp: TopicPartition, emission: Emission) -> _Outgoing:
+    def _output(self, tp: TopicPartition, record: Any, emission: Emission) -> _Outgoing:
         event = emission.event
         if event.type == "StockPositionChanged" and event.data.shortfall:
             # DESIGN §4: a shortfall is reported on the topic and to operators (a
             # count was wrong or stock was lost after it had been promised).
-            log.warning(
-                "stock shortfall",
-                warehouse_id=event.data.warehouse_id,
-                sku=event.data.sku,
-                shortfall=event.data.shortfall,
-                available=event.data.available,
-                causation_id=event.causation_id,
-            )
+            # About the output (its ids), read at the command's position.
+            with bound_record(record, event):
+                log.warning(
+                    "stock shortfall",
+                    warehouse_id=event.data.warehouse_id,
+                    sku=event.data.sku,
+                    shortfall=event.data.shortfall,
+                    available=event.data.available,
+                    causation_id=event.causation_id,
+                )
         return (
             self.allocations,
             emission.value,

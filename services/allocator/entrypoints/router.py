@@ -10,7 +10,7 @@ the batch is acknowledged (at-least-once; the core drops duplicates by id).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from faststream import AckPolicy, Context, FastStream
@@ -21,7 +21,7 @@ from fulfil_platform import kafka
 from fulfil_platform.config import Settings
 from fulfil_platform.dead_letter_writer import dead_letter_headers
 from fulfil_platform.faststream_broker import broker as make_broker
-from fulfil_platform.logs import get_logger
+from fulfil_platform.logs import bound_record, get_logger
 from fulfil_platform.metrics import Progress, watch_lag
 from schemas.contract import InputEvent
 from schemas.registry import COMMANDS, DLQ_SUFFIX, INVENTORY, ORDERS, ContractError, parse_input
@@ -55,10 +55,17 @@ class RouterStats:
 
 
 def build_router(
-    settings: Settings, broker: KafkaBroker | None = None, progress: Progress | None = None
+    settings: Settings,
+    broker: KafkaBroker | None = None,
+    progress: Progress | None = None,
+    *,
+    on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
+    after_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> tuple[FastStream, RouterStats]:
+    """The router app. `on_startup` hooks run before its own (which start its producer),
+    `after_shutdown` ones before it stops the producer (see router_app.create_app)."""
     broker = broker or make_broker(settings)
-    app = FastStream(broker)
+    app = FastStream(broker, on_startup=on_startup, after_shutdown=after_shutdown)
     stats = RouterStats(
         progress or Progress("allocator-router", settings.fulfil_ready_stall_seconds)
     )
@@ -197,14 +204,8 @@ def _checked(record: Any, value: bytes, max_bytes: int) -> InputEvent:
 async def _dead_letter(
     sender: kafka.BatchSender, record: Any, value: bytes, exc: ContractError
 ) -> None:
-    log.warning(
-        "input dead-lettered",
-        reason=exc.reason,
-        kind=exc.kind,
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-    )
+    with bound_record(record):  # its ids, as far as its bytes have them
+        log.warning("input dead-lettered", reason=exc.reason, kind=exc.kind)
     await sender.add(
         record.topic + DLQ_SUFFIX,
         value,
