@@ -63,6 +63,7 @@ class MaildirHandler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd hook
         content = envelope.original_content or envelope.content
         data = content if isinstance(content, bytes) else str(content).encode()
+        data = data.replace(b"\r\n", b"\n")  # Maildir files use the local line ending
         with self.lock:
             self.count += 1
             name = f"{self.count:06d}.{os.getpid()}{SUFFIX}"
