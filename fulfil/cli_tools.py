@@ -58,7 +58,7 @@ def publish(
             metavar="SECONDS",
             help="With --ordered: how long one line may take before publishing stops (exit 1).",
         ),
-    ] = 30.0,
+    ] = 60.0,
 ) -> None:
     """Validate each line and publish it to the topic its `type` belongs to.
 

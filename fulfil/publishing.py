@@ -148,7 +148,7 @@ async def publish_file(settings: Settings, path: Path) -> PublishReport:
 
 # --------------------------------------------------------------------------- --ordered
 
-DEFAULT_TIMEOUT = 30.0  # seconds a record may take to have its effect
+DEFAULT_TIMEOUT = 60.0  # seconds a line may take to have its effect
 
 
 @dataclass
@@ -201,7 +201,8 @@ class OrderedReport(PublishReport):
 
 
 class NoEffect(RuntimeError):
-    """A line had no effect before its deadline; nothing after it was published."""
+    """A line had no effect before its deadline (or could not have one: a topic is
+    missing); nothing after it was published."""
 
 
 SUBJECT_FIELDS = ("order_id", "receipt_id", "adjustment_id", "inbound_id", "alert_id", "sku")
@@ -254,7 +255,7 @@ class EffectWatcher:
         topics = await self.reader.topics()
         for topic in (self.commands_topic, self.allocations, *self.dlqs):
             if topic not in topics:
-                raise NotAnInput(f"topic {topic} does not exist: run `fulfil topics create` first")
+                raise NoEffect(f"topic {topic} does not exist: run `fulfil topics create` first")
             self.partitions[topic] = sorted(self.reader.partitions_for_topic(topic) or ())
         tps = [TopicPartition(t, p) for t, ps in self.partitions.items() for p in ps]
         # The true ends (fetch high watermarks, notes/tansu.md): effects land after them,

@@ -193,3 +193,13 @@ def test_an_effect_summary_counts_repeated_outputs() -> None:
     assert Effect(2, "f", "SkuPolicySet", "SKU-1").summary() == "processed, no output"
     dead = Effect(3, "g", "StockAdjusted", "adj-1", dead_letter="inventory.v1.dlq: oversize: big")
     assert dead.summary() == "dead-lettered to inventory.v1.dlq: oversize: big"
+
+
+def test_before_topics_create_it_says_so_and_sends_nothing(
+    settings: Settings, env_for_subprocess, tmp_path: Path
+) -> None:
+    path = write(tmp_path / "early.jsonl", [envelope("StockReceived", "ev-early")])
+    result = fulfil("publish", "--ordered", str(path), env=env_for_subprocess(settings))
+    assert result.returncode == 1
+    assert "does not exist: run `fulfil topics create` first" in result.stderr, result.stderr
+    assert result.stderr.strip().count("\n") == 0
