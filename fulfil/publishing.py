@@ -46,6 +46,7 @@ from typing import Any
 
 import orjson
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 
 from fulfil_platform import kafka
 from fulfil_platform.config import Settings
@@ -320,20 +321,29 @@ class EffectWatcher:
     async def processed(self, position: Position) -> bool:
         """The core committed past the command: its outputs, if any, are on allocations.v1."""
         partition, offset = position
-        committed = await self.core.committed(TopicPartition(self.commands_topic, partition))
+        try:
+            committed = await self.core.committed(TopicPartition(self.commands_topic, partition))
+        except KafkaError:
+            return False  # the coordinator is busy or away: asked again on the next turn
         return committed is not None and committed > offset
 
-    async def drain(self, partition: int) -> None:
-        """Read allocations.v1's partition up to its end as it is now."""
+    async def drain(self, partition: int, give_up: float) -> bool:
+        """Read allocations.v1's partition up to its end as it is now; False if that
+        took past `give_up` (loop time)."""
+        loop = asyncio.get_running_loop()
         tp = TopicPartition(self.allocations, partition)
         start = await self.reader.position(tp)
         self.probe.assign([tp])
         self.probe.seek(tp, start)
-        while self.probe.highwater(tp) is None:
+        while (end := self.probe.highwater(tp)) is None:
+            if loop.time() > give_up:
+                return False
             await self.probe.getmany(tp, timeout_ms=50, max_records=1)
-        end = self.probe.highwater(tp)
         while await self.reader.position(tp) < end:
+            if loop.time() > give_up:
+                return False
             await self.poll()
+        return True
 
     def take_outputs(self, position: Position, cause: str | None) -> list[str]:
         found = sorted(self.outputs.pop(position, []))
@@ -373,7 +383,7 @@ async def _wait_for_record(
             return
         position = watcher.claim(effect.event_id)
         if position is not None and await watcher.processed(position):
-            await watcher.drain(position[0])
+            effect.complete = await watcher.drain(position[0], give_up)
             watcher.release(effect.event_id)
             effect.outputs = watcher.take_outputs(position, effect.event_id)
             return
@@ -412,7 +422,8 @@ async def _wait_for_ticks(
         still = []
         for position in waiting:
             if await watcher.processed(position):
-                await watcher.drain(position[0])
+                if not await watcher.drain(position[0], give_up):
+                    effect.complete = False
                 effect.outputs += watcher.take_outputs(position, None)
             else:
                 still.append(position)
