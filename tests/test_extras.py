@@ -78,7 +78,7 @@ def test_the_service_commands_run_their_help_without_the_extra() -> None:
 
 
 def test_dev_commands_name_the_extra_when_it_is_missing(tmp_path: Path) -> None:
-    for args in (["dev", "up"], ["dev", "up", "--smtp"], ["dev", "env"], ["dev", "mail"]):
+    for args in (["dev", "up"], ["dev", "up", "--smtp"], ["dev", "env"], ["dev", "mail"], ["demo"]):
         done = subprocess.run(
             [
                 sys.executable,

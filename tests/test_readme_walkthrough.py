@@ -7,7 +7,8 @@ prints, compared exactly (trailing spaces aside). The commands run as a shell wo
 run them, with a fresh environment of their own (a state directory under the test's
 tmp path, `COLUMNS=80`, no Kafka/PostgreSQL/SMTP settings inherited): `fulfil ...`
 in the repository root (`&` keeps it running in the background until the end),
-`export NAME=VALUE ...`, and `eval "$(fulfil dev env)"`. Anything else fails the
+`export NAME=VALUE ...`, `eval "$(fulfil dev env)"` and `kill %N ...` (SIGTERM to
+those background jobs, which must stop gracefully: exit 0). Anything else fails the
 test, so the README cannot drift into commands nobody runs.
 
 Before each compared command the test waits (polling, with a deadline) until the
@@ -145,6 +146,9 @@ class Walk:
                 name, _, value = exported[1].partition("=")
                 self.env[name] = value
             return None
+        if words and words[0] == "kill" and all(re.fullmatch(r"%[1-9]", w) for w in words[1:]):
+            self.kill([int(w[1:]) for w in words[1:]], where)
+            return None
         assert words and words[0] == "fulfil", f"{where}: the walk-through test cannot run this"
         if words[-1] == "&":
             self.start(words[1:-1], where)
@@ -181,6 +185,18 @@ class Walk:
         )
         log.close()
         self.background.append((where, process))
+
+    def kill(self, jobs: list[int], where: str) -> None:
+        """`kill %N ...`: SIGTERM to those background jobs; each must stop gracefully (exit 0)."""
+        chosen = [self.background[job - 1] for job in jobs]
+        for _, process in chosen:
+            process.send_signal(signal.SIGTERM)
+        for name, process in chosen:
+            try:
+                code = process.wait(timeout=COMMAND_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"{where}: {name} did not stop") from None
+            assert code == 0, f"{where}: {name} exited {code}" + self.service_logs()
 
     def settings(self) -> Settings:
         return load_settings(
