@@ -31,9 +31,11 @@ import difflib
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,13 +121,13 @@ def normalised(lines: list[str], words: list[str]) -> list[str]:
 class Walk:
     """Runs the steps as a shell would, in an environment of its own."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, state: Path) -> None:
         self.env = {
             k: v
             for k, v in os.environ.items()
             if not k.startswith(INHERITED_PREFIXES) and k not in INHERITED_NAMES
         }
-        self.env |= {"FULFIL_STATE_DIR": str(tmp / "state"), "COLUMNS": "80", "LC_ALL": "C.UTF-8"}
+        self.env |= {"FULFIL_STATE_DIR": str(state), "COLUMNS": "80", "LC_ALL": "C.UTF-8"}
         self.logs = tmp / "logs"
         self.logs.mkdir()
         self.background: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -276,15 +278,22 @@ async def caught_up(settings: Settings) -> bool:
 
 @pytest.fixture
 def walk(tmp_path: Path) -> Iterator[Walk]:
-    walk = Walk(tmp_path)
-    state_dir = embedded.dev_state_dir(tmp_path / "state")
+    # The state (PostgreSQL's data) outside pytest's tmp tree, as in tests/conftest.py:
+    # the server runs as another user when root, and a pytest session starting beside
+    # this one makes /tmp/pytest-of-<user> private again.
+    state = Path(tempfile.mkdtemp(prefix="fulfil-walk-"))
+    walk = Walk(tmp_path, state)
+    state_dir = embedded.dev_state_dir(state)
 
     def stop_everything() -> None:
         try:
             walk.stop()
         finally:
-            dev_mail.sink_down(state_dir)
-            embedded.dev_down(state_dir)
+            try:
+                dev_mail.sink_down(state_dir)
+                embedded.dev_down(state_dir)
+            finally:
+                shutil.rmtree(state, ignore_errors=True)
 
     stop = embedded.stop_at_exit(stop_everything)
     try:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import smtplib
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -21,21 +23,24 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def dev_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+def dev_env() -> Iterator[dict[str, str]]:
     """Environment for `fulfil dev` with its own state dir; stops what it started afterwards."""
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "SMTP_URL")
     }
-    env["FULFIL_STATE_DIR"] = str(tmp_path / "state")
-    state_dir = embedded.dev_state_dir(tmp_path / "state")
+    # Outside pytest's tmp tree (see tests/test_readme_walkthrough.py, `walk`).
+    state = Path(tempfile.mkdtemp(prefix="fulfil-devmail-"))
+    env["FULFIL_STATE_DIR"] = str(state)
+    state_dir = embedded.dev_state_dir(state)
 
     def stop() -> None:
         try:
             dev_mail.sink_down(state_dir)
-        finally:
             embedded.dev_down(state_dir)
+        finally:
+            shutil.rmtree(state, ignore_errors=True)
 
     stopper = embedded.stop_at_exit(stop)
     try:
