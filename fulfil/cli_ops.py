@@ -342,7 +342,14 @@ def demo(
 
     Example: fulfil demo --events 5000 --keep-running
     """
-    from fulfil.demo import run_demo
+    try:
+        from fulfil.demo import run_demo
+    except ImportError:  # aiosmtpd, psutil: the `embedded` extra, left out of production installs
+        typer.echo(
+            "fulfil demo: the embedded runtime is not installed: pip install 'fulfil[embedded]'",
+            err=True,
+        )
+        raise typer.Exit(1) from None
 
     try:
         code = asyncio.run(run_demo(events, seed, keep_running, console))
