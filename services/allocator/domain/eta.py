@@ -158,18 +158,25 @@ def recompute_sku_etas(
     if not scheduled and not sku.any_covered:
         queue.clean()  # no dates before, none now
         return
-    any_covered = _walk_blocks(queue.blocks, scheduled, mark)
+    etas = [entry[0] for entry in scheduled]
+    ordered = None not in etas  # an overdue inbound breaks the order of dates
+    # Skipping a block trusts its lines' dates to grow along it, as the last walk left them.
+    trusted = ordered and not sku.dates_unordered
+    any_covered = _walk_blocks(queue.blocks, scheduled, mark, trusted)
     queue.clean()
     sku.any_covered = any_covered
+    sku.dates_unordered = not ordered
 
 
-def _walk_blocks(blocks: Iterable[QueueBlock], scheduled: Supply, mark: Mark) -> bool:
-    """Date every block's lines against `scheduled`; whether any line is covered."""
+def _walk_blocks(
+    blocks: Iterable[QueueBlock], scheduled: Supply, mark: Mark, monotonic: bool
+) -> bool:
+    """Date every block's lines against `scheduled`; whether any line is covered. Untouched
+    blocks may be skipped only when `monotonic` (dates grow along the queue, before and now)."""
     # cumulative scheduled units at the end of each entry, and the entry's date
     ends: list[int] = list(accumulate(entry[2] for entry in scheduled))
     etas: list[date | None] = [entry[0] for entry in scheduled]
     total = ends[-1] if ends else 0
-    monotonic = None not in etas  # an overdue inbound breaks the order of dates
     any_covered = False
     cum = 0  # units waiting ahead of the current block
     for block in blocks:
