@@ -11,15 +11,13 @@ from pydantic import Field, TypeAdapter, ValidationError
 from schemas.contract import (
     INPUT_EVENTS,
     INTERNAL_COMMANDS,
-    NO_CONTROLS,
-    NO_CONTROLS_BUT_LINES,
-    NO_CONTROLS_NO_SPACES,
     OUTPUT_EVENTS,
     Command,
     Envelope,
     InputEvent,
     OutputEvent,
 )
+from schemas.fields import NO_CONTROLS, NO_CONTROLS_BUT_LINES, NO_CONTROLS_NO_SPACES
 
 ORDERS = "orders.v1"
 INVENTORY = "inventory.v1"
