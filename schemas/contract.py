@@ -35,6 +35,7 @@ from schemas.fields import (
     Text,
     Timestamp,
     Units,
+    check,
 )
 
 # ---------------------------------------------------------------- shared parts
@@ -55,6 +56,7 @@ class OrderLine(Model):
     currency: Currency | None = None
 
     @model_validator(mode="after")
+    @check
     def _price_has_currency(self) -> OrderLine:
         if (self.unit_price is None) != (self.currency is None):
             raise ValueError("unit_price and currency must be given together")
@@ -79,6 +81,7 @@ class OrderPlacedData(Model):
     placed_at: Timestamp
 
     @model_validator(mode="after")
+    @check
     def _unique_line_numbers(self) -> OrderPlacedData:
         numbers = [line.line_no for line in self.lines]
         if len(set(numbers)) != len(numbers):
@@ -110,6 +113,7 @@ class StockAdjustedData(Model):
     reason: Text
 
     @model_validator(mode="after")
+    @check
     def _non_zero(self) -> StockAdjustedData:
         if self.delta == 0:
             raise ValueError("delta must not be zero")
@@ -132,6 +136,7 @@ class InboundScheduledData(Model):
     ) = None
 
     @model_validator(mode="after")
+    @check
     def _unique_skus(self) -> InboundScheduledData:
         skus = [line.sku for line in self.lines]
         if len(set(skus)) != len(skus):

@@ -8,9 +8,10 @@ declarations, so a rule added here is enforced by both.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints
@@ -47,6 +48,23 @@ ISO_4217 = frozenset(
 )
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def check(validator: _F) -> _F:
+    """Marks a validator as a pure rule: it returns its input unchanged or raises. Rules
+    need not run twice: the allocator core skips them on its own command log, which
+    the router validated. A validator that may change a value (`_email` normalises an
+    address) is not marked, and runs wherever the value is decoded."""
+    setattr(validator, "__contract_check__", True)  # noqa: B010 - an attribute mypy cannot see
+    return validator
+
+
+def is_check(validator: object) -> bool:
+    return getattr(validator, "__contract_check__", False) is True
+
+
+@check
 def _known_currency(code: str) -> str:
     if code not in ISO_4217:
         raise ValueError(f"{code!r} is not an ISO 4217 currency code")
@@ -74,6 +92,7 @@ def _email(value: str) -> str:
         raise ValueError(f"value is not a valid email address: {exc}") from None
 
 
+@check
 def _money(value: str) -> str:
     amount = Decimal(value)
     if amount < 0:
@@ -81,6 +100,7 @@ def _money(value: str) -> str:
     return value
 
 
+@check
 def _in_range(value: datetime) -> datetime:
     try:
         utc = value.astimezone(UTC)
@@ -91,6 +111,7 @@ def _in_range(value: datetime) -> datetime:
     return value
 
 
+@check
 def _day_in_range(value: date) -> date:
     if not EARLIEST.date() <= value < LATEST.date():
         raise ValueError(_RANGE_MESSAGE)

@@ -1,0 +1,249 @@
+"""The contract's fast decoder: JSON to `schemas.wire` structs, judged exactly as pydantic would.
+
+Two tiers. msgspec decodes into the structs generated from the models
+(types, bounds, lengths, literals, defaults, the union's tag); then the rules
+msgspec does not check (patterns, whitespace, the contract's validators:
+`schemas.verdicts`) run on the decoded value. That tier is never more lenient
+than pydantic, and accepts a value only if pydantic would give the same one.
+Whatever it refuses, or cannot decide, goes to pydantic (`schemas.validate`),
+which either accepts it (a value it strips or normalises, a number written as
+a string...) or raises `ContractError` with the reason it always gave. The
+answer is always pydantic's; the common, valid message gets it at msgspec's
+speed.
+
+Where the two JSON readers differ, the message goes to pydantic before
+msgspec sees it: invalid UTF-8 and nesting deeper than pydantic allows (msgspec
+skips both inside an ignored field), and a fraction of a second beyond
+microseconds (pydantic truncates it, msgspec rounds).
+
+`read_command` is the allocator core's cheaper variant: it trusts the command
+log, which the router validated, and runs only the rules that could make the
+value differ from pydantic's (see `schemas.fields.check`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, cast
+
+import msgspec
+from msgspec.structs import astuple
+from pydantic import BaseModel
+
+from schemas import contract, validate, wire
+from schemas.derive import Checked, Items, Node, Nullable, Ref, WireModel, derive
+from schemas.validate import ContractError as ContractError
+from schemas.verdicts import Verdict, Verdicts, plain_json
+
+_ENVELOPES = contract.INPUT_EVENTS + contract.INTERNAL_COMMANDS + contract.OUTPUT_EVENTS
+_MODELS: dict[str, WireModel] = derive(_ENVELOPES)
+_WIRE: dict[str, type[msgspec.Struct]] = {name: getattr(wire, name) for name in _MODELS}
+
+# ---------------------------------------------------------------- what msgspec may not decide
+
+# pydantic's JSON reader refuses documents nested deeper than this; msgspec allows more.
+_MAX_DEPTH = 200
+# A fraction of a second beyond microseconds, written out.
+_LONG_FRACTION = re.compile(rb"\.[0-9]{7}")
+# An escaped digit or dot, which could spell one.
+_ESCAPED_DIGIT = re.compile(rb"\\u00(?:3[0-9]|2[eE])")
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKETS = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def _depth(raw: bytes) -> int:
+    depth = deepest = 0
+    for byte in _STRING.sub(b"", raw):
+        depth += _BRACKETS.get(byte, 0)
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _too_deep(raw: bytes) -> bool:
+    # Each level takes two bytes at least, and a bracket each.
+    if len(raw) <= 2 * _MAX_DEPTH or raw.count(b"[") + raw.count(b"{") <= _MAX_DEPTH:
+        return False
+    return _depth(raw) > _MAX_DEPTH
+
+
+def _readers_differ(raw: bytes, plain: bool) -> bool:
+    if _LONG_FRACTION.search(raw) is not None or _too_deep(raw):
+        return True
+    if plain:
+        return False  # ASCII without escapes
+    if _ESCAPED_DIGIT.search(raw) is not None:
+        return True
+    try:
+        raw.decode()
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def _by_struct(verdicts: Verdicts) -> dict[type[msgspec.Struct], Verdict]:
+    return {_WIRE[name]: verdict for name, verdict in verdicts.models.items()}
+
+
+_MODEL_LIST = list(_MODELS.values())
+_FULL = _by_struct(Verdicts(_MODEL_LIST, trusted=False, plain=False))
+_PLAIN = _by_struct(Verdicts(_MODEL_LIST, trusted=False, plain=True))
+_TRUSTED = _by_struct(Verdicts(_MODEL_LIST, trusted=True, plain=False))
+_TRUSTED_PLAIN = _by_struct(Verdicts(_MODEL_LIST, trusted=True, plain=True))
+
+_Fallback = Callable[[bytes | str], BaseModel]
+
+
+class _Decoder:
+    def __init__(self, union: Any, fallback: _Fallback, trusted: bool = False) -> None:
+        self.decode = msgspec.json.Decoder(union).decode
+        self.fallback = fallback
+        self.full, self.plain = (_TRUSTED, _TRUSTED_PLAIN) if trusted else (_FULL, _PLAIN)
+
+    def __call__(self, raw: bytes | str) -> Any:
+        too_big = validate.oversize(raw)
+        if too_big is not None:
+            raise too_big
+        if isinstance(raw, bytes):
+            plain = plain_json(raw)
+            if not _readers_differ(raw, plain):
+                try:
+                    event = self.decode(raw)
+                    verdict = (self.plain if plain else self.full).get(type(event))
+                    if verdict is None or verdict(event):
+                        return event
+                # Whatever msgspec or a rule refuses (or raises on), pydantic judges.
+                except Exception:  # noqa: S110
+                    pass
+        return to_wire(self.fallback(raw))
+
+
+_EVENT = _Decoder(wire.Event, validate.validate_event)
+_INPUT = _Decoder(wire.InputEvent, validate.validate_input)
+_COMMAND = _Decoder(wire.Command, validate.validate_command)
+_OUTPUT = _Decoder(wire.OutputEvent, validate.validate_output)
+_TRUSTED_COMMAND = _Decoder(wire.Command, validate.validate_command, trusted=True)
+
+
+def decode_event(raw: bytes | str) -> wire.Event:
+    """Any v1 envelope; ContractError (pydantic's reason) if the contract refuses it."""
+    return cast(wire.Event, _EVENT(raw))
+
+
+def decode_input(raw: bytes | str) -> wire.InputEvent:
+    return cast(wire.InputEvent, _INPUT(raw))
+
+
+def decode_command(raw: bytes | str) -> wire.Command:
+    return cast(wire.Command, _COMMAND(raw))
+
+
+def decode_output(raw: bytes | str) -> wire.OutputEvent:
+    return cast(wire.OutputEvent, _OUTPUT(raw))
+
+
+def read_command(raw: bytes | str) -> wire.Command:
+    """A command from the allocator's own log: decoded and typed, with the values
+    pydantic would give, but the contract's pure rules (patterns, ranges, currency
+    codes, cross-field rules) are not run again. A record that does not decode
+    still raises ContractError with pydantic's reason."""
+    return cast(wire.Command, _TRUSTED_COMMAND(raw))
+
+
+# ---------------------------------------------------------------- structs <-> models
+
+_WIRE_OF_MODEL: dict[type[BaseModel], type[msgspec.Struct]] = {
+    m.model: _WIRE[name] for name, m in _MODELS.items()
+}
+
+
+def to_wire(value: Any) -> Any:
+    """A validated model (and what it holds) as structs; nothing is checked again."""
+    if isinstance(value, BaseModel):
+        struct = _WIRE_OF_MODEL[type(value)]
+        return struct(**{name: to_wire(getattr(value, name)) for name in struct.__struct_fields__})
+    if isinstance(value, list):
+        return [to_wire(item) for item in value]
+    return value
+
+
+Convert = Callable[[Any], Any]
+
+
+class _Builder:
+    """A struct as its pydantic model, built like `Model.trusted` (nothing validated):
+    the struct was, and its values are the ones pydantic would hold."""
+
+    def __init__(self, model: WireModel, builders: dict[str, Convert]) -> None:
+        self.cls = model.model
+        self.names = tuple(model.model.model_fields)
+        self.tag = model.tag
+        self.tag_at = self.names.index("type") if model.tag is not None else -1
+        self.nested: list[tuple[str, Convert]] = []
+        for f in model.fields:
+            convert = _converter(f.node, builders)
+            if convert is not None:
+                self.nested.append((f.name, convert))
+
+    def __call__(self, struct: Any) -> Any:
+        values: tuple[Any, ...] = astuple(struct)
+        if self.tag_at >= 0:
+            values = (*values[: self.tag_at], self.tag, *values[self.tag_at :])
+        fields = dict(zip(self.names, values, strict=True))
+        for name, convert in self.nested:
+            fields[name] = convert(fields[name])
+        model = object.__new__(self.cls)
+        set_ = object.__setattr__
+        set_(model, "__dict__", fields)
+        set_(model, "__pydantic_fields_set__", set(self.names))
+        set_(model, "__pydantic_extra__", None)
+        set_(model, "__pydantic_private__", None)
+        return model
+
+
+def _converter(node: Node, builders: dict[str, Convert]) -> Convert | None:
+    if isinstance(node, Checked):
+        return _converter(node.inner, builders)
+    if isinstance(node, Ref):
+        return builders[node.model]
+    if isinstance(node, Nullable):
+        inner = _converter(node.inner, builders)
+        if inner is None:
+            return None
+        return lambda value: None if value is None else inner(value)
+    if isinstance(node, Items):
+        item = _converter(node.inner, builders)
+        if item is None:
+            return list
+        return lambda values: [item(v) for v in values]
+    return None
+
+
+def _builders() -> dict[type[msgspec.Struct], Convert]:
+    by_name: dict[str, Convert] = {}
+    for name, model in _MODELS.items():  # dependencies first
+        by_name[name] = _Builder(model, by_name)
+    return {_WIRE[name]: builder for name, builder in by_name.items()}
+
+
+_BUILDERS = _builders()
+
+
+def to_model(struct: msgspec.Struct) -> contract.Envelope:
+    """A decoded envelope as its pydantic model (equal to what pydantic would parse)."""
+    return cast(contract.Envelope, _BUILDERS[type(struct)](struct))
+
+
+def input_model(event: wire.InputEvent) -> contract.InputEvent:
+    return cast(contract.InputEvent, to_model(event))
+
+
+def command_model(event: wire.Command) -> contract.Command:
+    return cast(contract.Command, to_model(event))
+
+
+def output_model(event: wire.OutputEvent) -> contract.OutputEvent:
+    return cast(contract.OutputEvent, to_model(event))

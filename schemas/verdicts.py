@@ -1,0 +1,197 @@
+"""The contract's rules that msgspec does not check, as one function per struct.
+
+A verdict is True when every rule holds and no validator would change the
+value, so the decoded struct is exactly what pydantic would give; False sends
+the message to pydantic. Rules: a string's whitespace at the ends (pydantic
+strips it) and its pattern, each field's validators, each model's validators.
+
+Values repeat (warehouses, SKUs, dates, prices), so a value that passed is
+kept and not checked again: patterns and validators are pure functions of the
+value (see `schemas.fields.check`). Lookups are inlined in one loop per
+struct; nothing else would make the rules cheaper than decoding itself.
+
+Two switches leave rules out where something else already decides them:
+- `plain`: the raw message is printable ASCII without escapes and no string
+  in it begins or ends with a space (`plain_json`), so no string holds a
+  control character or needs stripping; a pattern that only excludes
+  characters outside printable ASCII holds already.
+- `trusted`: the allocator's own command log, which the router validated:
+  only what makes pydantic's value differ from the decoded one runs
+  (stripping, a validator that may change the value).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from msgspec.structs import astuple
+
+from schemas.derive import Check, Checked, Items, Node, Nullable, Ref, Scalar, WireModel
+from schemas.fields import is_check
+
+Verdict = Callable[[Any], bool]
+
+_KEPT = 16_384  # values kept per kind of value; then the set starts again
+_PRINTABLE = [chr(c) for c in range(0x20, 0x7F)]
+# A pattern that is one class of characters, repeated: "only these characters".
+_ONE_CLASS = re.compile(r"\^(\[\^?(?:[^\]\\]|\\.)*\])([*+])\\Z")
+
+
+def plain_json(raw: bytes) -> bool:
+    """Whether every string in `raw` is printable ASCII without a space at either end.
+
+    JSON strings cannot hold raw control characters (both readers refuse them), so
+    with no escape, no DEL and no byte beyond ASCII, a string's characters are its
+    bytes, all printable; a string with a space at an end shows as `" ` or ` "`."""
+    return (
+        raw.isascii()
+        and b"\\" not in raw
+        and b"\x7f" not in raw
+        and b'" ' not in raw
+        and b' "' not in raw
+    )
+
+
+def _implied_by_plain(node: Scalar) -> bool:
+    """Whether any printable-ASCII string of the node's length satisfies its pattern."""
+    if node.pattern is None:
+        return True
+    match = _ONE_CLASS.fullmatch(node.pattern)
+    if match is None:
+        return False
+    allowed = re.compile(match.group(1))
+    if not all(allowed.fullmatch(c) for c in _PRINTABLE):
+        return False
+    return match.group(2) == "*" or dict(node.meta).get("min_length", 0) >= 1
+
+
+class _Leaf:
+    """One kind of value's rules, and the values that passed them."""
+
+    def __init__(self, node: Scalar, checks: tuple[Check, ...], trusted: bool, plain: bool):
+        self.strip = node.strip and not plain
+        self.search = None
+        if node.pattern is not None and not trusted and not (plain and _implied_by_plain(node)):
+            self.search = re.compile(node.pattern).search
+        self.checks = tuple(c for c in checks if not (trusted and is_check(c)))
+        # None passes: msgspec lets it into optional fields only.
+        self.kept: set[Any] = {None}
+
+    @property
+    def idle(self) -> bool:
+        return not self.strip and self.search is None and not self.checks
+
+    def __call__(self, value: Any) -> bool:
+        # Python's isspace() covers Unicode White_Space: all that pydantic strips.
+        if self.strip and value and (value[0].isspace() or value[-1].isspace()):
+            return False
+        if self.search is not None and self.search(value) is None:
+            return False
+        for check in self.checks:
+            result = check(value)
+            if result is not value and not (type(result) is type(value) and result == value):
+                return False
+        kept = self.kept
+        if len(kept) >= _KEPT:
+            kept.clear()
+            kept.add(None)
+        kept.add(value)
+        return True
+
+
+def _struct_verdict(
+    leaves: tuple[tuple[int, set[Any], Verdict], ...],
+    children: tuple[tuple[int, Verdict], ...],
+    checks: tuple[Check, ...],
+) -> Verdict:
+    def verdict(struct: Any) -> bool:
+        values = astuple(struct)
+        for index, kept, leaf in leaves:
+            value = values[index]
+            if value not in kept and not leaf(value):
+                return False
+        for index, child in children:
+            if not child(values[index]):
+                return False
+        for check in checks:
+            if check(struct) is not struct:  # a model validator returns its model
+                return False
+        return True
+
+    return verdict
+
+
+class Verdicts:
+    """The verdict of every struct, for one setting of the switches."""
+
+    def __init__(self, models: Iterable[WireModel], trusted: bool, plain: bool) -> None:
+        self.trusted, self.plain = trusted, plain
+        self.leaves: dict[tuple[Scalar, tuple[Check, ...]], _Leaf] = {}
+        self.models: dict[str, Verdict] = {}
+        for model in models:  # dependencies first
+            verdict = self._model(model)
+            if verdict is not None:
+                self.models[model.name] = verdict
+
+    def _leaf(self, node: Node) -> _Leaf | None:
+        """The rules of a string, date, number... field; None for a struct or a list."""
+        if isinstance(node, Nullable):
+            node = node.inner
+        checks: tuple[Check, ...] = ()
+        if isinstance(node, Checked) and isinstance(node.inner, Scalar):
+            checks = node.checks
+            node = node.inner
+        if not isinstance(node, Scalar):
+            return None
+        key = (node, checks)
+        if key not in self.leaves:  # one kept set per kind of value, however many fields
+            self.leaves[key] = _Leaf(node, checks, self.trusted, self.plain)
+        return self.leaves[key]
+
+    def _child(self, node: Node) -> Verdict | None:
+        """A struct or list field's verdict; None when nothing in it needs one."""
+        if isinstance(node, Ref):
+            return self.models.get(node.model)
+        if isinstance(node, Nullable):
+            inner = self._child(node.inner)
+            return None if inner is None else lambda value: value is None or inner(value)
+        if isinstance(node, Items):
+            leaf = self._leaf(node.inner)
+            item: Verdict | None
+            if leaf is not None:
+                item = None if leaf.idle else leaf
+            else:
+                item = self._child(node.inner)
+            return None if item is None else lambda values: all(map(item, values))
+        if isinstance(node, Checked):
+            return self._checked(self._child(node.inner), node.checks)
+        return None  # a literal: msgspec decides it
+
+    def _checked(self, inner: Verdict | None, checks: tuple[Check, ...]) -> Verdict | None:
+        """A nested model's validators, after its fields."""
+        checks = tuple(c for c in checks if not (self.trusted and is_check(c)))
+        if not checks:
+            return inner
+
+        def verdict(value: Any) -> bool:
+            if inner is not None and not inner(value):
+                return False
+            return all(check(value) is value for check in checks)
+
+        return verdict
+
+    def _model(self, model: WireModel) -> Verdict | None:
+        leaves: list[tuple[int, set[Any], Verdict]] = []
+        children: list[tuple[int, Verdict]] = []
+        for index, f in enumerate(model.fields):
+            leaf = self._leaf(f.node)
+            if leaf is not None and not leaf.idle:
+                leaves.append((index, leaf.kept, leaf))
+            elif leaf is None and (child := self._child(f.node)) is not None:
+                children.append((index, child))
+        checks = tuple(c for c in model.checks if not (self.trusted and is_check(c)))
+        if not leaves and not children and not checks:
+            return None
+        return _struct_verdict(tuple(leaves), tuple(children), checks)
