@@ -23,7 +23,8 @@ from fulfil_platform.dead_letter_writer import dead_letter_headers
 from fulfil_platform.faststream_broker import broker as make_broker
 from fulfil_platform.logs import get_logger
 from fulfil_platform.metrics import Progress, watch_lag
-from schemas.registry import COMMANDS, DLQ_SUFFIX, INVENTORY, ORDERS, ContractError, parse_input
+from schemas.decode import decode_input
+from schemas.registry import COMMANDS, DLQ_SUFFIX, INVENTORY, ORDERS, ContractError
 
 log = get_logger("allocator.router")
 
@@ -157,7 +158,7 @@ def build_router(
                     # Headers are text by contract: a binary one means a producer other
                     # than the one the contract describes; its owner should see it.
                     raise ContractError(f"header {name!r}: value is not UTF-8 text", "bad_header")
-                event = parse_input(value)
+                event = decode_input(value)
             except ContractError as exc:
                 log.warning(
                     "input dead-lettered",
