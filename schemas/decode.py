@@ -16,9 +16,11 @@ msgspec sees it: invalid UTF-8 and nesting deeper than pydantic allows (msgspec
 skips both inside an ignored field), and a fraction of a second beyond
 microseconds (pydantic truncates it, msgspec rounds).
 
-`read_command` is the allocator core's cheaper variant: it trusts the command
-log, which the router validated, and runs only the rules that could make the
-value differ from pydantic's (see `schemas.fields.check`).
+`read_command` and `read_output` are the cheaper variants for the logs the
+allocator writes itself (its command log, which the router validated, and its
+outputs): they run only the rules that could make the value differ from
+pydantic's (see `schemas.fields.check`), and still refuse, with pydantic's
+reason, what does not decode.
 """
 
 from __future__ import annotations
@@ -126,6 +128,7 @@ _INPUT = _Decoder(wire.InputEvent, validate.validate_input)
 _COMMAND = _Decoder(wire.Command, validate.validate_command)
 _OUTPUT = _Decoder(wire.OutputEvent, validate.validate_output)
 _TRUSTED_COMMAND = _Decoder(wire.Command, validate.validate_command, trusted=True)
+_TRUSTED_OUTPUT = _Decoder(wire.OutputEvent, validate.validate_output, trusted=True)
 
 
 def decode_event(raw: bytes | str) -> wire.Event:
@@ -151,6 +154,12 @@ def read_command(raw: bytes | str) -> wire.Command:
     codes, cross-field rules) are not run again. A record that does not decode
     still raises ContractError with pydantic's reason."""
     return cast(wire.Command, _TRUSTED_COMMAND(raw))
+
+
+def read_output(raw: bytes | str) -> wire.OutputEvent:
+    """An allocation event, trusted as `read_command` trusts a command: allocations.v1
+    is written by the allocator alone, from validated commands."""
+    return cast(wire.OutputEvent, _TRUSTED_OUTPUT(raw))
 
 
 # ---------------------------------------------------------------- structs <-> models

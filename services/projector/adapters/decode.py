@@ -1,16 +1,22 @@
-"""Kafka record values → the projector's domain events.
+"""Kafka record values → the projector's domain events, by the contract's decoder.
 
-Every record is judged by the contract's decoder (`schemas.decode`): pydantic's
-verdict, as the allocator's router and the notifier get it, at msgspec's speed
-for the common, valid record (this is the projector's hot path). A record the
-contract refuses is skipped and counted, never applied half-way; so is an
-allocation line whose totals do not add up, which the folds rely on.
+allocations.v1 is written by our allocator alone, which builds every event
+from validated commands; it is also the projector's hot path. So allocation
+events are read as the allocator's core reads its command log
+(`schemas.decode.read_output`): decoded into the contract's structs, with
+types, required fields and bounds checked, but the contract's pure rules
+(patterns, date ranges, currency codes) not run again. A record that does not
+decode is skipped and counted, with the contract's reason, never applied
+half-way; so is a line whose totals do not add up, which the folds rely on.
+A record that decodes but that the read models cannot hold (a NUL in a name,
+a moment before year 1 in UTC) is the store's to refuse: it is quarantined.
 
 orders.v1 / inventory.v1 come from upstream systems and may hold anything;
-the projector counts demand and receipts for the same inputs the allocator
-accepted. Inputs it does not use (order cancellations, adjustments, policies,
-receipts without an inbound) are recognised by their type and skipped
-without validation.
+they are validated with the full contract (`decode_input`), exactly as the
+allocator's router does, so the projector counts demand and receipts for the
+same inputs the allocator accepted. Inputs it does not use (order
+cancellations, adjustments, policies, receipts without an inbound) are
+recognised by their type and skipped without validation.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import orjson
 
 from schemas import wire
 from schemas.decode import decode_input as decode_input_event
-from schemas.decode import decode_output
+from schemas.decode import read_output
 from schemas.registry import ALLOCATIONS, INVENTORY, ORDERS, ContractError
 from services.projector.domain.events import (
     Event,
@@ -65,9 +71,10 @@ def _check_totals(lines: Sequence[wire.AllocationLine]) -> None:
 
 
 def decode_allocation(value: bytes | None) -> Event | None:
-    """An allocation event; Skip (with the contract's reason, never payload data) if invalid."""
+    """An allocation event; Skip (with the contract's reason, never payload data) if it
+    does not decode."""
     try:
-        event = decode_output(value or b"")
+        event = read_output(value or b"")
     except ContractError as exc:
         raise Skip(exc.reason, exc.kind) from None
     if isinstance(event, wire.StockPositionChanged):
