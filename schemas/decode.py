@@ -11,10 +11,12 @@ a string...) or raises `ContractError` with the reason it always gave. The
 answer is always pydantic's; the common, valid message gets it at msgspec's
 speed.
 
-Where the two JSON readers differ, the message goes to pydantic before
-msgspec sees it: invalid UTF-8 and nesting deeper than pydantic allows (msgspec
-skips both inside an ignored field), and a fraction of a second beyond
-microseconds (pydantic truncates it, msgspec rounds).
+Where the two JSON readers differ, pydantic decides. A field the contract does
+not know (the tolerant reader ignores it) fails the structs, which refuse
+unknown fields: msgspec would skip its value unread, where pydantic refuses
+invalid UTF-8 or nesting deeper than 200 in it. A fraction of a second beyond
+microseconds (pydantic truncates it, msgspec rounds) is spotted in the raw
+bytes before decoding.
 
 `read_command` and `read_output` are the cheaper variants for the logs the
 allocator writes itself (its command log, which the router validated, and its
@@ -27,16 +29,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import msgspec
-from msgspec.structs import astuple
+from msgspec.structs import asdict
 from pydantic import BaseModel
 
 from schemas import contract, validate, wire
 from schemas.derive import Checked, Items, Node, Nullable, Ref, WireModel, derive
 from schemas.validate import ContractError as ContractError
-from schemas.verdicts import Verdict, Verdicts, plain_json
+from schemas.verdicts import Switches, Verdict, Verdicts, printable
 
 _ENVELOPES = contract.INPUT_EVENTS + contract.INTERNAL_COMMANDS + contract.OUTPUT_EVENTS
 _MODELS: dict[str, WireModel] = derive(_ENVELOPES)
@@ -44,57 +46,25 @@ _WIRE: dict[str, type[msgspec.Struct]] = {name: getattr(wire, name) for name in 
 
 # ---------------------------------------------------------------- what msgspec may not decide
 
-# pydantic's JSON reader refuses documents nested deeper than this; msgspec allows more.
-_MAX_DEPTH = 200
-# A fraction of a second beyond microseconds, written out.
+# A fraction of a second beyond microseconds (pydantic truncates it, msgspec rounds),
+# written out or with an escaped digit or dot that could spell one.
 _LONG_FRACTION = re.compile(rb"\.[0-9]{7}")
-# An escaped digit or dot, which could spell one.
 _ESCAPED_DIGIT = re.compile(rb"\\u00(?:3[0-9]|2[eE])")
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
-_BRACKETS = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 
 
-def _depth(raw: bytes) -> int:
-    depth = deepest = 0
-    for byte in _STRING.sub(b"", raw):
-        depth += _BRACKETS.get(byte, 0)
-        deepest = max(deepest, depth)
-    return deepest
+def _verdicts(trusted: bool) -> tuple[dict[type[msgspec.Struct], Verdict], ...]:
+    """By what the raw bytes prove: nothing, printable strings, no space either."""
+    models = list(_MODELS.values())
+    return tuple(
+        {
+            _WIRE[name]: verdict
+            for name, verdict in Verdicts(models, Switches(trusted, *proven)).models.items()
+        }
+        for proven in ((False, False), (True, False), (True, True))
+    )
 
 
-def _too_deep(raw: bytes) -> bool:
-    # Each level takes two bytes at least, and a bracket each.
-    if len(raw) <= 2 * _MAX_DEPTH or raw.count(b"[") + raw.count(b"{") <= _MAX_DEPTH:
-        return False
-    return _depth(raw) > _MAX_DEPTH
-
-
-def _readers_differ(raw: bytes, plain: bool) -> bool:
-    if _LONG_FRACTION.search(raw) is not None or _too_deep(raw):
-        return True
-    if plain:
-        return False  # ASCII without escapes
-    if _ESCAPED_DIGIT.search(raw) is not None:
-        return True
-    try:
-        raw.decode()
-    except UnicodeDecodeError:
-        return True
-    return False
-
-
-# ---------------------------------------------------------------- decoding
-
-
-def _by_struct(verdicts: Verdicts) -> dict[type[msgspec.Struct], Verdict]:
-    return {_WIRE[name]: verdict for name, verdict in verdicts.models.items()}
-
-
-_MODEL_LIST = list(_MODELS.values())
-_FULL = _by_struct(Verdicts(_MODEL_LIST, trusted=False, plain=False))
-_PLAIN = _by_struct(Verdicts(_MODEL_LIST, trusted=False, plain=True))
-_TRUSTED = _by_struct(Verdicts(_MODEL_LIST, trusted=True, plain=False))
-_TRUSTED_PLAIN = _by_struct(Verdicts(_MODEL_LIST, trusted=True, plain=True))
+_ANY, _TRUSTED = _verdicts(trusted=False), _verdicts(trusted=True)
 
 _Fallback = Callable[[bytes | str], BaseModel]
 
@@ -103,18 +73,24 @@ class _Decoder:
     def __init__(self, union: Any, fallback: _Fallback, trusted: bool = False) -> None:
         self.decode = msgspec.json.Decoder(union).decode
         self.fallback = fallback
-        self.full, self.plain = (_TRUSTED, _TRUSTED_PLAIN) if trusted else (_FULL, _PLAIN)
+        self.full, self.printable, self.spaceless = _TRUSTED if trusted else _ANY
 
     def __call__(self, raw: bytes | str) -> Any:
-        too_big = validate.oversize(raw)
-        if too_big is not None:
-            raise too_big
+        if len(raw) > validate.MAX_MESSAGE_BYTES:
+            raise validate.oversize(len(raw))
         if isinstance(raw, bytes):
-            plain = plain_json(raw)
-            if not _readers_differ(raw, plain):
+            if printable(raw):
+                verdicts = self.printable if b" " in raw else self.spaceless
+                doubtful = _LONG_FRACTION.search(raw) is not None
+            else:
+                verdicts = self.full
+                doubtful = (
+                    _LONG_FRACTION.search(raw) is not None or _ESCAPED_DIGIT.search(raw) is not None
+                )
+            if not doubtful:
                 try:
                     event = self.decode(raw)
-                    verdict = (self.plain if plain else self.full).get(type(event))
+                    verdict = verdicts.get(type(event))
                     if verdict is None or verdict(event):
                         return event
                 # Whatever msgspec or a rule refuses (or raises on), pydantic judges.
@@ -188,9 +164,13 @@ class _Builder:
 
     def __init__(self, model: WireModel, builders: dict[str, Convert]) -> None:
         self.cls = model.model
-        self.names = tuple(model.model.model_fields)
-        self.tag = model.tag
-        self.tag_at = self.names.index("type") if model.tag is not None else -1
+        names = tuple(model.model.model_fields)
+        # The model's JSON follows its __dict__'s order: the tag goes where `type` is
+        # declared (a merge into this template keeps the template's order).
+        self.template = dict.fromkeys(names) | {"type": model.tag} if model.tag else None
+        # Every field counts as set (a struct does not say which were defaulted). One set
+        # per model class, shared: a frozen model never changes its own.
+        self.fields_set = set(names)
         self.nested: list[tuple[str, Convert]] = []
         for f in model.fields:
             convert = _converter(f.node, builders)
@@ -198,16 +178,15 @@ class _Builder:
                 self.nested.append((f.name, convert))
 
     def __call__(self, struct: Any) -> Any:
-        values: tuple[Any, ...] = astuple(struct)
-        if self.tag_at >= 0:
-            values = (*values[: self.tag_at], self.tag, *values[self.tag_at :])
-        fields = dict(zip(self.names, values, strict=True))
+        fields = asdict(struct)
+        if self.template is not None:
+            fields = {**self.template, **fields}
         for name, convert in self.nested:
             fields[name] = convert(fields[name])
         model = object.__new__(self.cls)
         set_ = object.__setattr__
         set_(model, "__dict__", fields)
-        set_(model, "__pydantic_fields_set__", set(self.names))
+        set_(model, "__pydantic_fields_set__", self.fields_set)
         set_(model, "__pydantic_extra__", None)
         set_(model, "__pydantic_private__", None)
         return model
@@ -239,6 +218,25 @@ def _builders() -> dict[type[msgspec.Struct], Convert]:
 
 
 _BUILDERS = _builders()
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def model_of(value: BaseModel | msgspec.Struct) -> BaseModel:
+    """A struct as its model (like `to_model`, for any struct), a model as it is."""
+    if isinstance(value, BaseModel):
+        return value
+    built: BaseModel = _BUILDERS[type(value)](value)
+    return built
+
+
+def as_model(value: _M | msgspec.Struct, model: type[_M]) -> _M:
+    """`model_of`, checked to be a `model`."""
+    built = model_of(value)
+    if not isinstance(built, model):
+        raise TypeError(f"a {type(value).__name__} is no {model.__name__}")
+    return built
 
 
 def to_model(struct: msgspec.Struct) -> contract.Envelope:

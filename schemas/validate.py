@@ -98,18 +98,15 @@ def describe(exc: ValidationError) -> tuple[str, str]:
     return "; ".join(parts), kind
 
 
-def oversize(raw: bytes | str) -> ContractError | None:
-    if len(raw) > MAX_MESSAGE_BYTES:
-        return ContractError(
-            f"message is {len(raw)} bytes, more than the limit of {MAX_MESSAGE_BYTES}", "oversize"
-        )
-    return None
+def oversize(size: int) -> ContractError:
+    return ContractError(
+        f"message is {size} bytes, more than the limit of {MAX_MESSAGE_BYTES}", "oversize"
+    )
 
 
 def _parse(adapter: TypeAdapter[_T], raw: bytes | str) -> _T:
-    too_big = oversize(raw)
-    if too_big is not None:
-        raise too_big
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise oversize(len(raw))
     try:
         return adapter.validate_json(raw)
     except ValidationError as exc:

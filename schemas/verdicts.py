@@ -10,20 +10,23 @@ kept and not checked again: patterns and validators are pure functions of the
 value (see `schemas.fields.check`). Lookups are inlined in one loop per
 struct; nothing else would make the rules cheaper than decoding itself.
 
-Two switches leave rules out where something else already decides them:
-- `plain`: the raw message is printable ASCII without escapes and no string
-  in it begins or ends with a space (`plain_json`), so no string holds a
-  control character or needs stripping; a pattern that only excludes
-  characters outside printable ASCII holds already.
-- `trusted`: the allocator's own command log, which the router validated:
-  only what makes pydantic's value differ from the decoded one runs
-  (stripping, a validator that may change the value).
+Three switches leave rules out where something else already decides them:
+- `printable`: the raw message is ASCII without escapes or DEL (`printable`);
+  JSON strings cannot hold raw control characters, so every string is
+  printable ASCII, and a pattern that only excludes characters outside it
+  holds already.
+- `spaceless`: and there is no space in it either, so no string needs
+  stripping.
+- `trusted`: a log the allocator writes itself (its commands, which the
+  router validated; its outputs): only what makes pydantic's value differ
+  from the decoded one runs (stripping, a validator that may change a value).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from msgspec.structs import astuple
@@ -33,28 +36,28 @@ from schemas.fields import is_check
 
 Verdict = Callable[[Any], bool]
 
+
+@dataclass(frozen=True, slots=True)
+class Switches:
+    trusted: bool = False
+    printable: bool = False
+    spaceless: bool = False  # implies printable
+
+
 _KEPT = 16_384  # values kept per kind of value; then the set starts again
 _PRINTABLE = [chr(c) for c in range(0x20, 0x7F)]
 # A pattern that is one class of characters, repeated: "only these characters".
 _ONE_CLASS = re.compile(r"\^(\[\^?(?:[^\]\\]|\\.)*\])([*+])\\Z")
 
 
-def plain_json(raw: bytes) -> bool:
-    """Whether every string in `raw` is printable ASCII without a space at either end.
-
-    JSON strings cannot hold raw control characters (both readers refuse them), so
-    with no escape, no DEL and no byte beyond ASCII, a string's characters are its
-    bytes, all printable; a string with a space at an end shows as `" ` or ` "`."""
-    return (
-        raw.isascii()
-        and b"\\" not in raw
-        and b"\x7f" not in raw
-        and b'" ' not in raw
-        and b' "' not in raw
-    )
+def printable(raw: bytes) -> bool:
+    """Whether every string in the JSON document `raw` is printable ASCII as written:
+    no byte beyond ASCII, no escape, no DEL (both JSON readers refuse raw control
+    characters in a string)."""
+    return raw.isascii() and b"\\" not in raw and b"\x7f" not in raw
 
 
-def _implied_by_plain(node: Scalar) -> bool:
+def _implied_by_printable(node: Scalar) -> bool:
     """Whether any printable-ASCII string of the node's length satisfies its pattern."""
     if node.pattern is None:
         return True
@@ -70,12 +73,13 @@ def _implied_by_plain(node: Scalar) -> bool:
 class _Leaf:
     """One kind of value's rules, and the values that passed them."""
 
-    def __init__(self, node: Scalar, checks: tuple[Check, ...], trusted: bool, plain: bool):
-        self.strip = node.strip and not plain
+    def __init__(self, node: Scalar, checks: tuple[Check, ...], switches: Switches) -> None:
+        self.strip = node.strip and not switches.spaceless
         self.search = None
-        if node.pattern is not None and not trusted and not (plain and _implied_by_plain(node)):
+        implied = switches.printable and _implied_by_printable(node)
+        if node.pattern is not None and not switches.trusted and not implied:
             self.search = re.compile(node.pattern).search
-        self.checks = tuple(c for c in checks if not (trusted and is_check(c)))
+        self.checks = tuple(c for c in checks if not (switches.trusted and is_check(c)))
         # None passes: msgspec lets it into optional fields only.
         self.kept: set[Any] = {None}
 
@@ -126,8 +130,9 @@ def _struct_verdict(
 class Verdicts:
     """The verdict of every struct, for one setting of the switches."""
 
-    def __init__(self, models: Iterable[WireModel], trusted: bool, plain: bool) -> None:
-        self.trusted, self.plain = trusted, plain
+    def __init__(self, models: Iterable[WireModel], switches: Switches) -> None:
+        self.switches = switches
+        self.trusted = switches.trusted
         self.leaves: dict[tuple[Scalar, tuple[Check, ...]], _Leaf] = {}
         self.models: dict[str, Verdict] = {}
         for model in models:  # dependencies first
@@ -147,7 +152,7 @@ class Verdicts:
             return None
         key = (node, checks)
         if key not in self.leaves:  # one kept set per kind of value, however many fields
-            self.leaves[key] = _Leaf(node, checks, self.trusted, self.plain)
+            self.leaves[key] = _Leaf(node, checks, self.switches)
         return self.leaves[key]
 
     def _child(self, node: Node) -> Verdict | None:

@@ -13,8 +13,10 @@ from typing import Annotated, ClassVar, Literal
 from msgspec import Meta, Struct
 
 
-class _Struct(Struct, frozen=True, gc=False):
+class _Struct(Struct, frozen=True, gc=False, forbid_unknown_fields=True):
     """Immutable like the models; never in a reference cycle, so the GC need not track it.
+    A field the contract does not know is refused here and left to pydantic, which
+    ignores it (msgspec would skip it unread, where pydantic checks it is sound JSON).
     (mypy wants `frozen` on every class; `kw_only` is not inherited, and lets fields
     keep the models' order.)"""
 
