@@ -2,7 +2,9 @@
 
 The models (`schemas.contract`) are built from these. Every rule is one that
 pydantic enforces; `schemas.decode` derives its fast decoder from the same
-declarations, so a rule added here is enforced by both.
+declarations, so a rule added here is enforced by both. Every validator is a
+pure function of its value (the decoder keeps the verdicts of values it has
+seen), and one that only checks is marked `@check`.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ strips it) and its pattern, each field's validators, each model's validators.
 
 Values repeat (warehouses, SKUs, dates, prices), so a value that passed is
 kept and not checked again: patterns and validators are pure functions of the
-value (see `schemas.fields.check`). Lookups are inlined in one loop per
+value (see `schemas.fields.check`), and a kept value is found by equality
+(moments, equal at different offsets, are not kept). Lookups are inlined in one loop per
 struct; nothing else would make the rules cheaper than decoding itself.
 
 Three switches leave rules out where something else already decides them:
@@ -82,6 +83,9 @@ class _Leaf:
         self.checks = tuple(c for c in checks if not (switches.trusted and is_check(c)))
         # None passes: msgspec lets it into optional fields only.
         self.kept: set[Any] = {None}
+        # Kept values are found by equality; moments at different offsets are equal,
+        # and a rule may tell them apart: those are checked every time.
+        self.keep = node.kind != "datetime"
 
     @property
     def idle(self) -> bool:
@@ -97,11 +101,12 @@ class _Leaf:
             result = check(value)
             if result is not value and not (type(result) is type(value) and result == value):
                 return False
-        kept = self.kept
-        if len(kept) >= _KEPT:
-            kept.clear()
-            kept.add(None)
-        kept.add(value)
+        if self.keep:
+            kept = self.kept
+            if len(kept) >= _KEPT:
+                kept.clear()
+                kept.add(None)
+            kept.add(value)
         return True
 
 
