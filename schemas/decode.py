@@ -242,15 +242,3 @@ def as_model(value: _M | msgspec.Struct, model: type[_M]) -> _M:
 def to_model(struct: msgspec.Struct) -> contract.Envelope:
     """A decoded envelope as its pydantic model (equal to what pydantic would parse)."""
     return cast(contract.Envelope, _BUILDERS[type(struct)](struct))
-
-
-def input_model(event: wire.InputEvent) -> contract.InputEvent:
-    return cast(contract.InputEvent, to_model(event))
-
-
-def command_model(event: wire.Command) -> contract.Command:
-    return cast(contract.Command, to_model(event))
-
-
-def output_model(event: wire.OutputEvent) -> contract.OutputEvent:
-    return cast(contract.OutputEvent, to_model(event))

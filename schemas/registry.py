@@ -15,18 +15,9 @@ from schemas.contract import (
     InputEvent,
     OutputEvent,
 )
-from schemas.decode import (
-    command_model,
-    decode_command,
-    decode_event,
-    decode_input,
-    decode_output,
-    input_model,
-    output_model,
-    to_model,
-)
 from schemas.validate import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
 from schemas.validate import ContractError as ContractError
+from schemas.validate import validate_command, validate_event, validate_input, validate_output
 
 ORDERS = "orders.v1"
 INVENTORY = "inventory.v1"
@@ -82,22 +73,23 @@ def base_topics() -> list[str]:
 
 
 def parse_event(raw: bytes | str) -> Envelope:
-    """Validate any v1 envelope from JSON: pydantic's verdict, at msgspec's speed
-    (`schemas.decode`); ContractError with the reason if the contract refuses it."""
-    return to_model(decode_event(raw))
+    """Validate any v1 envelope from JSON in one pass (pydantic); ContractError with the
+    reason if the contract refuses it. For a consumer that wants pydantic models: the
+    services' hot paths decode into structs instead (`schemas.decode`, same verdict)."""
+    return validate_event(raw)
 
 
 def parse_input(raw: bytes | str) -> InputEvent:
-    return input_model(decode_input(raw))
+    return validate_input(raw)
 
 
 def parse_command(raw: bytes | str) -> Command:
     """An allocator command: an input or an internal command (ClockTicked)."""
-    return command_model(decode_command(raw))
+    return validate_command(raw)
 
 
 def parse_output(raw: bytes | str) -> OutputEvent:
-    return output_model(decode_output(raw))
+    return validate_output(raw)
 
 
 def encode(event: Envelope) -> bytes:

@@ -110,10 +110,12 @@ class _Leaf:
         return True
 
 
+_Slot = tuple[int, set[Any], Verdict]  # a field's index, its kept values, its rules
+_Child = tuple[int, Verdict]  # a struct or list field's index and verdict
+
+
 def _struct_verdict(
-    leaves: tuple[tuple[int, set[Any], Verdict], ...],
-    children: tuple[tuple[int, Verdict], ...],
-    checks: tuple[Check, ...],
+    leaves: tuple[_Slot, ...], children: tuple[_Child, ...], checks: tuple[Check, ...]
 ) -> Verdict:
     def verdict(struct: Any) -> bool:
         values = astuple(struct)
@@ -140,6 +142,8 @@ class Verdicts:
         self.trusted = switches.trusted
         self.leaves: dict[tuple[Scalar, tuple[Check, ...]], _Leaf] = {}
         self.models: dict[str, Verdict] = {}
+        # Each model's (leaves, children, validators), for a use that adds validators.
+        self.parts: dict[str, tuple[tuple[_Slot, ...], tuple[_Child, ...], tuple[Check, ...]]] = {}
         for model in models:  # dependencies first
             verdict = self._model(model)
             if verdict is not None:
@@ -176,25 +180,32 @@ class Verdicts:
                 item = self._child(node.inner)
             return None if item is None else lambda values: all(map(item, values))
         if isinstance(node, Checked):
-            return self._checked(self._child(node.inner), node.checks)
+            return self._checked(node)
         return None  # a literal: msgspec decides it
 
-    def _checked(self, inner: Verdict | None, checks: tuple[Check, ...]) -> Verdict | None:
-        """A nested model's validators, after its fields."""
-        checks = tuple(c for c in checks if not (self.trusted and is_check(c)))
+    def _checked(self, node: Checked) -> Verdict | None:
+        """A nested model's validators, run after its fields (in the same loop)."""
+        checks = tuple(c for c in node.checks if not (self.trusted and is_check(c)))
+        if isinstance(node.inner, Ref) and node.inner.model in self.parts:
+            leaves, children, own = self.parts[node.inner.model]
+            return _struct_verdict(leaves, children, own + checks)
+        inner = self._child(node.inner)
         if not checks:
             return inner
 
         def verdict(value: Any) -> bool:
             if inner is not None and not inner(value):
                 return False
-            return all(check(value) is value for check in checks)
+            for check in checks:
+                if check(value) is not value:
+                    return False
+            return True
 
         return verdict
 
     def _model(self, model: WireModel) -> Verdict | None:
-        leaves: list[tuple[int, set[Any], Verdict]] = []
-        children: list[tuple[int, Verdict]] = []
+        leaves: list[_Slot] = []
+        children: list[_Child] = []
         for index, f in enumerate(model.fields):
             leaf = self._leaf(f.node)
             if leaf is not None and not leaf.idle:
@@ -202,6 +213,7 @@ class Verdicts:
             elif leaf is None and (child := self._child(f.node)) is not None:
                 children.append((index, child))
         checks = tuple(c for c in model.checks if not (self.trusted and is_check(c)))
+        self.parts[model.name] = (tuple(leaves), tuple(children), checks)
         if not leaves and not children and not checks:
             return None
         return _struct_verdict(tuple(leaves), tuple(children), checks)
