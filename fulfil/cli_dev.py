@@ -14,7 +14,7 @@ from fulfil_platform.config import load_settings
 dev_app = typer.Typer(
     help=(
         "Run a local Kafka-compatible broker (Tansu, memory only) and PostgreSQL in the "
-        "background, for development and demos."
+        'background, for development and demos.\n\nExample: fulfil dev up && eval "$(fulfil dev env)"'
     ),
     no_args_is_help=True,
 )
@@ -38,6 +38,8 @@ def up(
     """Start the broker and PostgreSQL (does nothing if they already run and answer).
 
     State (PIDs, ports, logs, PostgreSQL data) lives under FULFIL_STATE_DIR/dev. A fresh start discards old PostgreSQL data, because the broker kept nothing either.
+
+    Example: fulfil dev up --json
     """
     state_dir = _state_dir()
     try:
@@ -59,7 +61,10 @@ def up(
 
 @dev_app.command()
 def down() -> None:
-    """Stop the broker and PostgreSQL started by `fulfil dev up` and discard their data."""
+    """Stop the broker and PostgreSQL started by `fulfil dev up` and discard their data.
+
+    Example: fulfil dev down
+    """
     state_dir = _state_dir()
     try:
         stopped = embedded.dev_down(state_dir)
@@ -78,6 +83,8 @@ def env() -> None:
     """Print `export` lines for the running dev runtime: eval "$(fulfil dev env)".
 
     Besides KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL it shortens the consumer group timeouts, because Tansu holds each group join for half the session timeout.
+
+    Example: eval "$(fulfil dev env)"
     """
     try:
         runtime = embedded.dev_status(_state_dir())

@@ -10,14 +10,17 @@ import orjson
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from fulfil.cli_common import JsonOption, fail_usage
 from fulfil_platform.config import load_settings
 from fulfil_platform.logs import redact_pii
+from fulfil_platform.tables import FREE_TEXT, Table, WideOption, col, print_table, with_columns
 from schemas.registry import base_topics
 
-dlq_app = typer.Typer(help="List, show and redrive dead letters.", no_args_is_help=True)
+dlq_app = typer.Typer(
+    help="List, show and redrive dead letters.\n\nExample: fulfil dlq list --wide",
+    no_args_is_help=True,
+)
 console = Console()
 err = Console(stderr=True)
 
@@ -39,7 +42,10 @@ def replay(
     ] = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Re-fold the command log in-process (no broker writes); exit 1 on divergence with --verify."""
+    """Re-fold the command log in-process (no broker writes); exit 1 on divergence with --verify.
+
+    Example: fulfil replay --verify --partition 2
+    """
     from services.allocator.entrypoints.replay import replay as run_replay
 
     settings = load_settings()
@@ -128,9 +134,21 @@ def replay(
         raise typer.Exit(1)
 
 
+DLQ_COUNTS = Table((col("source_topic", "source topic"), col("kind"), col("count", numeric=True)))
+DEAD_LETTERS = Table((
+    col("ref"), col("kind"), col("reason", wrap=FREE_TEXT),
+    col("type", wide=True), col("redriven", wide=True),
+    col("event_id", "event id", wide=True),
+))  # fmt: skip
+
+
 @dlq_app.command("list")
-def dlq_list(json_output: JsonOption = False) -> None:
-    """Dead letters per source topic with reason counts, then each one."""
+@with_columns(DLQ_COUNTS, DEAD_LETTERS)
+def dlq_list(wide: WideOption = False, json_output: JsonOption = False) -> None:
+    """Dead letters per source topic with reason counts, then each one.
+
+    Example: fulfil dlq list --json
+    """
     from fulfil.dlq_tool import counts, dead_letters, redriven_refs
 
     settings = load_settings()
@@ -140,20 +158,11 @@ def dlq_list(json_output: JsonOption = False) -> None:
     if json_output:
         _dump({"counts": counts(letters), "dead_letters": items})
         return
-    table = Table("source topic", "kind", "count", title="dead letters")
-    for row in counts(letters):
-        table.add_row(row["source_topic"], row["kind"], str(row["count"]))
-    console.print(table)
-    detail = Table("ref", "kind", "type", "reason", "redriven")
-    for item in items:
-        detail.add_row(
-            item["ref"],
-            item["kind"],
-            item["type"] or "-",
-            (item["reason"] or "")[:80],
-            "yes" if item["redriven"] else "",
+    print_table(DLQ_COUNTS, counts(letters), title="dead letters", wide=wide)
+    if items:
+        print_table(
+            DEAD_LETTERS, items, title="each one (ref for `dlq show` / `redrive`)", wide=wide
         )
-    console.print(detail)
 
 
 @dlq_app.command("show")
@@ -163,7 +172,10 @@ def dlq_show(
     ],
     json_output: JsonOption = False,
 ) -> None:
-    """One dead letter: its headers and original bytes."""
+    """One dead letter: its headers and original bytes.
+
+    Example: fulfil dlq show orders.v1.dlq:0:12
+    """
     from fulfil.dlq_tool import dead_letters, select
 
     found = select(asyncio.run(dead_letters(load_settings())), ref=ref)
@@ -202,7 +214,10 @@ def dlq_redrive(
     all_: Annotated[bool, typer.Option("--all", help="Every dead letter.")] = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Send dead letters back to their source topic after the cause was fixed (once each)."""
+    """Send dead letters back to their source topic after the cause was fixed (once each).
+
+    Example: fulfil dlq redrive --kind schema_violation
+    """
     from fulfil.dlq_tool import dead_letters, redrive, select
 
     if not (ref or kind or event_type or all_):
@@ -233,7 +248,10 @@ def tail(
         bool, typer.Option("--show-pii", help="Do not redact customer data.")
     ] = False,
 ) -> None:
-    """Pretty-print the envelopes on a topic (customer data redacted unless --show-pii)."""
+    """Pretty-print the envelopes on a topic (customer data redacted unless --show-pii).
+
+    Example: fulfil tail allocations.v1 --follow
+    """
     from fulfil.tailing import UnknownTopic, tail_topic
 
     settings = load_settings()
@@ -279,7 +297,10 @@ def demo(
         bool, typer.Option("--keep-running", help="Leave the stack up until Ctrl-C.")
     ] = False,
 ) -> None:
-    """The whole system on a simulated store: embedded runtime, every service, live progress, results."""
+    """The whole system on a simulated store: embedded runtime, every service, live progress, results.
+
+    Example: fulfil demo --events 5000 --keep-running
+    """
     from fulfil.demo import run_demo
 
     try:

@@ -135,6 +135,8 @@ def simulate(
 
     Writes JSONL to --out, publishes with --publish, or writes JSONL to stdout.
     A summary goes to stdout (--json: one JSON document) unless stdout carries the JSONL.
+
+    Example: fulfil simulate --events 5000 --seed 7 --out day.jsonl
     """
     from fulfil.simulation import generate
 
@@ -416,7 +418,10 @@ def trace(
     ] = False,
     json_output: JsonOption = False,
 ) -> None:
-    """The order's causal history: its inputs, the inventory events that moved it, every allocation event, dead letters, notifications."""
+    """The order's causal history: its inputs, the inventory events that moved it, every allocation event, dead letters, notifications.
+
+    Example: fulfil trace ord-1-0000042 -w berlin-1
+    """
     from fulfil.tracing import TraceError, trace_order
 
     settings = load_settings()

@@ -14,14 +14,20 @@ from fulfil.cli_common import fail_usage
 from fulfil_platform.config import load_settings
 from fulfil_platform.logs import configure_logging
 
-topics_app = typer.Typer(help="Manage the Kafka topics of the service.", no_args_is_help=True)
+topics_app = typer.Typer(
+    help="Manage the Kafka topics of the service.\n\nExample: fulfil topics list",
+    no_args_is_help=True,
+)
 
 
 @topics_app.command("create")
 def topics_create(
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON document.")] = False,
 ) -> None:
-    """Create every topic (inputs, commands, allocations, dead letters); idempotent."""
+    """Create every topic (inputs, commands, allocations, dead letters); idempotent.
+
+    Example: FULFIL_PARTITIONS=12 fulfil topics create
+    """
     from fulfil_platform.kafka import create_topics
 
     settings = load_settings()
@@ -48,6 +54,8 @@ def publish(
     still published. Exit code 1 if any line was bad. A ClockTicked line goes to
     every command partition, as `fulfil clock tick --now` writes it. A file with an
     allocation event (allocations.v1 is the allocator's) is refused whole: exit 2.
+
+    Example: fulfil publish examples/store.jsonl
     """
     from fulfil.publishing import NotAnInput, publish_file
 
@@ -93,7 +101,10 @@ def allocator(
         Stage, typer.Option(help="Run both stages, or one to scale them apart.")
     ] = Stage.all,
 ) -> None:
-    """Run the allocator (router + core) until SIGTERM/SIGINT; graceful stop exits 0."""
+    """Run the allocator (router + core) until SIGTERM/SIGINT; graceful stop exits 0.
+
+    Example: fulfil allocator --stage core
+    """
     settings = load_settings()
     settings.require_kafka()
     from services.allocator.entrypoints.app import run_allocator

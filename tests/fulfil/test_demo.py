@@ -36,6 +36,8 @@ def test_demo_runs_end_to_end_and_stops_everything(tmp_path) -> None:
     out = result.stdout
     for section in (
         "backlog",
+        "backlog aging",
+        "backordered units by days waited",  # the histogram
         "late inbound shipments",
         "customer deposits",
         "customer emails",
