@@ -28,7 +28,10 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.only in (None, "contract"):
-        _print("contract: parse+validate / orjson.loads (100 k envelopes)", bench_contract())
+        _print(
+            "contract: pydantic and the fast decoder; parse+validate / orjson.loads (100 k inputs)",
+            bench_contract(),
+        )
     if args.only in (None, "allocator"):
         from bench.allocator import bench_allocator
 

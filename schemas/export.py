@@ -1,9 +1,9 @@
-"""Write one JSON Schema file per event type into schemas/jsonschema/.
+"""Write one JSON Schema file per event type into schemas/jsonschema/, and schemas/wire.py.
 
 `make schemas` runs this, then the AsyncAPI generator (fulfil/asyncapi.py, a
 tool: it builds the services' apps, which the contract must not import);
-tests/schemas/test_jsonschema_files.py fails when the committed files differ
-from what the models generate.
+tests/schemas/test_jsonschema_files.py and tests/schemas/test_wire.py fail
+when the committed files differ from what the models generate.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import orjson
 
+from schemas import wiregen
 from schemas.registry import REGISTRY
 
 OUT_DIR = Path(__file__).parent / "jsonschema"
@@ -41,6 +42,8 @@ def main() -> int:
     for name, body in wanted.items():
         (OUT_DIR / name).write_bytes(body)
     print(f"wrote {len(wanted)} schemas to {OUT_DIR}", file=sys.stderr)
+    wiregen.main()
+    print(f"wrote {wiregen.WIRE_FILE}", file=sys.stderr)
     return 0
 
 

@@ -1,33 +1,29 @@
-"""Which topic each event type travels on, its Kafka key, and the fast codec."""
+"""Which topic each event type travels on, its Kafka key, and the codec (`parse_*`, `encode`)."""
 
 from __future__ import annotations
 
 import builtins
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar, Union, cast
-
-from pydantic import Field, TypeAdapter, ValidationError
+from typing import Any, cast
 
 from schemas.contract import (
     INPUT_EVENTS,
     INTERNAL_COMMANDS,
-    NO_CONTROLS,
-    NO_CONTROLS_BUT_LINES,
-    NO_CONTROLS_NO_SPACES,
     OUTPUT_EVENTS,
     Command,
     Envelope,
     InputEvent,
     OutputEvent,
 )
+from schemas.validate import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
+from schemas.validate import ContractError as ContractError
+from schemas.validate import validate_command, validate_event, validate_input, validate_output
 
 ORDERS = "orders.v1"
 INVENTORY = "inventory.v1"
 COMMANDS = "allocator.commands.v1"
 ALLOCATIONS = "allocations.v1"
 DLQ_SUFFIX = ".dlq"
-
-MAX_MESSAGE_BYTES = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,103 +72,24 @@ def base_topics() -> list[str]:
     return main + [t + DLQ_SUFFIX for t in (ORDERS, INVENTORY, COMMANDS)]
 
 
-def _union(models: tuple[type[Envelope], ...]) -> TypeAdapter[Envelope]:
-    union: Any = Annotated[Union[models], Field(discriminator="type")]  # noqa: UP007
-    return TypeAdapter(union)
-
-
-_ANY = _union(INPUT_EVENTS + INTERNAL_COMMANDS + OUTPUT_EVENTS)
-_INPUT: TypeAdapter[InputEvent] = TypeAdapter(InputEvent)
-_COMMAND: TypeAdapter[Command] = TypeAdapter(Command)
-_OUTPUT: TypeAdapter[OutputEvent] = TypeAdapter(OutputEvent)
-
-_T = TypeVar("_T")
-
-
-# The contract's character patterns, worded for the reason header.
-_PATTERN_WORDS = {
-    NO_CONTROLS: "must not contain control characters",
-    NO_CONTROLS_BUT_LINES: "must not contain control characters other than tab and line breaks",
-    NO_CONTROLS_NO_SPACES: "must not contain whitespace or control characters",
-}
-
-
-class ContractError(ValueError):
-    """A message that does not satisfy the contract; `reason` is one line."""
-
-    def __init__(self, reason: str, kind: str):
-        super().__init__(reason)
-        self.reason = reason
-        self.kind = kind
-
-
-def _describe(exc: ValidationError) -> tuple[str, str]:
-    parts = []
-    kind = "schema_violation"
-    for err in exc.errors(include_url=False)[:5]:
-        loc = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "json_invalid":
-            kind = "bad_json"
-            parts.append(f"invalid JSON: {err['msg']}")
-            continue
-        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
-            kind = "unknown_type"
-            parts.append(f"type: {err['msg']}")
-            continue
-        if (
-            kind == "schema_violation"
-            and loc.endswith(("quantity", "delta"))
-            and err["type"]
-            in (
-                "greater_than_equal",
-                "less_than_equal",
-            )
-        ):
-            kind = "bad_quantity"
-        # Drop the union tag from the location: "OrderPlaced.data.lines.0.sku" -> "data.lines.0.sku".
-        first, _, rest = loc.partition(".")
-        if first in REGISTRY and rest:
-            loc = rest
-        message = err["msg"]
-        if err["type"] == "string_pattern_mismatch":
-            message = _PATTERN_WORDS.get(str(err.get("ctx", {}).get("pattern")), message)
-        elif err["type"] == "value_error":
-            message = message.removeprefix("Value error, ")
-        parts.append(f"{loc}: {message}")
-    more = exc.error_count() - 5
-    if more > 0:
-        parts.append(f"and {more} more")
-    return "; ".join(parts), kind
-
-
-def _parse(adapter: TypeAdapter[_T], raw: bytes | str) -> _T:
-    if len(raw) > MAX_MESSAGE_BYTES:
-        raise ContractError(
-            f"message is {len(raw)} bytes, more than the limit of {MAX_MESSAGE_BYTES}", "oversize"
-        )
-    try:
-        return adapter.validate_json(raw)
-    except ValidationError as exc:
-        reason, kind = _describe(exc)
-        raise ContractError(reason, kind) from None
-
-
 def parse_event(raw: bytes | str) -> Envelope:
-    """Validate any v1 envelope from JSON in one pass."""
-    return _parse(_ANY, raw)
+    """Validate any v1 envelope from JSON in one pass (pydantic); ContractError with the
+    reason if the contract refuses it. For a consumer that wants pydantic models: the
+    services' hot paths decode into structs instead (`schemas.decode`, same verdict)."""
+    return validate_event(raw)
 
 
 def parse_input(raw: bytes | str) -> InputEvent:
-    return _parse(_INPUT, raw)
+    return validate_input(raw)
 
 
 def parse_command(raw: bytes | str) -> Command:
     """An allocator command: an input or an internal command (ClockTicked)."""
-    return _parse(_COMMAND, raw)
+    return validate_command(raw)
 
 
 def parse_output(raw: bytes | str) -> OutputEvent:
-    return _parse(_OUTPUT, raw)
+    return validate_output(raw)
 
 
 def encode(event: Envelope) -> bytes:

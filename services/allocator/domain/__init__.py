@@ -1,7 +1,7 @@
 """The allocator's pure core: a deterministic fold of one command partition's log.
 
     state = new_state()
-    state, outputs = decide(state, command)   # command: a parsed input envelope
+    state, outputs = decide(state, command)   # command: a decoded envelope (struct or model)
 
 No clock, no randomness, no I/O. See `rules.py` for the rules and for the
 modules that apply them.

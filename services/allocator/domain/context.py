@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from datetime import date
 
-from schemas.contract import Command
+from schemas import contract, wire
 
 from .state import AllocatorState, Line, Order, SkuState
+
+# A command as the core reads it from its log (a `schemas.wire` struct, `read_command`)
+# or as a pydantic model (tests, tools): the same fields under the same names.
+AnyCommand = contract.Command | wire.Command
 
 
 class Record:
@@ -46,7 +50,7 @@ class Context:
         "pre_orders",
     )
 
-    def __init__(self, state: AllocatorState, env: Command) -> None:
+    def __init__(self, state: AllocatorState, env: AnyCommand) -> None:
         self.state = state
         self.env = env
         self.records: list[Record] = []

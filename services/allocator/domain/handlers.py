@@ -8,15 +8,18 @@ each order, without rendering: `outputs.py` renders once the command is done.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, date
 from typing import Any
 
+from schemas import wire
 from schemas.contract import (
     ClockTicked,
+    Customer,
     InboundCancelled,
     InboundScheduled,
     OrderCancelled,
+    OrderLine,
     OrderPlaced,
     OrderPlacedData,
     ShipmentDelayed,
@@ -24,6 +27,7 @@ from schemas.contract import (
     StockAdjusted,
     StockReceived,
 )
+from schemas.decode import as_model
 
 from .context import Context
 from .eta import coverable
@@ -44,7 +48,7 @@ from .stock import (
 # ---------------------------------------------------------------- orders
 
 
-def order_placed(ctx: Context, env: OrderPlaced) -> None:
+def order_placed(ctx: Context, env: OrderPlaced | wire.OrderPlaced) -> None:
     data = env.data
     state = ctx.state
     wh = data.warehouse_id
@@ -70,16 +74,17 @@ def order_placed(ctx: Context, env: OrderPlaced) -> None:
         state.closed_orders.add(wh, order_id)
 
 
-def _new_order(data: OrderPlacedData) -> Order:
+def _new_order(data: OrderPlacedData | wire.OrderPlacedData) -> Order:
     order = Order(
         data.order_id,
         data.warehouse_id,
-        data.customer,
+        as_model(data.customer, Customer),
         data.fulfilment_policy == "ship_complete",
         data.priority,
         placed_micros(data.placed_at),
     )
-    for item in sorted(data.lines, key=lambda item: item.line_no):
+    lines: Sequence[OrderLine | wire.OrderLine] = data.lines
+    for item in sorted(lines, key=lambda item: item.line_no):
         order.lines.append(
             Line(order, item.line_no, item.sku, item.quantity, item.unit_price, item.currency)
         )
@@ -169,7 +174,7 @@ def _record_placement(
         ctx.record("OrderAllocated", order).shipped = shipped
 
 
-def order_cancelled(ctx: Context, env: OrderCancelled) -> None:
+def order_cancelled(ctx: Context, env: OrderCancelled | wire.OrderCancelled) -> None:
     data = env.data
     state = ctx.state
     key = (data.warehouse_id, data.order_id)
@@ -206,7 +211,7 @@ def order_cancelled(ctx: Context, env: OrderCancelled) -> None:
 # ---------------------------------------------------------------- stock
 
 
-def stock_received(ctx: Context, env: StockReceived) -> None:
+def stock_received(ctx: Context, env: StockReceived | wire.StockReceived) -> None:
     data = env.data
     state = ctx.state
     wh = data.warehouse_id
@@ -232,7 +237,7 @@ def stock_received(ctx: Context, env: StockReceived) -> None:
     settle(ctx)
 
 
-def stock_adjusted(ctx: Context, env: StockAdjusted) -> None:
+def stock_adjusted(ctx: Context, env: StockAdjusted | wire.StockAdjusted) -> None:
     data = env.data
     state = ctx.state
     wh = data.warehouse_id
@@ -271,7 +276,7 @@ def _rebase(ctx: Context, inbound: Inbound, today: date) -> None:
 # ---------------------------------------------------------------- statements
 
 
-def inbound_scheduled(ctx: Context, env: InboundScheduled) -> None:
+def inbound_scheduled(ctx: Context, env: InboundScheduled | wire.InboundScheduled) -> None:
     data = env.data
     state = ctx.state
     wh = data.warehouse_id
@@ -303,7 +308,7 @@ def inbound_scheduled(ctx: Context, env: InboundScheduled) -> None:
     file_inbound(state, inbound)
 
 
-def shipment_delayed(ctx: Context, env: ShipmentDelayed) -> None:
+def shipment_delayed(ctx: Context, env: ShipmentDelayed | wire.ShipmentDelayed) -> None:
     data = env.data
     state = ctx.state
     if not first_statement(state.inbound_events, (data.warehouse_id, data.inbound_id), env):
@@ -320,7 +325,7 @@ def shipment_delayed(ctx: Context, env: ShipmentDelayed) -> None:
             sync_inbound(ctx, inbound, sku_name, remaining, eta_moved=True)
 
 
-def inbound_cancelled(ctx: Context, env: InboundCancelled) -> None:
+def inbound_cancelled(ctx: Context, env: InboundCancelled | wire.InboundCancelled) -> None:
     """The rest of an inbound will not arrive: its remaining units leave the supply."""
     data = env.data
     state = ctx.state
@@ -338,7 +343,7 @@ def inbound_cancelled(ctx: Context, env: InboundCancelled) -> None:
     file_inbound(state, inbound)
 
 
-def clock_ticked(ctx: Context, env: ClockTicked) -> None:
+def clock_ticked(ctx: Context, env: ClockTicked | wire.ClockTicked) -> None:
     """Today moves forward (never back): dates before it move to it, inbounds past their
     grace lose their date, SKUs reaching their release date ship what they held."""
     state = ctx.state
@@ -370,7 +375,7 @@ def clock_ticked(ctx: Context, env: ClockTicked) -> None:
     settle(ctx)
 
 
-def sku_policy_set(ctx: Context, env: SkuPolicySet) -> None:
+def sku_policy_set(ctx: Context, env: SkuPolicySet | wire.SkuPolicySet) -> None:
     data = env.data
     state = ctx.state
     if not first_statement(state.policy_events, (data.warehouse_id, data.sku), env):

@@ -11,7 +11,9 @@ import uuid
 from datetime import UTC, datetime
 from hashlib import blake2b, sha1
 
+from schemas import wire
 from schemas.contract import InboundCancelled, InboundScheduled, ShipmentDelayed, SkuPolicySet
+from schemas.decode import model_of
 
 # Fixed namespace of every id the allocator derives (uuid5). Never change it:
 # output ids of a replayed log must equal the ones already published.
@@ -22,7 +24,16 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NAMESPACE_BYTES = NAMESPACE.bytes
 
 # An inbound or SKU-policy statement: what `first_statement` remembers.
-Statement = InboundScheduled | ShipmentDelayed | SkuPolicySet | InboundCancelled
+Statement = (
+    InboundScheduled
+    | ShipmentDelayed
+    | SkuPolicySet
+    | InboundCancelled
+    | wire.InboundScheduled
+    | wire.ShipmentDelayed
+    | wire.SkuPolicySet
+    | wire.InboundCancelled
+)
 
 
 def uuid5_str(name: str) -> str:
@@ -55,7 +66,10 @@ def statement_mark(env: Statement) -> str:
     what is stored for ever small; marks are only compared among the few
     statements about one inbound or SKU.
     """
-    content = repr((env.type, placed_micros(env.occurred_at), env.data.model_dump(mode="json")))
+    # The model's JSON form, whichever form the command came in: marks are kept in
+    # snapshots, so they must not depend on it.
+    payload = model_of(env.data).model_dump(mode="json")
+    content = repr((env.type, placed_micros(env.occurred_at), payload))
     return blake2b(content.encode(), digest_size=16).hexdigest()
 
 

@@ -19,7 +19,6 @@ from schemas.contract import (
     BackorderedData,
     BackorderEtaChanged,
     BackorderEtaChangedData,
-    Command,
     Envelope,
     EtaChangeCause,
     Model,
@@ -36,7 +35,7 @@ from schemas.contract import (
     StockPositionChangedData,
 )
 
-from .context import Context, Record
+from .context import AnyCommand, Context, Record
 from .eta import order_etas
 from .eta import position as sku_position
 from .ids import SOURCE, output_id, shipment_id
@@ -161,7 +160,7 @@ def _sku_sort_key(sku: SkuState) -> tuple[str, str]:
     return (sku.warehouse_id, sku.sku)
 
 
-def _envelope(model: type[_E], kind: str, env: Command, index: int, data: Model) -> _E:
+def _envelope(model: type[_E], kind: str, env: AnyCommand, index: int, data: Model) -> _E:
     return model.trusted(
         id=output_id(env.id, index),
         type=kind,

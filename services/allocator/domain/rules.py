@@ -79,9 +79,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from schemas.contract import Command, OutputEvent
+from schemas.contract import OutputEvent
 
-from .context import Context
+from .context import AnyCommand, Context
 from .eta import refresh
 from .handlers import HANDLERS
 from .outputs import render, report
@@ -93,7 +93,7 @@ class UnknownCommand(ValueError):
     """`decide` was given something that is not an allocator input event."""
 
 
-def decide(state: AllocatorState, command: Command) -> tuple[AllocatorState, list[OutputEvent]]:
+def decide(state: AllocatorState, command: AnyCommand) -> tuple[AllocatorState, list[OutputEvent]]:
     """Apply one parsed input envelope; return the (mutated) state and the outputs.
 
     Outputs are a function of the state and the command only: ids derive
@@ -119,7 +119,7 @@ def decide(state: AllocatorState, command: Command) -> tuple[AllocatorState, lis
 
 
 def fold(
-    commands: Iterable[Command], state: AllocatorState | None = None
+    commands: Iterable[AnyCommand], state: AllocatorState | None = None
 ) -> tuple[AllocatorState, list[OutputEvent]]:
     """Apply a sequence of commands to `state` (a new one if None); all outputs in order."""
     if state is None:

@@ -23,8 +23,9 @@ from fulfil_platform.dead_letter_writer import dead_letter_headers
 from fulfil_platform.faststream_broker import broker as make_broker
 from fulfil_platform.logs import bound_record, get_logger
 from fulfil_platform.metrics import Progress, watch_lag
-from schemas.contract import InputEvent
-from schemas.registry import COMMANDS, DLQ_SUFFIX, INVENTORY, ORDERS, ContractError, parse_input
+from schemas import wire
+from schemas.decode import decode_input
+from schemas.registry import COMMANDS, DLQ_SUFFIX, INVENTORY, ORDERS, ContractError
 
 log = get_logger("allocator.router")
 
@@ -187,7 +188,7 @@ async def _route(
     stats.progress.produced(commands, sender.records_per_topic.get(commands, 0))
 
 
-def _checked(record: Any, value: bytes, max_bytes: int) -> InputEvent:
+def _checked(record: Any, value: bytes, max_bytes: int) -> wire.InputEvent:
     """The input the record carries; ContractError if it may not go onto the command log."""
     if len(value) > max_bytes:
         raise ContractError(
@@ -198,7 +199,7 @@ def _checked(record: Any, value: bytes, max_bytes: int) -> InputEvent:
         # Headers are text by contract: a binary one means a producer other
         # than the one the contract describes; its owner should see it.
         raise ContractError(f"header {name!r}: value is not UTF-8 text", "bad_header")
-    return parse_input(value)
+    return decode_input(value)
 
 
 async def _dead_letter(

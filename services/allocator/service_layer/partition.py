@@ -15,7 +15,8 @@ from typing import Any
 
 from schemas.allocation_headers import Position
 from schemas.contract import OutputEvent
-from schemas.registry import ContractError, encode, parse_command
+from schemas.decode import read_command
+from schemas.registry import ContractError, encode
 from services.allocator.domain import decide, new_state
 
 NOTHING_WRITTEN: Position = (-1, -1)
@@ -61,16 +62,19 @@ class PartitionFold:
     def apply(self, offset: int, raw: bytes) -> tuple[list[Emission], ContractError | None]:
         """Fold one command; returns the outputs still to be written.
 
-        A command that fails the contract is reported, not folded: the router
-        validated it, so this only happens when something wrote to the command
-        topic directly, and it must not stop the partition.
+        The router validated every command, so the fold trusts the log: it reads
+        a command cheaply (`read_command`: decoded into the contract's struct, the
+        contract's pure rules not run again) and folds the struct as it is. A
+        record that does not even decode is reported, not folded: only something
+        writing to the command topic directly puts one there, and it must not
+        stop the partition.
         """
         if offset <= self.snapshot.applied_offset:
             return [], None
         self.snapshot.applied_offset = offset
         self.commands_since_snapshot += 1
         try:
-            command = parse_command(raw)
+            command = read_command(raw)
         except ContractError as exc:
             return [], exc
         self.snapshot.state, outputs = decide(self.snapshot.state, command)

@@ -359,10 +359,10 @@ class Store:
             ):
                 customer = (
                     Customer(
-                        r["customer_id"],
-                        r["customer_email"],
-                        r["customer_name"],
-                        r["customer_locale"],
+                        customer_id=r["customer_id"],
+                        email=r["customer_email"],
+                        name=r["customer_name"],
+                        locale=r["customer_locale"],
                     )
                     if r["customer_id"] is not None
                     else None

@@ -2,44 +2,32 @@
 
 The adapters decode Kafka records into these; the folds consume them. Only
 the fields some read model needs are kept, so the folds never see customer
-data they do not store. Named tuples, not frozen dataclasses: the projector
-builds hundreds of thousands per second and a frozen dataclass costs ~5x more
-to construct.
+data they do not store. An order line and a customer are the contract's own
+structs (`schemas.wire`), as decoded: the projector declares no copy of them.
+Named tuples, not frozen dataclasses: the projector builds hundreds of
+thousands per second and a frozen dataclass costs ~5x more to construct.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
-from decimal import Decimal
 from typing import NamedTuple
 
-from schemas.registry import ORDER_OUTPUT_TYPES
+from schemas.wire import AllocationLine, Customer
 
-ORDER_EVENT_TYPES = ORDER_OUTPUT_TYPES  # the contract says which allocation events concern an order
-
-
-class Customer(NamedTuple):
-    customer_id: str
-    email: str
-    name: str | None
-    locale: str | None
-
-
-class LineTotals(NamedTuple):
-    """One AllocationLine: the line's totals after the event."""
-
-    line_no: int
-    sku: str
-    quantity: int
-    allocated: int
-    backordered: int
-    reserved: int
-    rejected: int
-    cancelled: int
-    eta: date | None
-    unit_price: Decimal | None
-    currency: str | None
-    reason: str | None
+__all__ = [
+    "AllocationLine",
+    "Customer",
+    "Event",
+    "InboundCancelled",
+    "InboundScheduled",
+    "OrderEvent",
+    "OrderPlaced",
+    "ShipmentDelayed",
+    "StockPosition",
+    "StockReceived",
+]
 
 
 class OrderEvent(NamedTuple):
@@ -51,7 +39,8 @@ class OrderEvent(NamedTuple):
     order_id: str
     warehouse_id: str
     customer: Customer
-    lines: tuple[LineTotals, ...]
+    # The lines the event reports, each with the line's totals after the event.
+    lines: Sequence[AllocationLine]
     # Backordered's reason (insufficient_stock, ship_complete_hold, reservation_lost,
     # pre_order); None for the other types.
     reason: str | None = None

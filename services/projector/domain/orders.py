@@ -40,6 +40,10 @@ STATUSES = (
 
 @dataclass(slots=True)
 class LineState:
+    """A line's row in the read model: what the last allocation event reported
+    (`AllocationLine`'s totals), plus what only a fold over every event knows
+    (since when it waits, why it has no date, the price an earlier event gave)."""
+
     line_no: int
     sku: str
     quantity: int
@@ -151,7 +155,7 @@ def apply_order_event(state: OrderState | None, event: OrderEvent) -> OrderState
             rejected=reported.rejected,
             cancelled=reported.cancelled,
             eta=reported.eta,
-            unit_price=reported.unit_price
+            unit_price=Decimal(reported.unit_price)
             if reported.unit_price is not None
             else (previous.unit_price if previous else None),
             currency=reported.currency

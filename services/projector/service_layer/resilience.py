@@ -6,6 +6,8 @@ fulfil_platform.consumer.is_transient.
 
 from __future__ import annotations
 
+from decimal import InvalidOperation
+
 import asyncpg
 
 # SQLSTATEs of one record's data that PostgreSQL will never store, however often
@@ -23,8 +25,10 @@ def is_poison(exc: BaseException) -> bool:
         state = getattr(exc, "sqlstate", None) or ""
         return state[:2] == "22" or state in _POISON_STATES
     # Raised while encoding a value for PostgreSQL (or folding it), before any I/O:
-    # a timestamp whose UTC form is before year 1, an integer beyond 64 bits.
-    return isinstance(exc, (OverflowError, UnicodeError))
+    # a timestamp whose UTC form is before year 1, an integer beyond 64 bits, a
+    # price that is no number (allocation events are not checked against the
+    # contract's patterns again: the allocator wrote them).
+    return isinstance(exc, (OverflowError, UnicodeError, InvalidOperation))
 
 
 def poison_reason(exc: BaseException) -> str:

@@ -2,10 +2,12 @@
 
 Each poison record is written straight to the topics (bypassing the router's
 contract): NUL characters in a customer name, an order id and a SKU, a year
-0001 timestamp with a +14:00 offset, a quantity beyond 32 bits. The projector
-keeps running, puts each one on `<group>.dlq` with the reason in headers,
-applies every good record before and after it, and a restart does not
-quarantine them again. Sums beyond 32 bits are not poison at all: they fit.
+0001 timestamp with a +14:00 offset. The projector keeps running, puts each
+one on `<group>.dlq` with the reason in headers, applies every good record
+before and after it, and a restart does not quarantine them again. A quantity
+beyond the contract's bound does not even decode (bounds are checked on the
+allocator's own log too): it is skipped. Sums beyond 32 bits are not poison at
+all: they fit.
 """
 
 from __future__ import annotations
@@ -54,21 +56,23 @@ def _poison_allocations(outputs: list) -> list[tuple[str, dict]]:
     variant("nul-order-id", lambda d: d["data"].update(order_id="poison\x00order"))
     variant("nul-sku", lambda d: d["data"]["lines"][0].update(sku="SKU\x00X"))
     variant("year-1", lambda d: d.update(occurred_at="0001-01-01T00:00:00+14:00"))
-
-    def huge(d: dict) -> None:
-        line = d["data"]["lines"][0]
-        line.update(
-            quantity=3_000_000_000,
-            allocated=0,
-            backordered=3_000_000_000,
-            reserved=0,
-            rejected=0,
-            cancelled=0,
-            shipped=0,
-        )
-
-    variant("int-overflow", huge)
     return made
+
+
+def _out_of_bounds(outputs: list) -> dict:
+    """A line quantity beyond 32 bits: beyond the contract's bound, so it does not decode."""
+    doc = _template(outputs)
+    doc["id"] = doc["data"]["order_id"] = "poison-int-overflow"
+    doc["data"]["lines"][0].update(
+        quantity=3_000_000_000,
+        allocated=0,
+        backordered=3_000_000_000,
+        reserved=0,
+        rejected=0,
+        cancelled=0,
+        shipped=0,
+    )
+    return doc
 
 
 def _poison_order_placed(inputs: list) -> dict:
@@ -90,14 +94,17 @@ async def test_poison_records_are_quarantined_and_the_good_ones_applied(pg_setti
     await publish_scenario(pg_settings, inputs, outputs[:half])
     poisons = _poison_allocations(outputs)
     await publish(pg_settings, [orjson.dumps(doc) for _, doc in poisons], topic=ALLOCATIONS)
+    await publish(pg_settings, [orjson.dumps(_out_of_bounds(outputs))], topic=ALLOCATIONS)
     await publish(pg_settings, [orjson.dumps(_poison_order_placed(inputs))], topic=ORDERS)
     await publish(pg_settings, outputs[half:])
 
     async with running(pg_settings, max_records=500) as projector:
         await wait_caught_up(pg_settings, check=lambda: failed(projector))
         # The contract now refuses a year-1 placed_at: the projector skips it like any
-        # input the router dead-letters, so only the allocation poisons are quarantined.
+        # input the router dead-letters, so only the allocation poisons are quarantined;
+        # the quantity out of bounds does not decode: skipped too.
         assert projector.quarantined == len(poisons)
+        assert projector.skipped == 2
 
     assert_tables_equal(
         await dump(pg_settings.database_url), normalise_reference(reference.fold(inputs, outputs))
@@ -138,19 +145,21 @@ async def test_backlog_sums_beyond_32_bits_are_stored(pg_settings) -> None:
         doc = copy.deepcopy(base)
         doc["id"] = f"big-{n}"
         doc["data"]["order_id"] = f"big-{n}"
+        # Within the contract (a line holds at most 1,000,000 units), beyond 32 bits summed.
         doc["data"]["lines"] = [
             dict(
                 doc["data"]["lines"][0],
-                line_no=1,
+                line_no=line_no,
                 sku="SKU-BIG",
-                quantity=2_000_000_000,
+                quantity=1_000_000,
                 allocated=0,
-                backordered=2_000_000_000,
+                backordered=1_000_000,
                 reserved=0,
                 rejected=0,
                 cancelled=0,
                 shipped=0,
             )
+            for line_no in range(1, 1_001)
         ]
         big.append(orjson.dumps(doc))
     await publish_scenario(pg_settings, inputs, outputs)
@@ -164,4 +173,4 @@ async def test_backlog_sums_beyond_32_bits_are_stored(pg_settings) -> None:
         )
     finally:
         await conn.close()
-    assert (units, orders) == (6_000_000_000, 3)
+    assert (units, orders) == (3_000_000_000, 3)
