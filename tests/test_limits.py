@@ -33,9 +33,7 @@ _SPLIT_ELSEWHERE = "being split on a parallel branch"
 _PROJECTOR = "services/projector/ is reworked on a parallel branch"
 _NOTIFIER = "services/notifier/ is reworked on a parallel branch"
 EXCEPTIONS: dict[str, str] = {
-    "schemas/contract.py": _SPLIT_ELSEWHERE + " (the file's length)",
     "services/projector/adapters/store.py": _SPLIT_ELSEWHERE + " (length, Store.write, Store.load)",
-    "services/projector/adapters/decode.py": _SPLIT_ELSEWHERE + " (_fast_allocation, _fast_line)",
     "services/projector/adapters/queries.py:promise": _PROJECTOR,
     "services/projector/domain/orders.py:apply_order_event": _PROJECTOR,
     "services/projector/entrypoints/cli.py": _PROJECTOR + " (length, rebuild)",
