@@ -140,6 +140,8 @@ class Line:
         "raw_eta",
         "eta",
         "qkey",
+        "promised",
+        "consent",
     )
 
     def __init__(
@@ -166,6 +168,9 @@ class Line:
         self.raw_eta: date | None = None
         self.eta: date | None = None
         self.qkey: QueueEntry | None = None  # this line's queue entry while it waits
+        # The delay-consent rule (consent.py): the date promised, and where consent stands.
+        self.promised: date | None = None
+        self.consent: str | None = None
 
     @property
     def backordered(self) -> int:
@@ -192,6 +197,8 @@ class Line:
             self.raw_eta,
             self.eta,
             self.qkey,
+            self.promised,
+            self.consent,
         ) = state
 
     def __repr__(self) -> str:
@@ -218,6 +225,7 @@ class Order:
         "lines",
         "waiting",
         "reserved",
+        "applied",
     )
 
     def __init__(
@@ -238,6 +246,11 @@ class Order:
         self.lines: list[Line] = []
         self.waiting = 0  # sum of the lines' waiting units
         self.reserved = 0  # sum of the lines' reserved units
+        # Ids of the changes applied to this open order (part cancels, policy changes,
+        # consents): each has no business key of its own, and re-applying an old one
+        # would cancel twice or undo a newer one. Forgotten with the order: a closed
+        # order has nothing left to change.
+        self.applied: tuple[str, ...] = ()
 
     @property
     def policy(self) -> str:
@@ -257,6 +270,7 @@ class Order:
             self.lines,
             self.waiting,
             self.reserved,
+            self.applied,
         ) = state
 
     @property
@@ -398,10 +412,17 @@ class AllocatorState:
         "closed_inbounds",
         "inbound_events",
         "policy_events",
+        "consent_rule",
+        "consent_due",
+        "alerts",
+        "alerts_done",
     )
 
     def __init__(
-        self, dedup_window: int = DEFAULT_DEDUP_WINDOW, grace_days: int = DEFAULT_OVERDUE_GRACE_DAYS
+        self,
+        dedup_window: int = DEFAULT_DEDUP_WINDOW,
+        grace_days: int = DEFAULT_OVERDUE_GRACE_DAYS,
+        consent_rule: bool = False,
     ) -> None:
         self.dedup_window = dedup_window
         self.grace_days = grace_days  # a parameter of the rules, not state the log builds
@@ -423,6 +444,13 @@ class AllocatorState:
         # account (see ids.statement_mark): (wh, inbound_id) / (wh, sku) -> marks.
         self.inbound_events: dict[tuple[str, str], list[str]] = {}
         self.policy_events: dict[SkuKey, list[str]] = {}
+        # The delay-consent rule (FULFIL_DELAY_CONSENT=ftc): a parameter, like grace_days.
+        self.consent_rule = consent_rule
+        self.consent_due: dict[OrderKey, None] = {}  # open orders with a line awaiting consent
+        # Back-in-stock alerts still waiting, per SKU (alert_id -> customer), and every
+        # alert id done (told or cancelled), remembered for ever like other business keys.
+        self.alerts: dict[SkuKey, dict[str, Customer]] = {}
+        self.alerts_done = IdSet()
 
     def order_known(self, warehouse_id: str, order_id: str) -> bool:
         """An order with this id was placed in this warehouse (open or closed)."""
@@ -462,10 +490,14 @@ class AllocatorState:
             "seen_receipts": len(self.seen_receipts),
             "seen_adjustments": len(self.seen_adjustments),
             "closed_inbounds": len(self.closed_inbounds),
+            "alerts": sum(len(waiting) for waiting in self.alerts.values()),
+            "alerts_done": len(self.alerts_done),
         }
 
 
 def new_state(
-    dedup_window: int = DEFAULT_DEDUP_WINDOW, grace_days: int = DEFAULT_OVERDUE_GRACE_DAYS
+    dedup_window: int = DEFAULT_DEDUP_WINDOW,
+    grace_days: int = DEFAULT_OVERDUE_GRACE_DAYS,
+    consent_rule: bool = False,
 ) -> AllocatorState:
-    return AllocatorState(dedup_window, grace_days)
+    return AllocatorState(dedup_window, grace_days, consent_rule)
