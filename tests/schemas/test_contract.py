@@ -374,9 +374,8 @@ def test_trusted_construction_refuses_a_missing_required_field() -> None:
 
 def _first_output_of_each_type() -> dict[str, dict]:
     from services.allocator.domain import decide, new_state
-    from tests.builders.streams import mixed_stream
-
     from tests.builders.inputs import Events
+    from tests.builders.streams import mixed_stream
 
     ev = Events(prefix="life")
     story = [  # the outputs a mixed stream does not make: consent and alerts
