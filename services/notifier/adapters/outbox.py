@@ -7,15 +7,17 @@ clock (not the database's `now()`), so tests can drive time.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from services.notifier.domain.model import Notice
-from services.notifier.domain.plan import Key, OrderKey, Plan, Row
+from services.notifier.domain.plan import Key, OrderKey, Row
 
 STATUSES = ("pending", "sent", "failed", "superseded")
 BACKLOG_STATUSES = ("pending", "failed")
@@ -33,7 +35,8 @@ class Rendered:
     body_json: str | None
 
 
-Renderer = Callable[[Notice, str], Rendered]
+# A planned row and the message it sends.
+Stored = tuple[Row, Rendered]
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ class Quarantined:
 
 
 class _Rollback(Exception):
-    """Ends a probe transaction: nothing it wrote is kept."""
+    """Ends a trial transaction: nothing it wrote is kept."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,114 @@ ON CONFLICT (source_topic, source_partition, source_offset) DO NOTHING
 """
 
 
+class OutboxTransaction:
+    """The consumer's side of one open transaction: it loads what planning a batch needs
+    and writes what was planned and rendered, the dead letters and the offsets; so rows
+    and offsets are kept together or not at all. It stores; it decides nothing."""
+
+    def __init__(self, conn: PoolConnectionProxy[asyncpg.Record]):
+        self.conn = conn
+
+    async def load(
+        self, event_ids: Sequence[str], order_keys: Collection[tuple[str, str]]
+    ) -> tuple[set[Key], dict[OrderKey, list[Row]]]:
+        """The (event_id, channel) keys already in the outbox among `event_ids`, and the
+        held ETA notices (pending, never attempted) of the (warehouse_id, order_id) orders,
+        oldest first per (warehouse, order, channel)."""
+        existing: set[Key] = set()
+        if event_ids:
+            for r in await self.conn.fetch(
+                "SELECT event_id, channel FROM notifier_outbox WHERE event_id = ANY($1::text[])",
+                list(event_ids),
+            ):
+                existing.add((r["event_id"], r["channel"]))
+        held: dict[OrderKey, list[Row]] = {}
+        if not order_keys:
+            return existing, held
+        warehouses, orders = zip(*sorted(order_keys), strict=True)
+        # FOR UPDATE: a sender claiming one of these rows waits for us (or
+        # skips it), so a notice is never folded while it is being sent.
+        for r in await self.conn.fetch(
+            """
+            SELECT o.id, o.channel, o.facts, o.next_attempt_at
+            FROM notifier_outbox o
+            JOIN unnest($1::text[], $2::text[]) AS k(warehouse_id, order_id)
+              ON o.warehouse_id = k.warehouse_id AND o.order_id = k.order_id
+            WHERE o.status = 'pending' AND o.kind = 'eta_changed' AND o.attempts = 0
+            ORDER BY o.id
+            FOR UPDATE OF o
+            """,
+            list(warehouses),
+            list(orders),
+        ):
+            notice = Notice.from_json(r["facts"])
+            row = Row(channel=r["channel"], notice=notice, due=r["next_attempt_at"], row_id=r["id"])
+            held.setdefault((notice.warehouse_id, notice.order_id, row.channel), []).append(row)
+        return existing, held
+
+    async def write(
+        self, inserts: Sequence[Stored], updates: Sequence[Stored], now: datetime
+    ) -> None:
+        """New rows (a key already in the outbox is left as it is) and the held rows
+        (locked by `load`) whose notice or status changed."""
+        if inserts:
+            await self.conn.executemany(
+                _INSERT, [_insert_args(row, content, now) for row, content in inserts]
+            )
+        if updates:
+            await self.conn.executemany(
+                _UPDATE_HELD, [_update_args(row, content, now) for row, content in updates]
+            )
+
+    async def write_dead_letters(self, dead_letters: Sequence[Quarantined], now: datetime) -> None:
+        if not dead_letters:
+            return
+        await self.conn.executemany(
+            _RECORD_DEAD_LETTER,
+            [
+                (
+                    d.topic,
+                    d.partition,
+                    d.offset,
+                    d.key,
+                    d.value,
+                    [k.replace("\x00", "") for k, _ in d.headers],
+                    [v for _, v in d.headers],
+                    d.kind,
+                    d.reason.replace("\x00", ""),
+                    now,
+                )
+                for d in dead_letters
+            ],
+        )
+
+    async def save_offsets(self, offsets: dict[tuple[str, int], int], now: datetime) -> None:
+        """The next offset to read per (topic, partition); never moves backwards."""
+        if offsets:
+            await self.conn.executemany(
+                _SAVE_OFFSET,
+                [(topic, partition, offset, now) for (topic, partition), offset in offsets.items()],
+            )
+
+
+def _insert_args(row: Row, out: Rendered, now: datetime) -> tuple[Any, ...]:
+    notice = row.notice
+    topic, partition, offset = row.source if row.source else (None, None, None)
+    return (
+        notice.source_id, row.channel, notice.kind, notice.event_type, notice.warehouse_id,
+        notice.order_id, out.message_id, out.recipient, out.subject, out.body_text,
+        out.body_html, out.body_json, notice.to_json(), row.status, row.due,
+        row.superseded_by, row.note, topic, partition, offset, now,
+    )  # fmt: skip
+
+
+def _update_args(row: Row, out: Rendered, now: datetime) -> tuple[Any, ...]:
+    return (
+        row.row_id, out.subject, out.body_text, out.body_html, out.body_json,
+        row.notice.to_json(), row.status, row.superseded_by, row.note, now,
+    )  # fmt: skip
+
+
 class OutboxStore:
     def __init__(self, pool: asyncpg.Pool):
         self.pool = pool
@@ -123,120 +234,18 @@ class OutboxStore:
         )
         return {r["partition"]: r["next_offset"] for r in rows}
 
-    async def record(
-        self,
-        *,
-        event_ids: list[str],
-        order_keys: set[tuple[str, str]],
-        planner: Callable[[set[Key], dict[OrderKey, list[Row]]], Plan],
-        render: Renderer,
-        offsets: dict[tuple[str, int], int],
-        now: datetime,
-        dead_letters: Sequence[Quarantined] = (),
-    ) -> Plan:
-        """One transaction: load what the batch touches, plan, write rows, dead letters and offsets."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            plan = await self._apply(conn, event_ids, order_keys, planner, render, now)
-            if dead_letters:
-                await conn.executemany(
-                    _RECORD_DEAD_LETTER,
-                    [
-                        (
-                            d.topic,
-                            d.partition,
-                            d.offset,
-                            d.key,
-                            d.value,
-                            [k.replace("\x00", "") for k, _ in d.headers],
-                            [v for _, v in d.headers],
-                            d.kind,
-                            d.reason.replace("\x00", ""),
-                            now,
-                        )
-                        for d in dead_letters
-                    ],
-                )
-            if offsets:
-                await conn.executemany(
-                    _SAVE_OFFSET,
-                    [
-                        (topic, partition, offset, now)
-                        for (topic, partition), offset in offsets.items()
-                    ],
-                )
-            return plan
-
-    async def probe(
-        self,
-        *,
-        event_ids: list[str],
-        order_keys: set[tuple[str, str]],
-        planner: Callable[[set[Key], dict[OrderKey, list[Row]]], Plan],
-        render: Renderer,
-        now: datetime,
-    ) -> Exception | None:
-        """Plan and write as `record` would, then roll back: None if it would go through,
-        else the error it raised (used to find the one record that breaks a batch)."""
-        try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                await self._apply(conn, event_ids, order_keys, planner, render, now)
-                raise _Rollback
-        except _Rollback:
-            return None
-        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
-            raise  # an outage, not an answer about these records
-        except Exception as exc:  # noqa: BLE001 - the caller classifies it
-            return exc
-
-    async def _apply(
-        self,
-        conn: Any,
-        event_ids: list[str],
-        order_keys: set[tuple[str, str]],
-        planner: Callable[[set[Key], dict[OrderKey, list[Row]]], Plan],
-        render: Renderer,
-        now: datetime,
-    ) -> Plan:
-        existing: set[Key] = set()
-        if event_ids:
-            for r in await conn.fetch(
-                "SELECT event_id, channel FROM notifier_outbox WHERE event_id = ANY($1::text[])",
-                event_ids,
-            ):
-                existing.add((r["event_id"], r["channel"]))
-        held: dict[OrderKey, list[Row]] = {}
-        if order_keys:
-            warehouses, orders = zip(*sorted(order_keys), strict=True)
-            # FOR UPDATE: a sender claiming one of these rows waits for us (or
-            # skips it), so a notice is never folded while it is being sent.
-            for r in await conn.fetch(
-                """
-                SELECT o.id, o.channel, o.facts, o.next_attempt_at
-                FROM notifier_outbox o
-                JOIN unnest($1::text[], $2::text[]) AS k(warehouse_id, order_id)
-                  ON o.warehouse_id = k.warehouse_id AND o.order_id = k.order_id
-                WHERE o.status = 'pending' AND o.kind = 'eta_changed' AND o.attempts = 0
-                ORDER BY o.id
-                FOR UPDATE OF o
-                """,
-                list(warehouses),
-                list(orders),
-            ):
-                notice = Notice.from_json(r["facts"])
-                row = Row(
-                    channel=r["channel"], notice=notice, due=r["next_attempt_at"], row_id=r["id"]
-                )
-                held.setdefault((notice.warehouse_id, notice.order_id, row.channel), []).append(row)
-        plan = planner(existing, held)
-        if plan.inserts:
-            await conn.executemany(
-                _INSERT, [self._insert_args(row, render, now) for row in plan.inserts]
-            )
-        if plan.updates:
-            await conn.executemany(
-                _UPDATE_HELD, [self._update_args(row, render, now) for row in plan.updates]
-            )
-        return plan
+    @asynccontextmanager
+    async def transaction(self, *, keep: bool = True) -> AsyncIterator[OutboxTransaction]:
+        """One transaction: committed when the block ends, rolled back if it raises, and
+        always rolled back when `keep` is False (a trial: would these rows go through?)."""
+        async with self.pool.acquire() as conn:
+            try:
+                async with conn.transaction():
+                    yield OutboxTransaction(conn)
+                    if not keep:
+                        raise _Rollback
+            except _Rollback:
+                pass
 
     # ------------------------------------------------------------ dead letters
 
@@ -284,26 +293,6 @@ class OutboxStore:
                 )
             return len(rows)
 
-    @staticmethod
-    def _insert_args(row: Row, render: Renderer, now: datetime) -> tuple[Any, ...]:
-        notice = row.notice
-        out = render(notice, row.channel)
-        topic, partition, offset = row.source if row.source else (None, None, None)
-        return (
-            notice.source_id, row.channel, notice.kind, notice.event_type, notice.warehouse_id,
-            notice.order_id, out.message_id, out.recipient, out.subject, out.body_text,
-            out.body_html, out.body_json, notice.to_json(), row.status, row.due,
-            row.superseded_by, row.note, topic, partition, offset, now,
-        )  # fmt: skip
-
-    @staticmethod
-    def _update_args(row: Row, render: Renderer, now: datetime) -> tuple[Any, ...]:
-        out = render(row.notice, row.channel)
-        return (
-            row.row_id, out.subject, out.body_text, out.body_html, out.body_json,
-            row.notice.to_json(), row.status, row.superseded_by, row.note, now,
-        )  # fmt: skip
-
     # ------------------------------------------------------------ reminders
 
     async def missing(self, keys: Sequence[Key]) -> list[Key]:
@@ -323,15 +312,15 @@ class OutboxStore:
         )
         return [(r["event_id"], r["channel"]) for r in rows]
 
-    async def insert(self, rows: list[Row], render: Renderer, now: datetime) -> int:
+    async def insert(self, rows: Sequence[Stored], now: datetime) -> int:
         """Insert new rows (duplicates by key are ignored); returns how many were new."""
         if not rows:
             return 0
         new = 0
         async with self.pool.acquire() as conn, conn.transaction():
-            for row in rows:
+            for row, content in rows:
                 inserted = await conn.fetchval(
-                    _INSERT + " RETURNING id", *self._insert_args(row, render, now)
+                    _INSERT + " RETURNING id", *_insert_args(row, content, now)
                 )
                 new += inserted is not None
         return new

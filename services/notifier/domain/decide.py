@@ -45,6 +45,7 @@ from services.notifier.domain.model import (
     REMINDER,
     REMINDER_EVENT_TYPE,
     Channel,
+    EtaLoss,
     Notice,
     NoticeLine,
     Outgoing,
@@ -110,26 +111,7 @@ def next_update(moment: datetime, reminder_days: float) -> date | None:
 # ---------------------------------------------------------------- events
 
 
-def _line(line: Any) -> NoticeLine:
-    return NoticeLine(
-        line_no=line.line_no,
-        sku=line.sku,
-        quantity=line.quantity,
-        shipped=line.shipped,
-        allocated=line.allocated,
-        backordered=line.backordered,
-        reserved=line.reserved,
-        rejected=line.rejected,
-        cancelled=line.cancelled,
-        eta=line.eta,
-        previous_eta=line.previous_eta,
-        reason=line.reason,
-        unit_price=line.unit_price,
-        currency=line.currency,
-    )
-
-
-def eta_cause(cause: Any) -> str | None:
+def eta_cause(cause: Any) -> EtaLoss | None:
     """`inbound_overdue` (the clock made the covering inbound overdue), `inbound_cancelled`
     (the purchase order will not arrive), or None (an ordinary move of dates)."""
     if cause.reason == "inbound_overdue":
@@ -147,7 +129,12 @@ def notice_for(event: Any, policy: Policy) -> Notice | None:
     if kind == CONFIRMED and not policy.order_confirmation:
         return None
     data = event.data
-    lines = tuple(sorted((_line(x) for x in data.lines), key=lambda x: x.line_no))
+    lines = tuple(
+        sorted(
+            (NoticeLine.model_validate(x, from_attributes=True) for x in data.lines),
+            key=lambda x: x.line_no,
+        )
+    )
     reason = getattr(data, "reason", None)
     if kind == ETA_CHANGED:
         lines = tuple(x for x in lines if x.eta != x.previous_eta)

@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from schemas.contract import AllocationLine, RejectReason
+
 Channel = Literal["email", "webhook"]
 
 # Message kinds: one template per kind and locale.
@@ -50,26 +52,20 @@ class Recipient(_Frozen):
     locale: str | None = None
 
 
-class NoticeLine(_Frozen):
-    """One order line as the message states it (quantities as in AllocationLine)."""
+# Why an ETA notice's line lost its date (decide.eta_cause).
+EtaLoss = Literal["inbound_overdue", "inbound_cancelled"]
 
-    line_no: int
-    sku: str
-    quantity: int
-    shipped: int = 0
-    allocated: int = 0
-    backordered: int = 0
-    reserved: int = 0
-    rejected: int = 0
-    cancelled: int = 0
-    eta: date | None = None
-    # For ETA notices: the date the customer was last told (None = no date was given).
-    previous_eta: date | None = None
-    # The reject reason; on an ETA notice's undated line, why it lost its date
-    # (inbound_overdue | inbound_cancelled).
-    reason: str | None = None
-    unit_price: str | None = None
-    currency: str | None = None
+
+class NoticeLine(AllocationLine):
+    """One order line as the message states it: the contract's line, as the event reports it.
+
+    Only `reason` is wider: on an ETA notice's undated line it says why the line lost
+    its date, kept per line so that it survives folding. Stored notices and webhook
+    bodies have always carried it there, so the field is widened rather than moved
+    (no line of a notice is ever handed on as a contract line).
+    """
+
+    reason: RejectReason | EtaLoss | None = None  # type: ignore[assignment]
 
 
 class Notice(_Frozen):

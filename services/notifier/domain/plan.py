@@ -1,10 +1,11 @@
 """Pure planning of one consumed batch against the outbox: which rows to add or change.
 
-The consumer loads what the batch touches (keys already present, the held
-ETA notices of the batch's orders), `plan_batch` decides, and the adapter
-writes the plan and the offsets in one transaction. Events are applied in log
-order, and rows created earlier in the same batch take part in folding, so a
-batch gives the same outbox as the same events one by one.
+The service layer decides each event's notice once (`Consumed`), loads what
+`lookups` names (keys already present, the held ETA notices of the batch's
+orders), `plan_batch` decides, and the planned rows are rendered and written
+with the offsets in the same transaction. Events are applied in log order,
+and rows created earlier in the same batch take part in folding, so a batch
+gives the same outbox as the same events one by one.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from services.notifier.domain.decide import Policy, fold, notice_for, outgoing
+from services.notifier.domain.decide import Policy, fold, outgoing
 from services.notifier.domain.model import ETA_CHANGED, Notice
 
 Key = tuple[str, str]  # (event_id, channel)
@@ -44,10 +45,20 @@ class Plan:
 
 @dataclass(frozen=True)
 class Consumed:
-    event: object  # a parsed allocation envelope
+    """An allocation event's notice (decide.notice_for) and where the event was read."""
+
+    notice: Notice
     topic: str
     partition: int
     offset: int
+
+
+def lookups(batch: list[Consumed]) -> tuple[list[str], set[tuple[str, str]]]:
+    """What planning `batch` needs from the outbox: the keys of its events (event ids)
+    and the held notices of its orders ((warehouse_id, order_id))."""
+    event_ids = [item.notice.source_id for item in batch]
+    orders = {(item.notice.warehouse_id, item.notice.order_id) for item in batch}
+    return event_ids, orders
 
 
 def plan_batch(
@@ -67,37 +78,14 @@ def plan_batch(
     plan = Plan()
     loaded = [row for rows in held.values() for row in rows]
     for item in batch:
-        notice = notice_for(item.event, policy)
-        if notice is None:
-            continue
+        notice = item.notice
         for decision in outgoing(notice, policy):
             key = (notice.source_id, decision.channel)
             if key in existing:
                 continue  # already recorded by an earlier delivery of this event
             existing.add(key)
-            order_key = (notice.warehouse_id, notice.order_id, decision.channel)
-            current: Notice | None = notice
-            due = now + timedelta(seconds=decision.hold_seconds)
-            rows = held.setdefault(order_key, [])
-            for row in list(rows):
-                if current is None:  # folded completely into a held notice
-                    break
-                was = row.notice
-                new_held, current = fold(was, current)
-                if new_held is None:
-                    row.status, row.superseded_by, row.changed = (
-                        "superseded",
-                        notice.source_id,
-                        True,
-                    )
-                    row.note = "folded into a later message"
-                    rows.remove(row)
-                    if notice.kind == ETA_CHANGED:
-                        # The burst keeps the first notice's send time: later changes
-                        # within the window never postpone the message.
-                        due = min(due, row.due)
-                elif new_held != was:
-                    row.notice, row.changed = new_held, True
+            rows = held.setdefault((notice.warehouse_id, notice.order_id, decision.channel), [])
+            current, due = _fold_into(rows, notice, now + timedelta(seconds=decision.hold_seconds))
             new = Row(
                 channel=decision.channel,
                 notice=current or notice,
@@ -111,3 +99,26 @@ def plan_batch(
             plan.inserts.append(new)
     plan.updates = [row for row in loaded if row.changed]
     return plan
+
+
+def _fold_into(rows: list[Row], notice: Notice, due: datetime) -> tuple[Notice | None, datetime]:
+    """Fold `notice` with the held rows of its order and channel, oldest first: what is
+    left of it to send (None: nothing), and when it is due. Held rows it supersedes
+    leave `rows`; every held row it changes is marked `changed`."""
+    current: Notice | None = notice
+    for row in list(rows):
+        if current is None:  # folded completely into a held notice
+            break
+        was = row.notice
+        new_held, current = fold(was, current)
+        if new_held is None:
+            row.status, row.superseded_by, row.changed = "superseded", notice.source_id, True
+            row.note = "folded into a later message"
+            rows.remove(row)
+            if notice.kind == ETA_CHANGED:
+                # The burst keeps the first notice's send time: later changes
+                # within the window never postpone the message.
+                due = min(due, row.due)
+        elif new_held != was:
+            row.notice, row.changed = new_held, True
+    return current, due

@@ -14,6 +14,8 @@ a message re-rendered after a crash or a fold is identical where unchanged.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from datetime import date
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from pathlib import Path
@@ -128,12 +130,20 @@ def _amounts(lines: list[NoticeLine], field: str, lang: str) -> list[str]:
     return [format_money(v, c, lang) for c, v in sorted(totals.items()) if v > 0]
 
 
-def _context(notice: Notice, lang: str) -> dict[str, Any]:
-    def day(value: Any) -> str | None:
-        return None if value is None else format_date(value, lang)
+Day = Callable[[date | None], str | None]
 
-    lines = list(notice.lines)
-    waiting = [
+
+def _units(lines: list[NoticeLine], field: str, **more: str) -> list[dict[str, Any]]:
+    """`{sku, qty}` (and each line's attributes named in `more`) of the lines with units in `field`."""
+    return [
+        {"sku": x.sku, "qty": getattr(x, field)} | {k: getattr(x, a) for k, a in more.items()}
+        for x in lines
+        if getattr(x, field) > 0
+    ]
+
+
+def _waiting(lines: list[NoticeLine], day: Day) -> list[dict[str, Any]]:
+    return [
         {
             "sku": x.sku,
             "qty": x.backordered,
@@ -145,27 +155,39 @@ def _context(notice: Notice, lang: str) -> dict[str, Any]:
         for x in lines
         if x.backordered > 0
     ]
-    changes = []
-    if notice.kind == ETA_CHANGED:
-        for x in lines:
-            if x.eta is None:
-                direction = "unknown"
-            elif x.previous_eta is None:
-                direction = "known"
-            elif x.eta > x.previous_eta:
-                direction = "later"
-            else:
-                direction = "earlier"
-            changes.append(
-                {
-                    "sku": x.sku,
-                    "qty": x.backordered,
-                    "eta": day(x.eta),
-                    "previous": day(x.previous_eta),
-                    "direction": direction,
-                    "cause": x.reason if x.eta is None else None,
-                }
-            )
+
+
+def _direction(line: NoticeLine) -> str:
+    if line.eta is None:
+        return "unknown"
+    if line.previous_eta is None:
+        return "known"
+    return "later" if line.eta > line.previous_eta else "earlier"
+
+
+def _changes(notice: Notice, day: Day) -> list[dict[str, Any]]:
+    if notice.kind != ETA_CHANGED:
+        return []
+    return [
+        {
+            "sku": x.sku,
+            "qty": x.backordered,
+            "eta": day(x.eta),
+            "previous": day(x.previous_eta),
+            "direction": _direction(x),
+            "cause": x.reason if x.eta is None else None,
+        }
+        for x in notice.lines
+    ]
+
+
+def _context(notice: Notice, lang: str) -> dict[str, Any]:
+    def day(value: date | None) -> str | None:
+        return None if value is None else format_date(value, lang)
+
+    lines = list(notice.lines)
+    waiting = _waiting(lines, day)
+    changes = _changes(notice, day)
     return {
         "lang": lang,
         "name": _clean(notice.customer.name),
@@ -173,17 +195,15 @@ def _context(notice: Notice, lang: str) -> dict[str, Any]:
         "reason": notice.reason,
         "cancel_url": notice.cancel_url,
         "next_update": day(notice.next_update),
-        "shipping": [{"sku": x.sku, "qty": x.shipped} for x in lines if x.shipped > 0],
+        "shipping": _units(lines, "shipped"),
         "waiting": waiting,
         "undated": any(w["eta"] is None and not w["held"] for w in waiting),
         "changes": changes,
         "later": any(c["direction"] == "later" for c in changes),
-        "unknown": any(c["direction"] in ("unknown",) for c in changes),
-        "rejected": [
-            {"sku": x.sku, "qty": x.rejected, "reason": x.reason} for x in lines if x.rejected > 0
-        ],
-        "cancelled": [{"sku": x.sku, "qty": x.cancelled} for x in lines if x.cancelled > 0],
-        "already_shipped": [{"sku": x.sku, "qty": x.allocated} for x in lines if x.allocated > 0],
+        "unknown": any(c["direction"] == "unknown" for c in changes),
+        "rejected": _units(lines, "rejected", reason="reason"),
+        "cancelled": _units(lines, "cancelled"),
+        "already_shipped": _units(lines, "allocated"),
         "refund_cancelled": _amounts(lines, "cancelled", lang),
         "refund_rejected": _amounts(lines, "rejected", lang),
     }

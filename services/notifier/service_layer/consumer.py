@@ -5,6 +5,13 @@ the offsets are stored with the rows, so a crash before the commit re-reads
 the batch and a crash after it resumes behind it. Sending is not done here:
 a slow or broken channel cannot slow consumption down.
 
+The domain work is done here, and once: each event's notice is decided and
+rendered while decoding (an event no template renders is quarantined before
+any transaction); in one outbox transaction this module opens, the adapter
+loads what planning needs, `plan_batch` plans, and the adapter writes the
+planned rows with their messages (a fold's new notice is rendered then, the
+others are not rendered again). The adapter stores; it never calls back.
+
 A record the notifier cannot apply is quarantined, never retried forever: it
 breaks the contract, no template renders it, or PostgreSQL refuses what it
 would store (SQLSTATE class 22: a NUL character, a value out of range, ...).
@@ -22,6 +29,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cache
 from typing import Any
 
 import asyncpg
@@ -31,10 +41,12 @@ from fulfil_platform.consumer import is_transient
 from fulfil_platform.dead_letter_writer import dead_letter_headers
 from fulfil_platform.logs import get_logger
 from schemas.registry import ContractError, parse_output
-from services.notifier.adapters.outbox import OutboxStore, Quarantined, Renderer
-from services.notifier.domain.decide import KIND_BY_EVENT, Policy, notice_for
-from services.notifier.domain.plan import Consumed, Plan, plan_batch
+from services.notifier.adapters.outbox import OutboxStore, OutboxTransaction, Quarantined
+from services.notifier.domain.decide import Policy, notice_for
+from services.notifier.domain.model import Notice
+from services.notifier.domain.plan import Consumed, Plan, lookups, plan_batch
 from services.notifier.service_layer.clock import Clock
+from services.notifier.service_layer.messages import Renderer
 
 log = get_logger("notifier.consumer")
 
@@ -48,6 +60,18 @@ RENDER_ERROR = "render_error"
 
 class BatchFailed(Exception):
     """The batch could not be recorded; it will be delivered again. No message content inside."""
+
+
+@dataclass
+class _Batch:
+    """One batch as decoded: what to plan, what to quarantine, the offsets to store."""
+
+    consumed: list[Consumed] = field(default_factory=list)
+    # id(Consumed) → its record, for quarantining it later
+    raw: dict[int, Any] = field(default_factory=dict)
+    dead: list[Quarantined] = field(default_factory=list)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    events: int = 0  # valid allocation events, with or without a message
 
 
 class BatchHandler:
@@ -75,9 +99,12 @@ class BatchHandler:
         """Record one batch (rows, dead letters and offsets in one transaction), then publish
         its dead letters. Raises when nothing was recorded: the runtime reads the batch again."""
         records = list(records)
-        consumed, raw, dead, offsets = self._decode(records)
-        plan, consumed, dead = await self._store(consumed, raw, dead, offsets, len(records))
-        for d in dead:
+        # Each notice of this batch is rendered once per channel, however often it is
+        # planned (a bisected batch is planned again in every trial).
+        render = cache(self.render)
+        batch = self._decode(records, render)
+        plan = await self._store(batch, render, len(records))
+        for d in batch.dead:
             log.warning(
                 "allocation event quarantined",
                 kind=d.kind,
@@ -86,62 +113,61 @@ class BatchHandler:
                 partition=d.partition,
                 offset=d.offset,
             )
-        self.records += len(consumed)
+        self.records += batch.events
         self.rows += len(plan.inserts)
-        self.quarantined += len(dead)
+        self.quarantined += len(batch.dead)
         if any(row.status == "pending" for row in plan.inserts) or plan.updates:
             for waker in self.wakers:
                 waker.set()
         log.debug(
             "batch recorded",
-            events=len(consumed),
+            events=batch.events,
             rows=len(plan.inserts),
             folded=len(plan.updates),
-            quarantined=len(dead),
+            quarantined=len(batch.dead),
         )
         await self.publish_dead_letters()
 
-    def _decode(
-        self, records: list[Any]
-    ) -> tuple[list[Consumed], dict[int, Any], list[Quarantined], dict[tuple[str, int], int]]:
-        consumed: list[Consumed] = []
-        raw: dict[int, Any] = {}  # id(Consumed) → its record, for quarantining it later
-        dead: list[Quarantined] = []
-        offsets: dict[tuple[str, int], int] = {}
+    def _decode(self, records: list[Any], render: Renderer) -> _Batch:
+        batch = _Batch()
         for record in records:
             key = (record.topic, record.partition)
-            offsets[key] = max(offsets.get(key, 0), record.offset + 1)
+            batch.offsets[key] = max(batch.offsets.get(key, 0), record.offset + 1)
             try:
                 event = parse_output(record.value or b"")
             except ContractError as exc:
                 # The reason names fields, never values: safe to log.
-                dead.append(_quarantine(record, exc.kind, exc.reason))
+                batch.dead.append(_quarantine(record, exc.kind, exc.reason))
                 continue
-            problem = self._unrenderable(event)
-            if problem is not None:
+            try:
+                notice = self._notice(event, render)
+            except Exception as exc:  # noqa: BLE001 - any template or data problem
                 # One odd event must not stall everyone behind it: dead-letter it, visibly.
-                dead.append(
-                    _quarantine(record, RENDER_ERROR, f"notifier could not render it: {problem}")
-                )
+                problem = f"notifier could not render it: {type(exc).__name__}"
+                batch.dead.append(_quarantine(record, RENDER_ERROR, problem))
                 continue
-            item = Consumed(event, record.topic, record.partition, record.offset)
-            raw[id(item)] = record
-            consumed.append(item)
-        return consumed, raw, dead, offsets
+            batch.events += 1
+            if notice is not None:
+                item = Consumed(notice, record.topic, record.partition, record.offset)
+                batch.raw[id(item)] = record
+                batch.consumed.append(item)
+        return batch
 
-    async def _store(
-        self,
-        consumed: list[Consumed],
-        raw: dict[int, Any],
-        dead: list[Quarantined],
-        offsets: dict[tuple[str, int], int],
-        seen: int,
-    ) -> tuple[Plan, list[Consumed], list[Quarantined]]:
+    def _notice(self, event: Any, render: Renderer) -> Notice | None:
+        """The event's notice, rendered for every channel now: an event that cannot be is
+        found before the transaction (pure; the batch's renderer keeps the messages)."""
+        notice = notice_for(event, self.policy)
+        if notice is not None:
+            for channel in self.policy.channels:
+                render(notice, channel)
+        return notice
+
+    async def _store(self, batch: _Batch, render: Renderer, seen: int) -> Plan:
         """Record the batch; when PostgreSQL refuses some records' data, quarantine those and
         record the rest. An outage is raised as it is (the runtime backs off and reads the
         batch again); anything else as BatchFailed (no message content inside)."""
         try:
-            return await self._record(consumed, offsets, dead), consumed, dead
+            return await self._record(batch, render)
         except Exception as exc:
             if is_transient(exc):
                 raise
@@ -155,18 +181,21 @@ class BatchHandler:
             )
             refused = exc
         try:
-            culprits = await self._isolate(consumed)
+            culprits = await self._isolate(batch.consumed, render)
             if not culprits:
                 raise BatchFailed(_describe(refused))
             bad = {id(item) for item, _ in culprits}
-            consumed = [c for c in consumed if id(c) not in bad]
-            dead = dead + [
+            batch.consumed = [c for c in batch.consumed if id(c) not in bad]
+            batch.events -= len(culprits)
+            batch.dead += [
                 _quarantine(
-                    raw[id(item)], UNSTORABLE, f"notifier could not store it: {_describe(err)}"
+                    batch.raw[id(item)],
+                    UNSTORABLE,
+                    f"notifier could not store it: {_describe(err)}",
                 )
                 for item, err in culprits
             ]
-            return await self._record(consumed, offsets, dead), consumed, dead
+            return await self._record(batch, render)
         except BatchFailed:
             log.error("batch not recorded", error=_describe(refused), records=seen)
             raise
@@ -193,70 +222,57 @@ class BatchHandler:
 
     # ------------------------------------------------------------ internals
 
-    def _planner(self, consumed: list[Consumed], now: Any) -> Callable[..., Plan]:
-        return lambda existing, held: plan_batch(
-            consumed, existing=existing, held=held, policy=self.policy, now=now
-        )
-
-    @staticmethod
-    def _keys(consumed: list[Consumed]) -> tuple[list[str], set[tuple[str, str]]]:
-        relevant = [c for c in consumed if c.event.type in KIND_BY_EVENT]  # type: ignore[attr-defined]
-        event_ids = [c.event.id for c in relevant]  # type: ignore[attr-defined]
-        order_keys = {(c.event.data.warehouse_id, c.event.data.order_id) for c in relevant}  # type: ignore[attr-defined]
-        return event_ids, order_keys
-
-    async def _record(
-        self, consumed: list[Consumed], offsets: dict[tuple[str, int], int], dead: list[Quarantined]
+    async def _apply(
+        self, tx: OutboxTransaction, batch: list[Consumed], render: Renderer, now: datetime
     ) -> Plan:
-        event_ids, order_keys = self._keys(consumed)
-        now = self.clock.now()
-        return await self.store.record(
-            event_ids=event_ids,
-            order_keys=order_keys,
-            planner=self._planner(consumed, now),
-            render=self.render,
-            offsets=offsets,
-            now=now,
-            dead_letters=dead,
+        """Load what planning the batch needs, plan it, write the planned rows with their
+        messages: all in the caller's transaction, so the held rows stay locked throughout."""
+        event_ids, orders = lookups(batch)
+        existing, held = await tx.load(event_ids, orders)
+        plan = plan_batch(batch, existing=existing, held=held, policy=self.policy, now=now)
+        await tx.write(
+            [(row, render(row.notice, row.channel)) for row in plan.inserts],
+            [(row, render(row.notice, row.channel)) for row in plan.updates],
+            now,
         )
+        return plan
 
-    async def _isolate(self, consumed: list[Consumed]) -> list[tuple[Consumed, Exception]]:
+    async def _record(self, batch: _Batch, render: Renderer) -> Plan:
+        now = self.clock.now()
+        async with self.store.transaction() as tx:
+            plan = await self._apply(tx, batch.consumed, render, now)
+            await tx.write_dead_letters(batch.dead, now)
+            await tx.save_offsets(batch.offsets, now)
+        return plan
+
+    async def _isolate(
+        self, consumed: list[Consumed], render: Renderer
+    ) -> list[tuple[Consumed, Exception]]:
         """The records that fail alone with a poison error (bisecting the batch)."""
         now = self.clock.now()
 
         async def probe(items: list[Consumed]) -> Exception | None:
-            event_ids, order_keys = self._keys(items)
-            return await self.store.probe(
-                event_ids=event_ids,
-                order_keys=order_keys,
-                planner=self._planner(items, now),
-                render=self.render,
-                now=now,
-            )
+            """Plan and write `items` as a batch would, then roll back: None if they would
+            go through, else the error they raise."""
+            try:
+                async with self.store.transaction(keep=False) as tx:
+                    await self._apply(tx, items, render, now)
+            except Exception as exc:  # noqa: BLE001 - classified by the caller
+                return exc
+            return None
 
         async def failing(items: list[Consumed]) -> list[tuple[Consumed, Exception]]:
             error = await probe(items)
             if error is None:
                 return []
             if not _poison(error):
-                raise error
+                raise error  # an outage or a bug: not an answer about these records
             if len(items) == 1:
                 return [(items[0], error)]
             mid = len(items) // 2
             return await failing(items[:mid]) + await failing(items[mid:])
 
         return await failing(consumed) if consumed else []
-
-    def _unrenderable(self, event: Any) -> str | None:
-        """Render the event's messages once up front (pure; warms the render cache)."""
-        try:
-            notice = notice_for(event, self.policy)
-            if notice is not None:
-                for channel in self.policy.channels:
-                    self.render(notice, channel)
-        except Exception as exc:  # noqa: BLE001 - any template or data problem
-            return type(exc).__name__
-        return None
 
 
 def _quarantine(record: Any, kind: str, reason: str) -> Quarantined:

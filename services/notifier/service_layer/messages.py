@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 
-from services.notifier.adapters.outbox import Rendered, Renderer
+from services.notifier.adapters.outbox import Rendered
 from services.notifier.domain.decide import message_id
 from services.notifier.domain.model import EmailContent, Notice
 from services.notifier.domain.render import render_email, render_webhook
+
+Renderer = Callable[[Notice, str], Rendered]
 
 
 @lru_cache(maxsize=256)

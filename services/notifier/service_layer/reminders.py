@@ -18,11 +18,12 @@ from collections.abc import Iterable
 import asyncpg
 
 from fulfil_platform.logs import get_logger
-from services.notifier.adapters.outbox import OutboxStore, Renderer
+from services.notifier.adapters.outbox import OutboxStore
 from services.notifier.adapters.read_model import ReadModel
 from services.notifier.domain.decide import Policy, reminder_notice
 from services.notifier.domain.plan import Row
 from services.notifier.service_layer.clock import Clock
+from services.notifier.service_layer.messages import Renderer
 
 log = get_logger("notifier.reminders")
 
@@ -58,12 +59,12 @@ class ReminderScheduler:
         keys = [(n.source_id, c) for n in notices for c in self.policy.channels]
         missing = set(await self.store.missing(keys))
         rows = [
-            Row(channel=c, notice=n, due=now)
+            (Row(channel=c, notice=n, due=now), self.render(n, c))
             for n in notices
             for c in self.policy.channels
             if (n.source_id, c) in missing
         ]
-        added = await self.store.insert(rows, self.render, now)
+        added = await self.store.insert(rows, now)
         if added:
             log.info("reminders queued", rows=added)
             for waker in self.wakers:

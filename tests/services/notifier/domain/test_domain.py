@@ -233,8 +233,10 @@ def test_message_ids_derive_from_the_event_id() -> None:
 # ---------------------------------------------------------------- anti-spam folding
 
 
-def _consumed(events) -> list[Consumed]:
-    return [Consumed(e, "allocations.v1", 0, i) for i, e in enumerate(events)]
+def _consumed(events, policy=POLICY) -> list[Consumed]:
+    """The batch as the consumer hands it to the planner: each event's notice, decided once."""
+    notices = [(i, notice_for(e, policy)) for i, e in enumerate(events)]
+    return [Consumed(n, "allocations.v1", 0, i) for i, n in notices if n is not None]
 
 
 def test_a_burst_of_eta_changes_folds_into_one_message_with_the_latest_and_last_told_dates() -> (
@@ -264,14 +266,16 @@ def test_a_burst_of_eta_changes_folds_into_one_message_with_the_latest_and_last_
         channels=("email",), cancel_url_template=POLICY.cancel_url_template, eta_hold_seconds=300
     )
     held: dict = {}
-    plan = plan_batch(_consumed([first, second]), existing=set(), held=held, policy=policy, now=NOW)
+    plan = plan_batch(
+        _consumed([first, second], policy), existing=set(), held=held, policy=policy, now=NOW
+    )
     assert [r.status for r in plan.inserts] == ["superseded", "pending"]
     assert plan.inserts[1].due == NOW + timedelta(seconds=300)
     # A later batch: the pending row is in the database now.
     pending = plan.inserts[1]
     pending.row_id = 41
     later = plan_batch(
-        _consumed([third]),
+        _consumed([third], policy),
         existing={(first.id, "email"), (second.id, "email")},
         held={("wh-1", "o7", "email"): [pending]},
         policy=policy,
@@ -364,7 +368,7 @@ def test_held_rows_of_other_channels_are_untouched() -> None:
     )
     policy = Policy(channels=("email",), cancel_url_template=POLICY.cancel_url_template)
     plan = plan_batch(
-        _consumed([b.eta_changed("o11", cust)]),
+        _consumed([b.eta_changed("o11", cust)], policy),
         existing=set(),
         held={("wh-1", "o11", "webhook"): [pending]},
         policy=policy,
@@ -548,6 +552,30 @@ def test_the_cause_of_an_undated_line_survives_folding_with_a_later_change() -> 
     assert merged is not None
     assert [(x.line_no, x.reason) for x in merged.lines] == [(1, "inbound_cancelled"), (2, None)]
     assert "has been cancelled" in render_email(merged).text
+
+
+# A held notice as the outbox has stored it (`facts`) since before the notice's
+# line became the contract's: it must load as it is and be written back unchanged.
+STORED_FACTS = (
+    '{"kind":"eta_changed","source_id":"e-1","event_type":"BackorderEtaChanged",'
+    '"occurred_at":"2026-03-02T09:00:00Z","order_id":"o24","warehouse_id":"wh-1",'
+    '"customer":{"customer_id":"c-1","email":"customer1@shop-customers.example",'
+    '"name":null,"locale":"de"},"lines":[{"line_no":1,"sku":"SKU-1","quantity":5,'
+    '"shipped":0,"allocated":2,"backordered":3,"reserved":0,"rejected":0,"cancelled":0,'
+    '"eta":null,"previous_eta":"2026-04-14","reason":"inbound_overdue",'
+    '"unit_price":"19.90","currency":"EUR"}],"reason":"inbound_overdue",'
+    '"cancel_url":"https://shop.example/orders/o24/cancel","next_update":"2026-03-09"}'
+)
+
+
+def test_a_stored_notice_loads_and_is_stored_again_byte_for_byte() -> None:
+    from services.notifier.domain.model import Notice
+
+    notice = Notice.from_json(STORED_FACTS)
+    assert notice.to_json() == STORED_FACTS
+    assert notice.lines[0].reason == "inbound_overdue"
+    assert "ist nicht eingetroffen" in render_email(notice).text
+    assert orjson.loads(render_webhook(notice))["lines"][0]["reason"] == "inbound_overdue"
 
 
 @pytest.mark.parametrize("locale", ["en", "de"])

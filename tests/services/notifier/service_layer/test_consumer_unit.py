@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from contextlib import asynccontextmanager
 from types import SimpleNamespace
 
 import asyncpg
@@ -20,14 +22,41 @@ POLICY = Policy(
 )
 
 
+class FakeTransaction:
+    """The outbox adapter's transaction without a database: nothing held, nothing there yet."""
+
+    def __init__(self, call: dict) -> None:
+        self.call = call
+
+    async def load(self, event_ids, orders):
+        self.call.update(event_ids=list(event_ids), orders=set(orders))
+        return set(), {}
+
+    async def write(self, inserts, updates, now):
+        self.call.update(inserts=list(inserts), updates=list(updates))
+
+    async def write_dead_letters(self, dead_letters, now):
+        self.call["dead_letters"] = list(dead_letters)
+
+    async def save_offsets(self, offsets, now):
+        self.call["offsets"] = dict(offsets)
+
+
 class FakeStore:
     def __init__(self) -> None:
-        self.calls: list[dict] = []
+        self.calls: list[dict] = []  # committed transactions
+        self.probes = 0  # trial transactions (rolled back)
 
-    async def record(self, **kw):
-        plan = kw["planner"](set(), {})
-        self.calls.append({**kw, "plan": plan})
-        return plan
+    @asynccontextmanager
+    async def transaction(self, *, keep: bool = True):
+        call: dict = {}
+        self.probes += not keep
+        yield self.transaction_for(call)
+        if keep:
+            self.calls.append(call)
+
+    def transaction_for(self, call: dict) -> FakeTransaction:
+        return FakeTransaction(call)
 
 
 def _record(offset: int, value: bytes, partition: int = 0):
@@ -42,9 +71,12 @@ def _record(offset: int, value: bytes, partition: int = 0):
 
 
 async def test_offsets_cover_every_record_and_bad_ones_are_dead_lettered() -> None:
+    rendered: Counter = Counter()
+
     def render(notice, channel):
         if notice.order_id == "poison":
             raise KeyError("a template bug")
+        rendered[notice.source_id, channel] += 1
         return renderer()(notice, channel)
 
     store = FakeStore()
@@ -69,46 +101,73 @@ async def test_offsets_cover_every_record_and_bad_ones_are_dead_lettered() -> No
     assert sorted(call["event_ids"]) == sorted(
         [good.id, rejected.id]
     )  # no StockPositionChanged, no poison
-    assert {(r.notice.order_id, r.channel) for r in call["plan"].inserts} == {
+    assert call["orders"] == {("wh-1", "ord-1"), ("wh-1", "ord-2")}
+    # The adapter is handed each row with its message, rendered once by the service layer.
+    assert {(r.notice.order_id, r.channel) for r, _ in call["inserts"]} == {
         ("ord-1", "email"),
         ("ord-1", "webhook"),
         ("ord-2", "email"),
         ("ord-2", "webhook"),
     }
+    assert all(out == renderer()(r.notice, r.channel) for r, out in call["inserts"])
+    assert set(rendered.values()) == {1} and len(rendered) == 4
+    assert handler.records == 3 and handler.rows == 4 and handler.quarantined == 2
+
+
+async def test_a_batch_bisected_for_a_refused_record_renders_each_notice_once() -> None:
+    rendered: Counter = Counter()
+
+    def render(notice, channel):
+        rendered[notice.source_id, channel] += 1
+        return renderer()(notice, channel)
+
+    class Refusing(FakeTransaction):
+        async def write(self, inserts, updates, now):
+            if any(r.notice.order_id == "ord-bad" for r, _ in inserts):
+                raise asyncpg.DataError("value out of range")
+            await super().write(inserts, updates, now)
+
+    store = FakeStore()
+    store.transaction_for = Refusing  # type: ignore[method-assign]
+    handler = BatchHandler(store, POLICY, render, FakeClock())  # type: ignore[arg-type]
+    events = [b.backordered(f"ord-{n}", b.customer()) for n in ("1", "bad", "2", "3")]
+    await handler.handle([_record(i, encode(e)) for i, e in enumerate(events)])
+    (call,) = store.calls
+    assert [(d.offset, d.kind) for d in call["dead_letters"]] == [(1, "unstorable")]
+    assert {r.notice.order_id for r, _ in call["inserts"]} == {"ord-1", "ord-2", "ord-3"}
+    assert store.probes > 1, "bisected in trial transactions"
+    assert set(rendered.values()) == {1} and len(rendered) == 8
+    assert handler.records == 3 and handler.quarantined == 1
 
 
 async def test_an_outage_is_handed_back_as_it_is_never_retried_here_never_quarantined() -> None:
-    class DownStore(FakeStore):
-        probes = 0
-
-        async def record(self, **kw):
-            self.calls.append(kw)
+    class Down(FakeTransaction):
+        async def load(self, event_ids, orders):
             raise asyncpg.ConnectionDoesNotExistError(
                 "connection was closed in the middle of operation"
             )
 
-        async def probe(self, **kw):
-            self.probes += 1
-            return None
-
-    store = DownStore()
+    store = FakeStore()
+    store.transaction_for = Down  # type: ignore[method-assign]
     handler = BatchHandler(store, POLICY, renderer(), FakeClock())  # type: ignore[arg-type]
     with pytest.raises(asyncpg.ConnectionDoesNotExistError) as raised:
         await handler.handle([_record(1, encode(b.backordered("ord-1", b.customer())))])
     # The consumer runtime backs off and reads the batch again (one retry policy, not two).
     assert is_transient(raised.value)
-    assert len(store.calls) == 1, "not retried in place"
+    assert store.calls == [], "nothing committed, not retried in place"
     assert store.probes == 0 and handler.quarantined == 0, "an outage is not poison"
 
 
 async def test_a_bug_is_a_batch_failure_without_message_content() -> None:
-    class BrokenStore(FakeStore):
-        async def record(self, **kw):
+    class Broken(FakeTransaction):
+        async def write(self, inserts, updates, now):
             raise asyncpg.UniqueViolationError(
                 "duplicate key value violates unique constraint, Key (x)=(Eve)"
             )
 
-    handler = BatchHandler(BrokenStore(), POLICY, renderer(), FakeClock())  # type: ignore[arg-type]
+    store = FakeStore()
+    store.transaction_for = Broken  # type: ignore[method-assign]
+    handler = BatchHandler(store, POLICY, renderer(), FakeClock())  # type: ignore[arg-type]
     with pytest.raises(BatchFailed) as raised:
         await handler.handle([_record(1, encode(b.backordered("ord-1", b.customer())))])
     assert not is_transient(raised.value), (

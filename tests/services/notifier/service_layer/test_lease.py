@@ -86,7 +86,13 @@ async def test_a_send_longer_than_the_configured_lease_is_not_sent_again_by_a_se
         assert notice is not None
         assert (
             await store.insert(
-                [Row(channel="email", notice=notice, due=clock.now())], renderer(), clock.now()
+                [
+                    (
+                        Row(channel="email", notice=notice, due=clock.now()),
+                        renderer()(notice, "email"),
+                    )
+                ],
+                clock.now(),
             )
             == 1
         )
