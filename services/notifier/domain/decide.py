@@ -280,7 +280,10 @@ def update_held_eta_notice(held: Notice, later: Notice) -> Notice | None:
     kept = _without_news(lines)
     if not kept:
         return None
-    return held.model_copy(update={"lines": kept})
+    # A notice stored before consent links existed takes the later one's.
+    return held.model_copy(
+        update={"lines": kept, "consent_url": held.consent_url or later.consent_url}
+    )
 
 
 def fold(held: Notice, later: Notice) -> tuple[Notice | None, Notice | None]:

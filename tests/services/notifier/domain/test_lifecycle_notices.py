@@ -443,3 +443,27 @@ def test_the_consent_link_is_configured_like_the_cancel_link() -> None:
     assert notice.consent_url == "https://shop.example/c/o%201?agree=1"
     with pytest.raises(ConfigError, match="FULFIL_CONSENT_URL_TEMPLATE"):
         load_notifier_settings(fulfil_consent_url_template="https://shop.example/consent")
+
+
+def test_a_held_notice_stored_before_consent_links_takes_the_later_events_link() -> None:
+    from services.notifier.domain.decide import fold
+
+    cust = b.customer()
+    held = notice_for(b.eta_changed("o1", cust), POLICY).model_copy(update={"consent_url": None})
+    held = Notice.from_json(held.to_json())  # as an older notifier stored it
+    assert held.consent_url is None
+    waiting = b.line(
+        1,
+        "SKU-1",
+        5,
+        allocated=2,
+        backordered=3,
+        eta=date(2026, 4, 21),
+        promised_eta=date(2026, 4, 14),
+        consent="required",
+    )
+    later = notice_for(b.backorder_allocated("o1", cust, lines=[waiting]), POLICY)
+    updated, _ = fold(held, later)
+    assert updated is not None and updated.consent_url == CONSENT
+    text = render_email(updated).text
+    assert "needs your agreement" in text and CONSENT in text and "None" not in text
