@@ -92,8 +92,10 @@ def notifications(
     typer.echo(summary or "the outbox is empty")
     for r in rows:
         when = _when(r["sent_at"]) if r["status"] == "sent" else _when(r["next_attempt_at"])
+        # A back-in-stock message is about a stock alert, not an order.
+        about = f"order {r['order_id']}" if r["order_id"] is not None else f"alert {r['alert_id']}"
         line = (
-            f"{r['id']:>8}  {r['status']:<10} {r['channel']:<7} {r['kind']:<17} order {r['order_id']}"
+            f"{r['id']:>8}  {r['status']:<10} {r['channel']:<7} {r['kind']:<17} {about}"
             f"  attempts {r['attempts']}  {'sent' if r['status'] == 'sent' else 'due'} {when}"
         )
         if r["last_error"]:
