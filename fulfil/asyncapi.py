@@ -190,9 +190,32 @@ def _message(name: str, schema: dict[str, Any]) -> dict[str, Any]:
 def _one_message_per_event(document: dict[str, Any]) -> dict[str, Any]:
     components = document["components"]
     schemas: dict[str, Any] = components["schemas"]
-    old_messages: dict[str, Any] = components["messages"]
     channels: dict[str, Any] = document["channels"]
 
+    carried = _carried(channels, components["messages"], schemas)
+    messages: dict[str, Any] = {}
+    for key, channel in channels.items():
+        names = carried[key]
+        channel["messages"] = {n: {"$ref": _pointer("components", "messages", n)} for n in names}
+        for name in names:
+            messages[name] = _message(name, schemas[name])
+    for operation in document["operations"].values():
+        key = _target(operation["channel"], "#/channels/")
+        operation["messages"] = [
+            {"$ref": _pointer("channels", key, "messages", n)} for n in carried[key]
+        ]
+    components["messages"] = messages
+
+    # FastStream's per-endpoint wrappers ("<title>:Message:Payload", EmptyPayload) are now unused.
+    reachable = _reachable(list(messages), schemas)
+    components["schemas"] = {n: s for n, s in schemas.items() if n in reachable}
+    return document
+
+
+def _carried(
+    channels: dict[str, Any], old_messages: dict[str, Any], schemas: dict[str, Any]
+) -> dict[str, list[str]]:
+    """The event types each channel carries, by channel key."""
     carried: dict[str, list[str] | None] = {}
     for key, channel in channels.items():
         names: list[str] | None = []
@@ -206,43 +229,41 @@ def _one_message_per_event(document: dict[str, Any]) -> dict[str, Any]:
                 else names + [n for n in found if n not in names]
             )
         carried[key] = names
+    return _resolve_raw_handlers(channels, carried)
 
+
+def _resolve_raw_handlers(
+    channels: dict[str, Any], carried: dict[str, list[str] | None]
+) -> dict[str, list[str]]:
+    """A raw handler's channel (None: its payload names no event) carries what its address
+    carries on the other channels."""
     by_address: dict[str, list[str]] = {}
     for key, names in carried.items():
         for name in names or ():
             seen = by_address.setdefault(channels[key]["address"], [])
             if name not in seen:
                 seen.append(name)
+    resolved: dict[str, list[str]] = {}
     for key, names in carried.items():
         if names is None:  # a raw handler: what the address carries
             address = channels[key]["address"]
             if address not in by_address:
                 raise ValueError(f"nothing documents the messages on {address} (channel {key})")
-            carried[key] = list(by_address[address])
+            names = list(by_address[address])
+        resolved[key] = names
+    return resolved
 
-    messages: dict[str, Any] = {}
-    for key, channel in channels.items():
-        names = carried[key] or []
-        channel["messages"] = {n: {"$ref": _pointer("components", "messages", n)} for n in names}
-        for name in names:
-            messages[name] = _message(name, schemas[name])
-    for operation in document["operations"].values():
-        key = _target(operation["channel"], "#/channels/")
-        operation["messages"] = [
-            {"$ref": _pointer("channels", key, "messages", n)} for n in carried[key] or []
-        ]
-    components["messages"] = messages
 
-    # FastStream's per-endpoint wrappers ("<title>:Message:Payload", EmptyPayload) are now unused.
+def _reachable(roots: list[str], schemas: dict[str, Any]) -> set[str]:
+    """The schemas `roots` name, and those they refer to, transitively."""
     reachable: set[str] = set()
-    pending = list(messages)
+    pending = list(roots)
     while pending:
         name = pending.pop()
         if name not in reachable:
             reachable.add(name)
             pending.extend(_schema_refs(schemas[name]))
-    components["schemas"] = {n: s for n, s in schemas.items() if n in reachable}
-    return document
+    return reachable
 
 
 def _schema_refs(node: Any) -> list[str]:

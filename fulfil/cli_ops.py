@@ -4,22 +4,37 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-from typing import Annotated
+import re
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from fulfil.cli_common import JsonOption, fail_usage
 from fulfil_platform.config import load_settings
 from fulfil_platform.logs import redact_pii
+from fulfil_platform.tables import FREE_TEXT, Table, WideOption, col, print_table, with_columns
 from schemas.registry import base_topics
 
-dlq_app = typer.Typer(help="List, show and redrive dead letters.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from fulfil_platform.config import Settings
+    from services.allocator.entrypoints.replay import ReplayReport
+
+dlq_app = typer.Typer(
+    help="List, show and redrive dead letters.\n\nExample: fulfil dlq list --wide",
+    no_args_is_help=True,
+)
 console = Console()
 err = Console(stderr=True)
+
+
+def _ref(value: str | None) -> str | None:
+    """A dead letter's REF is TOPIC:PARTITION:OFFSET; anything else is a usage error (exit 2)."""
+    if value is not None and not re.fullmatch(r"[^\s:]+:\d+:\d+", value):
+        raise typer.BadParameter(f"{value!r} is not TOPIC:PARTITION:OFFSET (see `fulfil dlq list`)")
+    return value
 
 
 def _dump(document: object) -> None:
@@ -39,9 +54,10 @@ def replay(
     ] = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Re-fold the command log in-process (no broker writes); exit 1 on divergence with --verify."""
-    from services.allocator.entrypoints.replay import replay as run_replay
+    """Re-fold the command log in-process (no broker writes); exit 1 on divergence with --verify.
 
+    Example: fulfil replay --verify --partition 2
+    """
     settings = load_settings()
     settings.require_kafka()
     for p in partition or ():
@@ -49,6 +65,29 @@ def replay(
             raise typer.BadParameter(
                 f"partition {p} does not exist (FULFIL_PARTITIONS={settings.fulfil_partitions})"
             )
+    report, elapsed = _replay_with_progress(
+        settings, partition, from_offset, verify, quiet=json_output
+    )
+    document = _replay_document(report, verify, elapsed)
+    if json_output:
+        _dump(document)
+    else:
+        _print_replay(document, report, verify, elapsed)
+    if report.divergence:
+        raise typer.Exit(1)
+
+
+def _replay_with_progress(
+    settings: Settings,
+    partition: list[int] | None,
+    from_offset: int,
+    verify: bool,
+    *,
+    quiet: bool,
+) -> tuple[ReplayReport, float]:
+    """The replay's report and its seconds, with a progress bar on stderr unless `quiet`."""
+    from services.allocator.entrypoints.replay import replay as run_replay
+
     with Progress(
         TextColumn("replaying"),
         BarColumn(),
@@ -57,7 +96,7 @@ def replay(
         TimeRemainingColumn(),
         console=err,
         transient=True,
-        disable=json_output,
+        disable=quiet,
     ) as bar:
         task = bar.add_task("replay", total=None, rate="")
         loop = asyncio.new_event_loop()
@@ -80,8 +119,12 @@ def replay(
             elapsed = loop.time() - started
         finally:
             loop.close()
+    return report, elapsed
+
+
+def _replay_document(report: ReplayReport, verify: bool, elapsed: float) -> dict[str, Any]:
     commands = sum(p.commands for p in report.partitions)
-    document = {
+    return {
         "verified": verify and report.divergence is None,
         "commands": commands,
         "outputs": sum(p.outputs for p in report.partitions),
@@ -99,38 +142,50 @@ def replay(
         ],
         "divergence": report.divergence.as_dict() if report.divergence else None,
     }
-    if json_output:
-        _dump(document)
-    else:
+
+
+def _print_replay(
+    document: dict[str, Any], report: ReplayReport, verify: bool, elapsed: float
+) -> None:
+    console.print(
+        f"re-folded {document['commands']:,} commands into {document['outputs']:,} outputs in {elapsed:.1f}s "
+        f"({document['commands_per_s'] or 0:,} commands/s)"
+    )
+    if verify and report.divergence is None:
         console.print(
-            f"re-folded {commands:,} commands into {document['outputs']:,} outputs in {elapsed:.1f}s "
-            f"({document['commands_per_s'] or 0:,} commands/s)"
+            f"[green]verified[/green]: {document['compared']:,} outputs on allocations.v1 equal the re-fold"
         )
-        if verify and report.divergence is None:
-            console.print(
-                f"[green]verified[/green]: {document['compared']:,} outputs on allocations.v1 equal the re-fold"
-            )
-        elif report.divergence:
-            d = report.divergence
-            console.print(
-                f"[red]divergence[/red] in partition {d.partition} at command offset {d.command_offset}, "
-                f"output {d.output_index} (allocations offset {d.output_offset}): {d.problem}"
-            )
-            console.print(
-                "expected:",
-                d.expected.decode("utf-8", "replace") if d.expected else None,
-                markup=False,
-            )
-            console.print(
-                "actual:  ", d.actual.decode("utf-8", "replace") if d.actual else None, markup=False
-            )
-    if report.divergence:
-        raise typer.Exit(1)
+    elif report.divergence:
+        d = report.divergence
+        console.print(
+            f"[red]divergence[/red] in partition {d.partition} at command offset {d.command_offset}, "
+            f"output {d.output_index} (allocations offset {d.output_offset}): {d.problem}"
+        )
+        console.print(
+            "expected:",
+            d.expected.decode("utf-8", "replace") if d.expected else None,
+            markup=False,
+        )
+        console.print(
+            "actual:  ", d.actual.decode("utf-8", "replace") if d.actual else None, markup=False
+        )
+
+
+DLQ_COUNTS = Table((col("source_topic", "source topic"), col("kind"), col("count", numeric=True)))
+DEAD_LETTERS = Table((
+    col("ref"), col("kind"), col("reason", wrap=FREE_TEXT),
+    col("type", wide=True), col("redriven", wide=True),
+    col("event_id", "event id", wide=True),
+))  # fmt: skip
 
 
 @dlq_app.command("list")
-def dlq_list(json_output: JsonOption = False) -> None:
-    """Dead letters per source topic with reason counts, then each one."""
+@with_columns(DLQ_COUNTS, DEAD_LETTERS)
+def dlq_list(wide: WideOption = False, json_output: JsonOption = False) -> None:
+    """Dead letters per source topic with reason counts, then each one.
+
+    Example: fulfil dlq list --json
+    """
     from fulfil.dlq_tool import counts, dead_letters, redriven_refs
 
     settings = load_settings()
@@ -140,30 +195,27 @@ def dlq_list(json_output: JsonOption = False) -> None:
     if json_output:
         _dump({"counts": counts(letters), "dead_letters": items})
         return
-    table = Table("source topic", "kind", "count", title="dead letters")
-    for row in counts(letters):
-        table.add_row(row["source_topic"], row["kind"], str(row["count"]))
-    console.print(table)
-    detail = Table("ref", "kind", "type", "reason", "redriven")
-    for item in items:
-        detail.add_row(
-            item["ref"],
-            item["kind"],
-            item["type"] or "-",
-            (item["reason"] or "")[:80],
-            "yes" if item["redriven"] else "",
+    print_table(DLQ_COUNTS, counts(letters), title="dead letters", wide=wide)
+    if items:
+        print_table(
+            DEAD_LETTERS, items, title="each one (ref for `dlq show` / `redrive`)", wide=wide
         )
-    console.print(detail)
 
 
 @dlq_app.command("show")
 def dlq_show(
     ref: Annotated[
-        str, typer.Argument(help="TOPIC:PARTITION:OFFSET of the dead letter, as `dlq list` shows.")
+        str,
+        typer.Argument(
+            help="TOPIC:PARTITION:OFFSET of the dead letter, as `dlq list` shows.", callback=_ref
+        ),
     ],
     json_output: JsonOption = False,
 ) -> None:
-    """One dead letter: its headers and original bytes."""
+    """One dead letter: its headers and original bytes.
+
+    Example: fulfil dlq show orders.v1.dlq:0:12
+    """
     from fulfil.dlq_tool import dead_letters, select
 
     found = select(asyncio.run(dead_letters(load_settings())), ref=ref)
@@ -188,7 +240,8 @@ def dlq_show(
 @dlq_app.command("redrive")
 def dlq_redrive(
     ref: Annotated[
-        str | None, typer.Argument(help="One dead letter (TOPIC:PARTITION:OFFSET).")
+        str | None,
+        typer.Argument(help="One dead letter (TOPIC:PARTITION:OFFSET).", callback=_ref),
     ] = None,
     kind: Annotated[
         str | None,
@@ -202,7 +255,10 @@ def dlq_redrive(
     all_: Annotated[bool, typer.Option("--all", help="Every dead letter.")] = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Send dead letters back to their source topic after the cause was fixed (once each)."""
+    """Send dead letters back to their source topic after the cause was fixed (once each).
+
+    Example: fulfil dlq redrive --kind schema_violation
+    """
     from fulfil.dlq_tool import dead_letters, redrive, select
 
     if not (ref or kind or event_type or all_):
@@ -233,7 +289,10 @@ def tail(
         bool, typer.Option("--show-pii", help="Do not redact customer data.")
     ] = False,
 ) -> None:
-    """Pretty-print the envelopes on a topic (customer data redacted unless --show-pii)."""
+    """Pretty-print the envelopes on a topic (customer data redacted unless --show-pii).
+
+    Example: fulfil tail allocations.v1 --follow
+    """
     from fulfil.tailing import UnknownTopic, tail_topic
 
     settings = load_settings()
@@ -279,8 +338,18 @@ def demo(
         bool, typer.Option("--keep-running", help="Leave the stack up until Ctrl-C.")
     ] = False,
 ) -> None:
-    """The whole system on a simulated store: embedded runtime, every service, live progress, results."""
-    from fulfil.demo import run_demo
+    """The whole system on a simulated store: embedded runtime, every service, live progress, results.
+
+    Example: fulfil demo --events 5000 --keep-running
+    """
+    try:
+        from fulfil.demo import run_demo
+    except ImportError:  # aiosmtpd, psutil: the `embedded` extra, left out of production installs
+        typer.echo(
+            "fulfil demo: the embedded runtime is not installed: pip install 'fulfil[embedded]'",
+            err=True,
+        )
+        raise typer.Exit(1) from None
 
     try:
         code = asyncio.run(run_demo(events, seed, keep_running, console))

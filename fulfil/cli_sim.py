@@ -89,52 +89,57 @@ async def _publish(
     return dict(by_topic)
 
 
+_Events = Annotated[
+    int, typer.Option(min=1, max=100_000_000, help="How many messages (20 k ≈ one simulated day).")
+]
+_Seed = Annotated[int, typer.Option(help="Seed: the same arguments give byte-identical output.")]
+_Warehouses = Annotated[int, typer.Option(min=1, max=200, help="Warehouses (stock pools).")]
+_Skus = Annotated[
+    int, typer.Option(min=1, max=200_000, help="SKUs in the catalogue (Zipf-like demand).")
+]
+_Out = Annotated[
+    Path | None,
+    typer.Option(
+        "--out",
+        "-o",
+        dir_okay=False,
+        help="Write JSONL (one envelope per line, publish order) to this file.",
+    ),
+]
+_Publish = Annotated[
+    bool,
+    typer.Option("--publish", help="Publish to the topics instead (key = warehouse_id, batched)."),
+]
+_InvalidRate = Annotated[
+    float,
+    typer.Option(min=0.0, max=1.0, help="Share of invalid messages the router must dead-letter."),
+]
+_Rate = Annotated[
+    float,
+    typer.Option(
+        min=0.0,
+        help="With --publish: events per second (0 = as fast as possible). Orders and inventory are separate topics, so only a paced publish keeps their simulated order on the command log.",
+    ),
+]
+
+
 def simulate(
-    events: Annotated[
-        int,
-        typer.Option(min=1, max=100_000_000, help="How many messages (20 k ≈ one simulated day)."),
-    ] = 20_000,
-    seed: Annotated[
-        int, typer.Option(help="Seed: the same arguments give byte-identical output.")
-    ] = 1,
-    warehouses: Annotated[int, typer.Option(min=1, max=200, help="Warehouses (stock pools).")] = 3,
-    skus: Annotated[
-        int, typer.Option(min=1, max=200_000, help="SKUs in the catalogue (Zipf-like demand).")
-    ] = 300,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            "--out",
-            "-o",
-            dir_okay=False,
-            help="Write JSONL (one envelope per line, publish order) to this file.",
-        ),
-    ] = None,
-    publish: Annotated[
-        bool,
-        typer.Option(
-            "--publish", help="Publish to the topics instead (key = warehouse_id, batched)."
-        ),
-    ] = False,
-    invalid_rate: Annotated[
-        float,
-        typer.Option(
-            min=0.0, max=1.0, help="Share of invalid messages the router must dead-letter."
-        ),
-    ] = 0.005,
-    rate: Annotated[
-        float,
-        typer.Option(
-            min=0.0,
-            help="With --publish: events per second (0 = as fast as possible). Orders and inventory are separate topics, so only a paced publish keeps their simulated order on the command log.",
-        ),
-    ] = 0.0,
+    events: _Events = 20_000,
+    seed: _Seed = 1,
+    warehouses: _Warehouses = 3,
+    skus: _Skus = 300,
+    out: _Out = None,
+    publish: _Publish = False,
+    invalid_rate: _InvalidRate = 0.005,
+    rate: _Rate = 0.0,
     json_output: JsonOption = False,
 ) -> None:
     """Generate realistic store traffic: orders, receipts, inbounds, delays, adjustments, cancellations, policies.
 
     Writes JSONL to --out, publishes with --publish, or writes JSONL to stdout.
     A summary goes to stdout (--json: one JSON document) unless stdout carries the JSONL.
+
+    Example: fulfil simulate --events 5000 --seed 7 --out day.jsonl
     """
     from fulfil.simulation import generate
 
@@ -416,7 +421,10 @@ def trace(
     ] = False,
     json_output: JsonOption = False,
 ) -> None:
-    """The order's causal history: its inputs, the inventory events that moved it, every allocation event, dead letters, notifications."""
+    """The order's causal history: its inputs, the inventory events that moved it, every allocation event, dead letters, notifications.
+
+    Example: fulfil trace ord-1-0000042 -w berlin-1
+    """
     from fulfil.tracing import TraceError, trace_order
 
     settings = load_settings()

@@ -11,17 +11,23 @@ import orjson
 import typer
 
 from fulfil.cli_common import fail_usage
-from fulfil_platform.config import load_settings
+from fulfil_platform.config import Settings, load_settings
 from fulfil_platform.logs import configure_logging
 
-topics_app = typer.Typer(help="Manage the Kafka topics of the service.", no_args_is_help=True)
+topics_app = typer.Typer(
+    help="Manage the Kafka topics of the service.\n\nExample: fulfil topics list",
+    no_args_is_help=True,
+)
 
 
 @topics_app.command("create")
 def topics_create(
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON document.")] = False,
 ) -> None:
-    """Create every topic (inputs, commands, allocations, dead letters); idempotent."""
+    """Create every topic (inputs, commands, allocations, dead letters); idempotent.
+
+    Example: FULFIL_PARTITIONS=12 fulfil topics create
+    """
     from fulfil_platform.kafka import create_topics
 
     settings = load_settings()
@@ -41,18 +47,47 @@ def publish(
         typer.Argument(exists=True, dir_okay=False, readable=True, help="JSONL file of envelopes."),
     ],
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+    ordered: Annotated[
+        bool,
+        typer.Option(
+            "--ordered",
+            help="Send each line only after the previous one had its effect (the allocator "
+            "processed it, or it was dead-lettered), so the allocator folds the file in its "
+            "order; prints what each line led to. Needs `fulfil allocator` running.",
+        ),
+    ] = False,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout",
+            min=0.1,
+            metavar="SECONDS",
+            help="With --ordered: how long one line may take before publishing stops (exit 1).",
+        ),
+    ] = 60.0,
 ) -> None:
     """Validate each line and publish it to the topic its `type` belongs to.
 
     Bad lines are reported with their line number and reason; good lines are
-    still published. Exit code 1 if any line was bad. A ClockTicked line goes to
-    every command partition, as `fulfil clock tick --now` writes it. A file with an
+    still published. Exit code 1 if any line was bad (or, with --ordered, was
+    dead-lettered, or had no effect in time). A ClockTicked line goes to every
+    command partition, as `fulfil clock tick --now` writes it. A file with an
     allocation event (allocations.v1 is the allocator's) is refused whole: exit 2.
+
+    Orders and inventory travel on two topics, so without --ordered the allocator
+    may fold them in another order than the file's. With --ordered a line's effect
+    is its dead letter, or the allocator core having processed it: its outputs, or
+    none for a duplicate or a statement that changed nothing (fulfil/publishing.py).
+
+    Example: fulfil publish --ordered examples/walk/1-monday.jsonl
     """
     from fulfil.publishing import NotAnInput, publish_file
 
     settings = load_settings()
     configure_logging(settings.fulfil_log_level, settings.fulfil_log_format)
+    if ordered:
+        _publish_ordered(settings, file, json_output, timeout)
+        return
     try:
         report = asyncio.run(publish_file(settings, file))
     except NotAnInput as exc:
@@ -82,6 +117,46 @@ def publish(
         raise typer.Exit(1)
 
 
+def _publish_ordered(settings: Settings, file: Path, json_output: bool, timeout: float) -> None:
+    from fulfil.publishing import Effect, NoEffect, NotAnInput, publish_ordered
+
+    def show(effect: Effect) -> None:
+        if not json_output:
+            typer.echo(
+                f"{effect.line_no:>3} {effect.event_type} {effect.subject}: {effect.summary()}"
+            )
+
+    try:
+        report = asyncio.run(publish_ordered(settings, file, timeout=timeout, on_effect=show))
+    except NotAnInput as exc:
+        raise fail_usage(str(exc)) from None
+    except NoEffect as exc:
+        typer.echo(f"fulfil: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for line_no, reason in report.bad:
+        typer.echo(f"{file}:{line_no}: {reason}", err=True)
+    if json_output:
+        typer.echo(
+            orjson.dumps(
+                {
+                    "published": report.published,
+                    "by_topic": report.by_topic,
+                    "ticks": report.ticks,
+                    "bad": [{"line": n, "reason": r} for n, r in report.bad],
+                    "effects": [e.to_json() for e in report.effects],
+                }
+            ).decode()
+        )
+    else:
+        topics = ", ".join(f"{n} to {t}" for t, n in sorted(report.by_topic.items()))
+        typer.echo(
+            f"published {report.published} events in order ({topics or 'none'}); "
+            f"{report.dead_lettered} dead-lettered; {len(report.bad)} bad lines"
+        )
+    if report.bad or report.dead_lettered:
+        raise typer.Exit(1)
+
+
 class Stage(StrEnum):
     all = "all"
     router = "router"
@@ -93,7 +168,10 @@ def allocator(
         Stage, typer.Option(help="Run both stages, or one to scale them apart.")
     ] = Stage.all,
 ) -> None:
-    """Run the allocator (router + core) until SIGTERM/SIGINT; graceful stop exits 0."""
+    """Run the allocator (router + core) until SIGTERM/SIGINT; graceful stop exits 0.
+
+    Example: fulfil allocator --stage core
+    """
     settings = load_settings()
     settings.require_kafka()
     from services.allocator.entrypoints.app import run_allocator

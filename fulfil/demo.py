@@ -240,6 +240,37 @@ async def invariant_check(settings: Settings) -> InvariantReport:
 
 
 async def run_demo(events: int, seed: int, keep_running: bool, console: Console) -> int:
+    """The demo; SIGTERM at any moment stops everything it started and returns 0 (a
+    graceful stop, like a service's), whatever stage it was in."""
+    task = asyncio.current_task()
+    assert task is not None
+    terminated = False
+
+    def terminate() -> None:
+        nonlocal terminated
+        if not terminated:  # one cancellation: the clean-up itself must not be cut short
+            terminated = True
+            task.cancel()
+
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGTERM, terminate)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+        pass
+    try:
+        return await _run_demo(events, seed, keep_running, console)
+    except asyncio.CancelledError:
+        if not terminated:
+            raise
+        task.uncancel()
+        console.print("fulfil demo: stopped (SIGTERM); everything it started was stopped")
+        return 0
+    finally:
+        with suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.remove_signal_handler(signal.SIGTERM)
+
+
+async def _run_demo(events: int, seed: int, keep_running: bool, console: Console) -> int:
     from fulfil.simulation import simulate_records
 
     base = load_settings()

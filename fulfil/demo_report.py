@@ -31,14 +31,16 @@ def show_state(
     mail: MailSink,
     root: Path,
 ) -> None:
-    """The backlog, the late inbounds, the deposits and a few customer emails."""
+    """The backlog and its aging, the late inbounds, the deposits and a few customer emails."""
     console.rule("[bold]backlog[/bold] (fulfil backlog)")
     _query(console, env, "backlog")
-    if last_at is not None:
-        console.rule(
-            f"[bold]late inbound shipments[/bold] (fulfil inbound --late --as-of {last_at:%Y-%m-%d %H:%M})"
-        )
-        _query(console, env, "inbound", "--late", "--as-of", last_at.isoformat())
+    if last_at is not None:  # the simulated day's end, not the wall clock
+        shown = last_at.isoformat(timespec="minutes")  # with its zone: the tables say UTC
+        as_of = last_at.isoformat()
+        console.rule(f"[bold]backlog aging[/bold] (fulfil aging --as-of {shown})")
+        _query(console, env, "aging", "--as-of", as_of)
+        console.rule(f"[bold]late inbound shipments[/bold] (fulfil inbound --late --as-of {shown})")
+        _query(console, env, "inbound", "--late", "--as-of", as_of)
     console.rule("[bold]customer deposits[/bold] (fulfil deposits --limit 5)")
     _query(console, env, "deposits", "--limit", "5")
     console.rule(f"[bold]customer emails[/bold] ({mail.count:,} sent; all in {root / 'mail'})")

@@ -18,18 +18,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from fulfil.trace_build import (
-    TRACED_TOPICS,
-    Matcher,
-    Record,
-    TracePlan,
-    build_trace,
-    input_partitions,
-    locate,
-    outputs_of,
-    wanted_ids,
-)
+from fulfil.trace_build import build_trace
 from fulfil.trace_model import Entry, Trace
+from fulfil.trace_passes import input_partitions, locate, outputs_of, wanted_ids
+from fulfil.trace_plan import TRACED_TOPICS, Matcher, TracePlan
+from fulfil.trace_records import Record
 from fulfil.trace_summary import redact, summarize
 from fulfil_platform import kafka
 from fulfil_platform.config import Settings

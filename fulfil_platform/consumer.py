@@ -1,18 +1,10 @@
 """One consumer runtime for every service: poll, recover, handle, commit, stop.
 
-A service supplies two things and nothing else:
-
-- a **position port** (`Positions`): where its positions live. On assignment
-  `recover(partitions)` rebuilds whatever the service keeps per partition and
-  returns the next offset to read for each; on revoke (and on a graceful
-  stop) `release(partitions)` lets go cleanly (may persist); after a failed
-  batch `discard(partitions)` drops the partitions' in-memory state unseen
-  (it may be ahead of what reached the outside world);
-- a **batch handler** (`Handler`): gets a `Batch` (records per partition, in
-  log order, each partition continuing exactly at its expected offset) and
-  returns the next offset per partition it finished (or None: all of them).
-  It calls `await batch.fence()` right before its first write to the outside
-  world that another owner of the partitions would also make.
+A service supplies a position port and a batch handler
+(`fulfil_platform.consumer_ports`, which says how each service implements them)
+and imports what it runs on from here: the runtime, those ports, `stop_on_signals`
+(`fulfil_platform.event_loop`) and `is_transient`/`wait_out`
+(`fulfil_platform.transient`).
 
 What the runtime guarantees, in one place:
 
@@ -53,226 +45,48 @@ What the runtime guarantees, in one place:
   caller returns normally and the process exits 0.
 - **Lag and health** through `fulfil_platform.metrics.Progress` (lag watcher, batch
   timing, not-ready reasons).
-
-The projector (offsets in PostgreSQL, same transaction as rows) is ported:
-`recover` = `store.init_offsets(...)`; `release`/`discard` = forget its
-positions; the handler applies the batch in chunks (one transaction each,
-the next chunk decoded meanwhile) and raises `OffsetsMoved` (a `Fenced`) on
-`StalePositions`. When its database connection is lost its `idle` calls
-`recover_again()`: asynchronous commits may have been lost with it.
-
-Porting the notifier (outbox rows + offsets in one transaction): replace the
-FastStream subscriber with this runtime; `recover` = `store.stored_offsets`
-(falling back to Kafka's committed offset: return `await
-runtime.consumer.committed(tp)` or 0), `release`/`discard` = nothing; the
-handler = `BatchHandler.handle(records)` (it no longer needs its own retry:
-raise and the runtime re-reads the batch with backoff), `commit_offsets=True`.
-
-The core (services/allocator/entrypoints/core.py) is the first user: its
-positions are snapshots plus the output tail; it fences before producing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
-import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
-import asyncpg
 from aiokafka import ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import (
-    CommitFailedError,
-    IllegalStateError,
-    KafkaConnectionError,
-    KafkaError,
-    KafkaTimeoutError,
-    NodeNotReadyError,
-    RequestTimedOutError,
-)
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential_jitter
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from fulfil_platform import kafka
 from fulfil_platform.config import Settings
+from fulfil_platform.consumer_ports import (
+    EXIT_REFUSED,
+    Batch,
+    Fenced,
+    Handler,
+    Positions,
+    Refused,
+)
+from fulfil_platform.event_loop import StallWatch, stop_on_signals
 from fulfil_platform.logs import get_logger
 from fulfil_platform.metrics import Progress, watch_lag
+from fulfil_platform.transient import is_transient, wait_out
+
+__all__ = [
+    "EXIT_REFUSED",
+    "Batch",
+    "ConsumerRuntime",
+    "Fenced",
+    "Handler",
+    "Positions",
+    "Refused",
+    "is_transient",
+    "stop_on_signals",
+    "wait_out",
+]
 
 log = get_logger("platform.consumer")
-
-_T = TypeVar("_T")
-
-# Exit code of a process that refuses to run on inconsistent state (see Refused).
-EXIT_REFUSED = 3
-
-# SQLSTATE classes that mean "the database is (temporarily) not there or busy":
-# 08 connection, 53 insufficient resources, 57 operator intervention (shutdown,
-# crash recovery), 40 rollback (serialization, deadlock), 55 lock not available.
-_TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "40", "55"})
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Infrastructure trouble worth waiting out (broker or database away), not a bug or bad data."""
-    if isinstance(exc, Fenced):
-        return True
-    if isinstance(exc, (OSError, TimeoutError, ConnectionError, asyncpg.InterfaceError)):
-        return True
-    if isinstance(exc, KafkaError):
-        return bool(getattr(exc, "retriable", False)) or isinstance(
-            exc,
-            (
-                KafkaTimeoutError,
-                KafkaConnectionError,
-                NodeNotReadyError,
-                RequestTimedOutError,
-                CommitFailedError,
-            ),
-        )
-    if isinstance(exc, asyncpg.PostgresError):
-        state = getattr(exc, "sqlstate", None) or ""
-        return state[:2] in _TRANSIENT_SQLSTATE_CLASSES
-    # A wrapper (the migration runner's DB-API errors) is as transient as what it wraps.
-    cause = exc.__cause__
-    return cause is not None and cause is not exc and is_transient(cause)
-
-
-STARTUP_BACKOFF = wait_exponential_jitter(multiplier=0.2, max=10.0, jitter=0.2)
-
-
-async def wait_out(
-    step: Callable[[], Awaitable[_T]],
-    stop: asyncio.Event,
-    *,
-    what: str,
-    max_unexpected: int = 1,
-    on_retry: Callable[[BaseException, int], None] | None = None,
-) -> _T | None:
-    """Run `step` until it succeeds, waiting out a broker or database that is away.
-
-    A service starting while PostgreSQL restarts or the broker is unreachable
-    must wait, not exit: that would stall it behind an orchestrator's back-off.
-    Transient failures are retried with exponential backoff and jitter for as
-    long as it takes; other failures up to `max_unexpected` attempts in all,
-    then the last one is raised. Returns None if `stop` is set meanwhile."""
-    unexpected = 0
-
-    def retry(exc: BaseException) -> bool:
-        nonlocal unexpected
-        if is_transient(exc):
-            return True
-        unexpected += 1
-        return isinstance(exc, Exception) and unexpected < max_unexpected
-
-    async def pause(seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), seconds)
-
-    def failed(state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        assert exc is not None
-        log.warning(
-            f"{what} failed; retrying",
-            error=type(exc).__name__,
-            detail=str(exc)[:200],
-            attempt=state.attempt_number,
-        )
-        if on_retry is not None:
-            on_retry(exc, state.attempt_number)
-
-    async for attempt in AsyncRetrying(
-        wait=STARTUP_BACKOFF,
-        retry=retry_if_exception(retry),
-        sleep=pause,
-        before_sleep=failed,
-        reraise=True,
-    ):
-        with attempt:
-            if stop.is_set():
-                return None
-            return await step()
-    return None  # pragma: no cover - AsyncRetrying either returns from the block or raises
-
-
-class Fenced(Exception):
-    """This member lost (or may have lost) the batch's partitions: write nothing of it."""
-
-
-class Refused(Exception):
-    """Stop the service: running on would be wrong. The message is one line for the operator,
-    naming the remedy; the process exits with `exit_code`."""
-
-    exit_code = EXIT_REFUSED
-
-
-@dataclass
-class Batch:
-    records: dict[TopicPartition, list[Any]]
-    fence: Callable[[], Awaitable[None]]
-
-
-class Positions(Protocol):
-    async def recover(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-        """Rebuild the partitions' state; the next offset to read per partition. Raise to retry later."""
-        ...
-
-    async def release(self, partitions: list[TopicPartition]) -> None:
-        """The partitions leave cleanly (revoked, or a graceful stop): persist if useful, forget."""
-        ...
-
-    async def discard(self, partitions: list[TopicPartition]) -> None:
-        """A batch of these partitions failed: forget their state without persisting it."""
-        ...
-
-
-Handler = Callable[[Batch], Awaitable[Mapping[TopicPartition, int] | None]]
-
-
-@contextlib.contextmanager
-def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
-    """SIGTERM and SIGINT set `stop` (graceful stop) while inside; no-op outside the main thread."""
-    loop = asyncio.get_running_loop()
-    installed = []
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(signum, stop.set)
-            installed.append(signum)
-        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests)
-            pass
-    try:
-        yield
-    finally:
-        for signum in installed:
-            loop.remove_signal_handler(signum)
-
-
-class StallWatch:
-    """Notices when the event loop did not run for `threshold` seconds (SIGSTOP, GC, a long
-    synchronous step): heartbeats did not go out either, so the group may have moved on."""
-
-    def __init__(self, threshold: float):
-        self.threshold = threshold
-        self.last_tick = time.monotonic()
-        self.last_stall = float("-inf")
-
-    async def run(self, stop: asyncio.Event) -> None:
-        tick = min(0.1, self.threshold / 4)
-        while not stop.is_set():
-            self.observe()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=tick)
-
-    def observe(self) -> None:
-        now = time.monotonic()
-        if now - self.last_tick > self.threshold:
-            self.last_stall = now
-        self.last_tick = now
-
-    def stalled_since(self, since: float) -> bool:
-        """A stall ended after `since`, or the loop is stalled right now (this very step)."""
-        return self.last_stall >= since or time.monotonic() - self.last_tick > self.threshold
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
@@ -429,16 +243,7 @@ class ConsumerRuntime:
     # ------------------------------------------------------------------ recovery
 
     async def _recover_due(self) -> None:
-        if not self.unrecovered:
-            return
-        assigned = self.consumer.assignment()
-        for tp in [tp for tp in self.unrecovered if tp not in assigned]:
-            del self.unrecovered[tp]
-        now = time.monotonic()
-        due = sorted(
-            (tp for tp, at in self.unrecovered.items() if at <= now),
-            key=lambda tp: (tp.topic, tp.partition),
-        )
+        due = self._due()
         if not due:
             return
         async with self.lock:
@@ -450,20 +255,7 @@ class ConsumerRuntime:
             except Refused:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure: not recovered, retried
-                delay = self._failed(exc, "recover")
-                for tp in due:
-                    self.unrecovered[tp] = time.monotonic() + delay
-                log.warning(
-                    "partition recovery failed; retrying",
-                    service=self.name,
-                    partitions=[f"{tp.topic}:{tp.partition}" for tp in due],
-                    error=type(exc).__name__,
-                    detail=str(exc)[:200],
-                    retry_in_s=round(delay, 2),
-                )
-                self._report()
-                if not is_transient(exc) and self.unexpected >= self.max_unexpected_failures:
-                    raise
+                self._recovery_failed(due, exc)
                 return
             for tp in due:
                 offset = offsets[tp]
@@ -473,6 +265,36 @@ class ConsumerRuntime:
                 del self.unrecovered[tp]
             self.consumer.resume(*due)
             self._succeeded()
+
+    def _due(self) -> list[TopicPartition]:
+        """The assigned partitions whose recovery is due, in order; forgets unassigned ones."""
+        if not self.unrecovered:
+            return []
+        assigned = self.consumer.assignment()
+        for tp in [tp for tp in self.unrecovered if tp not in assigned]:
+            del self.unrecovered[tp]
+        now = time.monotonic()
+        return sorted(
+            (tp for tp, at in self.unrecovered.items() if at <= now),
+            key=lambda tp: (tp.topic, tp.partition),
+        )
+
+    def _recovery_failed(self, due: list[TopicPartition], exc: Exception) -> None:
+        """Schedule the retry; raise `exc` once too many unexpected failures came in a row."""
+        delay = self._failed(exc, "recover")
+        for tp in due:
+            self.unrecovered[tp] = time.monotonic() + delay
+        log.warning(
+            "partition recovery failed; retrying",
+            service=self.name,
+            partitions=[f"{tp.topic}:{tp.partition}" for tp in due],
+            error=type(exc).__name__,
+            detail=str(exc)[:200],
+            retry_in_s=round(delay, 2),
+        )
+        self._report()
+        if not is_transient(exc) and self.unexpected >= self.max_unexpected_failures:
+            raise exc
 
     def _failed(self, exc: BaseException, what: str) -> float:
         self.failures += 1
@@ -554,20 +376,31 @@ class ConsumerRuntime:
             await self._discard(tps, self._failed(exc, "fenced"))
             return
         except Exception as exc:
-            delay = self._failed(exc, "batch")
-            transient = is_transient(exc)
-            (log.warning if transient else log.error)(
-                "batch failed; nothing committed, it is read again",
-                service=self.name,
-                partitions=[f"{tp.topic}:{tp.partition}" for tp in tps],
-                error=type(exc).__name__,
-                detail=str(exc)[:200],
-                retry_in_s=round(delay, 2),
-            )
-            await self._discard(tps, delay)
-            if not transient and self.unexpected >= self.max_unexpected_failures:
-                raise
+            await self._batch_failed(tps, exc)
             return
+        self._batch_done(records, done)
+
+    async def _batch_failed(self, tps: list[TopicPartition], exc: Exception) -> None:
+        """Read the batch again later; raise `exc` once too many unexpected failures came in a row."""
+        delay = self._failed(exc, "batch")
+        transient = is_transient(exc)
+        (log.warning if transient else log.error)(
+            "batch failed; nothing committed, it is read again",
+            service=self.name,
+            partitions=[f"{tp.topic}:{tp.partition}" for tp in tps],
+            error=type(exc).__name__,
+            detail=str(exc)[:200],
+            retry_in_s=round(delay, 2),
+        )
+        await self._discard(tps, delay)
+        if not transient and self.unexpected >= self.max_unexpected_failures:
+            raise exc
+
+    def _batch_done(
+        self,
+        records: dict[TopicPartition, list[Any]],
+        done: Mapping[TopicPartition, int] | None,
+    ) -> None:
         nexts = (
             dict(done)
             if done is not None

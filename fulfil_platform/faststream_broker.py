@@ -9,6 +9,7 @@ from faststream.kafka import KafkaBroker
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
 from fulfil_platform.config import Settings
+from fulfil_platform.logs import adopt_library_loggers
 
 
 def security(settings: Settings) -> BaseSecurity | None:
@@ -34,6 +35,9 @@ def security(settings: Settings) -> BaseSecurity | None:
 
 
 def broker(settings: Settings) -> KafkaBroker:
+    # FastStream's own loggers write coloured text to stdout/stderr; ours are one JSON
+    # object a line (fulfil_platform.logs): its lines go through the root handler instead.
+    adopt_library_loggers()
     return KafkaBroker(
         settings.require_kafka(),
         security=security(settings),
@@ -44,5 +48,6 @@ def broker(settings: Settings) -> KafkaBroker:
         max_request_size=settings.fulfil_max_message_bytes + 64 * 1024,
         # Per-message INFO logs from the framework would dominate the hot path.
         log_level=logging.DEBUG,
+        logger=logging.getLogger("faststream.access.kafka"),
         graceful_timeout=30.0,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,6 +17,50 @@ from fulfil_platform.topic_reader import read_all
 from schemas.registry import ALLOCATIONS, COMMANDS, DLQ_SUFFIX, INVENTORY, ORDERS, base_topics
 
 Headers = list[tuple[str, bytes]] | tuple[()]
+
+
+class _Producer(AIOKafkaProducer):  # type: ignore[misc]  # aiokafka is untyped
+    """A producer that closes itself when `start()` fails (no broker, a stop request), so a
+    failed start never leaves an unclosed client behind."""
+
+    async def start(self) -> None:
+        try:
+            await super().start()
+        except BaseException:
+            await asyncio.shield(self.stop())
+            raise
+
+
+class _Consumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka is untyped
+    """A consumer that closes itself when `start()` fails (see _Producer), and whose `stop()`
+    does not fail when the broker is gone."""
+
+    async def start(self) -> None:
+        try:
+            await super().start()
+        except BaseException:
+            await asyncio.shield(self.stop())
+            raise
+
+    async def stop(self) -> None:
+        try:
+            await super().stop()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # we are being cancelled
+            # aiokafka 0.14's fetcher cancels its pending fetches on close and awaits them;
+            # one waiting out its retry back-off after a failed fetch (the broker is gone)
+            # re-raises that cancellation, and stop() ends there. Finish closing instead.
+            await self._close_after_fetcher_failure()
+
+    async def _close_after_fetcher_failure(self) -> None:
+        fetcher = self._fetcher
+        for pending in list(getattr(fetcher, "_pending_tasks", ()) or ()):
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pending
+        await self._client.close()
 
 
 def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
@@ -32,7 +77,7 @@ def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
         "request_timeout_ms": settings.kafka_request_timeout_ms,
     }
     options.update(overrides)
-    return AIOKafkaProducer(**settings.kafka_client_options(), **options)
+    return _Producer(**settings.kafka_client_options(), **options)
 
 
 def consumer(
@@ -52,7 +97,7 @@ def consumer(
         **settings.consumer_group_options(),
     }
     options.update(overrides)
-    return AIOKafkaConsumer(*topics, **settings.kafka_client_options(), **options)
+    return _Consumer(*topics, **settings.kafka_client_options(), **options)
 
 
 def all_topics(settings: Settings) -> list[str]:

@@ -137,3 +137,12 @@ def proxied_broker() -> Iterator[Any]:
 def proxied_settings(proxied_broker: Any, settings: Settings) -> Settings:
     """`settings`, with every Kafka client going through `proxied_broker`'s proxy."""
     return settings.model_copy(update={"kafka_bootstrap_servers": proxied_broker.bootstrap})
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Any]:
+    """`spawn(name, args, env)`: a process of the test's own (tests/processes.py), killed at
+    the end of the test if it is still running."""
+    from tests.processes import spawner
+
+    yield from spawner(tmp_path)

@@ -51,6 +51,17 @@ class _Supply(_SimBase):
     def _prelude(self) -> None:
         """The open purchase-order book (placed over the last 30 days) and the opening count."""
         rng = self.rng
+        self._order_book()
+        self._stuck_orders()
+        # Today, for the allocator core: a tick every six simulated hours.
+        for quarter in range(0, 12):
+            self._schedule(quarter * DAY // 4, _TICK, None)
+        self._opening_count()
+        self._schedule(rng.randrange(11 * 3600, 16 * 3600), _DISRUPTION, None)
+
+    def _order_book(self) -> None:
+        """Each supplier's purchase orders of the last 30 days still due, and its next review."""
+        rng = self.rng
         for wh in self.warehouses:
             for supplier in wh.suppliers:
                 day = -rng.randrange(1, int(supplier.period) + 1)
@@ -69,8 +80,11 @@ class _Supply(_SimBase):
                     day -= int(supplier.period)
                 supplier.last_review = 0
                 self._schedule(rng.randrange(9 * 3600, 17 * 3600), _PO_REVIEW, (wh, supplier))
-        # A few purchase orders are stuck at the supplier: their ETA passed days ago and
-        # nothing arrived. The midnight tick that opens trading makes them overdue.
+
+    def _stuck_orders(self) -> None:
+        """A few purchase orders are stuck at the supplier: their ETA passed days ago and
+        nothing arrived. The midnight tick that opens trading makes them overdue."""
+        rng = self.rng
         for wh in self.warehouses:
             for _ in range(STUCK_POS):
                 # Mostly hot SKUs: customers are waiting for them when the date lapses.
@@ -84,10 +98,11 @@ class _Supply(_SimBase):
                     _STUCK,
                     (wh, supplier, {sku: _pack(max(1, round(wh.planned[sku] * 2)))}, eta),
                 )
-        # Today, for the allocator core: a tick every six simulated hours.
-        for quarter in range(0, 12):
-            self._schedule(quarter * DAY // 4, _TICK, None)
-        # The opening stock count, an hour before trading starts.
+
+    def _opening_count(self) -> None:
+        """The opening stock count, an hour before trading starts, and each warehouse's
+        first demand trend."""
+        rng = self.rng
         opening = -3600
         for wh in self.warehouses:
             for sku in range(self.skus):
@@ -102,7 +117,6 @@ class _Supply(_SimBase):
                     wh.available[sku] = units
                     self._schedule(opening, _COUNT, (wh, sku, units))
             self._schedule(rng.randrange(DAY // 2, 3 * DAY), _TREND, wh)
-        self._schedule(rng.randrange(11 * 3600, 16 * 3600), _DISRUPTION, None)
 
     def _scheduled(self, kind: int, payload: Any) -> list[SimRecord]:
         if kind == _RECEIPT:
@@ -309,13 +323,7 @@ class _Supply(_SimBase):
             wh, sku = rng.choice(short)
             supplier = wh.suppliers[wh.supplier_of[sku]]
             reason = "supplier capacity shortage"
-        supplier.open = [i for i in supplier.open if i.pending]
-        horizon = self.now + 6 * DAY
-        late = [
-            i
-            for i in supplier.open
-            if not i.started and self._unloading(i) > self.now and self._midnight(i.eta) <= horizon
-        ]
+        late = self._due_soon(supplier)
         days = self._delay_days()
         records = []
         if late and reason == "supplier capacity shortage" and rng.random() < 0.3:
@@ -326,6 +334,16 @@ class _Supply(_SimBase):
                 self._delay(wh, inbound, days + rng.randrange(0, 2), reason, again=False)
             )
         return records
+
+    def _due_soon(self, supplier: _Supplier) -> list[_Inbound]:
+        """The supplier's open shipments due within six days whose unloading has not begun."""
+        supplier.open = [i for i in supplier.open if i.pending]
+        horizon = self.now + 6 * DAY
+        return [
+            i
+            for i in supplier.open
+            if not i.started and self._unloading(i) > self.now and self._midnight(i.eta) <= horizon
+        ]
 
     def _count(self, wh: _Warehouse, sku: int, qty: int) -> SimRecord:
         """The opening stock count."""

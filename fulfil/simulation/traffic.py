@@ -4,8 +4,9 @@ transfers) and invalid input."""
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from random import Random
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -135,26 +136,12 @@ class _Simulation(_Supply):
         currency = wh.currency if rng.random() < 0.88 else rng.choice(FOREIGN)
         priced = rng.random() < 0.97
         step = 10 if rng.random() < 0.05 else 1  # some upstream systems number lines 10, 20, 30
-        chosen: list[int] = []
-        for _ in range(rng.choices(LINE_COUNTS, LINE_COUNT_W)[0]):
-            sku = rng.choices(range(self.skus), cum_weights=wh.cum)[0]
-            if sku not in chosen:
-                chosen.append(sku)
+        chosen = self._chosen_skus(wh)
         complete = rng.random() < 0.2
         roll = rng.random()
         priority = 10 if roll < 0.02 else 5 if roll < 0.035 else 0
         order_id = f"ord-{self.tag}-{self._next('order'):07d}"
-        lines = []
-        for number, sku in enumerate(chosen, start=1):
-            line: dict[str, Any] = {
-                "line_no": number * step,
-                "sku": self.sku_names[sku],
-                "quantity": rng.choices(QUANTITIES, QUANTITY_W)[0],
-            }
-            if priced:
-                line["unit_price"] = _price(self.base_price[sku], currency)
-                line["currency"] = currency
-            lines.append(line)
+        lines = self._lines(chosen, step, currency if priced else None)
         data = {
             "order_id": order_id,
             "warehouse_id": wh.name,
@@ -167,6 +154,41 @@ class _Simulation(_Supply):
         source = rng.choices(ORDER_SOURCES, ORDER_SOURCE_WEIGHTS)[0]
         event_id, value = self._envelope(OrderPlaced, data, source)
         order = _Order(order_id, wh.index, event_id, complete)
+        self._take_stock(wh, order, lines, chosen)
+        self.recent.append(order)
+        if order.waiting:
+            self.waiting.append(order)
+            if len(self.waiting) > 2_000:
+                self.waiting = [o for o in self.waiting if o.waiting and not o.cancelled][-1_500:]
+        return self._record(ORDERS, wh, value, "OrderPlaced")
+
+    def _chosen_skus(self, wh: _Warehouse) -> list[int]:
+        chosen: list[int] = []
+        for _ in range(self.rng.choices(LINE_COUNTS, LINE_COUNT_W)[0]):
+            sku = self.rng.choices(range(self.skus), cum_weights=wh.cum)[0]
+            if sku not in chosen:
+                chosen.append(sku)
+        return chosen
+
+    def _lines(self, chosen: list[int], step: int, currency: str | None) -> list[dict[str, Any]]:
+        """The order's lines; priced in `currency` unless it is None."""
+        lines = []
+        for number, sku in enumerate(chosen, start=1):
+            line: dict[str, Any] = {
+                "line_no": number * step,
+                "sku": self.sku_names[sku],
+                "quantity": self.rng.choices(QUANTITIES, QUANTITY_W)[0],
+            }
+            if currency is not None:
+                line["unit_price"] = _price(self.base_price[sku], currency)
+                line["currency"] = currency
+            lines.append(line)
+        return lines
+
+    def _take_stock(
+        self, wh: _Warehouse, order: _Order, lines: list[dict[str, Any]], chosen: list[int]
+    ) -> None:
+        """Mirror the allocator: take what is available, queue the rest when it may wait."""
         for line, sku in zip(lines, chosen, strict=True):
             qty = line["quantity"]
             wh.observed[sku] += qty
@@ -180,12 +202,6 @@ class _Simulation(_Supply):
                 order.waiting += rest
                 wh.backlog[sku] += rest
                 wh.queue[sku].append((order, entry))
-        self.recent.append(order)
-        if order.waiting:
-            self.waiting.append(order)
-            if len(self.waiting) > 2_000:
-                self.waiting = [o for o in self.waiting if o.waiting and not o.cancelled][-1_500:]
-        return self._record(ORDERS, wh, value, "OrderPlaced")
 
     def _cancel(self) -> SimRecord | None:
         rng = self.rng
@@ -276,6 +292,13 @@ class _Simulation(_Supply):
         if order is not None:
             wh = self.warehouses[order.wh]
         sku = self.sku_names[rng.choices(range(self.skus), cum_weights=wh.cum)[0]]
+        valid = self._valid_inputs(wh, order_id, sku, at)
+        topic, value = _SPOILERS[kind](rng, valid)
+        return SimRecord(topic, wh.key, value, f"invalid:{kind}", self._at(self.now))
+
+    def _valid_inputs(self, wh: _Warehouse, order_id: str, sku: str, at: str) -> _Valid:
+        """A valid cancellation, receipt and order, for the invalid input to spoil."""
+        rng = self.rng
         base: dict[str, Any] = {
             "id": self._uuid(),
             "version": 1,
@@ -328,64 +351,91 @@ class _Simulation(_Supply):
                 "placed_at": at,
             },
         }
-        topic = ORDERS
-        if kind == "bad_json":
-            doc = rng.choice((cancel, receipt, placed))
-            topic = ORDERS if doc["type"].startswith("Order") else INVENTORY
-            text = orjson.dumps(doc)
-            variant = rng.random()
-            if variant < 0.6:  # cut off mid-message
-                value = text[: rng.randrange(8, len(text) - 2)]
-            elif variant < 0.8:  # a trailing comma
-                value = text[:-1] + b",}"
-            else:  # a Python repr instead of JSON
-                value = repr(doc).encode()
-        elif kind == "unknown_type":
-            doc = rng.choice(
-                (
-                    {**cancel, "type": "OrderUpdated"},
-                    {**receipt, "type": "InventorySnapshot"},
-                    {**cancel, "type": "OrderRefunded"},
-                )
-            )
-            topic = ORDERS if doc["type"].startswith("Order") else INVENTORY
-            value = orjson.dumps(doc)
-        elif kind == "schema_violation":
-            variant = rng.randrange(6)
-            if variant == 0:  # a cancellation without a reason
-                data = dict(cancel["data"])
-                del data["reason"]
-                doc = {**cancel, "data": data}
-            elif variant == 1:
-                doc = {
-                    **placed,
-                    "data": {
-                        **placed["data"],
-                        "customer": {**placed["data"]["customer"], "email": "not-an-email"},
-                    },
-                }
-            elif variant == 2:
-                doc = {
-                    **placed,
-                    "data": {
-                        **placed["data"],
-                        "lines": [{**placed["data"]["lines"][0], "currency": "EURO"}],
-                    },
-                }
-            elif variant == 3:
-                doc = {**placed, "data": {**placed["data"], "lines": []}}
-            elif variant == 4:
-                doc = {**receipt, "data": {**receipt["data"], "received_at": "yesterday"}}
-            else:
-                doc = {**cancel, "version": 2}
-            topic = ORDERS if doc["type"].startswith("Order") else INVENTORY
-            value = orjson.dumps(doc)
-        else:  # negative (or zero) quantities
-            if rng.random() < 0.6:
-                doc = {**receipt, "data": {**receipt["data"], "quantity": -rng.randint(1, 20)}}
-                topic = INVENTORY
-            else:
-                line = {**placed["data"]["lines"][0], "quantity": -rng.randint(1, 3)}
-                doc = {**placed, "data": {**placed["data"], "lines": [line]}}
-            value = orjson.dumps(doc)
-        return SimRecord(topic, wh.key, value, f"invalid:{kind}", self._at(self.now))
+        return _Valid(cancel, receipt, placed)
+
+
+class _Valid(NamedTuple):
+    cancel: dict[str, Any]
+    receipt: dict[str, Any]
+    placed: dict[str, Any]
+
+
+def _topic_of(doc: dict[str, Any]) -> str:
+    return ORDERS if doc["type"].startswith("Order") else INVENTORY
+
+
+def _bad_json(rng: Random, valid: _Valid) -> tuple[str, bytes]:
+    doc = rng.choice(valid)
+    text = orjson.dumps(doc)
+    variant = rng.random()
+    if variant < 0.6:  # cut off mid-message
+        value = text[: rng.randrange(8, len(text) - 2)]
+    elif variant < 0.8:  # a trailing comma
+        value = text[:-1] + b",}"
+    else:  # a Python repr instead of JSON
+        value = repr(doc).encode()
+    return _topic_of(doc), value
+
+
+def _unknown_type(rng: Random, valid: _Valid) -> tuple[str, bytes]:
+    cancel, receipt, _ = valid
+    doc = rng.choice(
+        (
+            {**cancel, "type": "OrderUpdated"},
+            {**receipt, "type": "InventorySnapshot"},
+            {**cancel, "type": "OrderRefunded"},
+        )
+    )
+    return _topic_of(doc), orjson.dumps(doc)
+
+
+def _schema_violation(rng: Random, valid: _Valid) -> tuple[str, bytes]:
+    cancel, receipt, placed = valid
+    variant = rng.randrange(6)
+    if variant == 0:  # a cancellation without a reason
+        data = dict(cancel["data"])
+        del data["reason"]
+        doc = {**cancel, "data": data}
+    elif variant == 1:
+        doc = {
+            **placed,
+            "data": {
+                **placed["data"],
+                "customer": {**placed["data"]["customer"], "email": "not-an-email"},
+            },
+        }
+    elif variant == 2:
+        doc = {
+            **placed,
+            "data": {
+                **placed["data"],
+                "lines": [{**placed["data"]["lines"][0], "currency": "EURO"}],
+            },
+        }
+    elif variant == 3:
+        doc = {**placed, "data": {**placed["data"], "lines": []}}
+    elif variant == 4:
+        doc = {**receipt, "data": {**receipt["data"], "received_at": "yesterday"}}
+    else:
+        doc = {**cancel, "version": 2}
+    return _topic_of(doc), orjson.dumps(doc)
+
+
+def _bad_quantity(rng: Random, valid: _Valid) -> tuple[str, bytes]:
+    """A negative quantity."""
+    _, receipt, placed = valid
+    if rng.random() < 0.6:
+        doc = {**receipt, "data": {**receipt["data"], "quantity": -rng.randint(1, 20)}}
+        return INVENTORY, orjson.dumps(doc)
+    line = {**placed["data"]["lines"][0], "quantity": -rng.randint(1, 3)}
+    doc = {**placed, "data": {**placed["data"], "lines": [line]}}
+    return ORDERS, orjson.dumps(doc)
+
+
+# How each kind of invalid input spoils a valid one: (base topic, the bytes sent).
+_SPOILERS: dict[str, Callable[[Random, _Valid], tuple[str, bytes]]] = {
+    "bad_json": _bad_json,
+    "unknown_type": _unknown_type,
+    "schema_violation": _schema_violation,
+    "bad_quantity": _bad_quantity,
+}

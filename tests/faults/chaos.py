@@ -40,7 +40,7 @@ from typing import Any
 import asyncpg
 from aiokafka.errors import KafkaError
 
-from fulfil import embedded, log_audit
+from fulfil import embedded, embedded_postgresql, log_audit
 from fulfil_platform import kafka
 from fulfil_platform.config import Settings, load_settings
 from schemas.registry import (
@@ -301,7 +301,7 @@ class Postgres:
     def restart_immediate(self) -> None:
         """`pg_ctl restart -m immediate`: every backend dies, open transactions roll back at recovery."""
         options = f"-h {embedded.LOOPBACK} -p {self.handle.port} -k ''"
-        embedded._pg_command(  # noqa: SLF001 - the wheel's pg_ctl as the server's user
+        embedded_postgresql._pg_command(  # noqa: SLF001 - the wheel's pg_ctl as the server's user
             "pg_ctl",
             [
                 "-w",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +38,8 @@ def test_demo_runs_end_to_end_and_stops_everything(tmp_path) -> None:
     out = result.stdout
     for section in (
         "backlog",
+        "backlog aging",
+        "backordered units by days waited",  # the histogram
         "late inbound shipments",
         "customer deposits",
         "customer emails",
@@ -110,3 +114,48 @@ async def test_invariant_check_reads_the_topics_and_catches_a_corrupted_output(s
     report = await invariant_check(settings)
     assert not report.ok
     assert any("corrupted-copy" in p and "!= ordered" in p for p in report.problems)
+
+
+async def test_sigterm_to_the_demo_stops_everything_it_started_and_exits_0(tmp_path, spawn) -> None:
+    """Mid-run (its services up, the day being simulated or published), SIGTERM stops the
+    demo's services, SMTP sink, broker and PostgreSQL, and the demo exits 0."""
+    from tests.kafka_helpers import wait_for
+
+    state = tmp_path / "state"
+    env = {**os.environ, "FULFIL_STATE_DIR": str(state), "COLUMNS": "120"}
+    for name in (
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "DATABASE_URL",
+        "FULFIL_TOPIC_PREFIX",
+        "FULFIL_METRICS_PORT",
+    ):
+        env.pop(name, None)
+    demo = spawn("demo", ["demo", "--events", "200000", "--seed", "4"], env)
+    logs = state / "demo" / "logs"
+    try:
+
+        async def services_up() -> bool:
+            assert demo.running(), demo.output()[-3000:]
+            started = {"allocator": "allocator started", "projector": "projector started",
+                       "notifier": "notifier started"}  # fmt: skip
+            return all(
+                (logs / f"{name}.log").exists() and line in (logs / f"{name}.log").read_text()
+                for name, line in started.items()
+            )
+
+        await wait_for(services_up, timeout=240, interval=0.5, what="the demo's services up")
+        assert await demo.terminate(timeout=180) == 0, demo.output()[-3000:]
+        assert "stopped (SIGTERM)" in demo.output()
+        assert _processes_mentioning(state) == []
+        # Its services stopped gracefully too: each logged its own stop.
+        for name in ("allocator", "projector", "notifier"):
+            assert f"{name} stopped" in (logs / f"{name}.log").read_text(), name
+    finally:
+        # Whatever the outcome: nothing the demo started outlives the test.
+        for pid in _processes_mentioning(state):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        from fulfil import embedded
+
+        if (state / "demo" / "runtime" / "pgdata").exists():
+            embedded.stop_postgres(state / "demo" / "runtime" / "pgdata")

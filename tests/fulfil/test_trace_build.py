@@ -7,8 +7,10 @@ from typing import Any
 
 import orjson
 
-from fulfil.trace_build import Rec, TracePlan, build_trace, partition_for
+from fulfil.trace_build import build_trace
 from fulfil.trace_model import Entry
+from fulfil.trace_plan import TracePlan, partition_for
+from fulfil.trace_records import Rec
 from fulfil.trace_summary import summarize
 from fulfil_platform.dead_letter_writer import H_KIND, H_OFFSET, H_PARTITION, H_REASON, H_TOPIC
 from schemas.allocation_headers import H_COMMAND_OFFSET, H_OUTPUT_INDEX

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from fulfil_platform.consumer import is_transient, wait_out
+from fulfil_platform.transient import is_transient, wait_out
 
 
 class WrappedError(Exception):

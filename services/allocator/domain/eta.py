@@ -21,7 +21,7 @@ skips untouched blocks); with one, the walk visits every line.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import date
 from itertools import accumulate
 from typing import Any
@@ -158,14 +158,28 @@ def recompute_sku_etas(
     if not scheduled and not sku.any_covered:
         queue.clean()  # no dates before, none now
         return
+    etas = [entry[0] for entry in scheduled]
+    ordered = None not in etas  # an overdue inbound breaks the order of dates
+    # Skipping a block trusts its lines' dates to grow along it, as the last walk left them.
+    trusted = ordered and not sku.dates_unordered
+    any_covered = _walk_blocks(queue.blocks, scheduled, mark, trusted)
+    queue.clean()
+    sku.any_covered = any_covered
+    sku.dates_unordered = not ordered
+
+
+def _walk_blocks(
+    blocks: Iterable[QueueBlock], scheduled: Supply, mark: Mark, monotonic: bool
+) -> bool:
+    """Date every block's lines against `scheduled`; whether any line is covered. Untouched
+    blocks may be skipped only when `monotonic` (dates grow along the queue, before and now)."""
     # cumulative scheduled units at the end of each entry, and the entry's date
     ends: list[int] = list(accumulate(entry[2] for entry in scheduled))
     etas: list[date | None] = [entry[0] for entry in scheduled]
     total = ends[-1] if ends else 0
-    monotonic = None not in etas  # an overdue inbound breaks the order of dates
     any_covered = False
     cum = 0  # units waiting ahead of the current block
-    for block in queue.blocks:
+    for block in blocks:
         if not block.dirty and monotonic:
             kept = _kept_dates(block, cum, total, ends, etas)
             if kept is not None:
@@ -174,8 +188,7 @@ def recompute_sku_etas(
                 continue
         cum, covered = _walk_block(block.entries, cum, total, ends, etas, mark)
         any_covered = any_covered or covered
-    queue.clean()
-    sku.any_covered = any_covered
+    return any_covered
 
 
 def _kept_dates(

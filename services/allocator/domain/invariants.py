@@ -85,6 +85,14 @@ def _order_problems(
         bad(f"{name}: closed order kept in state")
     if order.complete and waiting == 0 and reserved:
         bad(f"{name}: ship_complete order fully covered but not shipped")
+    _order_eta_problems(state, name, order, problems)
+
+
+def _order_eta_problems(
+    state: AllocatorState, name: str, order: Order, problems: list[str]
+) -> None:
+    """The lines' reported ETAs against a fresh recomputation, today and the release date."""
+    bad = problems.append
     today = state.today
     for line, eta in zip(order.lines, order_etas(order), strict=True):
         if line.eta != eta:

@@ -351,6 +351,7 @@ def _load_sku(
         _date(promise_eta),
     )
     sku.any_covered = _bool(any_covered)
+    sku.dates_unordered = True  # not kept in snapshots: the first walk after a restore is whole
     return sku
 
 

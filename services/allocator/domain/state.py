@@ -333,6 +333,7 @@ class SkuState:
         "released_total",
         "last_position",
         "any_covered",
+        "dates_unordered",
     )
 
     def __init__(self, warehouse_id: str, sku: str) -> None:
@@ -357,6 +358,9 @@ class SkuState:
         self.last_position: Position = (0, 0, 0, 0, None, 0, None)
         # After the last ETA walk, some queued line had a date (else all are None).
         self.any_covered = False
+        # The last ETA walk met an overdue inbound: dates need not grow along the queue,
+        # so no block may be skipped on the next walk (eta.recompute_sku_etas).
+        self.dates_unordered = False
 
     @property
     def key(self) -> SkuKey:

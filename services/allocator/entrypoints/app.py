@@ -10,8 +10,9 @@ from aiokafka.errors import KafkaError
 from fulfil_platform.config import Settings
 from fulfil_platform.consumer import stop_on_signals
 from fulfil_platform.kafka import create_topics
-from fulfil_platform.logs import get_logger
+from fulfil_platform.logs import get_logger, service_context
 from fulfil_platform.metrics import Health, Progress, serving
+from fulfil_platform.startup import wait_for_kafka
 from services.allocator.entrypoints.core import AllocatorCore
 from services.allocator.entrypoints.router import build_router
 from services.allocator.service_layer.clock import run_clock
@@ -30,9 +31,11 @@ async def run_allocator(
     """Run until SIGTERM/SIGINT (or `stop`): finish the batch, commit, snapshot, return."""
     stop = stop or asyncio.Event()
     health = health or Health()
-    log.info("allocator configuration", stage=stage, settings=settings.loggable())
-    async with serving(health, settings.fulfil_metrics_host, settings.fulfil_metrics_port):
-        await _run(settings, stage, stop, health)
+    # One stage alone: every line names it; both: each stage's tasks name theirs (below).
+    with service_context("allocator" if stage == "all" else f"allocator-{stage}"):
+        log.info("allocator configuration", stage=stage, settings=settings.loggable())
+        async with serving(health, settings.fulfil_metrics_host, settings.fulfil_metrics_port):
+            await _run(settings, stage, stop, health)
 
 
 async def _run(settings: Settings, stage: Stage, stop: asyncio.Event, health: Health) -> None:
@@ -44,6 +47,8 @@ async def _run_stages(
     settings: Settings, stage: Stage, stop: asyncio.Event, health: Health
 ) -> None:
     stall = settings.fulfil_ready_stall_seconds
+    if not await wait_for_kafka(settings, stop):
+        return  # stopped before the broker answered
     # Topics must exist with FULFIL_PARTITIONS partitions before anyone
     # subscribes or produces: auto-created ones get another partition count.
     try:
@@ -55,16 +60,22 @@ async def _run_stages(
         router_app, _ = build_router(
             settings, progress=health.add(Progress("allocator-router", stall))
         )
-        await router_app.start()
+        try:
+            with service_context("allocator-router"):  # its consumer tasks start here
+                await router_app.start()
+        except BaseException:
+            await router_app.stop()  # close what started (its producer) before failing
+            raise
     core_task = None
     clock_task = None
     if stage in ("all", "core"):
-        core_task = asyncio.create_task(
-            AllocatorCore(settings, progress=health.add(Progress("allocator-core", stall))).run(
-                stop
-            ),
-            name="allocator-core",
-        )
+        with service_context("allocator-core"):  # the task keeps the binding
+            core_task = asyncio.create_task(
+                AllocatorCore(settings, progress=health.add(Progress("allocator-core", stall))).run(
+                    stop
+                ),
+                name="allocator-core",
+            )
         # Today reaches the core only through its log: tick it on a wall-clock schedule.
         clock_task = asyncio.create_task(run_clock(settings, stop), name="allocator-clock")
     log.info("allocator started", stage=stage)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Annotated
 
 import typer
@@ -11,7 +12,11 @@ from pydantic import ValidationError
 from schemas.contract import ClockTickedData
 
 clock_app = typer.Typer(
-    help="The allocator's clock (its only notion of today).", no_args_is_help=True
+    help=(
+        "The allocator's clock (its only notion of today)."
+        "\n\nExample: fulfil clock tick --now 2026-11-20T08:00:00Z"
+    ),
+    no_args_is_help=True,
 )
 
 
@@ -26,8 +31,14 @@ def tick(
         str,
         typer.Option("--now", help="RFC 3339 timestamp with offset, e.g. 2026-11-20T08:00:00Z."),
     ],
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document: {now, partitions}.")
+    ] = False,
 ) -> None:
-    """Write a ClockTicked for NOW on every command partition (tests, staging, catching up)."""
+    """Write a ClockTicked for NOW on every command partition (tests, staging, catching up).
+
+    Example: fulfil clock tick --now 2026-11-20T08:00:00+01:00 --json
+    """
     from fulfil_platform.config import load_settings
     from services.allocator.service_layer.clock import write_ticks
 
@@ -38,6 +49,9 @@ def tick(
         raise _usage(f"--now {now!r} is not an RFC 3339 timestamp with offset: {detail}") from None
     settings = load_settings()
     written = asyncio.run(write_ticks(settings, moment))
+    if json_output:
+        typer.echo(json.dumps({"now": moment.isoformat(), "partitions": written}))
+        return
     typer.echo(f"ticked {moment.isoformat()} on {written} command partitions")
 
 

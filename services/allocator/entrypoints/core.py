@@ -40,18 +40,26 @@ from fulfil_platform import kafka
 from fulfil_platform.config import Settings
 from fulfil_platform.consumer import Batch, ConsumerRuntime, Refused
 from fulfil_platform.dead_letter_writer import dead_letter_headers
-from fulfil_platform.logs import get_logger
+from fulfil_platform.logs import bound_record, get_logger
 from fulfil_platform.metrics import SNAPSHOTS_SKIPPED, Progress
 from fulfil_platform.unanswered_produce import fail_unanswered_produces
 from schemas.allocation_headers import output_headers, position_of
-from schemas.registry import ALLOCATIONS, COMMANDS, DLQ_SUFFIX
+from schemas.registry import ALLOCATIONS, COMMANDS, DLQ_SUFFIX, ContractError
 from services.allocator.adapters.snapshot_store import SnapshotStore
 from services.allocator.domain import new_state
-from services.allocator.service_layer.partition import NOTHING_WRITTEN, PartitionFold, Snapshot
+from services.allocator.service_layer.partition import (
+    NOTHING_WRITTEN,
+    Emission,
+    PartitionFold,
+    Snapshot,
+)
 
 log = get_logger("allocator.core")
 
 CORE_GROUP = "fulfil-allocator-core"
+
+# A record to produce: topic, value, key, partition (None: by key), headers.
+_Outgoing = tuple[str, bytes, bytes | None, int | None, list[tuple[str, bytes]]]
 
 OUTPUT_RESYNCS = Counter(
     "fulfil_allocator_output_resyncs",
@@ -133,7 +141,7 @@ class AllocatorCore:
     # ------------------------------------------------------------------ batches
 
     async def handle(self, batch: Batch) -> dict[TopicPartition, int]:
-        outgoing: list[tuple[str, bytes, bytes | None, int | None, list[tuple[str, bytes]]]] = []
+        outgoing: list[_Outgoing] = []
         commits: dict[TopicPartition, int] = {}
         counted: dict[int, int] = {}
         for tp, records in batch.records.items():
@@ -142,54 +150,8 @@ class AllocatorCore:
             for record in records:
                 emissions, error = fold.apply(record.offset, record.value)
                 if error is not None:
-                    self.progress.dead_lettered(self.commands + DLQ_SUFFIX, error.kind)
-                    log.warning(
-                        "command dead-lettered",
-                        reason=error.reason,
-                        partition=tp.partition,
-                        offset=record.offset,
-                    )
-                    outgoing.append(
-                        (
-                            self.commands + DLQ_SUFFIX,
-                            record.value,
-                            record.key,
-                            None,
-                            dead_letter_headers(
-                                reason=error.reason,
-                                kind=error.kind,
-                                topic=tp.topic,
-                                partition=tp.partition,
-                                offset=record.offset,
-                                stage="allocator-core",
-                                original=record.headers,
-                            ),
-                        )
-                    )
-                for emission in emissions:
-                    event = emission.event
-                    if event.type == "StockPositionChanged" and event.data.shortfall:
-                        # DESIGN §4: a shortfall is reported on the topic and to operators (a
-                        # count was wrong or stock was lost after it had been promised).
-                        log.warning(
-                            "stock shortfall",
-                            warehouse_id=event.data.warehouse_id,
-                            sku=event.data.sku,
-                            shortfall=event.data.shortfall,
-                            available=event.data.available,
-                            causation_id=event.causation_id,
-                        )
-                    outgoing.append(
-                        (
-                            self.allocations,
-                            emission.value,
-                            emission.key,
-                            tp.partition,
-                            output_headers(
-                                tp.partition, emission.command_offset, emission.index, event
-                            ),
-                        )
-                    )
+                    outgoing.append(self._dead_letter(tp, record, error))
+                outgoing.extend(self._output(tp, record, emission) for emission in emissions)
             if records[-1].offset == fold.applied_offset:
                 fold.snapshot.applied_digest = record_digest(records[-1].value)
             commits[tp] = fold.applied_offset + 1
@@ -213,6 +175,49 @@ class AllocatorCore:
         if resync:
             raise OutputMoved(f"outputs of partitions {sorted(resync)} did not land where expected")
         return commits
+
+    def _dead_letter(self, tp: TopicPartition, record: Any, error: ContractError) -> _Outgoing:
+        self.progress.dead_lettered(self.commands + DLQ_SUFFIX, error.kind)
+        with bound_record(record):
+            log.warning("command dead-lettered", reason=error.reason, kind=error.kind)
+        return (
+            self.commands + DLQ_SUFFIX,
+            record.value,
+            record.key,
+            None,
+            dead_letter_headers(
+                reason=error.reason,
+                kind=error.kind,
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=record.offset,
+                stage="allocator-core",
+                original=record.headers,
+            ),
+        )
+
+    def _output(self, tp: TopicPartition, record: Any, emission: Emission) -> _Outgoing:
+        event = emission.event
+        if event.type == "StockPositionChanged" and event.data.shortfall:
+            # DESIGN §4: a shortfall is reported on the topic and to operators (a
+            # count was wrong or stock was lost after it had been promised).
+            # About the output (its ids), read at the command's position.
+            with bound_record(record, event):
+                log.warning(
+                    "stock shortfall",
+                    warehouse_id=event.data.warehouse_id,
+                    sku=event.data.sku,
+                    shortfall=event.data.shortfall,
+                    available=event.data.available,
+                    causation_id=event.causation_id,
+                )
+        return (
+            self.allocations,
+            emission.value,
+            emission.key,
+            tp.partition,
+            output_headers(tp.partition, emission.command_offset, emission.index, event),
+        )
 
     def _check_landing(self, landed: list[tuple[str, int, int, int]]) -> set[int]:
         """Follow our output partitions' ends; the partitions whose batches landed elsewhere."""
@@ -371,29 +376,36 @@ class AllocatorCore:
         ]
         ends = await kafka.log_ends(self.tail_reader, tps)
         for partition, snapshot in taken.items():
-            end = ends[TopicPartition(self.commands, partition)]
-            if end <= snapshot.applied_offset:
+            await self._check_ends(partition, snapshot, ends)
+
+    async def _check_ends(
+        self, partition: int, snapshot: Snapshot, ends: dict[TopicPartition, int]
+    ) -> None:
+        """Refuse the partition's snapshot unless both logs reach as far as it says and the
+        command it was taken after is still where it was."""
+        end = ends[TopicPartition(self.commands, partition)]
+        if end <= snapshot.applied_offset:
+            self._refuse(
+                partition,
+                f"it is at command offset {snapshot.applied_offset}, the log ends at {end}",
+            )
+        if snapshot.applied_digest is not None:
+            record = await kafka.read_at(
+                self.tail_reader,
+                TopicPartition(self.commands, partition),
+                snapshot.applied_offset,
+            )
+            if record is None or record_digest(record.value) != snapshot.applied_digest:
                 self._refuse(
                     partition,
-                    f"it is at command offset {snapshot.applied_offset}, the log ends at {end}",
+                    f"the command at offset {snapshot.applied_offset} is not the one it was taken after",
                 )
-            if snapshot.applied_digest is not None:
-                record = await kafka.read_at(
-                    self.tail_reader,
-                    TopicPartition(self.commands, partition),
-                    snapshot.applied_offset,
-                )
-                if record is None or record_digest(record.value) != snapshot.applied_digest:
-                    self._refuse(
-                        partition,
-                        f"the command at offset {snapshot.applied_offset} is not the one it was taken after",
-                    )
-            out_end = ends[TopicPartition(self.allocations, partition)]
-            if out_end < snapshot.output_offset:
-                self._refuse(
-                    partition,
-                    f"it expects {snapshot.output_offset} outputs, the output log ends at {out_end}",
-                )
+        out_end = ends[TopicPartition(self.allocations, partition)]
+        if out_end < snapshot.output_offset:
+            self._refuse(
+                partition,
+                f"it expects {snapshot.output_offset} outputs, the output log ends at {out_end}",
+            )
 
     def _refuse(self, partition: int, why: str) -> None:
         path = self.store.path(partition)

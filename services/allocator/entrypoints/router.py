@@ -10,7 +10,7 @@ the batch is acknowledged (at-least-once; the core drops duplicates by id).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from faststream import AckPolicy, Context, FastStream
@@ -21,8 +21,9 @@ from fulfil_platform import kafka
 from fulfil_platform.config import Settings
 from fulfil_platform.dead_letter_writer import dead_letter_headers
 from fulfil_platform.faststream_broker import broker as make_broker
-from fulfil_platform.logs import get_logger
+from fulfil_platform.logs import bound_record, get_logger
 from fulfil_platform.metrics import Progress, watch_lag
+from schemas.contract import InputEvent
 from schemas.registry import COMMANDS, DLQ_SUFFIX, INVENTORY, ORDERS, ContractError, parse_input
 from services.allocator.service_layer.refusal import refused_order
 
@@ -55,10 +56,17 @@ class RouterStats:
 
 
 def build_router(
-    settings: Settings, broker: KafkaBroker | None = None, progress: Progress | None = None
+    settings: Settings,
+    broker: KafkaBroker | None = None,
+    progress: Progress | None = None,
+    *,
+    on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
+    after_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> tuple[FastStream, RouterStats]:
+    """The router app. `on_startup` hooks run before its own (which start its producer),
+    `after_shutdown` ones before it stops the producer (see router_app.create_app)."""
     broker = broker or make_broker(settings)
-    app = FastStream(broker)
+    app = FastStream(broker, on_startup=on_startup, after_shutdown=after_shutdown)
     stats = RouterStats(
         progress or Progress("allocator-router", settings.fulfil_ready_stall_seconds)
     )
@@ -84,41 +92,14 @@ def build_router(
             consumer=subscriber.consumer,
         )
 
-    lag_stop = asyncio.Event()
-    lag_watchers: list[asyncio.Task[None]] = []
-
-    @app.on_startup
-    async def _start_producer() -> None:
-        producers.append(kafka.producer(settings))
-        await producers[0].start()
-
-    @app.after_startup
-    async def _watch_lag() -> None:
-        lag_stop.clear()
-        lag_watchers.append(
-            asyncio.create_task(
-                watch_lag(stats.progress, lambda: subscriber.consumer, lag_stop), name="router-lag"
-            )
-        )
-
-    @app.on_shutdown
-    async def _stop_watching() -> None:
-        lag_stop.set()
-        while lag_watchers:
-            await lag_watchers.pop()
-
-    @app.after_shutdown
-    async def _stop_producer() -> None:
-        while producers:
-            await producers.pop().stop()
+    _manage(app, settings, stats, producers, lambda: subscriber.consumer)
 
     subscriber = broker.subscriber(
         settings.topic(ORDERS),
         settings.topic(INVENTORY),
         batch=True,
-        group_id=settings.topic(
-            ROUTER_GROUP
-        ),  # prefixed: environments sharing a cluster stay apart
+        # prefixed: environments sharing a cluster stay apart
+        group_id=settings.topic(ROUTER_GROUP),
         auto_offset_reset="earliest",
         max_records=5_000,
         batch_timeout_ms=100,
@@ -135,82 +116,122 @@ def build_router(
 
     @subscriber
     async def route(_: list[Any], message: Any = Context("message")) -> None:  # noqa: B008 - FastStream DI
-        records = (
-            message.raw_message
-            if isinstance(message.raw_message, tuple)
-            else (message.raw_message,)
-        )
+        raw = message.raw_message
+        records = raw if isinstance(raw, tuple) else (raw,)
         with stats.progress.batch():
-            await _route(records)
-
-    async def _route(records: tuple[Any, ...]) -> None:
-        stats.progress.count_records(records)
-        sender = kafka.BatchSender(producers[0])
-        for record in records:
-            value = record.value or b""
-            try:
-                if len(value) > max_bytes:
-                    raise ContractError(
-                        f"message is {len(value)} bytes, more than the limit of {max_bytes}",
-                        "oversize",
-                    )
-                if (name := undecodable_header(record.headers)) is not None:
-                    # Headers are text by contract: a binary one means a producer other
-                    # than the one the contract describes; its owner should see it.
-                    raise ContractError(f"header {name!r}: value is not UTF-8 text", "bad_header")
-                event = parse_input(value)
-            except ContractError as exc:
-                log.warning(
-                    "input dead-lettered",
-                    reason=exc.reason,
-                    kind=exc.kind,
-                    topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                )
-                await sender.add(
-                    record.topic + DLQ_SUFFIX,
-                    value,
-                    key=record.key,
-                    headers=dead_letter_headers(
-                        reason=exc.reason,
-                        kind=exc.kind,
-                        topic=record.topic,
-                        partition=record.partition,
-                        offset=record.offset,
-                        stage="allocator-router",
-                        original=record.headers,
-                    ),
-                )
-                stats.dead_lettered += 1
-                stats.progress.dead_lettered(record.topic + DLQ_SUFFIX, exc.kind)
-                refusal = refused_order(value, exc, record.topic, record.partition, record.offset)
-                if refusal is not None:  # upstream hears of it too (OrderRejected, invalid)
-                    await sender.add(
-                        commands,
-                        refusal[1],
-                        key=refusal[0],
-                        headers=[
-                            ("fulfil-source-topic", record.topic.encode()),
-                            ("fulfil-event-type", b"InvalidOrderReceived"),
-                        ],
-                    )
-                continue
-            await sender.add(
-                commands,
-                value,
-                key=event.data.warehouse_id.encode(),
-                headers=[
-                    ("fulfil-source-topic", record.topic.encode()),
-                    ("fulfil-event-type", event.type.encode()),
-                ],
-            )
-            stats.routed += 1
-        # Acked (offsets committed) by FastStream only after this returns.
-        await sender.flush()
-        stats.progress.produced(commands, sender.records_per_topic.get(commands, 0))
+            await _route(records, producers[0], commands, max_bytes, stats)
 
     return app, stats
+
+
+def _manage(
+    app: FastStream,
+    settings: Settings,
+    stats: RouterStats,
+    producers: list[Any],
+    consumer: Callable[[], Any],
+) -> None:
+    """Start the producer and the lag watcher with the app; stop them with it."""
+    lag_stop = asyncio.Event()
+    lag_watchers: list[asyncio.Task[None]] = []
+
+    @app.on_startup
+    async def _start_producer() -> None:
+        producers.append(kafka.producer(settings))
+        await producers[0].start()
+
+    @app.after_startup
+    async def _watch_lag() -> None:
+        lag_stop.clear()
+        lag_watchers.append(
+            asyncio.create_task(watch_lag(stats.progress, consumer, lag_stop), name="router-lag")
+        )
+
+    @app.on_shutdown
+    async def _stop_watching() -> None:
+        lag_stop.set()
+        while lag_watchers:
+            await lag_watchers.pop()
+
+    @app.after_shutdown
+    async def _stop_producer() -> None:
+        while producers:
+            await producers.pop().stop()
+
+
+async def _route(
+    records: tuple[Any, ...], producer: Any, commands: str, max_bytes: int, stats: RouterStats
+) -> None:
+    stats.progress.count_records(records)
+    sender = kafka.BatchSender(producer)
+    for record in records:
+        value = record.value or b""
+        try:
+            event = _checked(record, value, max_bytes)
+        except ContractError as exc:
+            await _dead_letter(sender, record, value, exc)
+            stats.dead_lettered += 1
+            stats.progress.dead_lettered(record.topic + DLQ_SUFFIX, exc.kind)
+            refusal = refused_order(value, exc, record.topic, record.partition, record.offset)
+            if refusal is not None:  # upstream hears of it too (OrderRejected, invalid)
+                await sender.add(
+                    commands,
+                    refusal[1],
+                    key=refusal[0],
+                    headers=[
+                        ("fulfil-source-topic", record.topic.encode()),
+                        ("fulfil-event-type", b"InvalidOrderReceived"),
+                    ],
+                )
+            continue
+        await sender.add(
+            commands,
+            value,
+            key=event.data.warehouse_id.encode(),
+            headers=[
+                ("fulfil-source-topic", record.topic.encode()),
+                ("fulfil-event-type", event.type.encode()),
+            ],
+        )
+        stats.routed += 1
+    # Acked (offsets committed) by FastStream only after this returns.
+    await sender.flush()
+    stats.progress.produced(commands, sender.records_per_topic.get(commands, 0))
+
+
+def _checked(record: Any, value: bytes, max_bytes: int) -> InputEvent:
+    """The input the record carries; ContractError if it may not go onto the command log."""
+    if len(value) > max_bytes:
+        raise ContractError(
+            f"message is {len(value)} bytes, more than the limit of {max_bytes}",
+            "oversize",
+        )
+    if (name := undecodable_header(record.headers)) is not None:
+        # Headers are text by contract: a binary one means a producer other
+        # than the one the contract describes; its owner should see it.
+        raise ContractError(f"header {name!r}: value is not UTF-8 text", "bad_header")
+    return parse_input(value)
+
+
+async def _dead_letter(
+    sender: kafka.BatchSender, record: Any, value: bytes, exc: ContractError
+) -> None:
+    with bound_record(record):  # its ids, as far as its bytes have them
+        log.warning("input dead-lettered", reason=exc.reason, kind=exc.kind)
+    await sender.add(
+        record.topic + DLQ_SUFFIX,
+        value,
+        key=record.key,
+        headers=dead_letter_headers(
+            reason=exc.reason,
+            kind=exc.kind,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            stage="allocator-router",
+            original=record.headers,
+        ),
+    )
 
 
 def describe(broker: KafkaBroker, settings: Settings) -> None:

@@ -1,4 +1,5 @@
-"""Read queries over the notifier's own tables, for operator tools (`fulfil trace`, `fulfil demo`).
+"""Read queries over the notifier's own tables, for operator tools (`fulfil trace`, `fulfil demo`,
+`fulfil status`).
 
 Tools ask here instead of running SQL on the notifier's tables: the columns
 they may see are chosen by the notifier, and never include the rendered
@@ -20,6 +21,11 @@ ORDER BY created_at, id
 """
 _STORED_OFFSETS = "SELECT topic, partition, next_offset FROM notifier_offsets"
 _PENDING = "SELECT count(*) FROM notifier_outbox WHERE status = 'pending'"
+_STORED_POSITIONS = "SELECT topic, partition, next_offset, updated_at FROM notifier_offsets"
+_OUTBOX_COUNTS = """
+SELECT channel, status, count(*) AS n, max(sent_at) AS last_sent_at
+FROM notifier_outbox GROUP BY channel, status ORDER BY channel, status
+"""
 
 
 async def order_notifications(
@@ -41,3 +47,15 @@ async def stored_offsets(conn: asyncpg.Connection) -> dict[tuple[str, int], int]
 async def pending_count(conn: asyncpg.Connection) -> int:
     """Outbox messages still pending (not yet sent). Raises before the notifier has migrated."""
     return int(await conn.fetchval(_PENDING))
+
+
+async def stored_positions(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    """Every (topic, partition) the notifier reads: its next offset and when a batch last
+    stored it. Raises asyncpg's UndefinedTableError before the notifier has migrated."""
+    return [dict(r) for r in await conn.fetch(_STORED_POSITIONS)]
+
+
+async def outbox_counts(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    """Outbox messages per (channel, status), with the last time one was sent. Raises
+    asyncpg's UndefinedTableError before the notifier has migrated."""
+    return [dict(r) for r in await conn.fetch(_OUTBOX_COUNTS)]

@@ -33,6 +33,7 @@ from fulfil_platform import kafka
 from fulfil_platform.consumer import Batch, ConsumerRuntime, Handler, stop_on_signals, wait_out
 from fulfil_platform.logs import get_logger
 from fulfil_platform.metrics import OUTBOX, Health, Progress, serving
+from fulfil_platform.startup import wait_for_kafka
 from schemas.registry import ALLOCATIONS, DLQ_SUFFIX
 from services.notifier.adapters.channels import Channel
 from services.notifier.adapters.migrate import apply_migrations
@@ -195,6 +196,8 @@ async def _run(
     progress = health.add(Progress("notifier", settings.fulfil_ready_stall_seconds))
     runtime = NotifierRuntime(settings=settings, clock=clock or SystemClock(), progress=progress)
     # Starting while PostgreSQL restarts or the broker is away waits, it does not exit.
+    if not await wait_for_kafka(settings, stop):
+        return runtime
     started = await wait_out(lambda: _connect(settings, url), stop, what="notifier start")
     if started is None:
         return runtime

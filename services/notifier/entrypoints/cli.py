@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -10,19 +11,21 @@ import orjson
 import typer
 
 from fulfil_platform.logs import configure_logging
+from fulfil_platform.tables import FREE_TEXT, Table, WideOption, col, print_table, with_columns
 from services.notifier.config import CHANNELS, load_notifier_settings
 
 if TYPE_CHECKING:
     from services.notifier.adapters.outbox import OutboxStore
 
-notifications_app = typer.Typer(
-    help="The notifier's outbox: list messages (e.g. the failed ones) and re-queue failures.",
-    invoke_without_command=True,
-)
+# Its help is the callback's docstring (with the columns of the listing).
+notifications_app = typer.Typer(invoke_without_command=True)
 
 
 def notifier() -> None:
-    """Run the notifier until SIGTERM/SIGINT; a graceful stop finishes the batch, commits, exits 0."""
+    """Run the notifier until SIGTERM/SIGINT; a graceful stop finishes the batch, commits, exits 0.
+
+    Example: SMTP_URL=smtp://127.0.0.1:1025 fulfil notifier
+    """
     settings = load_notifier_settings()
     settings.require_kafka()
     settings.require_database()
@@ -54,11 +57,28 @@ async def _with_store(work: Any) -> Any:
         await pool.close()
 
 
-def _when(value: datetime | None) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+def _sent_or_due(row: Mapping[str, Any]) -> datetime | None:
+    due: datetime | None = row["sent_at"] if row["status"] == "sent" else row["next_attempt_at"]
+    return due
+
+
+def _about(row: Mapping[str, Any]) -> str:
+    # A back-in-stock message is about a stock alert, not an order.
+    return row["order_id"] if row["order_id"] is not None else f"alert {row['alert_id']}"
+
+
+MESSAGES = Table((
+    col("id", numeric=True, value=lambda r: str(r["id"])),  # no separators: `retry ID`
+    col("status"), col("kind"), col("order_id", "order", value=_about),
+    col("sent_or_due", "sent or due", value=_sent_or_due),
+    col("channel", wide=True), col("attempts", numeric=True, wide=True),
+    col("event_type", "event type", wide=True),
+    col("last_error", "last error", wide=True, wrap=FREE_TEXT),
+))  # fmt: skip
 
 
 @notifications_app.callback(invoke_without_command=True)
+@with_columns(MESSAGES)
 def notifications(
     ctx: typer.Context,
     failed: Annotated[
@@ -70,9 +90,15 @@ def notifications(
     limit: Annotated[
         int, typer.Option(min=1, max=100_000, help="At most this many, newest first.")
     ] = 50,
+    wide: WideOption = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON document.")] = False,
 ) -> None:
-    """List outbox messages, newest first (no addresses or names: look those up by order)."""
+    """The notifier's outbox: list messages, newest first; `retry` re-queues failures.
+
+    No addresses or names are shown: look those up by order.
+
+    Example: fulfil notifications --failed --channel email
+    """
     if ctx.invoked_subcommand is not None:
         return
 
@@ -90,17 +116,8 @@ def notifications(
         for ch, by in sorted(counts.items())
     )
     typer.echo(summary or "the outbox is empty")
-    for r in rows:
-        when = _when(r["sent_at"]) if r["status"] == "sent" else _when(r["next_attempt_at"])
-        # A back-in-stock message is about a stock alert, not an order.
-        about = f"order {r['order_id']}" if r["order_id"] is not None else f"alert {r['alert_id']}"
-        line = (
-            f"{r['id']:>8}  {r['status']:<10} {r['channel']:<7} {r['kind']:<17} {about}"
-            f"  attempts {r['attempts']}  {'sent' if r['status'] == 'sent' else 'due'} {when}"
-        )
-        if r["last_error"]:
-            line += f"  last error: {r['last_error']}"
-        typer.echo(line)
+    if rows:
+        print_table(MESSAGES, rows, title="messages, newest first", wide=wide)
 
 
 @notifications_app.command("retry")
@@ -113,7 +130,10 @@ def retry(
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON document.")] = False,
 ) -> None:
-    """Re-queue failed messages: due at once, with a fresh set of attempts, same Message-ID."""
+    """Re-queue failed messages: due at once, with a fresh set of attempts, same Message-ID.
+
+    Example: fulfil notifications retry 1042 1043
+    """
 
     async def work(store: OutboxStore) -> list[int]:
         return await store.retry_failed(datetime.now(UTC), ids=ids or None, channel=channel)

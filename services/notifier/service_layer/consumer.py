@@ -39,7 +39,7 @@ from jinja2 import TemplateError
 
 from fulfil_platform.consumer import is_transient
 from fulfil_platform.dead_letter_writer import dead_letter_headers
-from fulfil_platform.logs import get_logger
+from fulfil_platform.logs import bound_record, get_logger
 from schemas.registry import ContractError, parse_output
 from services.notifier.adapters.outbox import OutboxStore, OutboxTransaction, Quarantined
 from services.notifier.domain.decide import Policy, notice_for
@@ -105,14 +105,8 @@ class BatchHandler:
         batch = self._decode(records, render)
         plan = await self._store(batch, render, len(records))
         for d in batch.dead:
-            log.warning(
-                "allocation event quarantined",
-                kind=d.kind,
-                reason=d.reason,
-                topic=d.topic,
-                partition=d.partition,
-                offset=d.offset,
-            )
+            with bound_record(d):  # where it was read, and its ids as far as its bytes have them
+                log.warning("allocation event quarantined", kind=d.kind, reason=d.reason)
         self.records += batch.events
         self.rows += len(plan.inserts)
         self.quarantined += len(batch.dead)

@@ -78,12 +78,18 @@ async def order(
 
 
 async def inbound(
-    conn: asyncpg.Connection, *, as_of: datetime, late_only: bool = False, grace_days: int = 2
+    conn: asyncpg.Connection,
+    *,
+    as_of: datetime,
+    late_only: bool = False,
+    grace_days: int = 2,
+    warehouse_id: str | None = None,
 ) -> list[dict[str, Any]]:
     """Inbound shipments with their receipt status (`cancelled`/`closed_short` once an
     InboundCancelled said the rest will not arrive), `late` (delayed, or open past its
     ETA) and `overdue` (open past its ETA plus `grace_days`, as the allocator judges it:
-    the lines it covered have no date). `late_only`: late or overdue ones."""
+    the lines it covered have no date). `late_only`: late or overdue ones;
+    `warehouse_id`: that warehouse's only."""
     rows = await conn.fetch(
         """SELECT i.warehouse_id, i.inbound_id, i.supplier, i.original_eta, i.current_eta,
                   i.delay_days, i.scheduled_at, i.cancelled_at, i.cancel_reason,
@@ -91,8 +97,10 @@ async def inbound(
                   COALESCE(sum(l.quantity_received), 0)::bigint AS quantity_received,
                   COALESCE(sum(l.quantity_cancelled), 0)::bigint AS quantity_cancelled
            FROM inbounds i LEFT JOIN inbound_lines l USING (warehouse_id, inbound_id)
+           WHERE ($1::text IS NULL OR i.warehouse_id = $1)
            GROUP BY i.warehouse_id, i.inbound_id
-           ORDER BY i.current_eta NULLS LAST, i.warehouse_id, i.inbound_id"""
+           ORDER BY i.current_eta NULLS LAST, i.warehouse_id, i.inbound_id""",
+        warehouse_id,
     )
     today = as_of.date()
     out = []
@@ -192,8 +200,15 @@ def _cover(inbounds: list[Any], units: int, today: date, grace_days: int) -> dat
     return None
 
 
-async def aging(conn: asyncpg.Connection, *, as_of: datetime) -> dict[str, Any]:
-    """Backordered units per age bucket (days waited at `as_of`), per SKU and overall."""
+async def aging(
+    conn: asyncpg.Connection,
+    *,
+    as_of: datetime,
+    warehouse_id: str | None = None,
+    sku: str | None = None,
+) -> dict[str, Any]:
+    """Backordered units per age bucket (days waited at `as_of`), per SKU and overall
+    (overall: of the SKUs selected by `warehouse_id` and `sku`)."""
     rows = await conn.fetch(
         """SELECT warehouse_id, sku,
                   floor(extract(epoch FROM ($1::timestamptz - backordered_since)) / 86400)::bigint
@@ -201,8 +216,11 @@ async def aging(conn: asyncpg.Connection, *, as_of: datetime) -> dict[str, Any]:
                   sum(backordered)::bigint AS units
            FROM order_lines
            WHERE backordered > 0
+             AND ($2::text IS NULL OR warehouse_id = $2) AND ($3::text IS NULL OR sku = $3)
            GROUP BY 1, 2, 3""",
         as_of,
+        warehouse_id,
+        sku,
     )
     empty = dict.fromkeys(BUCKET_NAMES, 0)
     per_sku: dict[tuple[str, str], dict[str, int]] = {}
@@ -223,25 +241,32 @@ async def aging(conn: asyncpg.Connection, *, as_of: datetime) -> dict[str, Any]:
     }
 
 
-async def deposits(conn: asyncpg.Connection, *, limit: int | None = None) -> dict[str, Any]:
-    """Customer deposits: value of paid, backordered (not yet shipped) units."""
+async def deposits(
+    conn: asyncpg.Connection, *, limit: int | None = None, warehouse_id: str | None = None
+) -> dict[str, Any]:
+    """Customer deposits: value of paid, backordered (not yet shipped) units (of one
+    warehouse with `warehouse_id`)."""
     totals = await conn.fetch(
         """SELECT currency, sum(backordered * unit_price) AS amount,
                   sum(backordered)::bigint AS backordered_units,
                   count(DISTINCT (warehouse_id, order_id))::bigint AS orders
            FROM order_lines
            WHERE backordered > 0 AND unit_price IS NOT NULL
-           GROUP BY currency ORDER BY currency"""
+             AND ($1::text IS NULL OR warehouse_id = $1)
+           GROUP BY currency ORDER BY currency""",
+        warehouse_id,
     )
     per_order = await conn.fetch(
         """SELECT warehouse_id, order_id, currency, sum(backordered * unit_price) AS amount,
                   sum(backordered)::bigint AS backordered_units
            FROM order_lines
            WHERE backordered > 0 AND unit_price IS NOT NULL
+             AND ($2::text IS NULL OR warehouse_id = $2)
            GROUP BY warehouse_id, order_id, currency
            ORDER BY amount DESC, order_id, warehouse_id, currency
            LIMIT $1""",
         limit,
+        warehouse_id,
     )
     return {"totals": [dict(r) for r in totals], "orders": [dict(r) for r in per_order]}
 
@@ -339,3 +364,15 @@ async def live_offsets(conn: asyncpg.Connection) -> dict[tuple[str, int], int]:
     For tools that watch progress (`fulfil demo`); raises asyncpg's
     UndefinedTableError before the projector has migrated."""
     return {(r[0], r[1]): r[2] for r in await conn.fetch(_LIVE_OFFSETS)}
+
+
+_LIVE_POSITIONS = (
+    "SELECT topic, partition, next_offset, updated_at FROM projection.projector_offsets"
+)
+
+
+async def live_positions(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    """Every (topic, partition) the live projection reads: its next offset and when a
+    batch last stored it (for `fulfil status`). Raises asyncpg's UndefinedTableError
+    before the projector has migrated."""
+    return [dict(r) for r in await conn.fetch(_LIVE_POSITIONS)]

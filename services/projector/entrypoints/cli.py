@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -24,13 +24,31 @@ import typer
 
 from fulfil_platform.config import load_settings
 from fulfil_platform.logs import configure_logging
+from fulfil_platform.tables import (
+    FREE_TEXT,
+    Table,
+    WideOption,
+    col,
+    histogram,
+    money,
+    print_renderable,
+    print_table,
+    when,
+    with_columns,
+)
+from services.projector.domain.aging import BUCKETS
 
 T = TypeVar("T")
 
-db_app = typer.Typer(help="Manage the projector's PostgreSQL schema.", no_args_is_help=True)
+db_app = typer.Typer(
+    help="Manage the projector's PostgreSQL schema.\n\nExample: fulfil db migrate",
+    no_args_is_help=True,
+)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
-WarehouseOption = Annotated[str | None, typer.Option("--warehouse", help="Only this warehouse_id.")]
+WarehouseOption = Annotated[
+    str | None, typer.Option("--warehouse", "-w", help="Only this warehouse_id.")
+]
 SkuOption = Annotated[str | None, typer.Option("--sku", help="Only this SKU.")]
 AsOfOption = Annotated[
     str | None,
@@ -44,17 +62,9 @@ AsOfOption = Annotated[
 # ---------------------------------------------------------------- helpers
 
 
-def _money(value: Decimal) -> str:
-    """Money as a decimal string with at least two decimals: 95.00, 9.50, 12.3456."""
-    normal = value.normalize()
-    if normal.as_tuple().exponent > -2:  # type: ignore[operator]
-        normal = value.quantize(Decimal("0.01"))
-    return format(normal, "f")
-
-
 def _default(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return _money(value)
+        return money(value)
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
@@ -62,37 +72,73 @@ def _print_json(document: Any) -> None:
     typer.echo(orjson.dumps(document, default=_default, option=orjson.OPT_NON_STR_KEYS).decode())
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
-    if isinstance(value, float):
-        return f"{value:,.2f}"
-    if isinstance(value, Decimal):
-        return _money(value)
-    if isinstance(value, bool):
-        return "yes" if value else ""
-    return str(value)
+def _bucket_label(first: int, last: int | None) -> str:
+    return f"{first}–{last} d" if last is not None else f"> {first - 1} d"
 
 
-def _print_table(title: str, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
-    from rich.console import Console
-    from rich.table import Table
+# What the tables show (`--json` prints every field, unchanged): the columns an operator
+# reads first fit 80 columns; `--wide` adds the rest.
+BACKLOG = Table((
+    col("warehouse_id", "warehouse"), col("sku"),
+    col("backordered_units", "backordered", numeric=True),
+    col("open_orders", numeric=True), col("available", numeric=True),
+    col("incoming", numeric=True), col("next_eta"),
+    col("promise_eta", wide=True), col("reserved", numeric=True, wide=True),
+    col("oldest_backorder_at", "oldest backorder", wide=True),
+))  # fmt: skip
+LINES = Table((
+    col("line_no", "line"), col("sku"), col("quantity", "qty", numeric=True),
+    col("allocated", numeric=True), col("backordered", numeric=True),
+    col("rejected", numeric=True), col("cancelled", numeric=True), col("eta"),
+    col("reserved", numeric=True, wide=True), col("eta_reason", "eta reason", wide=True),
+    col("backorder_reason", "backorder reason", wide=True),
+    col("reason", "reject reason", wide=True), col("unit_price", "unit price", wide=True),
+    col("currency", wide=True),
+))  # fmt: skip
 
-    if not rows:
-        typer.echo(f"{title}: none")
-        return
-    columns = columns or list(rows[0])
-    table = Table(title=title, title_justify="left")
-    cells = [[_cell(row.get(name)) for name in columns] for row in rows]
-    for i, name in enumerate(columns):
-        # Values never wrap (dates, ids); long headers wrap instead.
-        widest = max(len(line[i]) for line in cells)
-        table.add_column(name.replace("_", " "), min_width=widest, overflow="fold")
-    for line in cells:
-        table.add_row(*line)
-    Console(soft_wrap=False).print(table)
+
+def _late(row: Mapping[str, Any]) -> str:
+    return "overdue" if row["overdue"] else "late" if row["late"] else ""
+
+
+INBOUND = Table((
+    col("warehouse_id", "warehouse"), col("inbound_id", "inbound"),
+    col("current_eta", "eta"), col("delay_days", "delay days", numeric=True),
+    col("quantity_expected", "expected", numeric=True),
+    col("quantity_received", "received", numeric=True),
+    col("status", wrap=1, value=lambda r: str(r["status"]).replace("_", " ")),
+    col("late", value=_late),
+    col("supplier", wide=True, wrap=FREE_TEXT), col("original_eta", "original eta", wide=True),
+    col("quantity_cancelled", "cancelled", numeric=True, wide=True),
+    col("cancel_reason", "cancel reason", wide=True, wrap=FREE_TEXT),
+))  # fmt: skip
+AGING = Table((
+    col("warehouse_id", "warehouse"), col("sku"),
+    *(col(name, _bucket_label(first, last), numeric=True) for name, first, last in BUCKETS),
+    col("backordered_units", "total", numeric=True),
+))  # fmt: skip
+DEPOSIT_TOTALS = Table((
+    col("currency"), col("amount", numeric=True),
+    col("backordered_units", "backordered units", numeric=True), col("orders", numeric=True),
+))  # fmt: skip
+DEPOSIT_ORDERS = Table((
+    col("warehouse_id", "warehouse"), col("order_id", "order"), col("currency"),
+    col("amount", numeric=True), col("backordered_units", "backordered units", numeric=True),
+))  # fmt: skip
+REORDER = Table((
+    col("warehouse_id", "warehouse"), col("sku"),
+    col("avg_daily_demand", "avg daily demand", numeric=True),
+    col("safety_stock", "safety stock", numeric=True),
+    col("reorder_point", "reorder point", numeric=True), col("position", numeric=True),
+    col("gap", numeric=True),
+    col("suggested_order_quantity", "suggested order quantity", numeric=True),
+    col("max_daily_demand", "max daily demand", numeric=True, wide=True),
+    col("avg_lead_time_days", "avg lead time days", numeric=True, wide=True),
+    col("max_lead_time_days", "max lead time days", numeric=True, wide=True),
+    col("lead_time_source", "lead time from", wide=True),
+    col("available", numeric=True, wide=True), col("incoming", numeric=True, wide=True),
+    col("backordered", numeric=True, wide=True),
+))  # fmt: skip
 
 
 def _as_of(value: str | None) -> datetime:
@@ -152,7 +198,10 @@ def projector(
         int, typer.Option(min=1, max=100_000, help="Records per batch.")
     ] = 10_000,
 ) -> None:
-    """Fold allocations.v1 (and the inputs it needs) into PostgreSQL until SIGTERM/SIGINT."""
+    """Fold allocations.v1 (and the inputs it needs) into PostgreSQL until SIGTERM/SIGINT.
+
+    Example: fulfil projector --health-file /tmp/projector.health
+    """
     settings = load_settings()
     settings.require_kafka()
     settings.require_database()
@@ -164,7 +213,10 @@ def projector(
 
 @db_app.command("migrate")
 def db_migrate(json_output: JsonOption = False) -> None:
-    """Apply pending read-model migrations (yoyo-migrations); idempotent."""
+    """Apply pending read-model migrations (yoyo-migrations); idempotent.
+
+    Example: fulfil db migrate --json
+    """
     from services.projector.adapters.migrate import migrate
     from services.projector.service_layer.projector import LIVE_SCHEMA
 
@@ -194,6 +246,8 @@ def rebuild(
     `fulfil projector` carries on from the rebuilt schema's offsets. Refuses
     (exit 1) when a source topic no longer starts at offset 0, unless
     --allow-truncated.
+
+    Example: fulfil rebuild --json
     """
     from rich.console import Console
     from rich.progress import (
@@ -256,15 +310,20 @@ def rebuild(
 # ---------------------------------------------------------------- queries
 
 
+@with_columns(BACKLOG)
 def backlog(
     warehouse: WarehouseOption = None,
     sku: SkuOption = None,
     all_skus: Annotated[
         bool, typer.Option("--all", help="Include SKUs without backorders.")
     ] = False,
+    wide: WideOption = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Backordered units, open orders, oldest backorder and stock position per (warehouse, SKU)."""
+    """Backordered units, open orders, oldest backorder and stock position per (warehouse, SKU).
+
+    Example: fulfil backlog -w berlin-1 --wide
+    """
     from services.projector.adapters import queries
 
     rows = _query(
@@ -273,18 +332,22 @@ def backlog(
     if json_output:
         _print_json(rows)
     else:
-        _print_table("backlog", rows, list(queries.BACKLOG_FIELDS))
+        print_table(BACKLOG, rows, title="backlog", wide=wide)
 
 
+@with_columns(LINES)
 def order(
     order_id: Annotated[str, typer.Argument(help="The order to show.")],
     warehouse: WarehouseOption = None,
+    wide: WideOption = False,
     json_output: JsonOption = False,
 ) -> None:
     """One order: status and, per line, quantities by state and the current ETA.
 
     A split order (the same order_id in several warehouses) has one part per
     warehouse; every part is shown (`--json`: a list, one document per warehouse).
+
+    Example: fulfil order ord-1-0000042 --json
     """
     from services.projector.adapters import queries
 
@@ -296,48 +359,52 @@ def order(
     if json_output:
         _print_json(parts)
         return
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(soft_wrap=False, highlight=False)
     for found in parts:
-        typer.echo(
-            f"order {found['order_id']} ({found['warehouse_id']}): {found['status']}"
-            f"; placed {_cell(found['placed_at'])}; updated {_cell(found['updated_at'])}"
-            + (
-                f"; backordered since {_cell(found['backordered_since'])}"
-                if found["backordered_since"]
-                else ""
-            )
+        since = found["backordered_since"]
+        console.print(
+            f"[bold]order {escape(found['order_id'])}[/bold] in {escape(found['warehouse_id'])}: "
+            f"{found['status']}; placed {when(found['placed_at'])}, "
+            f"updated {when(found['updated_at'])}"
+            + (f", backordered since {when(since)}" if since else "")
         )
-        _print_table("lines", found["lines"], list(queries.LINE_FIELDS))
+        print_table(LINES, found["lines"], title="lines", wide=wide)
 
 
+@with_columns(INBOUND)
 def inbound(
+    warehouse: WarehouseOption = None,
     late: Annotated[
         bool, typer.Option("--late", help="Only delayed or overdue shipments.")
     ] = False,
     as_of: AsOfOption = None,
+    wide: WideOption = False,
     json_output: JsonOption = False,
 ) -> None:
     """Inbound supplier shipments: original and current ETA, delay, quantities, cancelled.
 
     `overdue`: units still to come and the current ETA plus FULFIL_OVERDUE_GRACE_DAYS
     is past (the customers it covered have no date until a delay notice or a receipt).
+
+    Example: fulfil inbound --late -w berlin-1
     """
     from services.projector.adapters import queries
 
     moment = _as_of(as_of)
     grace = load_settings().fulfil_overdue_grace_days
-    rows = _query(lambda c: queries.inbound(c, as_of=moment, late_only=late, grace_days=grace))
+    rows = _query(
+        lambda c: queries.inbound(
+            c, as_of=moment, late_only=late, grace_days=grace, warehouse_id=warehouse
+        )
+    )
     if json_output:
         _print_json(rows)
     else:
-        _print_table(
-            "inbound shipments",
-            rows,
-            [
-                "warehouse_id", "inbound_id", "supplier", "original_eta", "current_eta",
-                "delay_days", "quantity_expected", "quantity_received", "quantity_cancelled",
-                "status", "late", "overdue",
-            ],
-        )  # fmt: skip
+        title = "late inbound shipments" if late else "inbound shipments"
+        print_table(INBOUND, rows, title=f"{title} as of {when(moment)}", wide=wide)
 
 
 def _usage(message: str) -> typer.Exit:
@@ -349,7 +416,7 @@ def _usage(message: str) -> typer.Exit:
 def promise(
     sku: Annotated[str, typer.Argument(help="The SKU to promise.")],
     warehouse: Annotated[
-        str | None, typer.Option("--warehouse", help="The warehouse_id (required).")
+        str | None, typer.Option("--warehouse", "-w", help="The warehouse_id (required).")
     ] = None,
     quantity: Annotated[
         str,
@@ -365,6 +432,8 @@ def promise(
     One unit: the allocator's promise_eta (last StockPositionChanged). N units: the date
     of the inbound covering the N-th unit beyond available after the waiting ones, never
     before the one-unit promise. null: no scheduled inbound covers it (or it is overdue).
+
+    Example: fulfil promise LAMP-0001 -w berlin-1 --quantity 5
     """
     from services.projector.adapters import queries
 
@@ -403,45 +472,75 @@ def promise(
         )
 
 
-def aging(as_of: AsOfOption = None, json_output: JsonOption = False) -> None:
-    """Backordered units by days waited (0-7, 8-14, 15-30, >30), per SKU and overall."""
+@with_columns(AGING)
+def aging(
+    warehouse: WarehouseOption = None,
+    sku: SkuOption = None,
+    as_of: AsOfOption = None,
+    wide: WideOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Backordered units by days waited, overall (a histogram) and per SKU.
+
+    The table's buckets are the `--json` document's days_0_7, days_8_14, … keys.
+
+    Example: fulfil aging -w berlin-1 --as-of 2026-11-20
+    """
     from services.projector.adapters import queries
 
     moment = _as_of(as_of)
-    doc = _query(lambda c: queries.aging(c, as_of=moment))
+    doc = _query(lambda c: queries.aging(c, as_of=moment, warehouse_id=warehouse, sku=sku))
     if json_output:
         _print_json(doc)
         return
-    _print_table(
-        f"backlog aging as of {_cell(doc['as_of'])} (units)",
-        [*doc["skus"], {"warehouse_id": "all", "sku": "", **doc["overall"]}],
-    )
+    title = f"backordered units by days waited, as of {when(doc['as_of'])}"
+    overall = doc["overall"]
+    if not overall["backordered_units"]:
+        typer.echo(f"{title}: none")
+        return
+    bars = [(_bucket_label(first, last), overall[name]) for name, first, last in BUCKETS]
+    print_renderable(histogram(title, bars))
+    typer.echo("")
+    print_table(AGING, doc["skus"], title="per SKU", wide=wide)
 
 
+@with_columns(DEPOSIT_TOTALS, DEPOSIT_ORDERS)
 def deposits(
+    warehouse: WarehouseOption = None,
     limit: Annotated[int | None, typer.Option(min=1, help="At most this many orders.")] = None,
+    wide: WideOption = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Customer deposits: value of paid, still backordered units, per currency and per order."""
+    """Customer deposits: value of paid, still backordered units, per currency and per order.
+
+    Example: fulfil deposits -w berlin-1 --limit 10
+    """
     from services.projector.adapters import queries
 
-    doc = _query(lambda c: queries.deposits(c, limit=limit))
+    doc = _query(lambda c: queries.deposits(c, limit=limit, warehouse_id=warehouse))
     if json_output:
         _print_json(doc)
         return
-    _print_table("customer deposits (unearned revenue)", doc["totals"])
-    _print_table("per order", doc["orders"])
+    print_table(
+        DEPOSIT_TOTALS, doc["totals"], title="customer deposits (unearned revenue)", wide=wide
+    )
+    print_table(DEPOSIT_ORDERS, doc["orders"], title="per order", wide=wide)
 
 
+@with_columns(REORDER)
 def reorder(
     warehouse: WarehouseOption = None,
     sku: SkuOption = None,
     needed: Annotated[
         bool, typer.Option("--needed", help="Only SKUs below their reorder point.")
     ] = False,
+    wide: WideOption = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Reorder suggestions: safety stock, reorder point and the gap to the current position."""
+    """Reorder suggestions: safety stock, reorder point and the gap to the current position.
+
+    Example: fulfil reorder --needed -w berlin-1
+    """
     from services.projector.adapters import queries
 
     rows = _query(lambda c: queries.reorder(c, warehouse_id=warehouse, sku=sku))
@@ -451,15 +550,7 @@ def reorder(
     if json_output:
         _print_json(rows)
     else:
-        _print_table(
-            "reorder suggestions",
-            rows,
-            [
-                "warehouse_id", "sku", "avg_daily_demand", "max_daily_demand",
-                "avg_lead_time_days", "max_lead_time_days", "safety_stock", "reorder_point",
-                "position", "gap", "suggested_order_quantity",
-            ],
-        )  # fmt: skip
+        print_table(REORDER, rows, title="reorder suggestions", wide=wide)
 
 
 def register(app: typer.Typer) -> None:

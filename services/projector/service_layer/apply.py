@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fulfil_platform.logs import get_logger
+from fulfil_platform.logs import bound_record, get_logger
 from schemas.allocation_headers import Position, position_of
 from schemas.registry import ALLOCATIONS
 from services.projector.adapters.decode import Skip, decoder_for
@@ -93,14 +93,8 @@ def _decode_into(decoded: Decoded, records: Iterable[Any], cut: int, max_bytes: 
             event = decoder(record.value)
         except Skip as exc:
             # Offsets and the reason only: the payload may hold customer data.
-            log.warning(
-                "record skipped",
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                kind=exc.kind,
-                reason=exc.reason,
-            )
+            with bound_record(record):
+                log.warning("record skipped", kind=exc.kind, reason=exc.reason)
             decoded.skipped += 1
             event = None
         position = position_of(getattr(record, "headers", None)) if positioned else None

@@ -47,8 +47,9 @@ from fulfil_platform import kafka
 from fulfil_platform.config import Settings
 from fulfil_platform.consumer import Batch, ConsumerRuntime, Fenced, stop_on_signals, wait_out
 from fulfil_platform.dead_letter_writer import dead_letter_headers
-from fulfil_platform.logs import get_logger
+from fulfil_platform.logs import bound_record, get_logger
 from fulfil_platform.metrics import Health, Progress, serving
+from fulfil_platform.startup import wait_for_kafka
 from schemas.registry import ALLOCATIONS, INVENTORY, ORDERS
 from services.projector.adapters import store as pg
 from services.projector.adapters.migrate import migrate
@@ -146,6 +147,8 @@ class Projector:
         self._sync_health()
         if not await self._migrate(stop):
             return
+        if not await wait_for_kafka(self.settings, stop):
+            return  # stopped before the broker answered
         with contextlib.suppress(Exception):
             # Best effort: Tansu would auto-create missing topics with 4 partitions.
             await kafka.create_topics(self.settings, [*self.topics, self.dlq_topic])
@@ -349,15 +352,9 @@ class Projector:
         await sent
         self.quarantined += 1
         self.progress.dead_lettered(self.dlq_topic, "unstorable")
-        # Where and why only: the value may hold customer data.
-        log.warning(
-            "record quarantined",
-            topic=tp[0],
-            partition=tp[1],
-            offset=offset,
-            reason=reason,
-            dlq=self.dlq_topic,
-        )
+        # Where, which and why only: the value may hold customer data.
+        with bound_record(record):
+            log.warning("record quarantined", reason=reason, dlq=self.dlq_topic)
 
     # ------------------------------------------------------------ health file
 

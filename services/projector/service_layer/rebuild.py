@@ -30,7 +30,7 @@ from aiokafka import TopicPartition
 from fulfil_platform import kafka
 from fulfil_platform.config import Settings
 from fulfil_platform.dead_letter_writer import dead_letter_headers
-from fulfil_platform.logs import get_logger
+from fulfil_platform.logs import bound_record, get_logger
 from services.projector.adapters import store as pg
 from services.projector.adapters.migrate import migrate
 from services.projector.adapters.store import Store
@@ -192,9 +192,8 @@ async def _apply(
                 reader.dlq_topic, record.value, key=record.key, headers=headers
             )
         )
-        log.warning(
-            "record quarantined", topic=tp[0], partition=tp[1], offset=offset, dlq=reader.dlq_topic
-        )
+        with bound_record(record):
+            log.warning("record quarantined", dlq=reader.dlq_topic)
 
     applied = await apply_isolating(store, decoded, reader.positions, quarantine)
     if applied is None:

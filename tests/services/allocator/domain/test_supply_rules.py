@@ -288,3 +288,22 @@ def test_ship_complete_pre_order_with_an_in_stock_line(alloc: Allocator) -> None
     assert [ln.eta for ln in held.data.lines] == [D2, D2]
     out = alloc.tick(D2)
     assert [ln.shipped for ln in one(out, "BackorderAllocated", "o1").data.lines] == [1, 1]
+
+
+def test_a_date_between_undated_lines_is_walked_again_when_the_overdue_inbound_goes(
+    alloc: Allocator,
+) -> None:
+    """An overdue inbound ahead of a dated one leaves dates that do not grow along the
+    queue (None, a date, None); once it is cancelled, the line between must lose its
+    date too, though the block's first and last line keep theirs (found by the state
+    machine in test_properties)."""
+    alloc.tick(date(2026, 11, 6))
+    alloc.schedule("in1", "W2", [("C", 1)], date(2026, 11, 3))
+    alloc.place("o1", "W2", [("A", 1), ("C", 2), ("C", 1)])
+    alloc.delay("in1", "W2", date(2026, 11, 4))  # within the grace: expected today
+    alloc.schedule("in0", "W2", [("C", 2)], date(2026, 11, 3))  # overdue at once
+    alloc.place("o2", "W2", [("C", 1)])
+    assert alloc.state.orders[("W2", "o1")].lines[2].raw_eta == date(2026, 11, 6)
+    out = alloc.cancel_inbound("in0", "W2")  # the harness checks every raw ETA
+    assert alloc.state.orders[("W2", "o1")].lines[2].raw_eta is None
+    assert line(one(out, "BackorderEtaChanged", "o1"), 3).eta is None

@@ -343,6 +343,29 @@ async def test_json_shapes_of_every_query(projected) -> None:
     assert await _json(env, "reorder", "--needed", "--sku", "BEAN") == [reorder]
 
 
+async def test_the_same_warehouse_and_sku_filters_on_every_query(projected) -> None:
+    """`--warehouse/-w` on backlog, order, inbound, promise, aging, deposits and reorder;
+    `--sku` on the per-SKU ones: the rows of that warehouse (or SKU), nothing else."""
+    env = projected
+    for args in (["backlog"], ["inbound", "--as-of", AS_OF], ["reorder"]):
+        everything = await _json(env, *args)
+        assert everything and await _json(env, *args, "-w", "WH1") == everything, args
+        assert await _json(env, *args, "--warehouse", "WH9") == [], args
+    assert len(await _json(env, "order", "o-part", "-w", "WH1")) == 1
+    assert (await _cli(env, "order", "o-part", "-w", "WH9")).exit_code == 1
+    promised = await _json(env, "promise", "BEAN", "-w", "WH1", "--as-of", AS_OF)
+    assert promised["warehouse_id"] == "WH1"
+    aging = await _json(env, "aging", "--as-of", AS_OF)
+    assert await _json(env, "aging", "--as-of", AS_OF, "-w", "WH1", "--sku", "BEAN") == aging
+    for other in (["-w", "WH9"], ["--sku", "NOPE"]):
+        nothing = await _json(env, "aging", "--as-of", AS_OF, *other)
+        assert nothing["skus"] == [] and nothing["overall"]["backordered_units"] == 0
+    deposits = await _json(env, "deposits")
+    assert await _json(env, "deposits", "-w", "WH1") == deposits
+    assert await _json(env, "deposits", "-w", "WH9") == {"totals": [], "orders": []}
+    assert await _json(env, "reorder", "--sku", "NOPE") == []
+
+
 async def test_tables_without_json_and_unknown_order(projected) -> None:
     env = projected
     expected = {
