@@ -22,11 +22,10 @@ from typing import Any
 
 from schemas.contract import Customer
 
+from .memory import BoundedWindow, IdSet
 from .queue import BackorderQueue, QueueBlock
 from .state import (
     AllocatorState,
-    BoundedWindow,
-    IdSet,
     Inbound,
     Line,
     Order,
