@@ -24,6 +24,7 @@ from schemas.contract import (
     OrderPlaced,
     OutputEvent,
     StockAdjusted,
+    StockAlertTriggered,
     StockPositionChanged,
     StockReceived,
 )
@@ -54,11 +55,15 @@ def check(inputs: Iterable[Envelope], outputs: Iterable[OutputEvent]) -> Invaria
     latest: dict[LineKey, int] = {}
     released: Counter[Pool] = Counter()
     ids: Counter[str] = Counter()
+    alerts: Counter[Pool] = Counter()  # (warehouse_id, alert_id): told once at most
     for out in outputs:
         report.outputs += 1
         ids[out.id] += 1
         if isinstance(out, StockPositionChanged):
             shortfall[(out.data.warehouse_id, out.data.sku)] = out.data.shortfall
+            continue
+        if isinstance(out, StockAlertTriggered):
+            alerts[(out.data.warehouse_id, out.data.alert_id)] += 1
             continue
         _check_decision(report, out, latest, released)
     _check_lines(report, ordered, latest)
@@ -66,6 +71,9 @@ def check(inputs: Iterable[Envelope], outputs: Iterable[OutputEvent]) -> Invaria
     for event_id, count in ids.items():
         if count > 1:
             report.problems.append(f"output {event_id} written {count} times")
+    for (_, alert_id), count in alerts.items():
+        if count > 1:
+            report.problems.append(f"stock alert {alert_id} told {count} times")
     return report
 
 

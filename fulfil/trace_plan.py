@@ -16,7 +16,16 @@ from fulfil.trace_model import Entry
 from fulfil.trace_records import Record
 from schemas.registry import ALLOCATIONS, COMMANDS, DLQ_SUFFIX, INVENTORY, ORDERS
 
-ORDER_INPUTS = frozenset({"OrderPlaced", "OrderCancelled"})
+# What the shop says about one order (StockAlert* name no order: they are not traced here).
+ORDER_INPUTS = frozenset(
+    {
+        "OrderPlaced",
+        "OrderCancelled",
+        "OrderLinesCancelled",
+        "OrderPolicyChanged",
+        "BackorderConsentGiven",
+    }
+)
 INBOUND_MARKERS = (b'"InboundScheduled"', b'"ShipmentDelayed"', b'"InboundCancelled"')
 # Commands of the whole partition, not of a warehouse (no data.warehouse_id): the clock.
 PARTITION_COMMANDS = frozenset({"ClockTicked"})

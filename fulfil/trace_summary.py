@@ -60,6 +60,8 @@ def _allocation_line(line: dict[str, Any]) -> str:
     facts += _eta_facts(line)
     if line.get("reason"):
         facts.append(str(line["reason"]))
+    if line.get("consent"):
+        facts.append(f"consent {line['consent']} (promised {line.get('promised_eta')})")
     return f"L{line.get('line_no')} {line.get('sku')}×{line.get('quantity')}: {', '.join(facts) or 'no change'}"
 
 
@@ -132,7 +134,31 @@ def _shipment(d: _Facts) -> str:
 
 
 def _with_reason(d: _Facts) -> str:
-    return f"{d.get('reason')}: {_allocation_lines(d.get('lines'))}"
+    text = f"{d.get('reason')}: {_allocation_lines(d.get('lines'))}"
+    left = d.get("not_cancelled")
+    if isinstance(left, list) and left:
+        text += "; not cancelled: " + ", ".join(
+            f"L{n.get('line_no')}×{n.get('quantity')} {n.get('reason')}"
+            for n in left
+            if isinstance(n, dict)
+        )
+    return text
+
+
+def _rejected(d: _Facts) -> str:
+    if d.get("reason") == "invalid":
+        errors = d.get("errors") if isinstance(d.get("errors"), list) else []
+        paths = ", ".join(str(e.get("path")) for e in errors if isinstance(e, dict))
+        return f"refused as invalid: {paths}"
+    return _allocation_lines(d.get("lines"))
+
+
+def _part_cancel(d: _Facts) -> str:
+    lines = d.get("lines") if isinstance(d.get("lines"), list) else []
+    asked = ", ".join(
+        f"L{line.get('line_no')}×{line.get('quantity')}" for line in lines if isinstance(line, dict)
+    )
+    return f"order {d.get('order_id')}: cancel {asked}: {d.get('reason')}"
 
 
 _SUMMARIES: dict[str, Callable[[_Facts], str]] = {
@@ -155,7 +181,17 @@ _SUMMARIES: dict[str, Callable[[_Facts], str]] = {
     "BackorderAllocated": _shipment,
     "Backordered": _with_reason,
     "OrderCancellationProcessed": _with_reason,
-    "OrderRejected": lambda d: _allocation_lines(d.get("lines")),
+    "OrderRejected": _rejected,
+    "OrderLinesCancelled": _part_cancel,
+    "OrderPolicyChanged": lambda d: (
+        f"order {d.get('order_id')} switched to {d.get('fulfilment_policy')}"
+    ),
+    "BackorderConsentGiven": lambda d: (
+        f"order {d.get('order_id')}: the customer agrees to wait"
+        + (f" (lines {d.get('lines')})" if dict.get(d, "lines") else "")
+    ),
+    "BackorderConsentRecorded": lambda d: f"consent recorded: {_allocation_lines(d.get('lines'))}",
+    "InvalidOrderReceived": lambda d: f"order {d.get('order_id')} refused by the router",
 }
 
 

@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     fulfil_clock_tick_seconds: float = Field(default=60.0, ge=0, le=86_400)
     # An inbound past its ETA plus this many days, with units still to come, is overdue.
     fulfil_overdue_grace_days: int = Field(default=2, ge=0, le=365)
+    # The delay-consent rule (16 CFR Part 435; not legal advice): `ftc` turns it on.
+    fulfil_delay_consent: Literal["off", "ftc"] = "off"
+
+    @property
+    def consent_rule(self) -> bool:
+        return self.fulfil_delay_consent == "ftc"
 
     smtp_url: str | None = Field(default=None, pattern=r"^smtps?://[^\s/]+(:\d+)?/?$")
     smtp_from: str = "orders@shop.example"

@@ -182,6 +182,74 @@ class SkuPolicySetData(Model):
     release_date: Day | None = None
 
 
+class CancelLine(Model):
+    line_no: LineNo
+    quantity: Quantity
+
+
+class OrderLinesCancelledData(Model):
+    """Cancel up to `quantity` not-yet-released units of each line (backordered first)."""
+
+    order_id: Id
+    warehouse_id: Id
+    lines: Annotated[list[CancelLine], Field(min_length=1, max_length=MAX_LINES_PER_ORDER)]
+    reason: Text
+    cancelled_at: Timestamp
+
+    @model_validator(mode="after")
+    def _unique_line_numbers(self) -> OrderLinesCancelledData:
+        numbers = [line.line_no for line in self.lines]
+        if len(set(numbers)) != len(numbers):
+            raise ValueError("line_no must be unique within a cancellation")
+        return self
+
+
+class OrderPolicyChangedData(Model):
+    order_id: Id
+    warehouse_id: Id
+    fulfilment_policy: FulfilmentPolicy
+
+
+class BackorderConsentGivenData(Model):
+    """The customer agrees to wait for the new date (all backordered lines when no `lines`)."""
+
+    order_id: Id
+    warehouse_id: Id
+    lines: Annotated[list[LineNo], Field(min_length=1, max_length=MAX_LINES_PER_ORDER)] | None = (
+        None
+    )
+
+
+class StockAlertRequestedData(Model):
+    """A customer wants to hear once when the SKU can be ordered again."""
+
+    alert_id: Id
+    warehouse_id: Id
+    sku: Sku
+    customer: Customer
+
+
+class StockAlertCancelledData(Model):
+    alert_id: Id
+    warehouse_id: Id
+
+
+class ValidationIssue(Model):
+    """One contract violation: where (a field path) and what, never the value itself."""
+
+    path: Annotated[str, StringConstraints(max_length=500, pattern=NO_CONTROLS)]
+    message: Text
+
+
+class InvalidOrderReceivedData(Model):
+    """The router read an order it had to refuse, and could still tell whose it was."""
+
+    order_id: Id
+    warehouse_id: Id
+    event_id: Id
+    errors: Annotated[list[ValidationIssue], Field(min_length=1, max_length=20)]
+
+
 class ClockTickedData(Model):
     """The allocator core's only notion of time (internal: allocator.commands.v1 only)."""
 
@@ -223,6 +291,12 @@ class AllocationLine(Model):
     reason: RejectReason | None = None
     unit_price: Money | None = None
     currency: Currency | None = None
+    # With the delay-consent rule on (FULFIL_DELAY_CONSENT=ftc), for backordered lines:
+    # the date the customer was promised, and where the consent to a later date stands
+    # (`offered`: silence is consent; `required`: cancelled after `promised_eta` unless
+    # the customer agrees; `given`). Both None with the rule off.
+    promised_eta: Day | None = None
+    consent: Literal["offered", "required", "given"] | None = None
 
 
 class OrderOutputData(Model):
@@ -263,11 +337,39 @@ class BackorderEtaChangedData(OrderOutputData):
 
 
 class OrderRejectedData(OrderOutputData):
-    pass
+    # An order that failed the contract (reason `invalid`) has no lines and no customer
+    # block to report: only its ids and what was wrong (`errors`, field paths, no values).
+    customer: Customer | None = None  # type: ignore[assignment]
+    lines: list[AllocationLine]  # empty for an invalid order
+    reason: Literal["invalid"] | None = None
+    errors: list[ValidationIssue] | None = None
+
+
+class NotCancelled(Model):
+    """Units a cancellation asked for that could not be cancelled, and why."""
+
+    line_no: LineNo
+    quantity: Quantity
+    # not_open: shipped, rejected or cancelled already; unknown_line: no such line_no.
+    reason: Literal["not_open", "unknown_line"]
 
 
 class OrderCancellationProcessedData(OrderOutputData):
     reason: Text
+    not_cancelled: list[NotCancelled] | None = None
+
+
+class BackorderConsentRecordedData(OrderOutputData):
+    pass
+
+
+class StockAlertTriggeredData(Model):
+    alert_id: Id
+    warehouse_id: Id
+    sku: Sku
+    customer: Customer
+    available: Units
+    promise_eta: Day | None = None
 
 
 class StockPositionChangedData(Model):
@@ -361,6 +463,46 @@ class ClockTicked(Envelope):
     data: ClockTickedData
 
 
+class OrderLinesCancelled(Envelope):
+    """Cancel part of an order: up to a quantity of each named line."""
+
+    type: Literal["OrderLinesCancelled"]
+    data: OrderLinesCancelledData
+
+
+class OrderPolicyChanged(Envelope):
+    """The customer switched between ship_partial and ship_complete."""
+
+    type: Literal["OrderPolicyChanged"]
+    data: OrderPolicyChangedData
+
+
+class BackorderConsentGiven(Envelope):
+    """The customer agrees to a later date for backordered lines (delay-consent rule)."""
+
+    type: Literal["BackorderConsentGiven"]
+    data: BackorderConsentGivenData
+
+
+class StockAlertRequested(Envelope):
+    """Tell this customer once when the SKU can be ordered."""
+
+    type: Literal["StockAlertRequested"]
+    data: StockAlertRequestedData
+
+
+class StockAlertCancelled(Envelope):
+    type: Literal["StockAlertCancelled"]
+    data: StockAlertCancelledData
+
+
+class InvalidOrderReceived(Envelope):
+    """An order the router refused, with its ids (internal: allocator.commands.v1 only)."""
+
+    type: Literal["InvalidOrderReceived"]
+    data: InvalidOrderReceivedData
+
+
 class OrderAllocated(Envelope):
     """Every line of an order is released now in one shipment."""
 
@@ -417,6 +559,20 @@ class StockPositionChanged(Envelope):
     data: StockPositionChangedData
 
 
+class BackorderConsentRecorded(Envelope):
+    """The customer's consent to a later date was recorded for these lines."""
+
+    type: Literal["BackorderConsentRecorded"]
+    data: BackorderConsentRecordedData
+
+
+class StockAlertTriggered(Envelope):
+    """A SKU a customer asked about can be ordered: tell them, once."""
+
+    type: Literal["StockAlertTriggered"]
+    data: StockAlertTriggeredData
+
+
 INPUT_EVENTS: tuple[type[Envelope], ...] = (
     OrderPlaced,
     OrderCancelled,
@@ -426,10 +582,15 @@ INPUT_EVENTS: tuple[type[Envelope], ...] = (
     ShipmentDelayed,
     SkuPolicySet,
     InboundCancelled,
+    OrderLinesCancelled,
+    OrderPolicyChanged,
+    BackorderConsentGiven,
+    StockAlertRequested,
+    StockAlertCancelled,
 )
 # Commands that only the allocator itself writes onto allocator.commands.v1: the router
 # never accepts them from orders.v1 / inventory.v1.
-INTERNAL_COMMANDS: tuple[type[Envelope], ...] = (ClockTicked,)
+INTERNAL_COMMANDS: tuple[type[Envelope], ...] = (ClockTicked, InvalidOrderReceived)
 OUTPUT_EVENTS: tuple[type[Envelope], ...] = (
     OrderAllocated,
     PartiallyShipped,
@@ -439,6 +600,8 @@ OUTPUT_EVENTS: tuple[type[Envelope], ...] = (
     OrderRejected,
     OrderCancellationProcessed,
     StockPositionChanged,
+    BackorderConsentRecorded,
+    StockAlertTriggered,
 )
 
 # The same sets as discriminated unions on `type`: what `parse_input` / `parse_output`
@@ -451,7 +614,12 @@ InputEvent = Annotated[
     | InboundScheduled
     | ShipmentDelayed
     | SkuPolicySet
-    | InboundCancelled,
+    | InboundCancelled
+    | OrderLinesCancelled
+    | OrderPolicyChanged
+    | BackorderConsentGiven
+    | StockAlertRequested
+    | StockAlertCancelled,
     Field(discriminator="type"),
 ]
 # What the allocator core folds: every input plus its internal commands.
@@ -464,7 +632,13 @@ Command = Annotated[
     | ShipmentDelayed
     | SkuPolicySet
     | InboundCancelled
-    | ClockTicked,
+    | OrderLinesCancelled
+    | OrderPolicyChanged
+    | BackorderConsentGiven
+    | StockAlertRequested
+    | StockAlertCancelled
+    | ClockTicked
+    | InvalidOrderReceived,
     Field(discriminator="type"),
 ]
 OutputEvent = Annotated[
@@ -475,6 +649,8 @@ OutputEvent = Annotated[
     | BackorderEtaChanged
     | OrderRejected
     | OrderCancellationProcessed
-    | StockPositionChanged,
+    | StockPositionChanged
+    | BackorderConsentRecorded
+    | StockAlertTriggered,
     Field(discriminator="type"),
 ]

@@ -42,7 +42,16 @@ class EventSpec:
         return value.encode()
 
 
-_ORDER_TYPES = {"OrderPlaced", "OrderCancelled"}
+# What the shop says about its orders and customers travels on orders.v1.
+_ORDER_TYPES = {
+    "OrderPlaced",
+    "OrderCancelled",
+    "OrderLinesCancelled",
+    "OrderPolicyChanged",
+    "BackorderConsentGiven",
+    "StockAlertRequested",
+    "StockAlertCancelled",
+}
 
 REGISTRY: dict[str, EventSpec] = {}
 for _model in INPUT_EVENTS:
@@ -60,7 +69,7 @@ INTERNAL_TYPES = frozenset(m.__name__ for m in INTERNAL_COMMANDS)
 COMMAND_TYPES = INPUT_TYPES | INTERNAL_TYPES
 OUTPUT_TYPES = frozenset(m.__name__ for m in OUTPUT_EVENTS)
 # Allocation events about one order (everything on allocations.v1 but stock positions).
-ORDER_OUTPUT_TYPES = OUTPUT_TYPES - {"StockPositionChanged"}
+ORDER_OUTPUT_TYPES = OUTPUT_TYPES - {"StockPositionChanged", "StockAlertTriggered"}
 
 
 def base_topics() -> list[str]:

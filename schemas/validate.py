@@ -50,12 +50,35 @@ _PATTERN_WORDS = {
 
 
 class ContractError(ValueError):
-    """A message that does not satisfy the contract; `reason` is one line."""
+    """A message that does not satisfy the contract; `reason` is one line. `issues`:
+    each violation as (field path, message), values never quoted: what a refusal may
+    tell the sender (`InvalidOrderReceived`)."""
 
-    def __init__(self, reason: str, kind: str):
+    def __init__(self, reason: str, kind: str, issues: tuple[tuple[str, str], ...] = ()):
         super().__init__(reason)
         self.reason = reason
         self.kind = kind
+        self.issues = issues
+
+
+MAX_ISSUES = 20
+
+
+def issues(exc: ValidationError) -> tuple[tuple[str, str], ...]:
+    """Each violation as (field path, message); a message that may quote the value (a
+    custom check, anything about the customer) says only what kind of error it is."""
+    found = []
+    for err in exc.errors(include_url=False)[:MAX_ISSUES]:
+        first, _, path = ".".join(str(p) for p in err["loc"]).partition(".")
+        path = path if first in _TYPES and path else f"{first}.{path}".rstrip(".")
+        if err["type"] == "string_pattern_mismatch":
+            message = _PATTERN_WORDS.get(str(err.get("ctx", {}).get("pattern")), err["msg"])
+        elif ".customer." in f".{path}." or err["type"] == "value_error":
+            message = f"invalid value ({err['type']})"
+        else:
+            message = err["msg"]
+        found.append((path[:500], message[:500]))
+    return tuple(found)
 
 
 def describe(exc: ValidationError) -> tuple[str, str]:
@@ -111,7 +134,7 @@ def _parse(adapter: TypeAdapter[_T], raw: bytes | str) -> _T:
         return adapter.validate_json(raw)
     except ValidationError as exc:
         reason, kind = describe(exc)
-        raise ContractError(reason, kind) from None
+        raise ContractError(reason, kind, issues(exc)) from None
 
 
 def validate_event(raw: bytes | str) -> Envelope:

@@ -219,6 +219,98 @@ class InboundCancelled(_Tagged, frozen=True, kw_only=True, tag="InboundCancelled
     data: InboundCancelledData
 
 
+class CancelLine(_Struct, frozen=True, kw_only=True):
+    line_no: LineNo
+    quantity: Quantity
+
+
+class OrderLinesCancelledData(_Struct, frozen=True, kw_only=True):
+    order_id: Id
+    warehouse_id: Id
+    lines: Annotated[list[CancelLine], Meta(min_length=1, max_length=500)]
+    reason: Text
+    cancelled_at: Timestamp
+
+
+class OrderLinesCancelled(_Tagged, frozen=True, kw_only=True, tag="OrderLinesCancelled"):
+    type: ClassVar[Literal["OrderLinesCancelled"]] = "OrderLinesCancelled"
+    id: Id
+    version: Literal[1] = 1
+    occurred_at: Timestamp
+    source: Id
+    correlation_id: Id | None = None
+    causation_id: Id | None = None
+    data: OrderLinesCancelledData  # then _unique_line_numbers
+
+
+class OrderPolicyChangedData(_Struct, frozen=True, kw_only=True):
+    order_id: Id
+    warehouse_id: Id
+    fulfilment_policy: FulfilmentPolicy
+
+
+class OrderPolicyChanged(_Tagged, frozen=True, kw_only=True, tag="OrderPolicyChanged"):
+    type: ClassVar[Literal["OrderPolicyChanged"]] = "OrderPolicyChanged"
+    id: Id
+    version: Literal[1] = 1
+    occurred_at: Timestamp
+    source: Id
+    correlation_id: Id | None = None
+    causation_id: Id | None = None
+    data: OrderPolicyChangedData
+
+
+class BackorderConsentGivenData(_Struct, frozen=True, kw_only=True):
+    order_id: Id
+    warehouse_id: Id
+    lines: Annotated[list[LineNo], Meta(min_length=1, max_length=500)] | None = None
+
+
+class BackorderConsentGiven(_Tagged, frozen=True, kw_only=True, tag="BackorderConsentGiven"):
+    type: ClassVar[Literal["BackorderConsentGiven"]] = "BackorderConsentGiven"
+    id: Id
+    version: Literal[1] = 1
+    occurred_at: Timestamp
+    source: Id
+    correlation_id: Id | None = None
+    causation_id: Id | None = None
+    data: BackorderConsentGivenData
+
+
+class StockAlertRequestedData(_Struct, frozen=True, kw_only=True):
+    alert_id: Id
+    warehouse_id: Id
+    sku: Sku
+    customer: Customer
+
+
+class StockAlertRequested(_Tagged, frozen=True, kw_only=True, tag="StockAlertRequested"):
+    type: ClassVar[Literal["StockAlertRequested"]] = "StockAlertRequested"
+    id: Id
+    version: Literal[1] = 1
+    occurred_at: Timestamp
+    source: Id
+    correlation_id: Id | None = None
+    causation_id: Id | None = None
+    data: StockAlertRequestedData
+
+
+class StockAlertCancelledData(_Struct, frozen=True, kw_only=True):
+    alert_id: Id
+    warehouse_id: Id
+
+
+class StockAlertCancelled(_Tagged, frozen=True, kw_only=True, tag="StockAlertCancelled"):
+    type: ClassVar[Literal["StockAlertCancelled"]] = "StockAlertCancelled"
+    id: Id
+    version: Literal[1] = 1
+    occurred_at: Timestamp
+    source: Id
+    correlation_id: Id | None = None
+    causation_id: Id | None = None
+    data: StockAlertCancelledData
+
+
 class ClockTickedData(_Struct, frozen=True, kw_only=True):
     now: Timestamp
 
@@ -232,6 +324,29 @@ class ClockTicked(_Tagged, frozen=True, kw_only=True, tag="ClockTicked"):
     correlation_id: Id | None = None
     causation_id: Id | None = None
     data: ClockTickedData
+
+
+class ValidationIssue(_Struct, frozen=True, kw_only=True):
+    path: Annotated[str, Meta(max_length=500)]  # pattern r"^[^\x00-\x1f\x7f-\x9f]*\Z"
+    message: Text
+
+
+class InvalidOrderReceivedData(_Struct, frozen=True, kw_only=True):
+    order_id: Id
+    warehouse_id: Id
+    event_id: Id
+    errors: Annotated[list[ValidationIssue], Meta(min_length=1, max_length=20)]
+
+
+class InvalidOrderReceived(_Tagged, frozen=True, kw_only=True, tag="InvalidOrderReceived"):
+    type: ClassVar[Literal["InvalidOrderReceived"]] = "InvalidOrderReceived"
+    id: Id
+    version: Literal[1] = 1
+    occurred_at: Timestamp
+    source: Id
+    correlation_id: Id | None = None
+    causation_id: Id | None = None
+    data: InvalidOrderReceivedData
 
 
 class AllocationLine(_Struct, frozen=True, kw_only=True):
@@ -249,6 +364,8 @@ class AllocationLine(_Struct, frozen=True, kw_only=True):
     reason: RejectReason | None = None
     unit_price: Money | None = None
     currency: Currency | None = None
+    promised_eta: Day | None = None
+    consent: Literal["offered", "required", "given"] | None = None
 
 
 class OrderAllocatedData(_Struct, frozen=True, kw_only=True):
@@ -356,8 +473,10 @@ class BackorderEtaChanged(_Tagged, frozen=True, kw_only=True, tag="BackorderEtaC
 class OrderRejectedData(_Struct, frozen=True, kw_only=True):
     order_id: Id
     warehouse_id: Id
-    customer: Customer
-    lines: Annotated[list[AllocationLine], Meta(min_length=1)]
+    customer: Customer | None = None
+    lines: list[AllocationLine]
+    reason: Literal["invalid"] | None = None
+    errors: list[ValidationIssue] | None = None
 
 
 class OrderRejected(_Tagged, frozen=True, kw_only=True, tag="OrderRejected"):
@@ -371,12 +490,19 @@ class OrderRejected(_Tagged, frozen=True, kw_only=True, tag="OrderRejected"):
     data: OrderRejectedData
 
 
+class NotCancelled(_Struct, frozen=True, kw_only=True):
+    line_no: LineNo
+    quantity: Quantity
+    reason: Literal["not_open", "unknown_line"]
+
+
 class OrderCancellationProcessedData(_Struct, frozen=True, kw_only=True):
     order_id: Id
     warehouse_id: Id
     customer: Customer
     lines: Annotated[list[AllocationLine], Meta(min_length=1)]
     reason: Text
+    not_cancelled: list[NotCancelled] | None = None
 
 
 class OrderCancellationProcessed(_Tagged, frozen=True, kw_only=True, tag="OrderCancellationProcessed"):
@@ -413,7 +539,45 @@ class StockPositionChanged(_Tagged, frozen=True, kw_only=True, tag="StockPositio
     data: StockPositionChangedData
 
 
-InputEvent = OrderPlaced | OrderCancelled | StockReceived | StockAdjusted | InboundScheduled | ShipmentDelayed | SkuPolicySet | InboundCancelled
-Command = OrderPlaced | OrderCancelled | StockReceived | StockAdjusted | InboundScheduled | ShipmentDelayed | SkuPolicySet | InboundCancelled | ClockTicked
-OutputEvent = OrderAllocated | PartiallyShipped | Backordered | BackorderAllocated | BackorderEtaChanged | OrderRejected | OrderCancellationProcessed | StockPositionChanged
-Event = OrderPlaced | OrderCancelled | StockReceived | StockAdjusted | InboundScheduled | ShipmentDelayed | SkuPolicySet | InboundCancelled | ClockTicked | OrderAllocated | PartiallyShipped | Backordered | BackorderAllocated | BackorderEtaChanged | OrderRejected | OrderCancellationProcessed | StockPositionChanged
+class BackorderConsentRecordedData(_Struct, frozen=True, kw_only=True):
+    order_id: Id
+    warehouse_id: Id
+    customer: Customer
+    lines: Annotated[list[AllocationLine], Meta(min_length=1)]
+
+
+class BackorderConsentRecorded(_Tagged, frozen=True, kw_only=True, tag="BackorderConsentRecorded"):
+    type: ClassVar[Literal["BackorderConsentRecorded"]] = "BackorderConsentRecorded"
+    id: Id
+    version: Literal[1] = 1
+    occurred_at: Timestamp
+    source: Id
+    correlation_id: Id | None = None
+    causation_id: Id | None = None
+    data: BackorderConsentRecordedData
+
+
+class StockAlertTriggeredData(_Struct, frozen=True, kw_only=True):
+    alert_id: Id
+    warehouse_id: Id
+    sku: Sku
+    customer: Customer
+    available: Units
+    promise_eta: Day | None = None
+
+
+class StockAlertTriggered(_Tagged, frozen=True, kw_only=True, tag="StockAlertTriggered"):
+    type: ClassVar[Literal["StockAlertTriggered"]] = "StockAlertTriggered"
+    id: Id
+    version: Literal[1] = 1
+    occurred_at: Timestamp
+    source: Id
+    correlation_id: Id | None = None
+    causation_id: Id | None = None
+    data: StockAlertTriggeredData
+
+
+InputEvent = OrderPlaced | OrderCancelled | StockReceived | StockAdjusted | InboundScheduled | ShipmentDelayed | SkuPolicySet | InboundCancelled | OrderLinesCancelled | OrderPolicyChanged | BackorderConsentGiven | StockAlertRequested | StockAlertCancelled
+Command = OrderPlaced | OrderCancelled | StockReceived | StockAdjusted | InboundScheduled | ShipmentDelayed | SkuPolicySet | InboundCancelled | OrderLinesCancelled | OrderPolicyChanged | BackorderConsentGiven | StockAlertRequested | StockAlertCancelled | ClockTicked | InvalidOrderReceived
+OutputEvent = OrderAllocated | PartiallyShipped | Backordered | BackorderAllocated | BackorderEtaChanged | OrderRejected | OrderCancellationProcessed | StockPositionChanged | BackorderConsentRecorded | StockAlertTriggered
+Event = OrderPlaced | OrderCancelled | StockReceived | StockAdjusted | InboundScheduled | ShipmentDelayed | SkuPolicySet | InboundCancelled | OrderLinesCancelled | OrderPolicyChanged | BackorderConsentGiven | StockAlertRequested | StockAlertCancelled | ClockTicked | InvalidOrderReceived | OrderAllocated | PartiallyShipped | Backordered | BackorderAllocated | BackorderEtaChanged | OrderRejected | OrderCancellationProcessed | StockPositionChanged | BackorderConsentRecorded | StockAlertTriggered

@@ -13,6 +13,9 @@ from typing import Any
 from fulfil.simulation.data import (
     CATEGORIES,
     DAY,
+    EMAIL_DOMAINS,
+    LOCALES,
+    NAMES,
     PRELUDE_DAYS,
     START,
     SUPPLIER_LEADS,
@@ -24,6 +27,7 @@ from fulfil.simulation.data import (
 )
 from fulfil.simulation.model import (
     SimRecord,
+    _fold_ascii,
     _Order,
     _Supplier,
     _Warehouse,
@@ -58,6 +62,7 @@ class _SimBase:
         self.waiting: list[_Order] = []
         self.cancelled: deque[tuple[_Order, str]] = deque(maxlen=500)
         self.policies_set = False
+        self.alerts: list[tuple[int, str]] = []  # (warehouse index, alert_id) still open
         self._catalogue(warehouses)
 
     # ------------------------------------------------------------ set-up
@@ -115,6 +120,32 @@ class _SimBase:
         self.wh_cum = list(accumulate(sum(w.planned) for w in self.warehouses))
 
     # ------------------------------------------------------------ envelopes
+
+    def _warehouse(self) -> _Warehouse:
+        if len(self.warehouses) == 1:
+            return self.warehouses[0]
+        return self.rng.choices(self.warehouses, cum_weights=self.wh_cum)[0]
+
+    def _customer(self) -> dict[str, Any]:
+        rng = self.rng
+        index = rng.randrange(self.customer_pool)
+        found = self.customers.get(index)
+        if found is not None:
+            return found
+        language, variants, _ = rng.choices(LOCALES, weights=[w for _, _, w in LOCALES])[0]
+        firsts, lasts = NAMES[language]
+        first, last = rng.choice(firsts), rng.choice(lasts)
+        local = f"{_fold_ascii(first)}{rng.choice(('.', '_', '', '.'))}{_fold_ascii(last)}"
+        if rng.random() < 0.4:
+            local += str(rng.randrange(1, 100))
+        customer = {
+            "customer_id": f"cus-{self.tag}-{index + 1:06d}",
+            "email": f"{local}@{rng.choice(EMAIL_DOMAINS)}",
+            "name": f"{first} {last}" if rng.random() < 0.92 else None,
+            "locale": rng.choice(variants) if rng.random() < 0.95 else None,
+        }
+        self.customers[index] = customer
+        return customer
 
     def _envelope(
         self, model: Any, data: dict[str, Any], source: str, correlation_id: str | None = None

@@ -123,9 +123,13 @@ HOURLY = [
 ]
 HOURLY = [h * 24 / sum(HOURLY) for h in HOURLY]
 TRAFFIC_PER_DAY = 19_550  # plus ~2 % purchasing and receiving: 20 k events a day
-# Traffic mix: orders, cancellations, stock adjustments, transfers in (receipts without inbound).
-TRAFFIC_KINDS = ["order", "cancel", "adjust", "transfer"]
-TRAFFIC_CUM = list(accumulate([93.6, 1.2, 4.6, 0.6]))
+# Traffic mix: orders, cancellations, stock adjustments, transfers in (receipts without
+# inbound), and customers changing orders: part cancels, policy switches, consents to a
+# later date, back-in-stock alerts asked for and withdrawn.
+TRAFFIC_KINDS = [
+    "order", "cancel", "adjust", "transfer", "part_cancel", "switch", "consent", "alert", "unalert"
+]  # fmt: skip
+TRAFFIC_CUM = list(accumulate([92.6, 1.2, 4.6, 0.6, 0.4, 0.15, 0.1, 0.3, 0.05]))
 LINE_COUNTS, LINE_COUNT_W = [1, 2, 3, 4], [62, 24, 9, 5]
 QUANTITIES, QUANTITY_W = [1, 2, 3, 5, 10], [72, 17, 6, 3, 2]
 UNITS_PER_ORDER = 1.55 * 1.59  # mean lines x mean quantity (a little less: duplicate SKUs fold)

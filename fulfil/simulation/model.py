@@ -40,9 +40,11 @@ class _Supplier:
 
 
 class _Order:
-    __slots__ = ("order_id", "wh", "event_id", "lines", "waiting", "cancelled", "complete")
+    __slots__ = ("order_id", "wh", "event_id", "lines", "waiting", "cancelled", "complete", "step")
 
-    def __init__(self, order_id: str, wh: int, event_id: str, complete: bool) -> None:
+    def __init__(
+        self, order_id: str, wh: int, event_id: str, complete: bool, step: int = 1
+    ) -> None:
         self.order_id = order_id
         self.wh = wh
         self.event_id = event_id
@@ -50,6 +52,7 @@ class _Order:
         self.waiting = 0
         self.cancelled = False
         self.complete = complete
+        self.step = step  # line numbers go 1, 2, 3 or 10, 20, 30
 
 
 class _Inbound:

@@ -14,15 +14,12 @@ from fulfil.simulation.data import (
     ADJUST_REASONS,
     CANCEL_REASONS,
     DAY,
-    EMAIL_DOMAINS,
     FOREIGN,
     HOURLY,
     INVALID_KINDS,
     INVALID_WEIGHTS,
     LINE_COUNT_W,
     LINE_COUNTS,
-    LOCALES,
-    NAMES,
     ORDER_SOURCE_WEIGHTS,
     ORDER_SOURCES,
     QUANTITIES,
@@ -32,14 +29,13 @@ from fulfil.simulation.data import (
     TRAFFIC_PER_DAY,
     WAIT_CANCEL_REASONS,
 )
+from fulfil.simulation.lifecycle import _Lifecycle
 from fulfil.simulation.model import (
     SimRecord,
-    _fold_ascii,
     _Order,
     _price,
     _Warehouse,
 )
-from fulfil.simulation.supply import _Supply
 from schemas.contract import (
     OrderCancelled,
     OrderPlaced,
@@ -48,7 +44,7 @@ from schemas.contract import (
 from schemas.registry import INVENTORY, ORDERS
 
 
-class _Simulation(_Supply):
+class _Simulation(_Lifecycle):
     def run(self) -> Iterator[SimRecord]:
         if self.events == 0:
             return
@@ -97,37 +93,14 @@ class _Simulation(_Supply):
             if record is not None:
                 return [record]
             kind = "order"
+        if kind in _CHANGES:
+            changed = _CHANGES[kind](self)
+            return [changed] if changed is not None else [self._order()]
         if kind == "adjust":
             return [self._adjust()]
         if kind == "transfer":
             return [self._transfer()]
         return [self._order()]
-
-    def _warehouse(self) -> _Warehouse:
-        if len(self.warehouses) == 1:
-            return self.warehouses[0]
-        return self.rng.choices(self.warehouses, cum_weights=self.wh_cum)[0]
-
-    def _customer(self) -> dict[str, Any]:
-        rng = self.rng
-        index = rng.randrange(self.customer_pool)
-        found = self.customers.get(index)
-        if found is not None:
-            return found
-        language, variants, _ = rng.choices(LOCALES, weights=[w for _, _, w in LOCALES])[0]
-        firsts, lasts = NAMES[language]
-        first, last = rng.choice(firsts), rng.choice(lasts)
-        local = f"{_fold_ascii(first)}{rng.choice(('.', '_', '', '.'))}{_fold_ascii(last)}"
-        if rng.random() < 0.4:
-            local += str(rng.randrange(1, 100))
-        customer = {
-            "customer_id": f"cus-{self.tag}-{index + 1:06d}",
-            "email": f"{local}@{rng.choice(EMAIL_DOMAINS)}",
-            "name": f"{first} {last}" if rng.random() < 0.92 else None,
-            "locale": rng.choice(variants) if rng.random() < 0.95 else None,
-        }
-        self.customers[index] = customer
-        return customer
 
     def _order(self) -> SimRecord:
         rng = self.rng
@@ -153,7 +126,7 @@ class _Simulation(_Supply):
         }
         source = rng.choices(ORDER_SOURCES, ORDER_SOURCE_WEIGHTS)[0]
         event_id, value = self._envelope(OrderPlaced, data, source)
-        order = _Order(order_id, wh.index, event_id, complete)
+        order = _Order(order_id, wh.index, event_id, complete, step)
         self._take_stock(wh, order, lines, chosen)
         self.recent.append(order)
         if order.waiting:
@@ -352,6 +325,15 @@ class _Simulation(_Supply):
             },
         }
         return _Valid(cancel, receipt, placed)
+
+
+_CHANGES: dict[str, Callable[[_Simulation], SimRecord | None]] = {
+    "part_cancel": _Simulation._part_cancel,
+    "switch": _Simulation._switch,
+    "consent": _Simulation._consent,
+    "alert": _Simulation._alert,
+    "unalert": _Simulation._unalert,
+}
 
 
 class _Valid(NamedTuple):

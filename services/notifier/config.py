@@ -74,6 +74,11 @@ class NotifierSettings(Settings):
     fulfil_cancel_url_template: str = Field(
         default="https://shop.example/orders/{order_id}/cancel", pattern=r"^https?://\S+$"
     )
+    # Where a customer agrees to wait for a later date (delay-consent rule: the shop's
+    # page publishes BackorderConsentGiven); offered when a delay needs their consent.
+    fulfil_consent_url_template: str = Field(
+        default="https://shop.example/orders/{order_id}/consent", pattern=r"^https?://\S+$"
+    )
 
     # Delivery: attempts, then `failed`; capped exponential backoff with jitter between them.
     # Defaults: 2 s, 4 s, … capped at 30 min; 24 attempts ride out about 7 hours of outage.
@@ -100,7 +105,7 @@ class NotifierSettings(Settings):
         default="fulfil", pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,250}[A-Za-z0-9])?$"
     )
 
-    @field_validator("fulfil_cancel_url_template")
+    @field_validator("fulfil_cancel_url_template", "fulfil_consent_url_template")
     @classmethod
     def _has_order_id(cls, value: str) -> str:
         if "{order_id}" not in value:

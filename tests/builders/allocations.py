@@ -137,7 +137,16 @@ def order_rejected(order_id: str, cust: c.Customer, lines=None, **kw: Any) -> An
     )
 
 
-def cancellation_processed(order_id: str, cust: c.Customer, lines=None, **kw: Any) -> Any:
+def cancellation_processed(
+    order_id: str,
+    cust: c.Customer,
+    lines=None,
+    reason: str = "customer request",
+    not_cancelled: list[c.NotCancelled] | None = None,
+    **kw: Any,
+) -> Any:
+    """`reason="no_consent"`: the delay-consent rule cancelled the backordered part;
+    `not_cancelled`: what a part cancel (OrderLinesCancelled) could not cancel."""
     lines = lines or [
         line(1, "SKU-1", 5, allocated=2, cancelled=3, unit_price="19.90", currency="EUR")
     ]
@@ -145,10 +154,106 @@ def cancellation_processed(order_id: str, cust: c.Customer, lines=None, **kw: An
         c.OrderCancellationProcessed,
         c.OrderCancellationProcessedData(
             **_base(order_id, cust, lines, kw.pop("warehouse", WAREHOUSE)),
-            reason="customer request",
+            reason=reason,
+            not_cancelled=not_cancelled,
         ),
         **kw,
     )
+
+
+def not_cancelled(line_no: int, quantity: int, reason: str = "not_open") -> c.NotCancelled:
+    return c.NotCancelled(line_no=line_no, quantity=quantity, reason=reason)
+
+
+def delay_notice(
+    order_id: str,
+    cust: c.Customer,
+    consent: str = "required",
+    *,
+    eta: date | None = date(2026, 5, 19),
+    previous_eta: date | None = date(2026, 4, 14),
+    promised_eta: date | None = None,
+    **kw: Any,
+) -> Any:
+    """A BackorderEtaChanged under the delay-consent rule (FULFIL_DELAY_CONSENT=ftc).
+
+    `offered`: the first delay, silence is consent (the new date becomes the promised
+    one); `required`: the customer must agree by `promised_eta` (default: the previous
+    date) or the backordered part is cancelled."""
+    if promised_eta is None:
+        promised_eta = eta if consent == "offered" else previous_eta
+    lines = [
+        line(
+            1,
+            "SKU-1",
+            5,
+            allocated=2,
+            backordered=3,
+            eta=eta,
+            previous_eta=previous_eta,
+            promised_eta=promised_eta,
+            consent=consent,
+            unit_price="19.90",
+            currency="EUR",
+        )
+    ]
+    return eta_changed(order_id, cust, lines, **kw)
+
+
+def consent_recorded(order_id: str, cust: c.Customer, lines=None, **kw: Any) -> Any:
+    """BackorderConsentRecorded: the customer agreed to wait for these lines' dates."""
+    lines = lines or [
+        line(
+            1,
+            "SKU-1",
+            5,
+            allocated=2,
+            backordered=3,
+            eta=date(2026, 5, 19),
+            promised_eta=date(2026, 5, 19),
+            consent="given",
+        )
+    ]
+    return _envelope(
+        c.BackorderConsentRecorded,
+        c.BackorderConsentRecordedData(
+            **_base(order_id, cust, lines, kw.pop("warehouse", WAREHOUSE))
+        ),
+        **kw,
+    )
+
+
+def stock_alert_triggered(
+    alert_id: str,
+    cust: c.Customer,
+    sku: str = "SKU-1",
+    available: int = 4,
+    promise_eta: date | None = None,
+    **kw: Any,
+) -> Any:
+    """StockAlertTriggered: the SKU the customer asked about can be ordered (no order id)."""
+    data = c.StockAlertTriggeredData(
+        alert_id=alert_id,
+        warehouse_id=kw.pop("warehouse", WAREHOUSE),
+        sku=sku,
+        customer=cust,
+        available=available,
+        promise_eta=promise_eta,
+    )
+    return _envelope(c.StockAlertTriggered, data, **kw)
+
+
+def invalid_order_rejected(order_id: str, **kw: Any) -> Any:
+    """OrderRejected, reason `invalid`: an order that failed the contract; no customer, no lines."""
+    data = c.OrderRejectedData(
+        order_id=order_id,
+        warehouse_id=kw.pop("warehouse", WAREHOUSE),
+        customer=None,
+        lines=[],
+        reason="invalid",
+        errors=[c.ValidationIssue(path="lines.0.quantity", message="must be at least 1")],
+    )
+    return _envelope(c.OrderRejected, data, **kw)
 
 
 def stock_position(sku: str = "SKU-1", **kw: Any) -> Any:

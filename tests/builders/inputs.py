@@ -17,14 +17,20 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from schemas.contract import (
+    BackorderConsentGiven,
     ClockTicked,
     InboundCancelled,
     InboundScheduled,
+    InvalidOrderReceived,
     OrderCancelled,
+    OrderLinesCancelled,
     OrderPlaced,
+    OrderPolicyChanged,
     ShipmentDelayed,
     SkuPolicySet,
     StockAdjusted,
+    StockAlertCancelled,
+    StockAlertRequested,
     StockReceived,
 )
 
@@ -240,6 +246,78 @@ class Events:
         if not isinstance(now, datetime):
             now = datetime(now.year, now.month, now.day, tzinfo=UTC)
         return self._envelope(ClockTicked, "ClockTicked", {"now": now}, id, None)
+
+    def order_lines_cancelled(
+        self,
+        order_id: str,
+        wh: str = "WH1",
+        lines: Sequence[tuple[int, int]] = ((1, 1),),
+        reason: str = "customer request",
+        id: str | None = None,
+    ) -> Any:
+        """A part cancel: (line_no, quantity) pairs."""
+        data = {
+            "order_id": order_id,
+            "warehouse_id": wh,
+            "lines": [{"line_no": no, "quantity": q} for no, q in lines],
+            "reason": reason,
+            "cancelled_at": self.clock + self.step,
+        }
+        return self._envelope(OrderLinesCancelled, "OrderLinesCancelled", data, id, None)
+
+    def order_policy_changed(
+        self, order_id: str, wh: str = "WH1", policy: str = "ship_partial", id: str | None = None
+    ) -> Any:
+        data = {"order_id": order_id, "warehouse_id": wh, "fulfilment_policy": policy}
+        return self._envelope(OrderPolicyChanged, "OrderPolicyChanged", data, id, None)
+
+    def backorder_consent_given(
+        self,
+        order_id: str,
+        wh: str = "WH1",
+        lines: Sequence[int] | None = None,
+        id: str | None = None,
+    ) -> Any:
+        data = {
+            "order_id": order_id,
+            "warehouse_id": wh,
+            "lines": None if lines is None else list(lines),
+        }
+        return self._envelope(BackorderConsentGiven, "BackorderConsentGiven", data, id, None)
+
+    def stock_alert_requested(
+        self, alert_id: str, wh: str = "WH1", sku: str = "SKU-A", id: str | None = None
+    ) -> Any:
+        data = {
+            "alert_id": alert_id,
+            "warehouse_id": wh,
+            "sku": sku,
+            "customer": {
+                "customer_id": f"c-{alert_id}",
+                "email": f"{alert_id}@shop.example",
+                "locale": "en",
+            },
+        }
+        return self._envelope(StockAlertRequested, "StockAlertRequested", data, id, None)
+
+    def stock_alert_cancelled(self, alert_id: str, wh: str = "WH1", id: str | None = None) -> Any:
+        data = {"alert_id": alert_id, "warehouse_id": wh}
+        return self._envelope(StockAlertCancelled, "StockAlertCancelled", data, id, None)
+
+    def invalid_order_received(
+        self,
+        order_id: str,
+        wh: str = "WH1",
+        errors: Sequence[tuple[str, str]] = (("data.lines.0.quantity", "must be positive"),),
+        id: str | None = None,
+    ) -> Any:
+        data = {
+            "order_id": order_id,
+            "warehouse_id": wh,
+            "event_id": f"refused-{order_id}",
+            "errors": [{"path": path, "message": message} for path, message in errors],
+        }
+        return self._envelope(InvalidOrderReceived, "InvalidOrderReceived", data, id, None)
 
 
 _DEFAULT = Events(prefix="evt")

@@ -83,6 +83,11 @@ def test_every_input_event_type_and_case_is_there(day, parsed) -> None:
     assert set(types) == {
         "OrderPlaced",
         "OrderCancelled",
+        "OrderLinesCancelled",
+        "OrderPolicyChanged",
+        "BackorderConsentGiven",
+        "StockAlertRequested",
+        "StockAlertCancelled",
         "StockReceived",
         "StockAdjusted",
         "InboundScheduled",

@@ -514,3 +514,49 @@ def test_a_backorder_limit_rejection_and_the_policy_summary() -> None:
     assert summarize(entry) == (
         "LAMP: backorderable=True, discontinued=False, backorder_limit=2, release_date=2026-11-20"
     )
+
+
+def test_part_cancels_policy_switches_and_consents_belong_to_the_order() -> None:
+    part = env(
+        "e-part",
+        "OrderLinesCancelled",
+        "11:00",
+        order_id=ORDER,
+        warehouse_id=WH,
+        lines=[{"line_no": 1, "quantity": 4}],
+        reason="changed my mind",
+    )
+    switch = env(
+        "e-switch", "OrderPolicyChanged", "11:10", order_id=ORDER, warehouse_id=WH,
+        fulfilment_policy="ship_complete",
+    )  # fmt: skip
+    done = env(
+        "o-3",
+        "OrderCancellationProcessed",
+        "11:00",
+        "e-part",
+        order_id=ORDER,
+        warehouse_id=WH,
+        reason="changed my mind",
+        lines=[{"line_no": 1, "sku": "LAMP", "quantity": 5, "allocated": 2, "cancelled": 3}],
+        not_cancelled=[{"line_no": 1, "quantity": 1, "reason": "not_open"}],
+    )
+    records = [
+        *story(),
+        rec(ORDERS, 2, part, partition=1),
+        rec(ORDERS, 3, switch, partition=1),
+        rec(COMMANDS, 4, part),
+        rec(COMMANDS, 5, switch),
+        output(3, done, command=4),
+    ]
+    trace = build_trace(plan(), records)
+    mine = [(e.type, e.relation) for e in trace.entries][-3:]
+    assert mine == [
+        ("OrderLinesCancelled", "order"),
+        ("OrderCancellationProcessed", "output"),
+        ("OrderPolicyChanged", "order"),
+    ]
+    texts = [summarize(e) for e in trace.entries[-3:]]
+    assert texts[0] == "order ord-1: cancel L1×4: changed my mind"
+    assert texts[1].endswith("; not cancelled: L1×1 not_open")
+    assert texts[2] == "order ord-1 switched to ship_complete"

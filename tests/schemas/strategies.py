@@ -70,6 +70,8 @@ allocation_lines = st.lists(
             "allocated": counts,
             "backordered": counts,
             "eta": st.none() | dates,
+            "promised_eta": st.none() | dates,
+            "consent": st.sampled_from([None, "offered", "required", "given"]),
         },
     ),
     min_size=1,
@@ -152,7 +154,54 @@ DATA: dict[str, st.SearchStrategy] = {
     "InboundCancelled": st.fixed_dictionaries(
         {"inbound_id": ids, "warehouse_id": ids, "reason": texts, "cancelled_at": timestamps}
     ),
+    "OrderLinesCancelled": st.fixed_dictionaries(
+        {
+            "order_id": ids,
+            "warehouse_id": ids,
+            "lines": st.lists(
+                st.fixed_dictionaries({"quantity": quantities}), min_size=1, max_size=5
+            ).map(lambda lines: [{**line, "line_no": i + 1} for i, line in enumerate(lines)]),
+            "reason": texts,
+            "cancelled_at": timestamps,
+        }
+    ),
+    "OrderPolicyChanged": st.fixed_dictionaries(
+        {
+            "order_id": ids,
+            "warehouse_id": ids,
+            "fulfilment_policy": st.sampled_from(["ship_partial", "ship_complete"]),
+        }
+    ),
+    "BackorderConsentGiven": st.fixed_dictionaries(
+        {"order_id": ids, "warehouse_id": ids},
+        optional={"lines": st.none() | st.lists(st.integers(1, 100_000), min_size=1, max_size=5)},
+    ),
+    "StockAlertRequested": st.fixed_dictionaries(
+        {"alert_id": ids, "warehouse_id": ids, "sku": skus, "customer": customers}
+    ),
+    "StockAlertCancelled": st.fixed_dictionaries({"alert_id": ids, "warehouse_id": ids}),
     "ClockTicked": st.fixed_dictionaries({"now": timestamps}),
+    "InvalidOrderReceived": st.fixed_dictionaries(
+        {
+            "order_id": ids,
+            "warehouse_id": ids,
+            "event_id": ids,
+            "errors": st.lists(
+                st.fixed_dictionaries({"path": ids, "message": texts}), min_size=1, max_size=5
+            ),
+        }
+    ),
+    "BackorderConsentRecorded": st.fixed_dictionaries(order_output),
+    "StockAlertTriggered": st.fixed_dictionaries(
+        {
+            "alert_id": ids,
+            "warehouse_id": ids,
+            "sku": skus,
+            "customer": customers,
+            "available": counts,
+        },
+        optional={"promise_eta": st.none() | dates},
+    ),
     "OrderAllocated": st.fixed_dictionaries({**order_output, "shipment_id": ids}),
     "PartiallyShipped": st.fixed_dictionaries({**order_output, "shipment_id": ids}),
     "Backordered": st.fixed_dictionaries(
@@ -173,8 +222,35 @@ DATA: dict[str, st.SearchStrategy] = {
             ),
         }
     ),
-    "OrderRejected": st.fixed_dictionaries(order_output),
-    "OrderCancellationProcessed": st.fixed_dictionaries({**order_output, "reason": texts}),
+    "OrderRejected": st.fixed_dictionaries(order_output)
+    | st.fixed_dictionaries(
+        {
+            "order_id": ids,
+            "warehouse_id": ids,
+            "reason": st.just("invalid"),
+            "errors": st.lists(
+                st.fixed_dictionaries({"path": ids, "message": texts}), min_size=1, max_size=3
+            ),
+            "lines": st.just([]),
+        },
+    ),
+    "OrderCancellationProcessed": st.fixed_dictionaries(
+        {**order_output, "reason": texts},
+        optional={
+            "not_cancelled": st.none()
+            | st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "line_no": st.integers(1, 100_000),
+                        "quantity": quantities,
+                        "reason": st.sampled_from(["not_open", "unknown_line"]),
+                    }
+                ),
+                min_size=1,
+                max_size=3,
+            )
+        },
+    ),
     "StockPositionChanged": st.fixed_dictionaries(
         {
             "warehouse_id": ids,

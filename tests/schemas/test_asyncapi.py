@@ -160,7 +160,15 @@ def test_every_topic_has_its_channels_and_events(document: dict[str, Any]) -> No
         COMMANDS: set(COMMAND_TYPES),
         ALLOCATIONS: set(OUTPUT_TYPES),
     }
-    assert expected[ORDERS] == {"OrderPlaced", "OrderCancelled"}
+    assert expected[ORDERS] == {
+        "OrderPlaced",
+        "OrderCancelled",
+        "OrderLinesCancelled",
+        "OrderPolicyChanged",
+        "BackorderConsentGiven",
+        "StockAlertRequested",
+        "StockAlertCancelled",
+    }
     for topic, channels in by_address.items():
         wanted = {"DeadLetter"} if topic.endswith(DLQ_SUFFIX) else expected[topic]
         for channel in channels:

@@ -38,7 +38,16 @@ def test_every_event_type_has_a_strategy_and_a_topic() -> None:
         == {m.__name__ for m in INPUT_EVENTS + INTERNAL_COMMANDS + OUTPUT_EVENTS}
     )
     assert {REGISTRY[m.__name__].topic for m in INTERNAL_COMMANDS} == {COMMANDS}
-    assert {REGISTRY[t].topic for t in ("OrderPlaced", "OrderCancelled")} == {ORDERS}
+    shop = (
+        "OrderPlaced",
+        "OrderCancelled",
+        "OrderLinesCancelled",
+        "OrderPolicyChanged",
+        "BackorderConsentGiven",
+        "StockAlertRequested",
+        "StockAlertCancelled",
+    )
+    assert {REGISTRY[t].topic for t in shop} == {ORDERS}
     assert {REGISTRY[m.__name__].topic for m in INPUT_EVENTS} == {ORDERS, INVENTORY}
     assert {REGISTRY[m.__name__].topic for m in OUTPUT_EVENTS} == {ALLOCATIONS}
 
@@ -365,13 +374,28 @@ def test_trusted_construction_refuses_a_missing_required_field() -> None:
 
 def _first_output_of_each_type() -> dict[str, dict]:
     from services.allocator.domain import decide, new_state
+    from tests.builders.inputs import Events
     from tests.builders.streams import mixed_stream
 
-    state, found = new_state(), {}
-    for event in mixed_stream(3_000, seed=4):
-        state, outputs = decide(state, event)
-        for output in outputs:
-            found.setdefault(output.type, orjson.loads(encode(output)))
+    ev = Events(prefix="life")
+    story = [  # the outputs a mixed stream does not make: consent and alerts
+        ev.inbound_scheduled("in-1", "wh-1", [("A", 5)], "2026-11-20"),
+        ev.order_placed("o-1", "wh-1", [("A", 2)]),
+        ev.shipment_delayed("in-1", "wh-1", "2027-01-20"),
+        ev.backorder_consent_given("o-1", "wh-1"),
+        ev.sku_policy_set("wh-1", "B", backorderable=False),
+        ev.stock_alert_requested("al-1", "wh-1", "B"),
+        ev.stock_received("wh-1", "B", 1),
+    ]
+    found: dict[str, dict] = {}
+    for state, stream in (
+        (new_state(), mixed_stream(3_000, seed=4)),
+        (new_state(consent_rule=True), story),
+    ):
+        for event in stream:
+            state, outputs = decide(state, event)
+            for output in outputs:
+                found.setdefault(output.type, orjson.loads(encode(output)))
     return found
 
 
@@ -412,6 +436,11 @@ BAD_OUTPUTS = [
     ("BackorderEtaChanged", "data.cause.reason", "late\x00", "data.cause.reason"),
     ("OrderCancellationProcessed", "data.reason", "\x00", "data.reason"),
     ("Backordered", "occurred_at", "0001-01-01T00:00:00+14:00", "occurred_at"),
+    ("OrderAllocated", "data.lines.0.consent", "maybe", "data.lines.0.consent"),
+    ("OrderCancellationProcessed", "data.not_cancelled", [{"line_no": 1}], "data.not_cancelled"),
+    ("OrderRejected", "data.reason", "rude", "data.reason"),
+    ("BackorderConsentRecorded", "data.lines", [], "data.lines"),
+    ("StockAlertTriggered", "data.customer.email", "nope", "data.customer.email"),
 ]
 
 

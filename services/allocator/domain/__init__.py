@@ -10,11 +10,10 @@ modules that apply them.
 from .eta import order_etas
 from .ids import NAMESPACE, SOURCE, output_id, placed_micros, shipment_id
 from .invariants import InvariantViolation, check_invariants, invariant_problems
+from .memory import DEFAULT_DEDUP_WINDOW, BoundedWindow
 from .rules import UnknownCommand, decide, fold
 from .state import (
-    DEFAULT_DEDUP_WINDOW,
     AllocatorState,
-    BoundedWindow,
     Inbound,
     Line,
     Order,

@@ -21,7 +21,7 @@ class Record:
     with this output, `previous` the ETAs a BackorderEtaChanged replaces.
     """
 
-    __slots__ = ("kind", "order", "shipped", "lines", "reason", "previous")
+    __slots__ = ("kind", "order", "shipped", "lines", "reason", "previous", "not_cancelled")
 
     def __init__(self, kind: str, order: Order, reason: str | None = None) -> None:
         self.kind = kind
@@ -30,6 +30,7 @@ class Record:
         self.lines: list[Line] | None = None
         self.reason = reason
         self.previous: dict[Line, date | None] | None = None
+        self.not_cancelled: list[contract.NotCancelled] | None = None  # a part cancel's leftovers
 
 
 class Context:
@@ -48,6 +49,9 @@ class Context:
         "cause_inbound",
         "cause_reason",
         "pre_orders",
+        "alert_skus",
+        "alerts_fired",
+        "invalid_orders",
     )
 
     def __init__(self, state: AllocatorState, env: AnyCommand) -> None:
@@ -65,6 +69,12 @@ class Context:
         self.cause_inbound: str | None = None
         self.cause_reason: str | None = None
         self.pre_orders: dict[Order, None] = {}  # orders placed with a line of an unreleased SKU
+        self.alert_skus: dict[SkuState, None] = {}  # SKUs whose policy changed (alerts.py)
+        # (alert_id, sku, customer) told now, in the order they fired.
+        self.alerts_fired: list[tuple[str, SkuState, contract.Customer]] = []
+        self.invalid_orders: list[
+            contract.InvalidOrderReceivedData | wire.InvalidOrderReceivedData
+        ] = []  # refused, to be told
 
     def record(self, kind: str, order: Order, reason: str | None = None) -> Record:
         rec = Record(kind, order, reason)

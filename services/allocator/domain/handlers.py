@@ -29,12 +29,13 @@ from schemas.contract import (
 )
 from schemas.decode import as_model
 
+from .consent import enforce
 from .context import Context
-from .eta import coverable
 from .ids import first_statement, placed_micros
 from .queue import dequeue, drain, enqueue
 from .state import Inbound, Line, Order, SkuState
 from .stock import (
+    acceptable,
     add_stock,
     file_inbound,
     fill,
@@ -126,7 +127,7 @@ def _take_stock(ctx: Context, order: Order) -> tuple[list[Line], dict[Line, int]
             line.reason = "discontinued" if sku.discontinued else "not_backorderable"
             rejected.append(line)
             continue
-        accept, reason = _acceptable(ctx, sku, rest)
+        accept, reason = acceptable(ctx, sku, rest)
         if accept < rest:
             line.rejected = rest - accept
             line.reason = reason
@@ -138,19 +139,6 @@ def _take_stock(ctx: Context, order: Order) -> tuple[list[Line], dict[Line, int]
             ctx.queue_changed(sku, line if at_tail else None)
             ctx.touched[sku] = None
     return rejected, shipped
-
-
-def _acceptable(ctx: Context, sku: SkuState, units: int) -> tuple[int, str | None]:
-    """How many of `units` may wait in `sku`'s queue, and why not the rest."""
-    accept, reason = units, None
-    limit = sku.backorder_limit
-    if limit is not None and sku.waiting + accept > limit:
-        accept, reason = max(0, limit - sku.waiting), "backorder_limit"
-    if sku.covered_only and accept:
-        covered = coverable(sku, accept, ctx.state.today, ctx.state.grace_days)
-        if covered < accept:
-            accept, reason = covered, "not_covered"
-    return accept, reason
 
 
 def _record_placement(
@@ -373,6 +361,8 @@ def clock_ticked(ctx: Context, env: ClockTicked | wire.ClockTicked) -> None:
             del state.release_pending[key]
             fill(ctx, sku)
     settle(ctx)
+    if state.consent_rule:
+        enforce(ctx, today)
 
 
 def sku_policy_set(ctx: Context, env: SkuPolicySet | wire.SkuPolicySet) -> None:
@@ -381,6 +371,7 @@ def sku_policy_set(ctx: Context, env: SkuPolicySet | wire.SkuPolicySet) -> None:
     if not first_statement(state.policy_events, (data.warehouse_id, data.sku), env):
         return
     sku = state.sku(data.warehouse_id, data.sku)
+    ctx.alert_skus[sku] = None  # it may have become orderable
     sku.backorderable = data.backorderable
     sku.discontinued = data.discontinued
     sku.backorder_limit = data.backorder_limit

@@ -15,6 +15,8 @@ from schemas.contract import (
     AllocationLine,
     BackorderAllocated,
     BackorderAllocatedData,
+    BackorderConsentRecorded,
+    BackorderConsentRecordedData,
     Backordered,
     BackorderedData,
     BackorderEtaChanged,
@@ -31,10 +33,14 @@ from schemas.contract import (
     OutputEvent,
     PartiallyShipped,
     PartiallyShippedData,
+    StockAlertTriggered,
+    StockAlertTriggeredData,
     StockPositionChanged,
     StockPositionChangedData,
+    ValidationIssue,
 )
 
+from .consent import review
 from .context import AnyCommand, Context, Record
 from .eta import order_etas
 from .eta import position as sku_position
@@ -50,6 +56,7 @@ OrderOutput = (
     | BackorderEtaChanged
     | OrderRejected
     | OrderCancellationProcessed
+    | BackorderConsentRecorded
 )
 _E = TypeVar("_E", bound=Envelope)
 
@@ -61,6 +68,7 @@ _ENVELOPES: dict[str, tuple[type[OrderOutput], type[Model]]] = {
     "BackorderEtaChanged": (BackorderEtaChanged, BackorderEtaChangedData),
     "OrderRejected": (OrderRejected, OrderRejectedData),
     "OrderCancellationProcessed": (OrderCancellationProcessed, OrderCancellationProcessedData),
+    "BackorderConsentRecorded": (BackorderConsentRecorded, BackorderConsentRecordedData),
 }
 _SHIPMENT_TYPES = frozenset({"OrderAllocated", "PartiallyShipped", "BackorderAllocated"})
 _PLACEMENT_TYPES = frozenset({"OrderAllocated", "PartiallyShipped", "Backordered"})
@@ -73,14 +81,17 @@ def report(ctx: Context) -> list[Record]:
     BackorderEtaChanged reports an order's moved lines no other record reports.
     """
     records, reported = _select(ctx.records)
+    consent_rule = ctx.state.consent_rule
     for order in ctx.eta_orders:
         changed: dict[Line, date | None] = {}
         already = reported.get(order, _NOTHING)
+        moved = []
         for line, eta in zip(order.lines, order_etas(order), strict=True):
             if eta != line.eta:
                 if line not in already:
                     changed[line] = line.eta
                 line.eta = eta
+                moved.append(line)
         if changed:
             # Lines that lost their date to the clock: an inbound became overdue.
             reason = ctx.cause_reason
@@ -90,6 +101,8 @@ def report(ctx: Context) -> list[Record]:
             rec.lines = list(changed)
             rec.previous = changed
             records.append(rec)
+        if consent_rule:
+            review(ctx, order, moved)
     return records
 
 
@@ -127,6 +140,10 @@ def render(ctx: Context, records: list[Record]) -> list[OutputEvent]:
     outputs: list[OutputEvent] = []
     for rec in records:
         outputs.append(_render(ctx, rec, len(outputs)))
+    if ctx.invalid_orders:
+        _invalid_orders(ctx, outputs)
+    if ctx.alerts_fired:
+        _alerts(ctx, outputs)
     if ctx.touched:
         _positions(ctx, outputs)
     return outputs
@@ -154,6 +171,39 @@ def _positions(ctx: Context, outputs: list[OutputEvent]) -> None:
             outputs.append(
                 _envelope(StockPositionChanged, "StockPositionChanged", env, len(outputs), data)
             )
+
+
+def _invalid_orders(ctx: Context, outputs: list[OutputEvent]) -> None:
+    for refused in ctx.invalid_orders:
+        data = OrderRejectedData.trusted(
+            order_id=refused.order_id,
+            warehouse_id=refused.warehouse_id,
+            customer=None,
+            lines=[],
+            reason="invalid",
+            errors=[
+                ValidationIssue.trusted(path=issue.path, message=issue.message)
+                for issue in refused.errors
+            ],
+        )
+        outputs.append(_envelope(OrderRejected, "OrderRejected", ctx.env, len(outputs), data))
+
+
+def _alerts(ctx: Context, outputs: list[OutputEvent]) -> None:
+    state = ctx.state
+    for alert_id, sku, customer in ctx.alerts_fired:
+        position = sku_position(sku, state.today, state.grace_days)
+        data = StockAlertTriggeredData.trusted(
+            alert_id=alert_id,
+            warehouse_id=sku.warehouse_id,
+            sku=sku.sku,
+            customer=customer,
+            available=position[0],
+            promise_eta=position[6],
+        )
+        outputs.append(
+            _envelope(StockAlertTriggered, "StockAlertTriggered", ctx.env, len(outputs), data)
+        )
 
 
 def _sku_sort_key(sku: SkuState) -> tuple[str, str]:
@@ -196,6 +246,8 @@ def _render(ctx: Context, rec: Record, index: int) -> OrderOutput:
                 reason=line.reason if line.rejected else None,
                 unit_price=line.unit_price,
                 currency=line.currency,
+                promised_eta=line.promised if line.backordered else None,
+                consent=line.consent if line.backordered else None,
             )
         )
     kind = rec.kind
@@ -208,8 +260,11 @@ def _render(ctx: Context, rec: Record, index: int) -> OrderOutput:
     }
     if kind in _SHIPMENT_TYPES:
         fields["shipment_id"] = shipment_id(env.id, order.order_id)
-    elif kind == "Backordered" or kind == "OrderCancellationProcessed":
+    elif kind == "Backordered":
         fields["reason"] = rec.reason
+    elif kind == "OrderCancellationProcessed":
+        fields["reason"] = rec.reason
+        fields["not_cancelled"] = rec.not_cancelled
     elif kind == "BackorderEtaChanged":
         fields["cause"] = EtaChangeCause.trusted(
             event_type=env.type,

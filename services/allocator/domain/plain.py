@@ -22,18 +22,18 @@ from typing import Any
 
 from schemas.contract import Customer
 
+from .memory import BoundedWindow, IdSet
 from .queue import BackorderQueue, QueueBlock
 from .state import (
     AllocatorState,
-    BoundedWindow,
-    IdSet,
     Inbound,
     Line,
     Order,
     SkuState,
 )
 
-STATE_FORMAT = 2  # 2: today, release dates, backorder limits and modes, promise_eta
+STATE_FORMAT = 3  # 2: today, release dates, backorder limits and modes, promise_eta;
+# 3: applied changes, promised dates and consent, stock alerts
 
 _to_day = date.toordinal
 _from_day = date.fromordinal
@@ -75,9 +75,12 @@ def _order(order: Order) -> list[Any]:
                 line.reason,
                 None if line.raw_eta is None else _to_day(line.raw_eta),
                 None if line.eta is None else _to_day(line.eta),
+                _day(line.promised),
+                line.consent,
             ]
             for line in order.lines
         ],
+        list(order.applied),
     ]
 
 
@@ -159,6 +162,13 @@ def state_to_plain(state: AllocatorState) -> dict[str, Any]:
         "seen_adjustments": _ids(state.seen_adjustments),
         "inbound_events": _marks(state.inbound_events),
         "policy_events": _marks(state.policy_events),
+        "consent_rule": state.consent_rule,
+        "consent_due": [[wh, order_id] for wh, order_id in state.consent_due],
+        "alerts": [
+            [wh, sku, [[alert_id, customer.model_dump()] for alert_id, customer in waiting.items()]]
+            for (wh, sku), waiting in state.alerts.items()
+        ],
+        "alerts_done": _ids(state.alerts_done),
     }
 
 
@@ -201,7 +211,7 @@ def _customer(raw: dict[str, Any]) -> Customer:
 
 
 def _load_order(raw: list[Any]) -> Order:
-    order_id, wh, customer, complete, priority, placed_us, waiting, reserved, lines = raw
+    order_id, wh, customer, complete, priority, placed_us, waiting, reserved, lines, applied = raw
     order = Order(
         _str(order_id),
         _str(wh),
@@ -212,6 +222,7 @@ def _load_order(raw: list[Any]) -> Order:
     )
     order.waiting = _int(waiting)
     order.reserved = _int(reserved)
+    order.applied = tuple(_str(change) for change in applied)
     for item in lines:
         (
             line_no,
@@ -227,6 +238,8 @@ def _load_order(raw: list[Any]) -> Order:
             reason,
             raw_eta,
             eta,
+            promised,
+            consent,
         ) = item
         line = Line(
             order,
@@ -244,6 +257,8 @@ def _load_order(raw: list[Any]) -> Order:
         line.reason = _opt_str(reason)
         line.raw_eta = _date(raw_eta)
         line.eta = _date(eta)
+        line.promised = _date(None if promised is None else _int(promised))
+        line.consent = _opt_str(consent)
         order.lines.append(line)
     return order
 
@@ -388,4 +403,12 @@ def state_from_plain(plain: dict[str, Any]) -> AllocatorState:
     state.seen_adjustments = _load_ids(plain["seen_adjustments"])
     state.inbound_events = _load_marks(plain["inbound_events"])
     state.policy_events = _load_marks(plain["policy_events"])
+    state.consent_rule = _bool(plain["consent_rule"])
+    for wh, order_id in plain["consent_due"]:
+        state.consent_due[_str(wh), _str(order_id)] = None
+    for wh, sku, waiting in plain["alerts"]:
+        state.alerts[_str(wh), _str(sku)] = {
+            _str(alert_id): _customer(customer) for alert_id, customer in waiting
+        }
+    state.alerts_done = _load_ids(plain["alerts_done"])
     return state

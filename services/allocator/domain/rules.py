@@ -81,12 +81,14 @@ from collections.abc import Iterable
 
 from schemas.contract import OutputEvent
 
+from . import alerts, handlers, lifecycle
 from .context import AnyCommand, Context
 from .eta import refresh
-from .handlers import HANDLERS
 from .outputs import render, report
 from .state import AllocatorState
 from .stock import close_finished
+
+HANDLERS = {**handlers.HANDLERS, **lifecycle.HANDLERS, **alerts.HANDLERS}
 
 
 class UnknownCommand(ValueError):
@@ -115,6 +117,7 @@ def decide(state: AllocatorState, command: AnyCommand) -> tuple[AllocatorState, 
     records = report(ctx)
     if ctx.maybe_closed:
         close_finished(ctx)
+    alerts.tell_alerts(ctx)
     return state, render(ctx, records)
 
 

@@ -15,18 +15,17 @@ their state as a plain tuple, for cheap in-process copies in tests.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterator
 from datetime import date, timedelta
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from schemas.contract import Customer
 
+from .memory import DEFAULT_DEDUP_WINDOW, BoundedWindow, IdSet
+
 if TYPE_CHECKING:
     from .queue import BackorderQueue, QueueEntry
 
-DEFAULT_DEDUP_WINDOW = 100_000
 # Days past its ETA an inbound with units still to come keeps a credible date
 # (FULFIL_OVERDUE_GRACE_DAYS; the entrypoint passes it in, the domain reads no setting).
 DEFAULT_OVERDUE_GRACE_DAYS = 2
@@ -36,83 +35,6 @@ SkuKey = tuple[str, str]  # (warehouse_id, sku)
 # A SKU's stock position: available, backordered, reserved, incoming, next_eta, shortfall,
 # promise_eta.
 Position = tuple[int, int, int, int, date | None, int, date | None]
-
-
-class BoundedWindow:
-    """A map of recently seen keys with FIFO eviction beyond `maxlen` keys.
-
-    Re-adding a present key updates its value and keeps its place. A deque
-    plus a dict: O(1) per operation and deterministic (insertion order only).
-    """
-
-    __slots__ = ("maxlen", "_order", "_items")
-
-    def __init__(self, maxlen: int = DEFAULT_DEDUP_WINDOW) -> None:
-        if maxlen < 1:
-            raise ValueError("a dedup window needs room for at least one key")
-        self.maxlen = maxlen
-        self._order: deque[Any] = deque()
-        self._items: dict[Any, Any] = {}
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._items
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def get(self, key: object, default: Any = None) -> Any:
-        return self._items.get(key, default)
-
-    def add(self, key: Any, value: Any = True) -> None:
-        items = self._items
-        if key in items:
-            items[key] = value
-            return
-        items[key] = value
-        order = self._order
-        order.append(key)
-        if len(order) > self.maxlen:
-            del items[order.popleft()]
-
-    def keys(self) -> list[Any]:
-        return list(self._order)
-
-
-class IdSet:
-    """Ids remembered for ever, grouped by scope (the warehouse).
-
-    One `set[str]` per warehouse: no tuple per key (a (wh, id) tuple would
-    cost more than the id itself), and the id string is usually shared with
-    the event or order that brought it.
-    """
-
-    __slots__ = ("by_scope",)
-
-    def __init__(self) -> None:
-        self.by_scope: dict[str, set[str]] = {}
-
-    def has(self, scope: str, key: str) -> bool:
-        ids = self.by_scope.get(scope)
-        return ids is not None and key in ids
-
-    def add(self, scope: str, key: str) -> None:
-        ids = self.by_scope.get(scope)
-        if ids is None:
-            ids = self.by_scope[scope] = set()
-        ids.add(key)
-
-    def discard(self, scope: str, key: str) -> None:
-        ids = self.by_scope.get(scope)
-        if ids is not None:
-            ids.discard(key)
-
-    def __len__(self) -> int:
-        return sum(len(ids) for ids in self.by_scope.values())
-
-    def __iter__(self) -> Iterator[tuple[str, str]]:
-        for scope, ids in self.by_scope.items():
-            for key in ids:
-                yield scope, key
 
 
 class Line:
@@ -140,6 +62,8 @@ class Line:
         "raw_eta",
         "eta",
         "qkey",
+        "promised",
+        "consent",
     )
 
     def __init__(
@@ -166,6 +90,9 @@ class Line:
         self.raw_eta: date | None = None
         self.eta: date | None = None
         self.qkey: QueueEntry | None = None  # this line's queue entry while it waits
+        # The delay-consent rule (consent.py): the date promised, and where consent stands.
+        self.promised: date | None = None
+        self.consent: str | None = None
 
     @property
     def backordered(self) -> int:
@@ -192,6 +119,8 @@ class Line:
             self.raw_eta,
             self.eta,
             self.qkey,
+            self.promised,
+            self.consent,
         ) = state
 
     def __repr__(self) -> str:
@@ -218,6 +147,7 @@ class Order:
         "lines",
         "waiting",
         "reserved",
+        "applied",
     )
 
     def __init__(
@@ -238,6 +168,11 @@ class Order:
         self.lines: list[Line] = []
         self.waiting = 0  # sum of the lines' waiting units
         self.reserved = 0  # sum of the lines' reserved units
+        # Ids of the changes applied to this open order (part cancels, policy changes,
+        # consents): each has no business key of its own, and re-applying an old one
+        # would cancel twice or undo a newer one. Forgotten with the order: a closed
+        # order has nothing left to change.
+        self.applied: tuple[str, ...] = ()
 
     @property
     def policy(self) -> str:
@@ -257,6 +192,7 @@ class Order:
             self.lines,
             self.waiting,
             self.reserved,
+            self.applied,
         ) = state
 
     @property
@@ -402,10 +338,17 @@ class AllocatorState:
         "closed_inbounds",
         "inbound_events",
         "policy_events",
+        "consent_rule",
+        "consent_due",
+        "alerts",
+        "alerts_done",
     )
 
     def __init__(
-        self, dedup_window: int = DEFAULT_DEDUP_WINDOW, grace_days: int = DEFAULT_OVERDUE_GRACE_DAYS
+        self,
+        dedup_window: int = DEFAULT_DEDUP_WINDOW,
+        grace_days: int = DEFAULT_OVERDUE_GRACE_DAYS,
+        consent_rule: bool = False,
     ) -> None:
         self.dedup_window = dedup_window
         self.grace_days = grace_days  # a parameter of the rules, not state the log builds
@@ -427,6 +370,13 @@ class AllocatorState:
         # account (see ids.statement_mark): (wh, inbound_id) / (wh, sku) -> marks.
         self.inbound_events: dict[tuple[str, str], list[str]] = {}
         self.policy_events: dict[SkuKey, list[str]] = {}
+        # The delay-consent rule (FULFIL_DELAY_CONSENT=ftc): a parameter, like grace_days.
+        self.consent_rule = consent_rule
+        self.consent_due: dict[OrderKey, None] = {}  # open orders with a line awaiting consent
+        # Back-in-stock alerts still waiting, per SKU (alert_id -> customer), and every
+        # alert id done (told or cancelled), remembered for ever like other business keys.
+        self.alerts: dict[SkuKey, dict[str, Customer]] = {}
+        self.alerts_done = IdSet()
 
     def order_known(self, warehouse_id: str, order_id: str) -> bool:
         """An order with this id was placed in this warehouse (open or closed)."""
@@ -466,10 +416,14 @@ class AllocatorState:
             "seen_receipts": len(self.seen_receipts),
             "seen_adjustments": len(self.seen_adjustments),
             "closed_inbounds": len(self.closed_inbounds),
+            "alerts": sum(len(waiting) for waiting in self.alerts.values()),
+            "alerts_done": len(self.alerts_done),
         }
 
 
 def new_state(
-    dedup_window: int = DEFAULT_DEDUP_WINDOW, grace_days: int = DEFAULT_OVERDUE_GRACE_DAYS
+    dedup_window: int = DEFAULT_DEDUP_WINDOW,
+    grace_days: int = DEFAULT_OVERDUE_GRACE_DAYS,
+    consent_rule: bool = False,
 ) -> AllocatorState:
-    return AllocatorState(dedup_window, grace_days)
+    return AllocatorState(dedup_window, grace_days, consent_rule)

@@ -6,6 +6,7 @@ Each records on the command's `Context` what it touched; none renders anything.
 from __future__ import annotations
 
 from .context import Context, Record
+from .eta import coverable
 from .queue import dequeue, enqueue, serve_head
 from .state import AllocatorState, Inbound, Line, Order, SkuState
 
@@ -166,3 +167,43 @@ def close_finished(ctx: Context) -> None:
         if not (order.waiting or order.reserved):
             if state.orders.pop((order.warehouse_id, order.order_id), None) is not None:
                 state.closed_orders.add(order.warehouse_id, order.order_id)
+
+
+def acceptable(ctx: Context, sku: SkuState, units: int) -> tuple[int, str | None]:
+    """How many of `units` may wait in `sku`'s queue, and why not the rest."""
+    accept, reason = units, None
+    limit = sku.backorder_limit
+    if limit is not None and sku.waiting + accept > limit:
+        accept, reason = max(0, limit - sku.waiting), "backorder_limit"
+    if sku.covered_only and accept:
+        covered = coverable(sku, accept, ctx.state.today, ctx.state.grace_days)
+        if covered < accept:
+            accept, reason = covered, "not_covered"
+    return accept, reason
+
+
+def cancel_units(ctx: Context, line: Line, units: int, freed: dict[SkuState, None]) -> int:
+    """Cancel up to `units` of `line`'s unreleased units, waiting ones first, then reserved
+    ones (which go back to the shelf; `freed` collects their SKUs for a fill). The rest
+    keeps its place in the queue. Returns the units cancelled."""
+    order = line.order
+    sku = ctx.state.skus[(order.warehouse_id, line.sku)]
+    done = 0
+    if line.waiting and units:
+        waiting = dequeue(sku, line)
+        done = min(waiting, units)
+        if waiting > done:
+            enqueue(sku, line, waiting - done)  # same key: the same place in the queue
+        ctx.queue_changed(sku)
+        ctx.touched[sku] = None
+    held = min(line.reserved, units - done)
+    if held:
+        line.reserved -= held
+        order.reserved -= held
+        sku.reserved -= held
+        shelve(sku, held)
+        freed[sku] = None
+        ctx.touched[sku] = None
+        done += held
+    line.cancelled += done
+    return done

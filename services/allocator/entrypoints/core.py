@@ -333,9 +333,10 @@ class AllocatorCore:
                 )
                 loaded = None
             if loaded is None:
-                loaded = Snapshot(new_state(grace_days=self.settings.fulfil_overdue_grace_days))
-            else:  # a rule parameter, not log state: the configured one applies from here on
-                loaded.state.grace_days = self.settings.fulfil_overdue_grace_days
+                loaded = Snapshot(new_state())
+            # Rule parameters, not log state: the configured ones apply from here on.
+            loaded.state.grace_days = self.settings.fulfil_overdue_grace_days
+            loaded.state.consent_rule = self.settings.consent_rule
             snapshots[tp.partition] = loaded
         await self._check_log(snapshots)
         tails = await self._output_tails({p: s.output_offset for p, s in snapshots.items()})

@@ -136,8 +136,11 @@ async def replay(
 
 async def _replay_partition(run: _Run, p: int) -> PartitionReport:
     part = PartitionReport(p)
-    grace = run.settings.fulfil_overdue_grace_days
-    fold = PartitionFold(p, Snapshot(new_state(grace_days=grace)))
+    settings = run.settings
+    state = new_state(
+        grace_days=settings.fulfil_overdue_grace_days, consent_rule=settings.consent_rule
+    )
+    fold = PartitionFold(p, Snapshot(state))
     outputs = (
         _Stream(run.outputs_reader, TopicPartition(run.settings.topic(ALLOCATIONS), p))
         if run.verify

@@ -26,6 +26,7 @@ from fulfil_platform.metrics import Progress, watch_lag
 from schemas import wire
 from schemas.decode import decode_input
 from schemas.registry import COMMANDS, DLQ_SUFFIX, INVENTORY, ORDERS, ContractError
+from services.allocator.service_layer.refusal import refused_order
 
 log = get_logger("allocator.router")
 
@@ -172,6 +173,17 @@ async def _route(
             await _dead_letter(sender, record, value, exc)
             stats.dead_lettered += 1
             stats.progress.dead_lettered(record.topic + DLQ_SUFFIX, exc.kind)
+            refusal = refused_order(value, exc, record.topic, record.partition, record.offset)
+            if refusal is not None:  # upstream hears of it too (OrderRejected, invalid)
+                await sender.add(
+                    commands,
+                    refusal[1],
+                    key=refusal[0],
+                    headers=[
+                        ("fulfil-source-topic", record.topic.encode()),
+                        ("fulfil-event-type", b"InvalidOrderReceived"),
+                    ],
+                )
             continue
         await sender.add(
             commands,

@@ -66,7 +66,7 @@ class Claimed:
     channel: str
     kind: str
     event_type: str
-    order_id: str
+    order_id: str | None  # None: a back-in-stock message (about an alert, not an order)
     message_id: str
     recipient: str | None
     subject: str | None
@@ -81,9 +81,10 @@ _INSERT = """
 INSERT INTO notifier_outbox (
     event_id, channel, kind, event_type, warehouse_id, order_id, message_id, recipient,
     subject, body_text, body_html, body_json, facts, status, attempts, next_attempt_at,
-    superseded_by, note, source_topic, source_partition, source_offset, created_at, updated_at)
+    superseded_by, note, source_topic, source_partition, source_offset, created_at, updated_at,
+    alert_id)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb, $14, 0, $15,
-        $16, $17, $18, $19, $20, $21, $21)
+        $16, $17, $18, $19, $20, $21, $21, $22)
 ON CONFLICT (event_id, channel) DO NOTHING
 """
 
@@ -141,7 +142,7 @@ class OutboxTransaction:
         # skips it), so a notice is never folded while it is being sent.
         for r in await self.conn.fetch(
             """
-            SELECT o.id, o.channel, o.facts, o.next_attempt_at
+            SELECT o.id, o.channel, o.warehouse_id, o.order_id, o.facts, o.next_attempt_at
             FROM notifier_outbox o
             JOIN unnest($1::text[], $2::text[]) AS k(warehouse_id, order_id)
               ON o.warehouse_id = k.warehouse_id AND o.order_id = k.order_id
@@ -154,7 +155,7 @@ class OutboxTransaction:
         ):
             notice = Notice.from_json(r["facts"])
             row = Row(channel=r["channel"], notice=notice, due=r["next_attempt_at"], row_id=r["id"])
-            held.setdefault((notice.warehouse_id, notice.order_id, row.channel), []).append(row)
+            held.setdefault((r["warehouse_id"], r["order_id"], row.channel), []).append(row)
         return existing, held
 
     async def write(
@@ -210,6 +211,7 @@ def _insert_args(row: Row, out: Rendered, now: datetime) -> tuple[Any, ...]:
         notice.order_id, out.message_id, out.recipient, out.subject, out.body_text,
         out.body_html, out.body_json, notice.to_json(), row.status, row.due,
         row.superseded_by, row.note, topic, partition, offset, now,
+        notice.alert.alert_id if notice.alert else None,
     )  # fmt: skip
 
 
@@ -398,7 +400,7 @@ class OutboxStore:
     ) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(
             """
-            SELECT id, event_id, channel, kind, event_type, order_id, status, attempts,
+            SELECT id, event_id, channel, kind, event_type, order_id, alert_id, status, attempts,
                    next_attempt_at, last_error, message_id, note, created_at, updated_at, sent_at
             FROM notifier_outbox
             WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR channel = $2)

@@ -35,10 +35,12 @@ from typing import Any
 from urllib.parse import quote
 
 from services.notifier.domain.model import (
+    BACK_IN_STOCK,
     BACKORDER_SHIPPED,
     BACKORDERED,
     CANCELLED,
     CONFIRMED,
+    CONSENT_RECORDED,
     ETA_CHANGED,
     PARTIALLY_SHIPPED,
     REJECTED,
@@ -50,6 +52,7 @@ from services.notifier.domain.model import (
     NoticeLine,
     Outgoing,
     Recipient,
+    StockAlert,
 )
 
 KIND_BY_EVENT = {
@@ -60,6 +63,8 @@ KIND_BY_EVENT = {
     "BackorderEtaChanged": ETA_CHANGED,
     "OrderRejected": REJECTED,
     "OrderCancellationProcessed": CANCELLED,
+    "BackorderConsentRecorded": CONSENT_RECORDED,
+    "StockAlertTriggered": BACK_IN_STOCK,
 }
 
 # Namespace of the reminder ids (uuid5): fixed forever, or restarts would resend.
@@ -74,6 +79,8 @@ class Policy:
     order_confirmation: bool = True
     reminder_days: float = 7.0
     eta_hold_seconds: float = 300.0
+    # Where a customer agrees to wait for a later date (the delay-consent rule).
+    consent_url_template: str = "https://shop.example/orders/{order_id}/consent"
 
     @classmethod
     def from_settings(cls, settings: Any) -> Policy:
@@ -83,6 +90,7 @@ class Policy:
             order_confirmation=settings.fulfil_notifier_order_confirmation,
             reminder_days=settings.fulfil_notifier_reminder_days,
             eta_hold_seconds=settings.fulfil_notifier_eta_hold_seconds,
+            consent_url_template=settings.fulfil_consent_url_template,
         )
 
 
@@ -98,6 +106,7 @@ def message_id(source_id: str, channel: str, domain: str = "fulfil") -> str:
 
 
 def cancel_url(template: str, order_id: str) -> str:
+    """The customer's link for an order (cancel, or agree to wait): `{order_id}` URL-quoted."""
     return template.format(order_id=quote(order_id, safe=""))
 
 
@@ -122,13 +131,18 @@ def eta_cause(cause: Any) -> EtaLoss | None:
 
 
 def notice_for(event: Any, policy: Policy) -> Notice | None:
-    """The notice an allocation event calls for, or None (StockPositionChanged, switched off)."""
+    """The notice an allocation event calls for, or None (StockPositionChanged, switched off,
+    or no one to write to: an order refused as invalid has no customer block)."""
     kind = KIND_BY_EVENT.get(event.type)
     if kind is None:
         return None
     if kind == CONFIRMED and not policy.order_confirmation:
         return None
     data = event.data
+    if data.customer is None:
+        return None  # OrderRejected, reason `invalid`: nobody to tell (upstream is told)
+    if kind == BACK_IN_STOCK:
+        return _alert_notice(event)
     lines = tuple(
         sorted(
             (NoticeLine.model_validate(x, from_attributes=True) for x in data.lines),
@@ -137,16 +151,11 @@ def notice_for(event: Any, policy: Policy) -> Notice | None:
     )
     reason = getattr(data, "reason", None)
     if kind == ETA_CHANGED:
-        lines = tuple(x for x in lines if x.eta != x.previous_eta)
+        lines, reason = _eta_lines(lines, data.cause)
         if not lines:
             return None
-        # Why lines lost their date, kept per line so that it survives folding.
-        reason = eta_cause(data.cause)
-        if reason is not None:
-            lines = tuple(
-                x.model_copy(update={"reason": reason}) if x.eta is None else x for x in lines
-            )
-    customer = data.customer
+    if not lines:
+        return None  # nothing about any line of the order to tell
     return Notice(
         kind=kind,
         source_id=event.id,
@@ -154,16 +163,58 @@ def notice_for(event: Any, policy: Policy) -> Notice | None:
         occurred_at=event.occurred_at,
         order_id=data.order_id,
         warehouse_id=data.warehouse_id,
-        customer=Recipient(
-            customer_id=customer.customer_id,
-            email=str(customer.email),
-            name=customer.name or None,
-            locale=customer.locale,
-        ),
+        customer=_recipient(data.customer),
         lines=lines,
         reason=reason,
         cancel_url=cancel_url(policy.cancel_url_template, data.order_id),
         next_update=next_update(event.occurred_at, policy.reminder_days),
+        consent_url=cancel_url(policy.consent_url_template, data.order_id),
+        not_cancelled=tuple(
+            sorted(getattr(data, "not_cancelled", None) or (), key=lambda x: x.line_no)
+        ),
+    )
+
+
+def _recipient(customer: Any) -> Recipient:
+    return Recipient(
+        customer_id=customer.customer_id,
+        email=str(customer.email),
+        name=customer.name or None,
+        locale=customer.locale,
+    )
+
+
+def _eta_lines(
+    lines: tuple[NoticeLine, ...], cause: Any
+) -> tuple[tuple[NoticeLine, ...], EtaLoss | None]:
+    """An ETA notice's lines (those whose date moved) and why lines lost their date."""
+    lines = tuple(x for x in lines if x.eta != x.previous_eta)
+    # Why lines lost their date, kept per line so that it survives folding.
+    reason = eta_cause(cause)
+    if reason is not None:
+        lines = tuple(
+            x.model_copy(update={"reason": reason}) if x.eta is None else x for x in lines
+        )
+    return lines, reason
+
+
+def _alert_notice(event: Any) -> Notice:
+    """A back-in-stock message: to the alert's customer, about the SKU, not an order."""
+    data = event.data
+    return Notice(
+        kind=BACK_IN_STOCK,
+        source_id=event.id,
+        event_type=event.type,
+        occurred_at=event.occurred_at,
+        order_id=None,
+        warehouse_id=data.warehouse_id,
+        customer=_recipient(data.customer),
+        alert=StockAlert(
+            alert_id=data.alert_id,
+            sku=data.sku,
+            available=data.available,
+            promise_eta=data.promise_eta,
+        ),
     )
 
 
@@ -219,6 +270,9 @@ def update_held_eta_notice(held: Notice, later: Notice) -> Notice | None:
                         "eta": now.eta,
                         "backordered": now.backordered,
                         "reserved": now.reserved,
+                        # e.g. consent given since: the held notice must not still ask
+                        "consent": now.consent,
+                        "promised_eta": now.promised_eta,
                     }
                 )
             )
@@ -226,7 +280,10 @@ def update_held_eta_notice(held: Notice, later: Notice) -> Notice | None:
     kept = _without_news(lines)
     if not kept:
         return None
-    return held.model_copy(update={"lines": kept})
+    # A notice stored before consent links existed takes the later one's.
+    return held.model_copy(
+        update={"lines": kept, "consent_url": held.consent_url or later.consent_url}
+    )
 
 
 def fold(held: Notice, later: Notice) -> tuple[Notice | None, Notice | None]:
@@ -288,22 +345,25 @@ def reminder_notice(
             name=order.get("customer_name") or None,
             locale=order.get("customer_locale"),
         ),
-        lines=tuple(
-            NoticeLine(
-                line_no=x["line_no"],
-                sku=x["sku"],
-                quantity=x["quantity"],
-                allocated=x.get("allocated") or 0,
-                backordered=x["backordered"],
-                reserved=x.get("reserved") or 0,
-                rejected=x.get("rejected") or 0,
-                cancelled=x.get("cancelled") or 0,
-                eta=x.get("eta"),
-                unit_price=None if x.get("unit_price") is None else str(x["unit_price"]),
-                currency=x.get("currency"),
-            )
-            for x in sorted(waiting, key=lambda x: x["line_no"])
-        ),
+        lines=tuple(_reminder_line(x) for x in sorted(waiting, key=lambda x: x["line_no"])),
         cancel_url=cancel_url(policy.cancel_url_template, order["order_id"]),
         next_update=next_update(moment, policy.reminder_days),
+    )
+
+
+def _reminder_line(row: dict[str, Any]) -> NoticeLine:
+    """A waiting line of the read model (`order_lines` row) as a reminder states it."""
+    price = row.get("unit_price")
+    return NoticeLine(
+        line_no=row["line_no"],
+        sku=row["sku"],
+        quantity=row["quantity"],
+        allocated=row.get("allocated") or 0,
+        backordered=row["backordered"],
+        reserved=row.get("reserved") or 0,
+        rejected=row.get("rejected") or 0,
+        cancelled=row.get("cancelled") or 0,
+        eta=row.get("eta"),
+        unit_price=None if price is None else str(price),
+        currency=row.get("currency"),
     )

@@ -10,9 +10,10 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict
 
-from schemas.contract import AllocationLine, RejectReason
+from schemas.contract import AllocationLine, NotCancelled, RejectReason
 
 Channel = Literal["email", "webhook"]
 
@@ -25,7 +26,9 @@ BACKORDERED = "backordered"
 BACKORDER_SHIPPED = "backorder_shipped"  # BackorderAllocated
 ETA_CHANGED = "eta_changed"  # BackorderEtaChanged
 REJECTED = "rejected"  # OrderRejected
-CANCELLED = "cancelled"  # OrderCancellationProcessed
+CANCELLED = "cancelled"  # OrderCancellationProcessed (whole order, part cancel, no_consent)
+CONSENT_RECORDED = "consent_recorded"  # BackorderConsentRecorded
+BACK_IN_STOCK = "back_in_stock"  # StockAlertTriggered: about an alert, not an order
 REMINDER = "reminder"  # weekly reminder from the read model
 
 KINDS = (
@@ -36,9 +39,14 @@ KINDS = (
     ETA_CHANGED,
     REJECTED,
     CANCELLED,
+    CONSENT_RECORDED,
+    BACK_IN_STOCK,
     REMINDER,
 )
 REMINDER_EVENT_TYPE = "BackorderReminder"
+# OrderCancellationProcessed.reason when the delay-consent rule cancelled the backordered
+# part of lines: the customer did not agree to a later date by the promised one.
+NO_CONSENT = "no_consent"
 
 
 class _Frozen(BaseModel):
@@ -68,28 +76,59 @@ class NoticeLine(AllocationLine):
     reason: RejectReason | EtaLoss | None = None  # type: ignore[assignment]
 
 
+class StockAlert(_Frozen):
+    """A back-in-stock alert that fired (StockAlertTriggered): the SKU can be ordered."""
+
+    alert_id: str
+    sku: str
+    available: int
+    # The date a new order's unit beyond `available` would get (None: no date known).
+    promise_eta: date | None = None
+
+
 class Notice(_Frozen):
     kind: str
     # The event id (or the reminder's deterministic id): the message's identity.
     source_id: str
     event_type: str
     occurred_at: datetime
-    order_id: str
+    # None only for a back-in-stock message, which is about `alert`, not an order.
+    order_id: str | None
     warehouse_id: str
     customer: Recipient
-    lines: tuple[NoticeLine, ...]
+    lines: tuple[NoticeLine, ...] = ()
     reason: str | None = None
     cancel_url: str | None = None
     # When the next update comes at the latest (the weekly reminder), for lines
     # with no date; None when reminders are switched off.
     next_update: date | None = None
+    # Where the customer agrees to wait for a later date (delay-consent rule).
+    consent_url: str | None = None
+    # Units a part cancel asked for that could not be cancelled, and why.
+    not_cancelled: tuple[NotCancelled, ...] = ()
+    alert: StockAlert | None = None
 
     def to_json(self) -> str:
-        return self.model_dump_json()
+        """The stored facts. Fields added after notices were first stored are left out
+        while they are empty, so a notice stored before them is written back byte for
+        byte (and loads with their defaults)."""
+        doc = self.model_dump(mode="json")
+        for name in _ADDED_NOTICE_FIELDS:
+            if not doc[name]:
+                del doc[name]
+        for line in doc["lines"]:
+            for name in _ADDED_LINE_FIELDS:
+                if line[name] is None:
+                    del line[name]
+        return orjson.dumps(doc).decode()
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Notice:
         return cls.model_validate_json(raw)
+
+
+_ADDED_NOTICE_FIELDS = ("consent_url", "not_cancelled", "alert")
+_ADDED_LINE_FIELDS = ("promised_eta", "consent")
 
 
 class EmailContent(_Frozen):

@@ -55,9 +55,14 @@ class Consumed:
 
 def lookups(batch: list[Consumed]) -> tuple[list[str], set[tuple[str, str]]]:
     """What planning `batch` needs from the outbox: the keys of its events (event ids)
-    and the held notices of its orders ((warehouse_id, order_id))."""
+    and the held notices of its orders ((warehouse_id, order_id)); a back-in-stock
+    notice is about no order, so nothing is held for it."""
     event_ids = [item.notice.source_id for item in batch]
-    orders = {(item.notice.warehouse_id, item.notice.order_id) for item in batch}
+    orders = {
+        (item.notice.warehouse_id, item.notice.order_id)
+        for item in batch
+        if item.notice.order_id is not None
+    }
     return event_ids, orders
 
 
@@ -84,7 +89,12 @@ def plan_batch(
             if key in existing:
                 continue  # already recorded by an earlier delivery of this event
             existing.add(key)
-            rows = held.setdefault((notice.warehouse_id, notice.order_id, decision.channel), [])
+            # A notice about no order (back in stock) folds with nothing.
+            rows = (
+                held.setdefault((notice.warehouse_id, notice.order_id, decision.channel), [])
+                if notice.order_id is not None
+                else []
+            )
             current, due = _fold_into(rows, notice, now + timedelta(seconds=decision.hold_seconds))
             new = Row(
                 channel=decision.channel,

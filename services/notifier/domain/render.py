@@ -24,7 +24,14 @@ from typing import Any
 import orjson
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from services.notifier.domain.model import ETA_CHANGED, EmailContent, Notice, NoticeLine
+from services.notifier.domain.model import (
+    CANCELLED,
+    ETA_CHANGED,
+    NO_CONSENT,
+    EmailContent,
+    Notice,
+    NoticeLine,
+)
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 LANGUAGES = ("en", "de")
@@ -181,6 +188,57 @@ def _changes(notice: Notice, day: Day) -> list[dict[str, Any]]:
     ]
 
 
+def _consent(notice: Notice, day: Day) -> dict[str, Any]:
+    """Where the customer's consent to a later date stands (the delay-consent rule).
+
+    `consent_required`: waiting lines cancelled after their promised date unless the
+    customer agrees (deadline = `promised_eta`). `consent_offered`: lines of an ETA
+    notice delayed for the first time, where silence is consent. `consent_given`: the
+    lines whose consent was just recorded."""
+    lines = [x for x in notice.lines if x.backordered > 0]
+    delayed = {
+        x.line_no for x in notice.lines if notice.kind == ETA_CHANGED and _direction(x) != "earlier"
+    }
+    return {
+        "consent_url": notice.consent_url,
+        "consent_required": [
+            {"sku": x.sku, "qty": x.backordered, "eta": day(x.eta), "deadline": day(x.promised_eta)}
+            for x in lines
+            if x.consent == "required"
+        ],
+        "consent_offered": [
+            {"sku": x.sku, "qty": x.backordered, "eta": day(x.eta)}
+            for x in lines
+            if x.consent == "offered" and x.line_no in delayed
+        ],
+        "consent_given": [
+            {"sku": x.sku, "qty": x.backordered, "eta": day(x.eta)}
+            for x in lines
+            if x.consent == "given"
+        ],
+    }
+
+
+def _not_cancelled(notice: Notice) -> list[dict[str, Any]]:
+    """Units a part cancel could not cancel: by SKU where the order has the line."""
+    skus = {x.line_no: x.sku for x in notice.lines}
+    return [
+        {"line_no": x.line_no, "sku": skus.get(x.line_no), "qty": x.quantity, "reason": x.reason}
+        for x in notice.not_cancelled
+    ]
+
+
+def _alert(notice: Notice, day: Day) -> dict[str, Any] | None:
+    alert = notice.alert
+    if alert is None:
+        return None
+    return {
+        "sku": alert.sku,
+        "in_stock": alert.available > 0,
+        "promise_eta": day(alert.promise_eta),
+    }
+
+
 def _context(notice: Notice, lang: str) -> dict[str, Any]:
     def day(value: date | None) -> str | None:
         return None if value is None else format_date(value, lang)
@@ -206,7 +264,10 @@ def _context(notice: Notice, lang: str) -> dict[str, Any]:
         "already_shipped": _units(lines, "allocated"),
         "refund_cancelled": _amounts(lines, "cancelled", lang),
         "refund_rejected": _amounts(lines, "rejected", lang),
-    }
+        "no_consent": notice.kind == CANCELLED and notice.reason == NO_CONSENT,
+        "not_cancelled": _not_cancelled(notice),
+        "alert": _alert(notice, day),
+    } | _consent(notice, day)
 
 
 def render_email(notice: Notice) -> EmailContent:
@@ -232,7 +293,8 @@ def render_webhook(notice: Notice, email: EmailContent | None = None) -> bytes:
     """
     lang = language(notice.customer.locale)
     email = email or render_email(notice)
-    waiting = any(x.backordered > 0 for x in notice.lines)
+    waiting = [x for x in notice.lines if x.backordered > 0]
+    asks_consent = any(x.consent == "required" for x in waiting)
     body = {
         "notification_id": notice.source_id,
         "kind": notice.kind,
@@ -245,7 +307,10 @@ def render_webhook(notice: Notice, email: EmailContent | None = None) -> bytes:
         "reason": notice.reason,
         "cancel_url": notice.cancel_url if waiting else None,
         "next_update": notice.next_update.isoformat() if notice.next_update else None,
+        "consent_url": notice.consent_url if asks_consent else None,
         "lines": [x.model_dump(mode="json") for x in notice.lines],
+        "not_cancelled": [x.model_dump(mode="json") for x in notice.not_cancelled],
+        "alert": notice.alert.model_dump(mode="json") if notice.alert else None,
         "subject": email.subject,
         "text": email.text,
     }

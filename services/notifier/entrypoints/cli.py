@@ -62,9 +62,14 @@ def _sent_or_due(row: Mapping[str, Any]) -> datetime | None:
     return due
 
 
+def _about(row: Mapping[str, Any]) -> str:
+    # A back-in-stock message is about a stock alert, not an order.
+    return row["order_id"] if row["order_id"] is not None else f"alert {row['alert_id']}"
+
+
 MESSAGES = Table((
     col("id", numeric=True, value=lambda r: str(r["id"])),  # no separators: `retry ID`
-    col("status"), col("kind"), col("order_id", "order"),
+    col("status"), col("kind"), col("order_id", "order", value=_about),
     col("sent_or_due", "sent or due", value=_sent_or_due),
     col("channel", wide=True), col("attempts", numeric=True, wide=True),
     col("event_type", "event type", wide=True),

@@ -83,7 +83,11 @@ def decode_allocation(value: bytes | None) -> Event | None:
             event.occurred_at, d.warehouse_id, d.sku, d.available, d.backordered,
             d.reserved, d.incoming, d.next_eta, d.shortfall, d.promise_eta,
         )  # fmt: skip
+    if isinstance(event, wire.StockAlertTriggered):
+        return None  # a message for the notifier; the read models keep no alerts yet
     data = event.data
+    if data.customer is None:
+        return None  # an order refused as invalid: no order, no lines to fold
     _check_totals(data.lines)
     reason = cause_type = cause_reason = None
     if isinstance(event, wire.Backordered):

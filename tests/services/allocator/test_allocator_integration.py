@@ -272,3 +272,50 @@ async def _at_least(watcher: TopicWatcher, count: int) -> bool:
 async def _records(settings, base_topic: str) -> list | None:
     found = [r for rs in (await read_topic(settings, base_topic)).values() for r in rs]
     return found or None
+
+
+async def test_a_refused_order_is_dead_lettered_and_told_upstream_without_its_values(
+    settings, running_allocator
+) -> None:
+    order = VALID["OrderPlaced"]
+    refused = orjson.dumps(
+        {
+            **order,
+            "id": "bad-order-1",
+            "data": {
+                **order["data"],
+                "order_id": "o-refused",
+                "customer": {"customer_id": "c-9", "email": "ann.secret@@shop.example"},
+                "lines": [{"line_no": 1, "sku": "SKU-1", "quantity": 0}],
+            },
+        }
+    )
+    # A producer retry sends it twice; a valid order of the same warehouse follows (the
+    # same command partition, so its output means both refusals were folded before it).
+    after = parse_input(orjson.dumps({**order, "id": "good-after"}))
+    await publish(settings, [refused, refused], topic=ORDERS)
+    await publish(settings, [after])
+
+    async def folded():
+        outputs = await _outputs(settings)
+        return outputs if any(o.causation_id == "good-after" for o in outputs) else None
+
+    outputs = await wait_for(folded, timeout=90, what="the order published after the refusal")
+    found = [o for o in outputs if o.type == "OrderRejected"]
+    assert len(found) == 1, "one rejection, however often the refused order came"
+    letters = await wait_for(
+        lambda: _records(settings, ORDERS + ".dlq"), timeout=60, what="the dead letters"
+    )
+    assert [r.value for r in letters] == [refused, refused]
+    rejected = found[0]
+    data = rejected.data
+    assert (data.order_id, data.warehouse_id, data.reason) == (
+        "o-refused",
+        order["data"]["warehouse_id"],
+        "invalid",
+    )
+    assert data.customer is None and data.lines == []
+    paths = {issue.path for issue in data.errors}
+    assert {"data.customer.email", "data.lines.0.quantity"} <= paths
+    assert b"ann.secret" not in orjson.dumps(rejected.model_dump(mode="json"))
+    assert rejected.correlation_id == "bad-order-1"

@@ -13,8 +13,10 @@ from tests.builders.inputs import Events
 class Allocator:
     """`alloc(event)` folds one event and returns its outputs (validated)."""
 
-    def __init__(self, dedup_window: int = 100_000, prefix: str = "ev") -> None:
-        self.state = new_state(dedup_window)
+    def __init__(
+        self, dedup_window: int = 100_000, prefix: str = "ev", consent_rule: bool = False
+    ) -> None:
+        self.state = new_state(dedup_window, consent_rule=consent_rule)
         self.ev = Events(prefix=prefix)
         self.log: list[Any] = []
         self.outputs: list[Any] = []
@@ -59,6 +61,21 @@ class Allocator:
 
     def tick(self, *args: Any, **kwargs: Any) -> list[Any]:
         return self(self.ev.clock_ticked(*args, **kwargs))
+
+    def cancel_lines(self, *args: Any, **kwargs: Any) -> list[Any]:
+        return self(self.ev.order_lines_cancelled(*args, **kwargs))
+
+    def switch(self, *args: Any, **kwargs: Any) -> list[Any]:
+        return self(self.ev.order_policy_changed(*args, **kwargs))
+
+    def consent(self, *args: Any, **kwargs: Any) -> list[Any]:
+        return self(self.ev.backorder_consent_given(*args, **kwargs))
+
+    def alert(self, *args: Any, **kwargs: Any) -> list[Any]:
+        return self(self.ev.stock_alert_requested(*args, **kwargs))
+
+    def unalert(self, *args: Any, **kwargs: Any) -> list[Any]:
+        return self(self.ev.stock_alert_cancelled(*args, **kwargs))
 
     def position(self, wh: str, sku: str) -> dict[str, Any]:
         return position_report(self.state, wh, sku)

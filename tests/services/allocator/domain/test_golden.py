@@ -58,12 +58,12 @@ _ID_SETS = ("closed_orders", "tombstones", "seen_receipts", "seen_adjustments")
 
 GOLDEN = {
     "mixed": (
-        "12904003583c492c57bcce8aa06900de02fb42a95363181ad8f8fb3c3746a5e6",
-        "e6020f03819e7e9d982a29eb6a1ff3a907013cc3089eb257be7d1cbda23abf8f",
+        "7058b6704889f3ec7c4a4b3899eb8ee267ed22ac399dfa3ae905899d3cce5fca",
+        "2219b6f1c0c2edfc9a1189650977a73d451a12d09fa816ca0cffb096c8c501f6",
     ),
     "backorder_heavy": (
-        "71d7c47ac15ef609fed9f6927d12ce70dc68f6cc377364510441853f8722b141",
-        "21926c3f858437160048baf7703f45400ce6f348ef91c0d81a6b0304d8bbc1db",
+        "9b0f4724413bdd001ae7588b55daeed8efbc15c76f76f0be7e7be3f093c951cc",
+        "a4af3ce9f731d081b46e2936a9d692b8c719d7629b87089255a2630bda8bf600",
     ),
 }
 STREAMS = {"mixed": _mixed, "backorder_heavy": _backorder_heavy}

@@ -187,6 +187,8 @@ class Checker:
             if output.type == "StockPositionChanged":
                 self.positions[data.warehouse_id, data.sku] = data
                 continue
+            if output.type == "StockAlertTriggered":
+                continue
             today = self.state.today
             for ln in data.lines:
                 # No line ever shows an ETA in the past relative to the log's today.

@@ -133,8 +133,17 @@ async def test_undecodable_headers_are_dead_lettered_and_the_batch_around_them_i
     )
     # Committed only after the batch's sends were acknowledged: everything routed is there now.
     commands = [r for rs in (await read_topic(settings, COMMANDS)).values() for r in rs]
-    # Every good record exactly once, and nothing else.
-    assert sorted(parse_input(r.value).id for r in commands) == sorted(routed_ids)
+    # Every good record exactly once; the refused orders whose ids can be read are told
+    # to the core (InvalidOrderReceived, for an OrderRejected upstream can hear); nothing else.
+    refusals = [
+        orjson.loads(r.value)
+        for r in commands
+        if orjson.loads(r.value)["type"] == "InvalidOrderReceived"
+    ]
+    assert sorted(r["data"]["event_id"] for r in refusals) == ["nul-name", "year-one"]
+    assert b"Ann" not in b"".join(r.value for r in commands if b"InvalidOrderReceived" in r.value)
+    routed = [r for r in commands if b"InvalidOrderReceived" not in r.value]
+    assert sorted(parse_input(r.value).id for r in routed) == sorted(routed_ids)
 
     letters = await wait_for(
         all_dead_lettered, timeout=30, what="the undecodable records in the DLQ"

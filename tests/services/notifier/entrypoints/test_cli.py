@@ -63,3 +63,37 @@ def test_retry_of_ids_that_are_not_failed_messages_says_so(test_database) -> Non
     assert result.returncode == 1, result.stderr
     assert "42" in result.stderr and "43" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+async def test_the_listing_names_the_alert_of_a_back_in_stock_message(test_database) -> None:
+    """A back-in-stock message is about a stock alert, not an order: the listing says which."""
+    from datetime import UTC, datetime
+
+    import asyncpg
+    import orjson
+
+    from services.notifier.adapters.migrate import apply_migrations
+    from services.notifier.adapters.outbox import OutboxStore
+    from services.notifier.domain.decide import Policy, notice_for
+    from services.notifier.domain.plan import Row
+    from services.notifier.service_layer.messages import renderer
+    from tests.builders import allocations as b
+
+    await apply_migrations(test_database)
+    policy = Policy(channels=("email",), cancel_url_template="https://s.example/{order_id}")
+    notice = notice_for(b.stock_alert_triggered("alert-9", b.customer(9)), policy)
+    assert notice is not None
+    now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    pool = await asyncpg.create_pool(test_database, min_size=1, max_size=1)
+    try:
+        row = Row(channel="email", notice=notice, due=now)
+        assert await OutboxStore(pool).insert([(row, renderer()(notice, "email"))], now) == 1
+    finally:
+        await pool.close()
+    result = _run("notifications", DATABASE_URL=test_database)
+    assert result.returncode == 0, result.stderr
+    assert "back_in_stock" in result.stdout and "alert alert-9" in result.stdout
+    assert "@" not in result.stdout  # no recipient
+    listed = _run("notifications", "--json", DATABASE_URL=test_database)
+    (message,) = orjson.loads(listed.stdout)["messages"]
+    assert message["order_id"] is None and message["alert_id"] == "alert-9"

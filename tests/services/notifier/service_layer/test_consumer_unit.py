@@ -114,6 +114,27 @@ async def test_offsets_cover_every_record_and_bad_ones_are_dead_lettered() -> No
     assert handler.records == 3 and handler.rows == 4 and handler.quarantined == 2
 
 
+async def test_an_invalid_rejection_is_skipped_and_an_alert_is_stored_without_an_order() -> None:
+    """An order refused as invalid has no customer: no message, no failure, no dead letter.
+    A back-in-stock alert has no order: its rows are planned without an order to fold into."""
+    store = FakeStore()
+    handler = BatchHandler(store, POLICY, renderer(), FakeClock())  # type: ignore[arg-type]
+    invalid = b.invalid_order_rejected("ord-bad")
+    alert = b.stock_alert_triggered("alert-1", b.customer(3))
+    await handler.handle([_record(20, encode(invalid)), _record(21, encode(alert))])
+    (call,) = store.calls
+    assert call["offsets"] == {("allocations.v1", 0): 22}
+    assert call.get("dead_letters") == [] and handler.quarantined == 0
+    assert call["event_ids"] == [alert.id] and call["orders"] == set()
+    assert [(r.notice.alert.alert_id, r.channel) for r, _ in call["inserts"]] == [
+        ("alert-1", "email"),
+        ("alert-1", "webhook"),
+    ]
+    email = next(out for r, out in call["inserts"] if r.channel == "email")
+    assert email.recipient == "customer3@shop-customers.example"
+    assert handler.records == 2 and handler.rows == 2
+
+
 async def test_a_batch_bisected_for_a_refused_record_renders_each_notice_once() -> None:
     rendered: Counter = Counter()
 
