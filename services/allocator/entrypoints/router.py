@@ -16,6 +16,7 @@ from typing import Any
 from faststream import AckPolicy, Context, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaAckableMessage
+from faststream.kafka.subscriber.usecase import BatchSubscriber
 
 from fulfil_platform import kafka
 from fulfil_platform.config import Settings
@@ -88,7 +89,7 @@ def build_router(
     return app, stats
 
 
-def _subscribe(broker: KafkaBroker, settings: Settings, max_bytes: int) -> Any:
+def _subscribe(broker: KafkaBroker, settings: Settings, max_bytes: int) -> BatchSubscriber:
     """The router's one subscriber: both input topics, in batches, acked after routing."""
 
     async def parse_batch(records: tuple[Any, ...], _faststream_parser: Any) -> KafkaAckableMessage:
