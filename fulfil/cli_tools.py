@@ -96,7 +96,7 @@ def publish(
         report = asyncio.run(publish_file(settings, file))
     except NotAnInput as exc:
         raise fail_usage(str(exc)) from None
-    _print_report(file, report, json_output, ordered=False)
+    _print_report(file, report, json_output)
 
 
 def _publish_ordered(settings: Settings, file: Path, json_output: bool, timeout: float) -> None:
@@ -116,15 +116,15 @@ def _publish_ordered(settings: Settings, file: Path, json_output: bool, timeout:
     except NoEffect as exc:
         typer.echo(f"fulfil: {exc}", err=True)
         raise typer.Exit(1) from None
-    _print_report(file, report, json_output, ordered=True)
+    _print_report(file, report, json_output)
 
 
-def _print_report(file: Path, report: PublishReport, json_output: bool, *, ordered: bool) -> None:
-    """The bad lines on stderr, the summary on stdout; exit 1 if a line was bad or
-    (ordered) dead-lettered."""
+def _print_report(file: Path, report: PublishReport, json_output: bool) -> None:
+    """The bad lines on stderr, the summary on stdout; exit 1 if a line was bad or (with
+    --ordered) dead-lettered."""
     from fulfil.publishing import OrderedReport
 
-    effects = report.effects if isinstance(report, OrderedReport) else []
+    ordered = isinstance(report, OrderedReport)
     dead = report.dead_lettered if isinstance(report, OrderedReport) else 0
     for line_no, reason in report.bad:
         typer.echo(f"{file}:{line_no}: {reason}", err=True)
@@ -134,17 +134,15 @@ def _print_report(file: Path, report: PublishReport, json_output: bool, *, order
             "by_topic": report.by_topic,
             "bad": [{"line": n, "reason": r} for n, r in report.bad],
         }
-        if ordered:
-            document["effects"] = [e.to_json() for e in effects]
+        if isinstance(report, OrderedReport):
+            document["effects"] = [e.to_json() for e in report.effects]
         typer.echo(orjson.dumps(document).decode())
     else:
         topics = ", ".join(f"{n} to {t}" for t, n in sorted(report.by_topic.items()))
-        how = " in order" if ordered else ""
+        events = f"{report.published} event{'' if report.published == 1 else 's'}"
+        how = f"{events} in order" if ordered else events
         dead_part = f"; {dead} dead-lettered" if ordered else ""
-        typer.echo(
-            f"published {report.published} events{how} ({topics or 'none'}){dead_part}; "
-            f"{len(report.bad)} bad lines"
-        )
+        typer.echo(f"published {how} ({topics or 'none'}){dead_part}; {len(report.bad)} bad lines")
     if report.bad or dead:
         raise typer.Exit(1)
 
