@@ -235,10 +235,12 @@ async def _run_demo(events: int, seed: int, keep_running: bool, console: Console
             procs[name] = _start(name, env, root / "logs")
         records = simulate_records(events=events, seed=seed)
         progress = Progress(total=sum(1 for topic, _, _ in records if topic != COMMANDS))
+        ticks = len(records) - progress.total
         console.print(
             f"started {', '.join(SERVICES)} (logs in {root / 'logs'}); publishing "
-            f"{progress.total:,} simulated events and {len(records) - progress.total:,} clock "
-            f"ticks (seed {seed}) …",
+            f"{progress.total:,} simulated events"
+            + (f" and {ticks:,} clock tick{'' if ticks == 1 else 's'}" if ticks else "")
+            + f" (seed {seed}) …",
             soft_wrap=True,
         )
         with ProgressDisplay(console, progress, procs) as display:
