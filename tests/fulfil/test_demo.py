@@ -97,6 +97,11 @@ async def test_demo_runs_end_to_end_and_stops_everything(tmp_path, spawn) -> Non
     mail = fulfil("dev", "mail", "--json", env={**env, "FULFIL_STATE_DIR": state.group(1)})
     assert mail.returncode == 0, mail.stderr
     assert len(orjson.loads(mail.stdout)) >= 1
+    # Its services logged one JSON object a line, each naming its service.
+    for log in sorted((tmp_path / "demo" / "logs").glob("*.log")):
+        for line in log.read_text().splitlines():
+            doc = orjson.loads(line)
+            assert {"event", "service", "logger", "level", "timestamp"} <= set(doc), line
     # Nothing it started is left: the broker and PostgreSQL of its state directory are gone.
     assert _processes_mentioning(tmp_path) == []
 
