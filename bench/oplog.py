@@ -3,9 +3,10 @@ and `fulfil trace ORDER_ID` as an operator runs them, against the live allocator
 
 On a fresh embedded broker, under its own topic prefix:
 
-1. `fulfil.simulation.simulate_records` writes a realistic input log of
-   BENCH_LOG_EVENTS messages (default 1 M; 0 skips this step) to orders.v1 and
-   inventory.v1 (about 0.5 % of them invalid, dead-lettered by the router);
+1. `fulfil.simulation.publish.publish_simulated` (what `fulfil simulate --publish`
+   runs) writes a realistic input log of BENCH_LOG_EVENTS messages (default 1 M; 0
+   skips this step) to orders.v1 and inventory.v1 (about 0.5 % of them invalid,
+   dead-lettered by the router), and its clock ticks to every command partition;
 2. router + core run in this process until the core has folded every routed
    command: live input events/s, from the first record routed;
 3. `python -m fulfil replay --verify --json` runs as a subprocess (exit 0 and
@@ -37,13 +38,14 @@ import orjson
 import structlog
 from aiokafka import TopicPartition
 
-from bench.allocator import _publish_all, _settings, running_allocator
+from bench.allocator import _settings, running_allocator
 from fulfil import embedded
-from fulfil.simulation import simulate_records
+from fulfil.simulation import generate
+from fulfil.simulation.publish import publish_simulated
 from fulfil_platform import kafka
 from fulfil_platform.config import Settings
 from fulfil_platform.logs import configure_logging
-from schemas.registry import ALLOCATIONS
+from schemas.registry import ALLOCATIONS, COMMANDS
 from tests.builders.environment import settings_as_env
 
 EVENTS = int(os.environ.get("BENCH_LOG_EVENTS", 1_000_000))
@@ -53,12 +55,13 @@ SUBPROCESS_TIMEOUT = 3_600.0
 _ORDER_ID = re.compile(rb'"order_id":"([^"\\]+)"')
 
 
-async def _live(settings: Settings, total: int) -> dict[str, float]:
-    """Router + core until every input is routed or dead-lettered and every command folded."""
+async def _live(settings: Settings, total: int, ticks: int) -> dict[str, float]:
+    """Router + core until every input is routed or dead-lettered and every command (the
+    routed inputs and the `ticks` written on the command log) folded."""
     async with running_allocator(settings) as (stats, core, task):
         first = None
         last_progress, progress_at = -1, time.perf_counter()
-        while stats.routed + stats.dead_lettered < total or core.processed < stats.routed:
+        while stats.routed + stats.dead_lettered < total or core.processed < stats.routed + ticks:
             if task.done():
                 task.result()
                 raise RuntimeError("the allocator core stopped before it caught up")
@@ -159,25 +162,28 @@ async def bench_oplog() -> list[tuple[str, dict[str, float]]]:
     try:
         settings = _settings(broker.bootstrap, "oplog.", root / "state")
         started = time.perf_counter()
-        records = simulate_records(events=EVENTS, seed=SEED)
+        records = list(generate(events=EVENTS, seed=SEED))
         simulate_s = time.perf_counter() - started
         await kafka.create_topics(settings)
         started = time.perf_counter()
-        await _publish_all(settings, records)
+        # Inputs to orders.v1 / inventory.v1; each ClockTicked on every command partition.
+        written = await publish_simulated(settings, records)
         publish_s = time.perf_counter() - started
-        total = len(records)
+        ticks = written.get(settings.topic(COMMANDS), 0)
+        total = sum(written.values()) - ticks  # inputs, for the router
         del records
 
-        live = await _live(settings, total)
+        live = await _live(settings, total, ticks)
         order_id, why = await _pick_order(settings)
 
         env = {**settings_as_env(settings), "FULFIL_LOG_LEVEL": "WARNING"}
         env.pop("DATABASE_URL", None)  # trace's outbox part is optional: it leaves a note
         replay_s, replay = _run(["replay", "--verify", "--json"], env)
-        if not replay["verified"] or replay["commands"] != live["commands"]:
+        if not replay["verified"] or replay["commands"] != live["commands"] + ticks:
             raise RuntimeError(
                 f"replay --verify: {replay['commands']:,} commands, verified={replay['verified']}, "
-                f"live routed {live['commands']:,}; divergence: {replay['divergence']}"
+                f"live routed {live['commands']:,} and {ticks:,} ticks; "
+                f"divergence: {replay['divergence']}"
             )
         trace_s, trace = _run(["trace", order_id, "--json"], env)
         if not trace["timeline"]:

@@ -164,7 +164,9 @@ def mail(
 ) -> None:
     """List the messages the SMTP sink of `fulfil dev up --smtp` received (date, to, subject), or show one.
 
-    Messages are numbered in the order they arrived; they are files in the Maildir FULFIL_STATE_DIR/dev/mail (any mail reader opens it).
+    Messages are numbered in the order they arrived; they are files in the Maildir FULFIL_STATE_DIR/dev/mail (any mail reader opens it). The demo keeps its own: FULFIL_STATE_DIR=.fulfil/demo fulfil dev mail.
+
+    Example: fulfil dev mail 3
     """
     dev_mail = _dev_mail()
     maildir = dev_mail.maildir_of(_state_dir())

@@ -51,42 +51,14 @@ async def _publish(
 ) -> dict[str, int]:
     from aiokafka.errors import KafkaError
 
+    from fulfil.simulation.publish import publish_simulated
     from fulfil_platform import kafka
-    from services.allocator.service_layer.clock import write_ticks
 
     try:  # declared topics keep FULFIL_PARTITIONS; auto-created ones would not
         await kafka.create_topics(settings)
     except KafkaError as exc:  # no admin rights: topics are managed elsewhere
         typer.echo(f"fulfil: warning: could not ensure the topics exist: {exc}", err=True)
-    producer = kafka.producer(settings)
-    await producer.start()
-    by_topic: Counter[str] = Counter()
-    # With a rate, flush ~10 times a second and wait for the schedule: a running
-    # router then sees orders and inventory roughly in simulated order.
-    every = max(1, min(20_000, int(rate / 10))) if rate else 20_000
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    try:
-        sender = kafka.BatchSender(producer)
-        for count, record in enumerate(records, start=1):
-            topic = settings.topic(record.topic)
-            if record.type == "ClockTicked":  # today, on every command partition
-                await sender.flush()
-                by_topic[topic] += await write_ticks(settings, record.occurred_at, producer) - 1
-            else:
-                await sender.add(topic, record.value, key=record.key)
-            by_topic[topic] += 1
-            if count % every == 0:
-                await sender.flush()  # bounded memory, and progress means acknowledged
-                on_progress(count)
-                if rate:
-                    ahead = started + count / rate - loop.time()
-                    if ahead > 0:
-                        await asyncio.sleep(ahead)  # pacing to --rate, not synchronisation
-        await sender.flush()
-    finally:
-        await producer.stop()
-    return dict(by_topic)
+    return await publish_simulated(settings, records, on_progress, rate)
 
 
 _Events = Annotated[
@@ -103,7 +75,7 @@ _Out = Annotated[
         "--out",
         "-o",
         dir_okay=False,
-        help="Write JSONL (one envelope per line, publish order) to this file.",
+        help="Write JSONL (one envelope per line, publish order) to this file. Its clock ticks are the allocator's internal commands, which `fulfil publish` refuses: to publish the same traffic, use --publish with the same options.",
     ),
 ]
 _Publish = Annotated[

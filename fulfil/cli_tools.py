@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
@@ -13,6 +13,9 @@ import typer
 from fulfil.cli_common import fail_usage
 from fulfil_platform.config import Settings, load_settings
 from fulfil_platform.logs import configure_logging
+
+if TYPE_CHECKING:
+    from fulfil.publishing import PublishReport
 
 topics_app = typer.Typer(
     help="Manage the Kafka topics of the service.\n\nExample: fulfil topics list",
@@ -70,9 +73,10 @@ def publish(
 
     Bad lines are reported with their line number and reason; good lines are
     still published. Exit code 1 if any line was bad (or, with --ordered, was
-    dead-lettered, or had no effect in time). A ClockTicked line goes to every
-    command partition, as `fulfil clock tick --now` writes it. A file with an
-    allocation event (allocations.v1 is the allocator's) is refused whole: exit 2.
+    dead-lettered, or had no effect in time). Only upstream inputs are published:
+    a file holding an event only a service writes is refused whole, exit 2 (an
+    allocation event: allocations.v1 is the allocator's; a ClockTicked: write it
+    with `fulfil clock tick --now T`).
 
     Orders and inventory travel on two topics, so without --ordered the allocator
     may fold them in another order than the file's. With --ordered a line's effect
@@ -92,33 +96,12 @@ def publish(
         report = asyncio.run(publish_file(settings, file))
     except NotAnInput as exc:
         raise fail_usage(str(exc)) from None
-    for line_no, reason in report.bad:
-        typer.echo(f"{file}:{line_no}: {reason}", err=True)
-    if json_output:
-        typer.echo(
-            orjson.dumps(
-                {
-                    "published": report.published,
-                    "by_topic": report.by_topic,
-                    "ticks": report.ticks,
-                    "bad": [{"line": n, "reason": r} for n, r in report.bad],
-                }
-            ).decode()
-        )
-    else:
-        topics = ", ".join(f"{n} to {t}" for t, n in sorted(report.by_topic.items()))
-        ticks = (
-            f"; {report.ticks} clock ticks, each on every command partition" if report.ticks else ""
-        )
-        typer.echo(
-            f"published {report.published} events ({topics or 'none'}){ticks}; {len(report.bad)} bad lines"
-        )
-    if report.bad:
-        raise typer.Exit(1)
+    _print_report(file, report, json_output)
 
 
 def _publish_ordered(settings: Settings, file: Path, json_output: bool, timeout: float) -> None:
-    from fulfil.publishing import Effect, NoEffect, NotAnInput, publish_ordered
+    from fulfil.publish_effects import Effect, NoEffect
+    from fulfil.publishing import NotAnInput, publish_ordered
 
     def show(effect: Effect) -> None:
         if not json_output:
@@ -133,27 +116,34 @@ def _publish_ordered(settings: Settings, file: Path, json_output: bool, timeout:
     except NoEffect as exc:
         typer.echo(f"fulfil: {exc}", err=True)
         raise typer.Exit(1) from None
+    _print_report(file, report, json_output)
+
+
+def _print_report(file: Path, report: PublishReport, json_output: bool) -> None:
+    """The bad lines on stderr, the summary on stdout; exit 1 if a line was bad or (with
+    --ordered) dead-lettered."""
+    from fulfil.publishing import OrderedReport
+
+    ordered = isinstance(report, OrderedReport)
+    dead = report.dead_lettered if isinstance(report, OrderedReport) else 0
     for line_no, reason in report.bad:
         typer.echo(f"{file}:{line_no}: {reason}", err=True)
     if json_output:
-        typer.echo(
-            orjson.dumps(
-                {
-                    "published": report.published,
-                    "by_topic": report.by_topic,
-                    "ticks": report.ticks,
-                    "bad": [{"line": n, "reason": r} for n, r in report.bad],
-                    "effects": [e.to_json() for e in report.effects],
-                }
-            ).decode()
-        )
+        document: dict[str, object] = {
+            "published": report.published,
+            "by_topic": report.by_topic,
+            "bad": [{"line": n, "reason": r} for n, r in report.bad],
+        }
+        if isinstance(report, OrderedReport):
+            document["effects"] = [e.to_json() for e in report.effects]
+        typer.echo(orjson.dumps(document).decode())
     else:
         topics = ", ".join(f"{n} to {t}" for t, n in sorted(report.by_topic.items()))
-        typer.echo(
-            f"published {report.published} events in order ({topics or 'none'}); "
-            f"{report.dead_lettered} dead-lettered; {len(report.bad)} bad lines"
-        )
-    if report.bad or report.dead_lettered:
+        events = f"{report.published} event{'' if report.published == 1 else 's'}"
+        how = f"{events} in order" if ordered else events
+        dead_part = f"; {dead} dead-lettered" if ordered else ""
+        typer.echo(f"published {how} ({topics or 'none'}){dead_part}; {len(report.bad)} bad lines")
+    if report.bad or dead:
         raise typer.Exit(1)
 
 

@@ -1,7 +1,7 @@
 """`fulfil demo` (what `make run` runs): the whole system on a simulated store.
 
-Starts the embedded broker and PostgreSQL, a local SMTP sink that writes each
-email as an .eml file, and the allocator, projector and notifier as separate
+Starts the embedded broker and PostgreSQL, a local SMTP sink that keeps each
+email in a Maildir (`fulfil dev mail` lists it), and the allocator, projector and notifier as separate
 processes; publishes a simulated day of traffic, shows live progress, then
 prints what the system decided and checks the invariants from the topics.
 Everything it started is stopped on the way out, Ctrl-C included.
@@ -18,7 +18,6 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,12 +26,18 @@ import asyncpg
 from aiokafka import TopicPartition
 from aiosmtpd.controller import Controller
 from rich.console import Console
-from rich.live import Live
-from rich.panel import Panel
-from rich.table import Table
 
 from fulfil import embedded
-from fulfil.demo_report import keep_stack_running, show_invariants, show_state, show_throughput
+from fulfil.demo_progress import Progress, ProgressDisplay
+from fulfil.demo_report import (
+    keep_stack_running,
+    show_invariants,
+    show_next_steps,
+    show_state,
+    show_throughput,
+    show_verdict,
+)
+from fulfil.dev_mail import MaildirHandler, maildir_of
 from fulfil.log_audit import InvariantReport, check
 from fulfil_platform import kafka
 from fulfil_platform.config import Settings, load_settings
@@ -54,69 +59,6 @@ T = TypeVar("T")
 SERVICES = ("allocator", "projector", "notifier")
 CHUNK = 250  # events published before waiting for the router
 OBSERVE_SECONDS = 0.5  # refresh of the per-service counters and lags
-
-
-class MailSink:
-    """An SMTP server on loopback that stores every message as an .eml file."""
-
-    def __init__(self, directory: Path):
-        self.directory = directory
-        self.count = 0
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd hook
-        self.count += 1
-        (self.directory / f"{self.count:06d}.eml").write_bytes(envelope.content)
-        return "250 OK"
-
-
-@dataclass
-class Progress:
-    published: int = 0
-    invalid: int = 0
-    commands: int = 0
-    outputs: int = 0
-    dead_letters: int = 0
-    projected: int = 0
-    notified: int = 0
-    emails: int = 0
-    unsent: int = 0
-    router_lag: int = 0
-    core_lag: int = 0
-    started: float = field(default_factory=time.monotonic)
-    caught_up_at: float | None = None
-
-    def table(self, procs: dict[str, subprocess.Popen[bytes]]) -> Panel:
-        table = Table.grid(padding=(0, 2))
-        table.add_column(justify="right")
-        table.add_column()
-        elapsed = time.monotonic() - self.started
-        rows = [
-            ("published", f"{self.published:,} events ({self.invalid:,} invalid on purpose)"),
-            (
-                "router",
-                f"{self.commands:,} commands, {self.dead_letters:,} dead letters (lag {self.router_lag:,})",
-            ),
-            ("allocator core", f"{self.outputs:,} allocation events (lag {self.core_lag:,})"),
-            (
-                "projector",
-                f"{self.projected:,} / {self.outputs:,} allocation events in PostgreSQL (lag {self.outputs - self.projected:,})",
-            ),
-            (
-                "notifier",
-                f"{self.notified:,} / {self.outputs:,} events read, {self.emails:,} emails sent, {max(self.unsent, 0):,} queued",
-            ),
-            (
-                "services",
-                ", ".join(
-                    f"{n} {'up' if p.poll() is None else f'EXITED {p.returncode}'}"
-                    for n, p in procs.items()
-                ),
-            ),
-            ("elapsed", f"{elapsed:,.1f}s"),
-        ]
-        for name, value in rows:
-            table.add_row(f"[bold]{name}[/bold]", value)
-        return Panel(table, title="fulfil demo", border_style="cyan")
 
 
 async def _ends(settings: Settings, consumer: Any, base: str) -> dict[int, int]:
@@ -153,7 +95,7 @@ async def _committed(settings: Settings, group: str, base: str) -> int:
         await consumer.stop()
 
 
-async def _observe(settings: Settings, progress: Progress, mail: MailSink) -> bool:
+async def _observe(settings: Settings, progress: Progress, mail: MaildirHandler) -> bool:
     """Refresh the counters; True once every service has handled everything."""
     consumer = kafka.consumer(settings, group_id=None)
     await consumer.start()
@@ -275,10 +217,13 @@ async def _run_demo(events: int, seed: int, keep_running: bool, console: Console
 
     base = load_settings()
     root = _fresh_state_dir(base)
-    console.print(f"starting the embedded broker and PostgreSQL (state in {root}) …")
+    console.print(
+        f"starting the embedded broker and PostgreSQL (state in {root}) …", soft_wrap=True
+    )
     runtime = embedded.Runtime.start(root / "runtime")
     procs: dict[str, subprocess.Popen[bytes]] = {}
-    mail = MailSink(root / "mail")
+    # A Maildir where `fulfil dev mail` looks with FULFIL_STATE_DIR=root.
+    mail = MaildirHandler(maildir_of(embedded.dev_state_dir(root)))
     smtp_port = embedded.free_port()
     sink = Controller(mail, hostname="127.0.0.1", port=smtp_port)
     sink.start()
@@ -288,43 +233,81 @@ async def _run_demo(events: int, seed: int, keep_running: bool, console: Console
         await kafka.create_topics(settings)
         for name in SERVICES:
             procs[name] = _start(name, env, root / "logs")
-
         records = simulate_records(events=events, seed=seed)
-        progress = Progress()
-        producer = kafka.producer(settings)
-        await producer.start()
-        watcher = kafka.consumer(settings, group_id=None)
-        await watcher.start()
-        with Live(
-            progress.table(procs), console=console, refresh_per_second=4, transient=False
-        ) as live:
-            try:
-                last_at = await _publish_paced(
-                    settings, records, producer, watcher, progress, procs, live, mail
-                )
-            finally:
-                await producer.stop()
-                await watcher.stop()
-            if not await _until_handled(settings, progress, procs, live, mail):
+        progress = Progress(total=sum(1 for topic, _, _ in records if topic != COMMANDS))
+        ticks = len(records) - progress.total
+        console.print(
+            f"started {', '.join(SERVICES)} (logs in {root / 'logs'}); publishing "
+            f"{progress.total:,} simulated events"
+            + (f" and {ticks:,} clock tick{'' if ticks == 1 else 's'}" if ticks else "")
+            + f" (seed {seed}) …",
+            soft_wrap=True,
+        )
+        with ProgressDisplay(console, progress, procs) as display:
+            last_at = await _publish(settings, records, progress, display, mail)
+            if not await _until_handled(settings, progress, display, mail):
                 failed = [n for n, p in procs.items() if p.poll() is not None]
                 console.print(
                     f"[red]service exited early: {', '.join(failed)}; logs in {root / 'logs'}[/red]"
                 )
                 return 1
-        elapsed = time.monotonic() - progress.started
+        elapsed = progress.elapsed()
 
         show_state(console, env, last_at, mail, root)
+        show_throughput(console, progress, mail, elapsed)
         console.rule("[bold]invariants[/bold] (recomputed from the topics)")
         report = await invariant_check(settings)
         show_invariants(console, report)
-        show_throughput(console, progress, mail, elapsed)
+        show_verdict(console, report)
+        order_id = await _example_order(settings)
+        rerun = f"fulfil demo --events {events} --seed {seed} --keep-running"
+        show_next_steps(console, env, None if keep_running else rerun, order_id)
         if keep_running:
-            await keep_stack_running(console, env)
+            await keep_stack_running(console)
         return 0 if report.ok else 1
     finally:
         _stop(procs)
         sink.stop()
         runtime.stop()
+
+
+async def _example_order(settings: Settings) -> str | None:
+    """A backordered order of the run (the largest deposit), for the commands to try."""
+    from services.projector.adapters.store import connect
+    from services.projector.service_layer.projector import LIVE_SCHEMA
+
+    if settings.database_url is None:
+        return None
+    try:
+        conn = await connect(settings.database_url, LIVE_SCHEMA, timeout=10)
+    except (OSError, asyncpg.PostgresError):
+        return None
+    try:
+        orders = (await projector_queries.deposits(conn, limit=1))["orders"]
+    except asyncpg.PostgresError:
+        return None
+    finally:
+        await conn.close()
+    return str(orders[0]["order_id"]) if orders else None
+
+
+async def _publish(
+    settings: Settings,
+    records: list[tuple[str, bytes, bytes]],
+    progress: Progress,
+    display: ProgressDisplay,
+    mail: MaildirHandler,
+) -> datetime | None:
+    """`_publish_paced` with its own producer and command-log watcher."""
+    producer = kafka.producer(settings)
+    await producer.start()
+    watcher = kafka.consumer(settings, group_id=None)
+    try:
+        await watcher.start()
+        return await _publish_paced(settings, records, producer, watcher, progress, display, mail)
+    finally:
+        await producer.stop()
+        await watcher.stop()
 
 
 def _fresh_state_dir(base: Settings) -> Path:
@@ -335,8 +318,7 @@ def _fresh_state_dir(base: Settings) -> Path:
         if (leftover / "pgdata").exists():
             embedded.stop_postgres(leftover / "pgdata")
         shutil.rmtree(root)
-    (root / "mail").mkdir(parents=True)
-    (root / "logs").mkdir()
+    (root / "logs").mkdir(parents=True)
     return root
 
 
@@ -387,9 +369,8 @@ async def _publish_paced(
     producer: Any,
     watcher: Any,
     progress: Progress,
-    procs: dict[str, subprocess.Popen[bytes]],
-    live: Live,
-    mail: MailSink,
+    display: ProgressDisplay,
+    mail: MaildirHandler,
 ) -> datetime | None:
     """Publish the simulated records, letting the router catch up chunk by chunk; returns
     the simulated clock at the end (the latest occurred_at of a valid input)."""
@@ -429,30 +410,26 @@ async def _publish_paced(
             # router catch up chunk by chunk, so the store's day unfolds in
             # (nearly) the order it was simulated.
             while sum((await kafka.log_ends(watcher, commands)).values()) < valid:
-                live.update(progress.table(procs))
+                display.update()
                 await asyncio.sleep(0.02)  # poll interval
             if time.monotonic() - observed_at >= OBSERVE_SECONDS:
                 # Downstream services work while we publish: show them live too.
                 await _observe(settings, progress, mail)
                 observed_at = time.monotonic()
-            live.update(progress.table(procs))
+            display.update()
     await sender.flush()
     return last_at
 
 
 async def _until_handled(
-    settings: Settings,
-    progress: Progress,
-    procs: dict[str, subprocess.Popen[bytes]],
-    live: Live,
-    mail: MailSink,
+    settings: Settings, progress: Progress, display: ProgressDisplay, mail: MaildirHandler
 ) -> bool:
     """Watch until everything published is handled; False if a service exited early."""
     done = False
     while not done:
         done = await _observe(settings, progress, mail)
-        live.update(progress.table(procs))
-        if any(p.poll() is not None for p in procs.values()):
+        display.update()
+        if any(p.poll() is not None for p in display.procs.values()):
             return False
         if not done:
             await asyncio.sleep(OBSERVE_SECONDS)  # refresh interval of the live view

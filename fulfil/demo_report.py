@@ -1,12 +1,10 @@
 """What `fulfil demo` shows once the stream is handled: the operator queries, a few
-customer emails, the invariant check's verdict, throughput, and how to use the stack it
-leaves running."""
+customer emails, throughput, the invariant check and its verdict, and how to keep
+exploring (the stack `--keep-running` leaves up, the commands to try)."""
 
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
 import signal
 import subprocess
 import sys
@@ -18,17 +16,18 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.panel import Panel
 
+from fulfil import dev_mail
 from fulfil.log_audit import InvariantReport
 
 if TYPE_CHECKING:
-    from fulfil.demo import MailSink, Progress
+    from fulfil.demo_progress import Progress
 
 
 def show_state(
     console: Console,
     env: dict[str, str],
     last_at: datetime | None,
-    mail: MailSink,
+    mail: dev_mail.MaildirHandler,
     root: Path,
 ) -> None:
     """The backlog and its aging, the late inbounds, the deposits and a few customer emails."""
@@ -43,8 +42,8 @@ def show_state(
         _query(console, env, "inbound", "--late", "--as-of", as_of)
     console.rule("[bold]customer deposits[/bold] (fulfil deposits --limit 5)")
     _query(console, env, "deposits", "--limit", "5")
-    console.rule(f"[bold]customer emails[/bold] ({mail.count:,} sent; all in {root / 'mail'})")
-    _emails(root / "mail", console)
+    console.rule(f"[bold]customer emails[/bold] ({mail.count:,} sent; all in {mail.maildir})")
+    _emails(mail.maildir, console)
 
 
 def show_invariants(console: Console, report: InvariantReport) -> None:
@@ -60,7 +59,9 @@ def show_invariants(console: Console, report: InvariantReport) -> None:
             console.print(f"  {problem}", markup=False)
 
 
-def show_throughput(console: Console, progress: Progress, mail: MailSink, elapsed: float) -> None:
+def show_throughput(
+    console: Console, progress: Progress, mail: dev_mail.MaildirHandler, elapsed: float
+) -> None:
     console.rule("[bold]throughput[/bold]")
     console.print(
         f"{progress.published:,} events published, {progress.outputs:,} allocation events, "
@@ -69,20 +70,73 @@ def show_throughput(console: Console, progress: Progress, mail: MailSink, elapse
     )
 
 
-async def keep_stack_running(console: Console, env: dict[str, str]) -> None:
-    """Tell how to reach the running stack, then wait for Ctrl-C (or SIGTERM)."""
-    console.rule("[bold]the stack keeps running[/bold]")
-    console.print("In another shell:")
-    for name in (
-        "KAFKA_BOOTSTRAP_SERVERS",
-        "DATABASE_URL",
-        "FULFIL_TOPIC_PREFIX",
-        "FULFIL_PARTITIONS",
-    ):
-        console.print(f"  export {name}={env[name]}", markup=False, highlight=False)
-    console.print(
-        "  fulfil backlog; fulfil order <ORDER_ID>; fulfil trace <ORDER_ID>; fulfil tail allocations.v1"
-    )
+def show_verdict(console: Console, report: InvariantReport) -> None:
+    """The run's verdict, in one line."""
+    if report.ok:
+        console.print(
+            f"[bold green]verdict: the invariants held[/bold green] ({report.lines_checked:,} "
+            f"order lines, {report.skus_checked:,} SKUs, {report.outputs:,} outputs)"
+        )
+    else:
+        count = len(report.problems)
+        console.print(
+            f"[bold red]verdict: {count} problem{'' if count == 1 else 's'}[/bold red]: "
+            "the invariants did not hold (listed above; exit code 1)"
+        )
+
+
+# What to run against the stack, and what it shows.
+_COMMANDS = (
+    ("fulfil backlog", "what waits for stock, per SKU"),
+    ("fulfil order {order}", "one order, line by line"),
+    ("fulfil trace {order}", "its history across every topic"),
+    ("fulfil status", "consumer lag, dead letters, the notifier's outbox"),
+    ("fulfil dev mail", "the customer emails (`fulfil dev mail N` shows one)"),
+)
+
+
+def show_next_steps(
+    console: Console, env: dict[str, str], rerun: str | None, order_id: str | None
+) -> None:
+    """How to keep exploring: the settings that reach the stack left running, or (`rerun`:
+    the command that runs the demo again and leaves it running) how to leave it running;
+    then the commands to try."""
+    console.rule("[bold]keep exploring[/bold]")
+
+    def say(text: str) -> None:
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    if rerun is not None:
+        say(
+            f"Everything the demo started has stopped. `{rerun}` runs it again (the same "
+            "orders) and leaves the stack up until Ctrl-C, with the settings to export in "
+            "another shell, to try:"
+        )
+    else:
+        say("The stack keeps running. In another shell:")
+        for name in (
+            "KAFKA_BOOTSTRAP_SERVERS",
+            "DATABASE_URL",
+            "KAFKA_ENABLE_IDEMPOTENCE",  # the embedded broker cannot do it
+            "FULFIL_TOPIC_PREFIX",
+            "FULFIL_PARTITIONS",
+            "FULFIL_STATE_DIR",
+        ):
+            say(f"  export {name}={env[name]}")
+        say("then try:")
+    order = order_id or "ORDER_ID"
+    width = max(len(command.format(order=order)) for command, _ in _COMMANDS)
+    for command, what in _COMMANDS:
+        say(f"  {command.format(order=order):<{width}}  {what}")
+    if rerun is not None:
+        state = env["FULFIL_STATE_DIR"]
+        say(
+            f"The emails of this run stay until the next demo: FULFIL_STATE_DIR={state} fulfil dev mail"
+        )
+
+
+async def keep_stack_running(console: Console) -> None:
+    """Wait for Ctrl-C (or SIGTERM), with the stack up (see show_next_steps)."""
     console.print("Press Ctrl-C to stop everything.")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -105,24 +159,21 @@ def _query(console: Console, env: dict[str, str], *args: str) -> None:
         )
 
 
-def _emails(directory: Path, console: Console, wanted: int = 3) -> None:
+def _emails(maildir: Path, console: Console, wanted: int = 3) -> None:
     """Show a few customer emails as the customer reads them: a variety of kinds."""
     seen: Counter[str] = Counter()
     shown = 0
-    for path in sorted(directory.glob("*.eml")):
-        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-        subject = str(message["Subject"])
-        kind = subject.split(" ")[0]
-        if seen[kind] or "confirm" in subject.lower():
+    for mail in dev_mail.messages(maildir):
+        kind = mail.subject.split(" ")[0]
+        if seen[kind] or "confirm" in mail.subject.lower():
             continue
         seen[kind] += 1
-        body = message.get_body(preferencelist=("plain",))
-        text = body.get_content() if body is not None else ""
+        text = dev_mail.text_of(dev_mail.parse(mail.path))
         console.print(
             Panel(
                 text.strip(),
-                title=f"Subject: {subject}",
-                subtitle=f"To: {message['To']}",
+                title=f"Subject: {mail.subject}",
+                subtitle=f"To: {mail.to}",
                 border_style="green",
             )
         )

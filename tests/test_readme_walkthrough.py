@@ -16,6 +16,9 @@ background services have caught up: the router and the allocator core with their
 inputs, the projector and the notifier with allocations.v1, and no email still
 pending. A person typing the commands gets the same, a moment later.
 
+Every line the background services logged must be one JSON object with the fields
+the README's "Logs" promises.
+
 `fulfil dev mail` prints the time each email was sent: that column (and the
 `Date:` of one message) is the only wall-clock value, and is masked on both sides.
 
@@ -41,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
+import orjson
 import pytest
 from aiokafka import TopicPartition
 
@@ -64,6 +68,9 @@ QUIET_TIMEOUT = 120.0
 # What a fresh shell would not have: settings of the test session or of the caller.
 INHERITED_PREFIXES = ("KAFKA_", "FULFIL_", "SMTP_", "WEBHOOK_")
 INHERITED_NAMES = ("DATABASE_URL", "COLUMNS", "LINES")
+# What every log line carries, and a line about a record besides (README "Logs").
+EVERY_LINE = ("event", "service", "logger", "level", "timestamp")
+RECORD_FIELDS = ("event_id", "correlation_id", "causation_id", "topic", "partition", "offset")
 # The send time of an email (`fulfil dev mail`): the one wall-clock value of the walk.
 VARYING = {("dev", "mail"): re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")}
 
@@ -227,6 +234,27 @@ class Walk:
             for path in sorted(self.logs.glob("*.log"))
         )
 
+    def log_problems(self) -> list[str]:
+        """Lines of the background services' logs that are not one JSON object with the
+        fields every line carries (README "Logs"); a line about a record names it whole."""
+        problems = []
+        for path in sorted(self.logs.glob("*.log")):
+            for line in path.read_text(errors="replace").splitlines():
+                if not line.strip():
+                    continue
+                try:
+                    doc = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    doc = None
+                if not isinstance(doc, dict):
+                    problems.append(f"{path.name}: not a JSON object: {line[:300]}")
+                    continue
+                wanted = EVERY_LINE + (RECORD_FIELDS if "offset" in doc else ())
+                missing = [key for key in wanted if key not in doc]
+                if missing:
+                    problems.append(f"{path.name}: no {missing}: {line[:300]}")
+        return problems
+
     def stop(self) -> None:
         """SIGTERM every background service (a graceful stop), SIGKILL what outlives 60 s."""
         for _, process in self.background:
@@ -323,6 +351,7 @@ def test_the_readme_walk_through(walk: Walk) -> None:
                 lineterm="",
             )
             mismatches.append(f"README.md:{step.line + 1}: $ {step.command}\n" + "\n".join(diff))
+    assert not walk.log_problems(), "\n".join(walk.log_problems()[:20])
     if UPDATE:
         for step in reversed([s for s in steps if s.compared]):
             lines[step.line + 1 : step.end] = [line.rstrip() for line in step.expected]

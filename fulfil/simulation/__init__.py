@@ -43,8 +43,10 @@ byte-identical output in any process):
 - **Supply going wrong.** About 4 % of purchase orders are cancelled before
   they arrive (InboundCancelled); two open purchase orders per warehouse are
   stuck at the supplier, past their ETA; a `ClockTicked` every six simulated
-  hours (type ClockTicked, topic allocator.commands.v1, empty key: publish
-  it to every command partition) makes those overdue.
+  hours (type ClockTicked, topic allocator.commands.v1, empty key: an internal
+  command, which `fulfil publish` refuses; `fulfil simulate --publish`
+  (`fulfil/simulation/publish.py`) writes it to every command partition) makes
+  those overdue.
 - **Bad input.** About `invalid_rate` of the messages are invalid per the
   contract — bad JSON, unknown type, schema violation, negative quantity — so
   the router dead-letters them. Some of them name a real order.

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+import pytest
 from aiokafka import TopicPartition
 
 from fulfil_platform import kafka
@@ -132,13 +133,14 @@ async def test_publish_refuses_allocation_events_and_publishes_nothing(
     assert sum(len(records) for records in written.values()) == 0
 
 
-async def test_publish_writes_a_clock_tick_to_every_command_partition(
-    settings, env_for_subprocess, tmp_path
+@pytest.mark.parametrize("ordered", [False, True], ids=["publish", "publish --ordered"])
+async def test_publish_refuses_an_internal_command_naming_its_owner_and_publishes_nothing(
+    settings, env_for_subprocess, tmp_path, ordered
 ) -> None:
-    """A ClockTicked line is "today is `now`" for the whole allocator: on one partition it
-    would move today for some warehouses only. It is written as `fulfil clock tick --now`
-    writes it (one tick per partition, ids from partition and `now`), like
-    `fulfil simulate --publish` does with the ticks of its traffic."""
+    """ClockTicked is the allocator's internal command: it belongs on allocator.commands.v1,
+    which only the router and the allocator's clock write. A file carrying one is refused
+    whole (exit 2, one line naming the line, the topic and what to run instead), before
+    anything is sent, with --ordered too; `fulfil clock tick` writes the tick."""
     await kafka.create_topics(settings)
     now = datetime(2026, 11, 20, 6, 0, tzinfo=UTC)
     line = orjson.dumps(
@@ -156,33 +158,25 @@ async def test_publish_writes_a_clock_tick_to_every_command_partition(
     path.write_bytes(b"\n".join([order, line]) + b"\n")
     env = env_for_subprocess(settings)
 
-    result = fulfil("publish", str(path), "--json", env=env)
+    result = fulfil("publish", *(["--ordered"] if ordered else []), str(path), env=env)
 
-    assert result.returncode == 0, result.stderr
-    report = orjson.loads(result.stdout)
-    partitions = settings.fulfil_partitions
-    assert (report["published"], report["ticks"]) == (2, 1)
-    assert report["by_topic"] == {
-        settings.topic(COMMANDS): partitions,
-        settings.topic("orders.v1"): 1,
-    }
-    commands = await read_topic(settings, COMMANDS)
-    assert {p: [r.value for r in records] for p, records in commands.items()} == {
-        p: [encode(tick(now, p))] for p in range(partitions)
-    }  # what `fulfil clock tick` writes
-    assert all(
-        dict(r.headers)["fulfil-event-type"] == b"ClockTicked"
-        for rs in commands.values()
-        for r in rs
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        f"fulfil: {path}:2: ClockTicked is the allocator's internal command "
+        "(allocator.commands.v1): use `fulfil clock tick --now T`"
     )
-    text = fulfil("publish", str(path), env=env)
-    assert text.returncode == 0 and "1 clock ticks, each on every command partition" in text.stdout
-    # The same tick again (the file published twice, or `fulfil clock tick` for the same moment): same ids.
+    assert result.stdout == ""
+    for base in ("orders.v1", COMMANDS):
+        written = await read_topic(settings, base)
+        assert sum(len(records) for records in written.values()) == 0, base
+
+    # What to run instead writes it on every command partition.
     by_hand = fulfil("clock", "tick", "--now", now.isoformat(), env=env)
     assert by_hand.returncode == 0, by_hand.stderr
-    again = await read_topic(settings, COMMANDS)
-    assert {r.value for rs in again.values() for r in rs} == {
-        encode(tick(now, p)) for p in range(partitions)
+    commands = await read_topic(settings, COMMANDS)
+    assert {p: [r.value for r in records] for p, records in commands.items()} == {
+        p: [encode(tick(now, p))] for p in range(settings.fulfil_partitions)
     }
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from fulfil.publishing import Effect
+from fulfil.publish_effects import Effect
 from fulfil_platform import kafka
 from fulfil_platform.config import Settings
 from schemas.registry import COMMANDS
@@ -56,25 +56,16 @@ def story(tmp_path: Path) -> Path:
     again = envelope("OrderPlaced", "ev-order-again", warehouse_id="wh-1", lines=[order_line])
     padded = envelope("StockAdjusted", "ev-padded", warehouse_id="wh-1")
     padded["padding"] = "x" * (ROUTER_LIMIT + 100)  # an unknown field: valid, but too big
-    tick = {
-        "id": "ev-tick",
-        "type": "ClockTicked",
-        "version": 1,
-        "occurred_at": "2026-11-01T00:00:00Z",
-        "source": "test",
-        "data": {"now": "2026-11-01T00:00:00Z"},
-    }
     return write(
         tmp_path / "story.jsonl",
         [
-            tick,  # 1
-            receipt,  # 2: inventory.v1
-            order,  # 3: orders.v1, sent only once the receipt is folded: it ships at once
-            order,  # 4: the same envelope again: processed, no output
-            again,  # 5: another envelope, same order_id: a duplicate by business key
-            b"{not json",  # 6: bad line, reported, never sent
-            padded,  # 7: dead-lettered by the router (oversize)
-            receipt,  # 8: after the dead letter, publishing went on
+            receipt,  # 1: inventory.v1
+            order,  # 2: orders.v1, sent only once the receipt is folded: it ships at once
+            order,  # 3: the same envelope again: processed, no output
+            again,  # 4: another envelope, same order_id: a duplicate by business key
+            b"{not json",  # 5: bad line, reported, never sent
+            padded,  # 6: dead-lettered by the router (oversize)
+            receipt,  # 7: after the dead letter, publishing went on
         ],
     )
 
@@ -91,27 +82,21 @@ async def test_each_line_waits_for_its_effect_and_the_allocator_folds_the_file_i
     assert result.returncode == 1, result.stderr  # a bad line and a dead letter
     report = orjson.loads(result.stdout)
     effects = {e["line"]: e for e in report["effects"]}
-    assert sorted(effects) == [1, 2, 3, 4, 5, 7, 8]
-    assert effects[1]["type"] == "ClockTicked" and effects[1]["dead_letter"] is None
-    assert effects[2]["outputs"] == ["StockPositionChanged"]
+    assert sorted(effects) == [1, 2, 3, 4, 6, 7]
+    assert effects[1]["outputs"] == ["StockPositionChanged"]
     # Folded after the receipt, whatever the topics: everything ships now.
-    assert effects[3]["outputs"] == ["OrderAllocated", "StockPositionChanged"]
-    for duplicate in (4, 5, 8):
+    assert effects[2]["outputs"] == ["OrderAllocated", "StockPositionChanged"]
+    for duplicate in (3, 4, 7):
         assert effects[duplicate]["outputs"] == [], effects[duplicate]
         assert effects[duplicate]["dead_letter"] is None and effects[duplicate]["complete"]
-    assert effects[7]["outputs"] == []
-    assert effects[7]["dead_letter"].startswith(settings.topic("inventory.v1.dlq") + ": oversize")
-    assert [b["line"] for b in report["bad"]] == [6]
+    assert effects[6]["outputs"] == []
+    assert effects[6]["dead_letter"].startswith(settings.topic("inventory.v1.dlq") + ": oversize")
+    assert [b["line"] for b in report["bad"]] == [5]
     assert all(e["complete"] for e in report["effects"])
 
     # The command log holds the lines in file order (the dead letter never got there).
     commands = await read_topic(settings, COMMANDS)
-    routed = [
-        orjson.loads(r.value)["id"]
-        for records in commands.values()
-        for r in records
-        if orjson.loads(r.value)["type"] != "ClockTicked"
-    ]
+    routed = [orjson.loads(r.value)["id"] for records in commands.values() for r in records]
     assert routed == ["ev-receipt", "ev-order", "ev-order", "ev-order-again", "ev-receipt"]
 
 

@@ -291,3 +291,39 @@ def test_the_day_has_supply_going_wrong_and_the_audit_holds(folded) -> None:
     assert any(o.type == "StockPositionChanged" and o.data.promise_eta for o in outputs)
     report = check(inputs, outputs)
     assert report.ok, report.problems[:5]
+
+
+async def test_cli_publish_writes_the_inputs_and_each_tick_on_every_command_partition(
+    settings, env_for_subprocess
+) -> None:
+    """`fulfil publish` refuses a simulated file's ticks (internal commands); `fulfil simulate
+    --publish` writes the same traffic itself: inputs, invalid ones included, to the input
+    topics, each tick as `fulfil clock tick --now` writes it, on every command partition."""
+    from schemas.registry import COMMANDS, INVENTORY, ORDERS, encode
+    from services.allocator.service_layer.clock import tick
+    from tests.fulfil.helpers import fulfil
+    from tests.kafka_helpers import read_topic
+
+    records = list(generate(events=2_000, seed=1))
+    ticks = [r.occurred_at for r in records if r.type == "ClockTicked"]
+    assert ticks, "the traffic of this test needs a tick"
+    result = fulfil(
+        "simulate", "--events", "2000", "--seed", "1", "--publish", "--json",
+        env=env_for_subprocess(settings),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    partitions = settings.fulfil_partitions
+    inputs = Counter(r.topic for r in records if r.type != "ClockTicked")
+    assert orjson.loads(result.stdout)["published"] == {
+        settings.topic(ORDERS): inputs[ORDERS],
+        settings.topic(INVENTORY): inputs[INVENTORY],
+        settings.topic(COMMANDS): len(ticks) * partitions,
+    }
+    commands = await read_topic(settings, COMMANDS)
+    assert {p: [r.value for r in rs] for p, rs in commands.items()} == {
+        p: [encode(tick(now, p)) for now in ticks] for p in range(partitions)
+    }
+    written = await read_topic(settings, ORDERS)
+    assert sorted(r.value for rs in written.values() for r in rs) == sorted(
+        r.value for r in records if r.topic == ORDERS
+    )

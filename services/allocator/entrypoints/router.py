@@ -16,6 +16,7 @@ from typing import Any
 from faststream import AckPolicy, Context, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaAckableMessage
+from faststream.kafka.subscriber.usecase import BatchSubscriber
 
 from fulfil_platform import kafka
 from fulfil_platform.config import Settings
@@ -77,6 +78,21 @@ def build_router(
     # batches (one future per batch): FastStream's per-message publish costs
     # more than routing itself. FastStream still owns consumption and acks.
     producers: list[Any] = []  # created on startup: aiokafka clients need a running loop
+    subscriber = _subscribe(broker, settings, max_bytes)
+    _manage(app, settings, stats, producers, lambda: subscriber.consumer)
+
+    @subscriber
+    async def route(_: list[Any], message: Any = Context("message")) -> None:  # noqa: B008 - FastStream DI
+        raw = message.raw_message
+        records = raw if isinstance(raw, tuple) else (raw,)
+        with stats.progress.batch():
+            await _route(records, producers[0], commands, max_bytes, stats)
+
+    return app, stats
+
+
+def _subscribe(broker: KafkaBroker, settings: Settings, max_bytes: int) -> BatchSubscriber:
+    """The router's one subscriber: both input topics, in batches, acked after routing."""
 
     async def parse_batch(records: tuple[Any, ...], _faststream_parser: Any) -> KafkaAckableMessage:
         # FastStream's own batch parser decodes every header value as UTF-8: one
@@ -92,8 +108,6 @@ def build_router(
             message_id=f"{first.offset}-{last.offset}-{first.timestamp}",
             consumer=subscriber.consumer,
         )
-
-    _manage(app, settings, stats, producers, lambda: subscriber.consumer)
 
     subscriber = broker.subscriber(
         settings.topic(ORDERS),
@@ -114,15 +128,7 @@ def build_router(
         title="allocator-router",
         description="Validate inputs and re-key them by warehouse_id onto the command log.",
     )
-
-    @subscriber
-    async def route(_: list[Any], message: Any = Context("message")) -> None:  # noqa: B008 - FastStream DI
-        raw = message.raw_message
-        records = raw if isinstance(raw, tuple) else (raw,)
-        with stats.progress.batch():
-            await _route(records, producers[0], commands, max_bytes, stats)
-
-    return app, stats
+    return subscriber
 
 
 def _manage(
