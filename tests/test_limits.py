@@ -32,6 +32,10 @@ MAX_COMPLEXITY = 15
 _SPLIT_ELSEWHERE = "being split on a parallel branch"
 _PROJECTOR = "services/projector/ is reworked on a parallel branch"
 EXCEPTIONS: dict[str, str] = {
+    # Declarations only, no logic: the v1 contract's models in one file (the order
+    # lifecycle's events took it past 500 lines; to move to a module of their own).
+    "schemas/contract.py": "the contract's declarations, one model after another",
+    "schemas/wire.py": "generated from the contract by `make schemas`, not written by hand",
     "services/projector/adapters/store.py": _SPLIT_ELSEWHERE + " (length, Store.write, Store.load)",
     "services/projector/adapters/queries.py:promise": _PROJECTOR,
     "services/projector/domain/orders.py:apply_order_event": _PROJECTOR,
